@@ -1,0 +1,3 @@
+"""nlpcli: Chinese NLP pipelines from the command line."""
+
+__version__ = "0.1.0"

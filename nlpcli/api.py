@@ -1,0 +1,200 @@
+"""What the verbs do, as library calls: train, evaluate, predict. The CLI only parses and prints."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import BEST, LAST, load_checkpoint
+from .data.io import ReadStats
+from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
+from .errors import ConfigError, DataError, NlpcliError
+from .registry import get_task
+from .tasks.base import Pipeline, TaskConfig, read_config_file
+from .trainer import TrainCallbacks, Trainer, TrainResult
+
+
+@dataclass
+class TrainReport:
+    result: TrainResult
+    train_examples: int
+    dev_examples: int
+    dev_source: str  # the --dev file, or how the dev split was carved
+    skipped: int = 0
+    skip_reasons: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
+    """Task defaults, then a config file, then command-line overrides."""
+    cls = get_task(task)
+    cfg = cls.Config()
+    if config_file:
+        cfg = cfg.updated(read_config_file(config_file))
+    return cfg.updated(overrides)
+
+
+def read_many(pipe_cls: type[Pipeline], paths: list[str], fmt: str | None, skip_bad: bool) -> tuple[list, ReadStats]:
+    examples: list = []
+    total = ReadStats()
+    for p in paths:
+        exs, stats = pipe_cls.read(p, fmt, skip_bad)
+        examples.extend(exs)
+        total.skipped += stats.skipped
+        total.reasons.extend(stats.reasons[: 5 - len(total.reasons)])
+    return examples, total
+
+
+def carve_dev(examples: list, ratio: float, cap: int, seed: int) -> tuple[list, list]:
+    """A seeded random dev split (the same on --resume)."""
+    n_dev = min(cap, int(len(examples) * ratio))
+    if n_dev < 1 or len(examples) - n_dev < 1:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    dev_idx = set(order[:n_dev])
+    return [e for i, e in enumerate(examples) if i not in dev_idx], [examples[i] for i in sorted(dev_idx)]
+
+
+def train(
+    task: str,
+    train_paths: list[str],
+    output: str,
+    dev_path: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    fmt: str | None = None,
+    callbacks: TrainCallbacks | None = None,
+) -> TrainReport:
+    """Train a task from files into `output` (best/ and last/ checkpoints, train_log.jsonl)."""
+    pipe_cls = get_task(task)
+    out = Path(output)
+    overrides = dict(overrides or {})
+    resume_state = None
+    if resume:
+        ckpt = load_checkpoint(out / LAST, expect_task=task)
+        config = pipe_cls.Config.from_dict(ckpt.config, strict=False)
+        fixed = {k for k in overrides if k.replace("-", "_") not in config.RUNTIME_FIELDS}
+        if fixed:
+            raise ConfigError(f"cannot change {', '.join(sorted(fixed))} on --resume (the model depends on it)")
+        config = config.updated(overrides)
+    else:
+        if (out / BEST).exists() or (out / LAST).exists():
+            if not overwrite:
+                raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
+        config = make_config(task, config_file, overrides)
+    device = resolve_device(config.device)
+    set_threads(config.threads)
+    seed_everything(config.seed)
+    dist = init_distributed(device)
+    try:
+        train_ex, stats = read_many(pipe_cls, train_paths, fmt, skip_bad)
+        if dev_path:
+            dev_ex, dev_stats = pipe_cls.read(dev_path, fmt, skip_bad)
+            stats.skipped += dev_stats.skipped
+            dev_source = dev_path
+        else:
+            train_ex, dev_ex = carve_dev(train_ex, config.dev_ratio, config.dev_max, config.seed)
+            dev_source = f"{len(dev_ex)} examples carved from train (seed {config.seed}, ratio {config.dev_ratio})"
+        if resume:
+            pipe = pipe_cls.from_checkpoint(ckpt)
+            pipe.config = config
+            resume_state = ckpt.train_state()
+            if resume_state is None:
+                raise NlpcliError(f"{ckpt.path}: no train_state.pt to resume from")
+        else:
+            if overwrite and dist.is_main:
+                _clear_run(out)
+            dist.barrier()
+            pipe = pipe_cls.create(config, train_ex)
+        trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist)
+        result = trainer.fit()
+    finally:
+        shutdown_distributed()
+    return TrainReport(result, len(train_ex), len(dev_ex), dev_source, stats.skipped, stats.reasons, config.to_dict())
+
+
+def _clear_run(out: Path) -> None:
+    import shutil
+
+    for name in (BEST, LAST, BEST + ".old", LAST + ".old"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    (out / "train_log.jsonl").unlink(missing_ok=True)
+
+
+def load_pipeline(task: str, model_dir: str, device: str = "auto", overrides: dict[str, Any] | None = None) -> Pipeline:
+    """A trained pipeline from a checkpoint (or training output) directory, on a device."""
+    pipe_cls = get_task(task)
+    ckpt = load_checkpoint(model_dir, expect_task=task)
+    pipe = pipe_cls.from_checkpoint(ckpt, overrides)
+    return pipe.to(resolve_device(device))
+
+
+def evaluate(
+    task: str, model_dir: str, data_path: str, device: str = "auto", batch_size: int | None = None,
+    skip_bad: bool = False, fmt: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a trained model on a gold file."""
+    pipe = load_pipeline(task, model_dir, device)
+    examples, stats = pipe.read(data_path, fmt, skip_bad)
+    import torch
+
+    with torch.no_grad():
+        metrics = pipe.evaluate(examples, batch_size)
+    if stats.skipped:
+        metrics["skipped_bad_records"] = stats.skipped
+    return metrics
+
+
+@dataclass
+class PredictStats:
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def read_records(lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats) -> Iterator[dict]:
+    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, f"malformed JSON ({e.msg})", lineno) from None
+            if not isinstance(record, dict):
+                raise DataError(path, "expected a JSON object", lineno)
+            pipe.validate_record(record, path, lineno)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            stats.skipped += 1
+            if len(stats.reasons) < 5:
+                stats.reasons.append(str(err))
+            continue
+        stats.read += 1
+        yield record
+
+
+def predict(
+    pipe: Pipeline, lines: Iterable[str], path: str, batch_size: int | None = None, skip_bad: bool = False,
+    stats: PredictStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Stream predictions: JSONL lines in, records with predictions out, in order."""
+    import torch
+
+    stats = stats if stats is not None else PredictStats()
+    records = read_records(lines, path, pipe, skip_bad, stats)
+    with torch.no_grad():
+        for out in pipe.predict_records(records, batch_size):
+            stats.written += 1
+            yield out

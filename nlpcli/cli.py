@@ -1,0 +1,32 @@
+"""The `nlpcli` command: verbs train / evaluate / predict / generate / chat / info."""
+
+from __future__ import annotations
+
+import typer
+
+from .commands.evaluate import evaluate
+from .commands.generate import chat, generate
+from .commands.info import info
+from .commands.predict import predict
+from .commands.train import train
+
+app = typer.Typer(
+    help="Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(generate)
+app.command()(chat)
+app.command()(info)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

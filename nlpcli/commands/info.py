@@ -1,0 +1,52 @@
+"""`nlpcli info [TASK]`: versions, devices, threads; with a task, its config fields and defaults."""
+
+from __future__ import annotations
+
+import platform
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .common import cli_errors, out_console
+
+
+@cli_errors
+def info(task: Optional[str] = typer.Argument(None, help="Show this task's config fields and defaults.")) -> None:
+    """Show versions, devices and threads; or a task's options."""
+    import torch
+
+    from .. import __version__
+    from ..registry import PLANNED, get_task, task_names
+
+    if task:
+        cls = get_task(task)
+        table = Table(title=f"{task}: {cls.summary}")
+        table.add_column("option")
+        table.add_column("default")
+        for key, value in cls.Config().to_dict().items():
+            table.add_row("--" + key.replace("_", "-"), str(value))
+        out_console.print(table)
+        return
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("nlpcli", __version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("cuda", f"{torch.cuda.device_count()} device(s)" if torch.cuda.is_available() else "not available"),
+        ("mps", "available" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "not available"),
+        ("cpu threads", str(torch.get_num_threads())),
+        ("tasks", ", ".join(task_names())),
+        ("not built yet", ", ".join(sorted(PLANNED))),
+    ]
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
+    try:
+        import transformers
+
+        rows.insert(3, ("transformers", transformers.__version__))
+    except ImportError:
+        rows.insert(3, ("transformers", "not installed"))
+    for k, v in rows:
+        table.add_row(k, v)
+    out_console.print(table)

@@ -1,0 +1,1 @@
+"""Shared data layer: file readers, vocabularies, batching, windows."""

@@ -1,0 +1,93 @@
+"""Character and word vocabularies (ids 0 = pad, 1 = unk), with jieba word boundaries."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+
+PAD, UNK = 0, 1
+SPECIALS = ["[PAD]", "[UNK]"]
+
+
+class Vocab:
+    """A token <-> id map built from counts; tokens below `min_count` map to UNK."""
+
+    def __init__(self, tokens: list[str]):
+        self.itos = list(tokens)
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    @classmethod
+    def build(
+        cls, counts: Counter, min_count: int = 1, max_size: int | None = None, specials: list[str] = SPECIALS
+    ) -> "Vocab":
+        items = [(t, c) for t, c in counts.items() if c >= min_count and t not in specials]
+        items.sort(key=lambda tc: (-tc[1], tc[0]))
+        if max_size is not None:
+            items = items[: max(0, max_size - len(specials))]
+        return cls(list(specials) + [t for t, _ in items])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def id(self, token: str) -> int:
+        return self.stoi.get(token, UNK)
+
+    def ids(self, tokens: Iterable[str]) -> list[int]:
+        get = self.stoi.get
+        return [get(t, UNK) for t in tokens]
+
+    def to_list(self) -> list[str]:
+        return list(self.itos)
+
+
+def normalize_char(ch: str) -> str:
+    """Fold full-width ASCII to half-width and lower-case Latin, so vocab lookups generalise."""
+    code = ord(ch)
+    if 0xFF01 <= code <= 0xFF5E:
+        ch = chr(code - 0xFEE0)
+    elif code == 0x3000:
+        ch = " "
+    return ch.lower()
+
+
+def char_tokens(text: str) -> list[str]:
+    """One token per character (offsets stay character offsets)."""
+    return [normalize_char(c) for c in text]
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def words(text: str) -> list[str]:
+    """jieba segmentation (HMM off: deterministic and faster)."""
+    return _jieba().lcut(text, HMM=False)
+
+
+def char_word_tokens(text: str) -> list[str]:
+    """For every character, the jieba word it belongs to (so word vectors align with chars)."""
+    out: list[str] = []
+    for w in words(text):
+        out.extend([w] * len(w))
+    return out
+
+
+def build_char_vocab(texts: Iterable[str], min_count: int = 1) -> Vocab:
+    counts: Counter = Counter()
+    for t in texts:
+        counts.update(char_tokens(t))
+    return Vocab.build(counts, min_count=min_count)
+
+
+def build_word_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 50000) -> Vocab:
+    counts: Counter = Counter()
+    for t in texts:
+        counts.update(words(t))
+    return Vocab.build(counts, min_count=min_count, max_size=max_size)

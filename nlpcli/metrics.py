@@ -1,0 +1,45 @@
+"""Set-matching precision / recall / F1 (entities, triples), micro and per type."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+
+
+def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f}
+
+
+def set_prf(
+    gold: Sequence[Iterable[Hashable]],
+    pred: Sequence[Iterable[Hashable]],
+    type_of=None,
+) -> dict:
+    """Micro P/R/F1 of exact matches between per-example gold and predicted sets.
+
+    `type_of(item)` names an item's type for the per-type table (omit for none).
+    """
+    if len(gold) != len(pred):
+        raise ValueError("gold and predictions differ in length")
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # tp, pred, gold
+    tp = n_pred = n_gold = 0
+    for g_items, p_items in zip(gold, pred):
+        g, p = set(g_items), set(p_items)
+        hit = g & p
+        tp, n_pred, n_gold = tp + len(hit), n_pred + len(p), n_gold + len(g)
+        if type_of is not None:
+            for item in hit:
+                counts[type_of(item)][0] += 1
+            for item in p:
+                counts[type_of(item)][1] += 1
+            for item in g:
+                counts[type_of(item)][2] += 1
+    out = prf(tp, n_pred, n_gold) | {"tp": tp, "predicted": n_pred, "gold": n_gold}
+    if type_of is not None:
+        out["per_type"] = {
+            t: prf(c[0], c[1], c[2]) | {"tp": c[0], "predicted": c[1], "gold": c[2]} for t, c in sorted(counts.items())
+        }
+    return out

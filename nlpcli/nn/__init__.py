@@ -1,0 +1,1 @@
+"""Shared neural blocks: embeddings, DGCNN, RoPE, GlobalPointer, Hugging Face encoders."""

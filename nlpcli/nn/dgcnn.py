@@ -1,0 +1,57 @@
+"""Gated dilated residual convolutions (DGCNN) and char+word embeddings."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GatedDilatedBlock(nn.Module):
+    """[h, g] = Conv1D(2d, k, dilation r)(x*mask); g = sigmoid(dropout(g)); y = (x(1-g) + h g) * mask."""
+
+    def __init__(self, dim: int, dilation: int = 1, kernel_size: int = 3, dropout: float = 0.1, in_dim: int | None = None):
+        super().__init__()
+        in_dim = in_dim or dim
+        self.conv = nn.Conv1d(in_dim, 2 * dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+        self.residual = nn.Conv1d(in_dim, dim, 1, bias=False) if in_dim != dim else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D], mask [B, L] (1 = real)."""
+        m = mask.unsqueeze(-1).to(x.dtype)
+        x = x * m
+        h, g = self.conv(x.transpose(1, 2)).transpose(1, 2).chunk(2, dim=-1)
+        g = torch.sigmoid(self.dropout(g))
+        if self.residual is not None:
+            x = self.residual(x.transpose(1, 2)).transpose(1, 2)
+        return (x * (1 - g) + h * g) * m
+
+
+class DGCNN(nn.Module):
+    """A stack of gated dilated blocks with the given dilation rates."""
+
+    def __init__(self, dim: int, dilations: list[int], kernel_size: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.blocks = nn.ModuleList(GatedDilatedBlock(dim, r, kernel_size, dropout) for r in dilations)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+class CharWordEmbedding(nn.Module):
+    """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to."""
+
+    def __init__(self, num_chars: int, dim: int, num_words: int = 0, word_dim: int = 0, dropout: float = 0.1):
+        super().__init__()
+        self.chars = nn.Embedding(num_chars, dim, padding_idx=0)
+        self.words = nn.Embedding(num_words, word_dim, padding_idx=0) if num_words and word_dim else None
+        self.word_proj = nn.Linear(word_dim, dim, bias=False) if self.words is not None else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.chars(char_ids)
+        if self.words is not None and word_ids is not None:
+            x = x + self.word_proj(self.words(word_ids))
+        return self.dropout(x)

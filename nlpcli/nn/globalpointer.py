@@ -1,0 +1,90 @@
+"""GlobalPointer span scoring (standard and Efficient) and its multi-label softmax loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .rope import apply_rope, rope_tables
+
+NEG = -1e12
+
+
+def span_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] padding mask -> [B, 1, L, L] mask of valid spans (start <= end, both real)."""
+    m = mask.bool()
+    pair = m[:, None, :, None] & m[:, None, None, :]
+    upper = torch.ones(m.shape[1], m.shape[1], dtype=torch.bool, device=m.device).triu()
+    return pair & upper
+
+
+class GlobalPointer(nn.Module):
+    """Per type alpha: s(i, j) = RoPE(q_i) . RoPE(k_j) / sqrt(d)."""
+
+    def __init__(self, hidden: int, num_types: int, head_size: int = 64, rope: bool = True):
+        super().__init__()
+        self.num_types, self.head_size, self.rope = num_types, head_size, rope
+        self.dense = nn.Linear(hidden, num_types * head_size * 2)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, _ = h.shape
+        qk = self.dense(h).view(b, n, self.num_types, 2, self.head_size)
+        q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # [B, T, L, D]
+        if self.rope:
+            cos, sin = rope_tables(n, self.head_size, h.device, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        logits = torch.einsum("btmd,btnd->btmn", q, k) / math.sqrt(self.head_size)
+        return logits.float().masked_fill(~span_mask(mask), NEG)
+
+
+class EfficientGlobalPointer(nn.Module):
+    """Shared q/k plus a per-type bias (w_{2a} . p_j + w_{2a+1} . p_i) / 2."""
+
+    def __init__(self, hidden: int, num_types: int, head_size: int = 64, rope: bool = True):
+        super().__init__()
+        self.num_types, self.head_size, self.rope = num_types, head_size, rope
+        self.p_dense = nn.Linear(hidden, head_size * 2)
+        self.q_dense = nn.Linear(head_size * 2, num_types * 2)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        p = self.p_dense(h)
+        q, k = p[..., 0::2], p[..., 1::2]
+        if self.rope:
+            cos, sin = rope_tables(h.shape[1], self.head_size, h.device, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        logits = torch.einsum("bmd,bnd->bmn", q, k) / math.sqrt(self.head_size)
+        bias = self.q_dense(p).transpose(1, 2) / 2  # [B, 2T, L]
+        logits = logits[:, None] + bias[:, 0::2, None, :] + bias[:, 1::2, :, None]
+        return logits.float().masked_fill(~span_mask(mask), NEG)
+
+
+def multilabel_categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log(1 + sum_neg e^s) + log(1 + sum_pos e^-s) per row of [..., N]; returns the mean over rows.
+
+    Masked scores (-1e12) vanish from the negative sum and are never positive.
+    """
+    y = labels.to(logits.dtype)
+    s = (1 - 2 * y) * logits
+    s_neg = s - y * 1e12
+    s_pos = s - (1 - y) * 1e12
+    zeros = torch.zeros_like(s[..., :1])
+    neg = torch.logsumexp(torch.cat([s_neg, zeros], dim=-1), dim=-1)
+    pos = torch.logsumexp(torch.cat([s_pos, zeros], dim=-1), dim=-1)
+    return (neg + pos).mean()
+
+
+def globalpointer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Loss over [B, T, L, L] scores, one row per (batch, type)."""
+    b, t = logits.shape[:2]
+    return multilabel_categorical_crossentropy(logits.reshape(b * t, -1), labels.reshape(b * t, -1))
+
+
+def decode_spans(logits: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int]]]:
+    """Every (type, start, end) with score > threshold, per batch row; nested spans come out as they are."""
+    hits = (logits > threshold).nonzero().tolist()
+    out: list[list[tuple[int, int, int]]] = [[] for _ in range(logits.shape[0])]
+    for b, t, i, j in hits:
+        out[b].append((t, i, j))
+    return out

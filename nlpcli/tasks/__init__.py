@@ -1,0 +1,1 @@
+"""Task pipelines; look them up through nlpcli.registry."""

@@ -1,0 +1,1 @@
+"""Information extraction tasks: NER (GlobalPointer) and relation extraction."""

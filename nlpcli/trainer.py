@@ -1,0 +1,323 @@
+"""The one training loop for every task.
+
+AdamW, warm-up then decay (by steps or by the time budget, whichever runs out first),
+gradient clipping, optional EMA, mixed precision where the device supports it, dev
+evaluation with the best checkpoint kept, early stopping, resumable state saved in
+`last/`, Ctrl-C saving before it exits, DDP under torchrun, and a JSONL log.
+The trainer never prints: progress goes to callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import BEST, LAST, save_checkpoint
+from .data.batching import bucket_batches
+from .device import DistContext, autocast, autocast_dtype
+from .ema import EMA
+from .errors import NlpcliError, TrainingInterrupted
+from .tasks.base import Pipeline
+
+LOG_FILE = "train_log.jsonl"
+
+
+class TrainCallbacks:
+    """Hooks for showing progress; the default does nothing."""
+
+    def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None: ...
+
+    def on_step(self, step: int, stats: dict[str, float]) -> None: ...
+
+    def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None: ...
+
+    def on_end(self, result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    stop_reason: str
+    elapsed_s: float
+    best_metric: float | None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    steps_per_s: float = 0.0
+    output: str = ""
+
+
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    bad_evals: int = 0
+    elapsed_before: float = 0.0
+    tokens: int = 0
+
+
+class Trainer:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        train_examples: list[Any],
+        dev_examples: list[Any],
+        output_dir: str | Path,
+        device: torch.device,
+        callbacks: TrainCallbacks | None = None,
+        resume_state: dict[str, Any] | None = None,
+        dist: DistContext | None = None,
+    ):
+        self.pipe = pipeline
+        self.cfg = pipeline.config
+        self.train = pipeline.training_examples(train_examples)
+        if not self.train:
+            raise NlpcliError("no training examples")
+        self.dev = dev_examples
+        self.out = Path(output_dir)
+        self.device = device
+        self.cb = callbacks or TrainCallbacks()
+        self.dist = dist or DistContext()
+        self.dtype = autocast_dtype(device, self.cfg.precision)
+        self.pipe.to(device)
+        self.model: nn.Module = self.pipe.model
+        if self.dist.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.pipe.model, device_ids=ids)
+        groups = self.pipe.param_groups() or _param_groups(self.pipe.model, self.cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.ema = EMA(self.pipe.model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.lengths = [self.pipe.example_length(e) for e in self.train]
+        self.state = _State()
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    # --- plan ---------------------------------------------------------------------------
+    def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        plan = bucket_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed * 1000 + epoch)
+        if self.dist.enabled:  # equal shards, so every rank takes the same number of steps
+            ws = self.dist.world_size
+            plan = plan[: len(plan) // ws * ws][self.dist.rank :: ws]
+        return plan
+
+    def planned_steps(self) -> int:
+        per_epoch = len(self._epoch_plan(0))
+        total = per_epoch * self.cfg.epochs
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _lr_factor(self, step: int, progress: float) -> float:
+        warm = min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0
+        p = min(max(progress, 0.0), 1.0)
+        if self.cfg.schedule == "linear":
+            decay = max(0.0, 1.0 - p)
+        elif self.cfg.schedule == "cosine":
+            decay = 0.5 * (1 + math.cos(math.pi * p))
+        else:
+            decay = 1.0
+        return warm * max(decay, 0.01)
+
+    # --- loop ---------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, st = self.cfg, self.state
+        total = self.planned_steps()
+        budget_s = cfg.time_budget * 60 if cfg.time_budget else 0.0
+        t0 = time.time()
+        tokens_run, steps_run = 0, 0
+        last_eval_step = st.step if st.step else -1
+        stop_reason = "epochs"
+        self.cb.on_start(total, st.step, {"train_examples": len(self.train), "dev_examples": len(self.dev)})
+        nan_run = 0
+        try:
+            while st.epoch < cfg.epochs:
+                plan = self._epoch_plan(st.epoch)
+                while st.batch_in_epoch < len(plan):
+                    batch = self.pipe.collate([self.train[i] for i in plan[st.batch_in_epoch]])
+                    elapsed = st.elapsed_before + time.time() - t0
+                    progress = max(st.step / max(total, 1), elapsed / budget_s if budget_s else 0.0)
+                    lr = cfg.lr * self._lr_factor(st.step, progress)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = lr * g.get("lr_scale", 1.0)
+                    loss = self._step(batch)
+                    st.batch_in_epoch += 1
+                    if not math.isfinite(loss):
+                        nan_run += 1
+                        if nan_run >= 10:
+                            raise NlpcliError(f"loss is not finite for 10 steps in a row (step {st.step}); lower --lr")
+                        continue
+                    nan_run = 0
+                    st.step += 1
+                    steps_run += 1
+                    tokens_run += int(batch.get("_tokens", 0))
+                    run_s = max(time.time() - t0, 1e-9)
+                    stats = {"loss": loss, "lr": lr, "epoch": st.epoch, "tokens_per_s": tokens_run / run_s,
+                             "steps_per_s": steps_run / run_s, "elapsed_s": st.elapsed_before + run_s}
+                    self.cb.on_step(st.step, stats)
+                    if cfg.log_every and st.step % cfg.log_every == 0:
+                        self._log({"event": "step", "step": st.step, **stats})
+                    if cfg.eval_every and st.step % cfg.eval_every == 0:
+                        last_eval_step = st.step
+                        if self._evaluate():
+                            stop_reason = "early_stopping"
+                    if cfg.save_every and st.step % cfg.save_every == 0:
+                        self._save_last(t0)
+                    reason = self._should_stop(stop_reason, budget_s, t0)
+                    if reason:
+                        stop_reason = reason
+                        raise _Stop
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                if not cfg.eval_every:
+                    last_eval_step = st.step
+                    if self._evaluate():
+                        stop_reason = "early_stopping"
+                        raise _Stop
+        except _Stop:
+            pass
+        except KeyboardInterrupt:
+            self._save_last(t0)
+            raise TrainingInterrupted(st.step, str(self.out / LAST)) from None
+        if last_eval_step != st.step:
+            self._evaluate()
+        self._save_last(t0)
+        run_s = max(time.time() - t0, 1e-9)
+        result = TrainResult(
+            step=st.step, epoch=st.epoch, stop_reason=stop_reason, elapsed_s=st.elapsed_before + run_s,
+            best_metric=st.best, best_metrics=st.best_metrics, tokens_per_s=tokens_run / run_s,
+            steps_per_s=steps_run / run_s, output=str(self.out),
+        )
+        self._log({"event": "end", **result.__dict__})
+        self.cb.on_end(result)
+        return result
+
+    def _should_stop(self, current: str, budget_s: float, t0: float) -> str | None:
+        cfg, st = self.cfg, self.state
+        flags = [
+            ("early_stopping", current == "early_stopping"),
+            ("max_steps", bool(cfg.max_steps) and st.step >= cfg.max_steps),
+            ("time_budget", bool(budget_s) and st.elapsed_before + time.time() - t0 >= budget_s),
+        ]
+        for name, hit in flags:  # every rank must agree, or DDP would hang
+            if self.dist.all_max(float(hit)) > 0:
+                return name
+        return None
+
+    def _step(self, batch: dict[str, Any]) -> float:
+        self.model.train()
+        batch = self.pipe.to_device(batch)
+        with autocast(self.device, self.dtype):
+            loss = self.pipe.loss(self.model, batch)
+        if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return float("nan")
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.pipe.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.pipe.model, self.state.step)
+        return float(loss.detach())
+
+    # --- evaluation and checkpoints --------------------------------------------------------
+    def _evaluate(self) -> bool:
+        """Evaluate on dev (rank 0), keep the best checkpoint; True when patience ran out."""
+        st, cfg = self.state, self.cfg
+        stop = 0.0
+        if self.dist.is_main:
+            self.pipe.model.eval()
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                if self.ema is not None:
+                    with self.ema.applied(self.pipe.model):
+                        metrics = self.pipe.evaluate(self.dev) if self.dev else {}
+                else:
+                    metrics = self.pipe.evaluate(self.dev) if self.dev else {}
+            value = metrics.get(self.pipe.main_metric)
+            better = value is not None and (
+                st.best is None or (value > st.best if self.pipe.higher_is_better else value < st.best)
+            )
+            if better or not self.dev:
+                st.best, st.best_metrics, st.bad_evals = value, metrics, 0
+                self._save(BEST, metrics=metrics | {"step": st.step}, with_state=False)
+            else:
+                st.bad_evals += 1
+            self._log({"event": "eval", "step": st.step, "is_best": better, **metrics})
+            self.cb.on_eval(st.step, metrics, better)
+            stop = float(bool(cfg.patience) and st.bad_evals >= cfg.patience)
+        self.dist.barrier()
+        return self.dist.all_max(stop) > 0
+
+    def _model_state(self, averaged: bool) -> dict[str, torch.Tensor]:
+        if averaged and self.ema is not None:
+            return self.ema.state_dict(self.pipe.model)
+        return self.pipe.model.state_dict()
+
+    def _save(self, which: str, metrics: dict | None, with_state: bool, t0: float | None = None) -> None:
+        if not self.dist.is_main:
+            return
+        train_state = self._train_state(t0) if with_state else None
+        save_checkpoint(
+            self.out / which, self.pipe.name, self.cfg.to_dict(), self._model_state(averaged=not with_state),
+            self.pipe.assets, metrics=metrics, train_state=train_state, write_extra=self.pipe.write_extra,
+        )
+
+    def _save_last(self, t0: float) -> None:
+        self._save(LAST, metrics=self.state.best_metrics or None, with_state=True, t0=t0)
+        self.dist.barrier()
+
+    def _train_state(self, t0: float | None) -> dict[str, Any]:
+        st = self.state
+        return {
+            "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
+            "best": st.best, "best_metrics_json": json.dumps(st.best_metrics, ensure_ascii=False),
+            "bad_evals": st.bad_evals,
+            "elapsed": st.elapsed_before + (time.time() - t0 if t0 else 0.0),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.shadow if self.ema is not None else None,
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+        }
+
+    def _restore(self, ts: dict[str, Any]) -> None:
+        st = self.state
+        st.step, st.epoch, st.batch_in_epoch = ts["step"], ts["epoch"], ts["batch_in_epoch"]
+        st.best, st.bad_evals, st.elapsed_before = ts["best"], ts["bad_evals"], ts["elapsed"]
+        st.best_metrics = json.loads(ts.get("best_metrics_json") or "{}")
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scaler.load_state_dict(ts["scaler"])
+        if self.ema is not None and ts.get("ema") is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in ts["ema"].items()}
+        torch.set_rng_state(ts["torch_rng"])
+        random.setstate(ts["python_rng"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / LOG_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+class _Stop(Exception):
+    """Internal: leave the training loop."""
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and embeddings' 1-d parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
