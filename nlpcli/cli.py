@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from .commands.evaluate import evaluate
-from .commands.generate import chat, generate
+from .commands.chat import chat
+from .commands.generate import generate
 from .commands.info import info
 from .commands.predict import predict
 from .commands.train import train

@@ -1,4 +1,4 @@
-"""`nlpcli generate` (CGMH sentences from given words) and `nlpcli chat` (interactive chat)."""
+"""`nlpcli generate`: CGMH sentences that contain given words."""
 
 from __future__ import annotations
 
@@ -23,11 +23,3 @@ def generate(
     from ..registry import get_task
 
     get_task("lm")
-
-
-@cli_errors
-def chat(model: str = typer.Option(..., "--model", "-m", help="A `chat` checkpoint.")) -> None:
-    """Chat with a trained model in the terminal."""
-    from ..registry import get_task
-
-    get_task("chat")
