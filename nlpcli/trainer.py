@@ -161,7 +161,10 @@ class Trainer:
                     steps_run += 1
                     tokens_run += int(batch.get("_tokens", 0))
                     run_s = max(time.time() - t0, 1e-9)
+                    elapsed = st.elapsed_before + run_s
+                    progress = max(st.step / max(total, 1), elapsed / budget_s if budget_s else 0.0)
                     stats = {"loss": loss, "lr": lr, "epoch": st.epoch, "tokens_per_s": tokens_run / run_s,
+                             "progress": min(progress, 1.0),
                              "steps_per_s": steps_run / run_s, "elapsed_s": st.elapsed_before + run_s}
                     self.cb.on_step(st.step, stats)
                     if cfg.log_every and st.step % cfg.log_every == 0:

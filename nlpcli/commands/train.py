@@ -6,7 +6,7 @@ import json
 from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .common import EXTRA_HELP, cli_errors, err_console, out_console, parse_extra
 
@@ -17,18 +17,22 @@ class RichCallbacks:
     def __init__(self, main_metric: str):
         self.metric = main_metric
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console, transient=False,
         )
         self.bar = None
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
-        self.bar = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
+        # Progress is the larger of steps done and time budget used, so the ETA holds for both.
+        self.total_steps = total_steps
+        self.bar = self.progress.add_task("train", total=1.0, completed=start_step / max(total_steps, 1), stats="")
 
     def on_step(self, step: int, stats: dict[str, float]) -> None:
-        text = f"loss {stats['loss']:.4f} {stats['tokens_per_s']:,.0f} tok/s ep {stats['epoch'] + 1}"
-        self.progress.update(self.bar, completed=step, stats=text)
+        text = (f"step {step}/{self.total_steps} loss {stats['loss']:.4f} "
+                f"{stats['tokens_per_s']:,.0f} tok/s ep {stats['epoch'] + 1}")
+        self.progress.update(self.bar, completed=stats["progress"], stats=text)
 
     def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None:
         value = metrics.get(self.metric)

@@ -45,6 +45,9 @@ class NerConfig(TaskConfig):
     window_overlap: int = 64
     encoder_lr: float = 3e-5  # learning rate of a Hugging Face encoder (the head uses lr)
     threshold: float = 0.0
+    # Longest span predicted; 0: the longest entity seen in training. Spans longer than any
+    # trained on get untrained (often positive) scores, e.g. on texts longer than the training ones.
+    max_span_len: int = 0
     eval_batch_size: int = 64
     epochs: int = 30
     batch_size: int = 32
@@ -123,7 +126,8 @@ class NerPipeline(Pipeline):
         types = sorted({t for ex in train_examples for _, _, t in ex.spans})
         if not types:
             raise DataError("training data", "no entities in the training data")
-        assets: dict[str, Any] = {"types": types}
+        longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
+        assets: dict[str, Any] = {"types": types, "longest_entity": longest}
         if config.encoder == SCRATCH:
             texts = [ex.text for ex in train_examples]
             assets["chars"] = V.build_char_vocab(texts, config.char_min_count).to_list()
@@ -219,11 +223,16 @@ class NerPipeline(Pipeline):
                     pieces.append((ti, w))
         pieces.sort(key=lambda p: p[1].end - p[1].start)
         results: list[set[tuple[int, int, str]]] = [set() for _ in texts]
+        limit = cfg.max_span_len or self.assets.get("longest_entity", 0)
         self.model.eval()
         for i in range(0, len(pieces), bs):
             chunk = pieces[i : i + bs]
             batch = self.collate([NerExample(texts[ti][w.start : w.end]) for ti, w in chunk])
             logits = self.model(self.to_device(batch))
+            if limit:
+                n = logits.shape[-1]
+                too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
+                logits = logits.masked_fill(too_long, float("-inf"))
             for (ti, w), offsets, found in zip(chunk, batch["_offsets"], decode_spans(logits, cfg.threshold)):
                 for t, pi, pj in found:
                     s, e = w.start + offsets[pi][0], w.start + offsets[pj][1] - 1
