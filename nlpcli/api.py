@@ -81,7 +81,9 @@ def train(
     if resume:
         ckpt = load_checkpoint(out / LAST, expect_task=task)
         config = pipe_cls.Config.from_dict(ckpt.config, strict=False)
-        fixed = {k for k in overrides if k.replace("-", "_") not in config.RUNTIME_FIELDS}
+        asked = config.updated(overrides).to_dict()
+        saved = config.to_dict()
+        fixed = {k for k in asked if asked[k] != saved[k] and k not in config.RUNTIME_FIELDS}
         if fixed:
             raise ConfigError(f"cannot change {', '.join(sorted(fixed))} on --resume (the model depends on it)")
         config = config.updated(overrides)
