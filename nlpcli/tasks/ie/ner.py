@@ -32,7 +32,7 @@ class NerConfig(TaskConfig):
     head_size: int = 64
     rope: bool = True
     hidden_size: int = 256
-    dilations: str = "1,2,4,8,1,2,4,8,1,1"
+    dilations: str = "1,2,4,8,1,1"
     kernel_size: int = 3
     dropout: float = 0.1
     embed_dropout: float = 0.2

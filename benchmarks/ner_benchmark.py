@@ -1,0 +1,91 @@
+"""NER benchmark: train the default model under a time budget, report dev F1 and speeds.
+
+    python benchmarks/ner_benchmark.py cluener --budget 20
+    python benchmarks/ner_benchmark.py cmeee --budget 20
+
+cluener: CLUENER train.json split 90/10 with seed 42 (the official dev set is not in ../shared).
+cmeee:   the first 3,000 texts of ../shared/data/cmeee/CMeEE_dev.json train, the other 1,000 test;
+         it also reports how many nested gold entities were predicted exactly.
+Every step runs the `nlpcli` command it prints, and the result lands in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def nlpcli(*args: str) -> str:
+    cmd = [sys.executable, "-m", "nlpcli.cli", *map(str, args)]
+    print("$ nlpcli " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"command failed with exit code {proc.returncode}")
+    return proc.stdout
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def split(name: str, work: Path) -> tuple[Path, Path]:
+    if name == "cluener":
+        rows = [json.loads(line) for line in (DATA / "cluener2020" / "train.json").open(encoding="utf-8")]
+        random.Random(42).shuffle(rows)
+        n_dev = len(rows) // 10
+        train, dev = rows[n_dev:], rows[:n_dev]
+    else:
+        rows = json.loads((DATA / "cmeee" / "CMeEE_dev.json").read_text(encoding="utf-8"))
+        train, dev = rows[:3000], rows[3000:]
+    write_jsonl(work / "train.jsonl", train)
+    write_jsonl(work / "dev.jsonl", dev)
+    return work / "train.jsonl", work / "dev.jsonl"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=["cluener", "cmeee"])
+    ap.add_argument("--budget", type=float, default=20.0, help="training minutes")
+    ap.add_argument("--run", default=None, help="output directory (default runs/bench-ner-DATASET)")
+    ap.add_argument("extra", nargs="*", help="extra `nlpcli train` options, e.g. --head standard")
+    args = ap.parse_args()
+    run = Path(args.run or ROOT / "runs" / f"bench-ner-{args.dataset}")
+    with tempfile.TemporaryDirectory() as tmp:
+        train, dev = split(args.dataset, Path(tmp))
+        summary = json.loads(nlpcli("train", "ner", "--train", train, "--dev", dev, "--output", run, "--overwrite",
+                                    "--time-budget", args.budget, "--json", *args.extra))
+        metrics = json.loads(nlpcli("evaluate", "ner", "--model", run, "--data", dev, "--json"))
+        texts = [{"text": json.loads(line)["text"]} for line in dev.read_text(encoding="utf-8").splitlines()]
+        write_jsonl(Path(tmp) / "input.jsonl", texts)
+        start = time.perf_counter()
+        nlpcli("predict", "ner", "--model", run, "--input", Path(tmp) / "input.jsonl",
+               "--output", Path(tmp) / "pred.jsonl", "--batch-size", "64")
+        predict_s = time.perf_counter() - start
+    result = {
+        "dataset": args.dataset, "budget_min": args.budget, "extra_options": args.extra,
+        "steps": summary["steps"], "train_tokens_per_s": summary["tokens_per_s"],
+        "dev_examples": len(texts), "micro_precision": metrics["precision"], "micro_recall": metrics["recall"],
+        "micro_f1": metrics["f1"], "nested_gold": metrics["nested"]["gold"],
+        "nested_correct": metrics["nested"]["correct"],
+        # Whole command: process start and model load included.
+        "predict_sentences_per_s": len(texts) / predict_s,
+        "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
+        "command": f"python benchmarks/ner_benchmark.py {args.dataset} --budget {args.budget} " + " ".join(args.extra),
+    }
+    out = ROOT / "benchmarks" / "results" / f"ner_{args.dataset}.json"
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
