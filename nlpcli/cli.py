@@ -17,10 +17,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+app.command(context_settings=EXTRA_ARGS)(train)
 app.command()(evaluate)
 app.command()(predict)
-app.command()(generate)
+app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)
 app.command()(info)
 

@@ -2,24 +2,93 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from .common import cli_errors
+from .common import cli_errors, err_console, out_console, parse_extra, stderr_is_tty
 
 
 @cli_errors
 def generate(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="An `lm` checkpoint (nlpcli train lm)."),
-    words: Optional[list[str]] = typer.Option(None, "--words", help="Keywords every sentence must contain."),
-    num: int = typer.Option(3, "--num"),
-    steps: int = typer.Option(200, "--steps"),
+    words: Optional[list[str]] = typer.Option(None, "--words", help="Keywords every sentence must contain: --words 北京 天安门"),
+    num: int = typer.Option(3, "--num", help="Sentences per keyword set, best first."),
+    steps: int = typer.Option(200, "--steps", help="Metropolis-Hastings steps per chain (at least 1)."),
     seed: int = typer.Option(0, "--seed"),
-    input_path: Optional[str] = typer.Option(None, "--input", help="One keyword set per line."),
-    output_path: Optional[str] = typer.Option(None, "--output"),
+    keep_order: bool = typer.Option(False, "--keep-order", help="Keywords appear in the given order."),
+    input_path: Optional[str] = typer.Option(None, "--input", "-i", help="One keyword set per line (words separated by spaces); blank lines are skipped."),
+    output_path: Optional[str] = typer.Option(None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N | mps"),
+    as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
 ) -> None:
-    """Make sentences that contain every given word (CGMH)."""
-    from ..registry import get_task
+    """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
 
-    get_task("lm")
+    Sampler settings of the checkpoint can be overridden too: --gen-top-k 100, --gen-min-len 7, ...
+    """
+    from .. import api
+    from ..tasks.gen import cgmh
+
+    extra, bare = parse_extra(ctx.args)
+    unknown = [k for k in extra if not k.startswith("gen_")]
+    if unknown:
+        raise typer.BadParameter(f"unknown option(s): {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+    keywords = list(words or []) + bare
+    if bool(keywords) == bool(input_path):
+        raise typer.BadParameter("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
+    pipe = api.load_pipeline("lm", model, device, overrides=extra)
+    if input_path is None:
+        result = cgmh.generate(pipe, [keywords], num=num, steps=steps, seed=seed, keep_order=keep_order)[0]
+        _show(result, as_json)
+        return
+    sets = cgmh.read_keyword_file(pipe, input_path)  # every line is checked before anything is written
+    _generate_file(pipe, sets, output_path, num, steps, seed, keep_order)
+
+
+def _show(result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"words": result.words, "sentences": result.sentences}, ensure_ascii=False))
+        return
+    table = Table(title="words: " + " ".join(result.words))
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("sentence")
+    for i, s in enumerate(result.sentences, 1):
+        table.add_row(str(i), f"{s['score']:.3f}", s["text"])
+    out_console.print(table)
+    err_console.print("score: mean log-probability per token under the forward LM (higher is better)", style="dim")
+
+
+def _generate_file(pipe, sets, output_path: Optional[str], num: int, steps: int, seed: int, keep_order: bool) -> None:
+    """Stream JSONL records; on Ctrl-C the lines finished so far are kept (the file is still swapped in whole)."""
+    import sys
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..data.io import atomic_output
+    from ..tasks.gen import cgmh
+
+    sink = atomic_output(output_path) if output_path and output_path != "-" else nullcontext(sys.stdout)
+    bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=err_console, disable=not stderr_is_tty())
+    written, interrupted = 0, False
+    with sink as out, bar:
+        task = bar.add_task("generate", total=len(sets))
+        try:
+            for (line, words), result in zip(sets, cgmh.iter_generate(pipe, [w for _, w in sets], num, steps, seed, keep_order)):
+                out.write(json.dumps({"line": line, "words": words, "sentences": result.sentences}, ensure_ascii=False) + "\n")
+                out.flush()
+                written += 1
+                bar.advance(task)
+        except KeyboardInterrupt:
+            interrupted = True
+    where = output_path if output_path and output_path != "-" else "stdout"
+    if interrupted:
+        err_console.print(f"[yellow]interrupted:[/] kept {written} of {len(sets)} line(s) in {where}", highlight=False)
+        raise typer.Exit(130)
+    if where != "stdout":
+        err_console.print(f"wrote {written} line(s) to {where}", highlight=False)

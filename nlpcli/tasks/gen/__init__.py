@@ -1,0 +1,1 @@
+"""Generation tasks: language models and the CGMH sampler; chat."""

@@ -1,0 +1,360 @@
+"""CGMH: Metropolis-Hastings over word edits, with every keyword locked in place (METHODS section 4).
+
+A batch holds many chains (several per keyword set, several keyword sets) side by side.
+Each step every chain draws an action (replace / insert / delete / skip) and a position:
+replace and delete pick one of the L tokens, insert one of the L + 1 gaps, uniformly, so the
+position probabilities of a move and its reverse cancel (an insert into L tokens and the
+delete back from L + 1 tokens are both 1 / (L + 1)). A move that touches a keyword, splits a
+keyword made of several tokens, or outgrows the length cap is rejected (a self-loop).
+
+Proposals: the top-K words by p_fwd(w | x_<m) * p_bwd(w | x_>m); the K candidate sentences
+are scored by the forward LM in one batch, and only from position m on: the shared prefix
+adds the same log-probability to every sentence of the step, so it cancels in g and in A.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...errors import ConfigError
+from .lm import BOS, SPECIALS, LmPipeline, reverse_rows, sentence_logprob
+
+REPLACE, INSERT, DELETE, SKIP = 0, 1, 2, 3
+
+
+@dataclass
+class Settings:
+    top_k: int = 50
+    p_replace: float = 0.3
+    p_insert: float = 0.3
+    p_delete: float = 0.3
+    max_len: int = 40
+    min_len: int = 5
+    batched: bool = True  # False scores candidate sentences one at a time (the speed baseline)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Settings":
+        return cls(cfg.gen_top_k, cfg.gen_p_replace, cfg.gen_p_insert, cfg.gen_p_delete, cfg.gen_max_len, cfg.gen_min_len)
+
+    def action_probs(self) -> torch.Tensor:
+        skip = 1.0 - self.p_replace - self.p_insert - self.p_delete
+        if min(self.p_replace, self.p_insert, self.p_delete, skip) < 0 or self.p_insert <= 0 or self.p_delete <= 0:
+            raise ConfigError("action probabilities must be >= 0, insert and delete > 0, and sum to at most 1")
+        return torch.tensor([self.p_replace, self.p_insert, self.p_delete, skip])
+
+
+@dataclass
+class Chains:
+    """Right-padded token rows; `kw` holds the keyword index of a locked token, -1 for a free one."""
+
+    tokens: torch.Tensor  # [C, W] long
+    kw: torch.Tensor  # [C, W] long
+    length: torch.Tensor  # [C] long
+    logp: torch.Tensor  # [C] float: forward-LM log-probability of the whole sentence (with end token)
+
+    @classmethod
+    def start(cls, keyword_ids: list[list[list[int]]], width: int, device: torch.device) -> "Chains":
+        """One chain per entry: its keywords (each a token list) in the given order, back to back."""
+        n = len(keyword_ids)
+        tokens = torch.zeros(n, width, dtype=torch.long)
+        kw = torch.full((n, width), -1, dtype=torch.long)
+        length = torch.zeros(n, dtype=torch.long)
+        for c, words in enumerate(keyword_ids):
+            row = [(t, k) for k, ids in enumerate(words) for t in ids]
+            if len(row) > width:
+                raise ConfigError(f"the keywords take {len(row)} tokens, more than the length cap {width}")
+            tokens[c, : len(row)] = torch.tensor([t for t, _ in row])
+            kw[c, : len(row)] = torch.tensor([k for _, k in row])
+            length[c] = len(row)
+        return cls(tokens.to(device), kw.to(device), length.to(device), torch.zeros(n, device=device))
+
+
+@dataclass
+class StepStats:
+    proposed: int = 0
+    accepted: int = 0
+    scored_sentences: int = 0
+    score_seconds: float = 0.0
+
+
+@torch.no_grad()
+def score_rows(pipe: LmPipeline, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
+               batched: bool = True) -> torch.Tensor:
+    """Forward-LM log p(x_start.., EOS | prefix) for every row: one batch, or one sentence at a time."""
+    width = int(lengths.max()) if len(lengths) else 0
+    tokens = tokens[:, :max(width, 1)]
+    if batched:
+        return sentence_logprob(pipe.model.fwd, tokens, lengths, start)
+    out = [sentence_logprob(pipe.model.fwd, tokens[i : i + 1, : int(lengths[i]) or 1], lengths[i : i + 1], start[i : i + 1])
+           for i in range(len(tokens))]
+    return torch.cat(out) if out else torch.zeros(0, device=tokens.device)
+
+
+@torch.no_grad()
+def proposal_logits(pipe: LmPipeline, ch: Chains, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
+    width = int(ch.length.max()) + 1
+    tokens = ch.tokens[:, : width - 1]
+    rows = torch.arange(len(pos), device=pos.device)
+    bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
+    h_f = pipe.model.fwd.hidden(torch.cat([bos, tokens], 1))[rows, pos]
+    back = (ch.length - pos - (action != INSERT).long()).clamp(min=0)  # bwd step that has read x_>m (or x_>=m)
+    h_b = pipe.model.bwd.hidden(torch.cat([bos, reverse_rows(tokens, ch.length)], 1))[rows, back]
+    logits = torch.log_softmax(pipe.model.fwd.logits(h_f).float(), -1) + torch.log_softmax(pipe.model.bwd.logits(h_b).float(), -1)
+    logits[:, : len(SPECIALS)] = -math.inf  # never propose PAD, UNK or the boundary token
+    return logits
+
+
+def build_rows(ch: Chains, pos: torch.Tensor, action: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Candidate sentences [C, K+1, W]: K with word k at m (inserted or replacing), then one extra row:
+    the current sentence (replace, insert) or the sentence with x_m deleted (delete)."""
+    c, width = ch.tokens.shape
+    k = cands.shape[1]
+    j = torch.arange(width, device=pos.device).view(1, 1, width)
+    m = pos.view(c, 1, 1)
+    ins = (action == INSERT).view(c, 1, 1)
+    dele = (action == DELETE).view(c, 1, 1)
+    is_extra = torch.zeros(1, k + 1, 1, dtype=torch.bool, device=pos.device)
+    is_extra[0, k] = True
+    # Where each output position reads from in the current row.
+    shift = torch.where(is_extra, (dele & (j >= m)).long(), -(ins & (j > m)).long())
+    src = (j + shift).clamp(0, width - 1).expand(c, k + 1, width)
+    tokens = ch.tokens.unsqueeze(1).expand(c, k + 1, width).gather(2, src)
+    kw = ch.kw.unsqueeze(1).expand(c, k + 1, width).gather(2, src)
+    at_m = (j == m) & ~is_extra
+    word = torch.cat([cands, torch.zeros(c, 1, dtype=cands.dtype, device=cands.device)], 1).unsqueeze(2)
+    tokens = torch.where(at_m, word, tokens)
+    kw = torch.where(at_m, torch.full_like(kw, -1), kw)
+    length = ch.length.view(c, 1) + torch.where(is_extra.view(1, -1), -(action == DELETE).long().view(c, 1),
+                                                (action == INSERT).long().view(c, 1))
+    pad = j >= length.unsqueeze(2)
+    return tokens.masked_fill(pad, 0), kw.masked_fill(pad, -1), length
+
+
+def mh_step(pipe: LmPipeline, ch: Chains, s: Settings, gen: torch.Generator, stats: StepStats | None = None) -> torch.Tensor:
+    """One Metropolis-Hastings step for every chain, in place; returns the chains whose sentence changed."""
+    device = ch.tokens.device
+    n, width = ch.tokens.shape
+    u = torch.rand(n, 3, generator=gen).to(device)
+    action = torch.multinomial(s.action_probs(), n, replacement=True, generator=gen).to(device)
+    slots = ch.length + (action == INSERT).long()
+    pos = (u[:, 0] * slots).long().clamp(max=slots - 1)
+    valid = _move_is_legal(ch, pos, action, s.max_len, width)
+    changed = torch.zeros(n, dtype=torch.bool, device=device)
+    act = valid.nonzero()[:, 0]
+    if len(act) == 0:
+        return changed
+    sub = Chains(ch.tokens[act], ch.kw[act], ch.length[act], ch.logp[act])
+    a, m = action[act], pos[act]
+    k = min(s.top_k, pipe.model.fwd.bias.shape[0] - len(SPECIALS))
+    cands = proposal_logits(pipe, sub, m, a).topk(k, dim=-1).indices
+    tokens, kw, length = build_rows(sub, m, a, cands)
+    t0 = time.perf_counter()
+    flat = score_rows(pipe, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), s.batched)
+    score = flat.view(len(act), k + 1)
+    if stats is not None:
+        stats.score_seconds += time.perf_counter() - t0
+        stats.scored_sentences += score.numel()
+        stats.proposed += len(act)
+    choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)
+    idx = torch.arange(len(act), device=device)
+    new = accept.nonzero()[:, 0]
+    rows = act[new]
+    ch.tokens[rows] = tokens[idx, choice][new]
+    ch.kw[rows] = kw[idx, choice][new]
+    ch.length[rows] = length[idx, choice][new]
+    ch.logp[rows] += delta[new]
+    changed[rows] = True
+    if stats is not None:
+        stats.accepted += len(new)
+    return changed
+
+
+def _move_is_legal(ch: Chains, pos: torch.Tensor, action: torch.Tensor, max_len: int, width: int) -> torch.Tensor:
+    """Keywords are never replaced or deleted, never split by an insert; the length stays within the cap."""
+    rows = torch.arange(len(pos), device=pos.device)
+    locked_at = ch.kw[rows, pos.clamp(max=width - 1)] >= 0
+    before = ch.kw[rows, (pos - 1).clamp(min=0)]
+    splits = (pos > 0) & (pos < ch.length) & (before >= 0) & (before == ch.kw[rows, pos.clamp(max=width - 1)])
+    edit = (action == REPLACE) | (action == DELETE)
+    ins_ok = (action == INSERT) & ~splits & (ch.length + 1 <= min(max_len, width))
+    return (edit & ~locked_at) | ins_ok
+
+
+def _decide(score: torch.Tensor, cands: torch.Tensor, ch: Chains, m: torch.Tensor, action: torch.Tensor,
+            s: Settings, u: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chosen row, acceptance and log-probability change per chain, by the rules of METHODS section 4."""
+    k = cands.shape[1]
+    rows = torch.arange(len(m), device=m.device)
+    current = ch.tokens[rows, m]
+    in_set = cands == current.unsqueeze(1)  # [C, K]: is x_m among the candidates
+    cand_scores = score[:, :k]
+    log_z = torch.logsumexp(cand_scores, 1)
+    extra = score[:, k]
+    # Replace is a Gibbs step over the candidates (and the current word, unless it already is one).
+    gibbs = torch.where(torch.cat([torch.zeros_like(in_set), in_set.any(1, keepdim=True)], 1),
+                        torch.full_like(score, -math.inf), score)
+    pick_gibbs = torch.multinomial(torch.softmax(gibbs, 1).cpu(), 1, generator=gen).squeeze(1).to(m.device)
+    pick_ins = torch.multinomial(torch.softmax(cand_scores, 1).cpu(), 1, generator=gen).squeeze(1).to(m.device)
+    log_pi, log_pd = math.log(s.p_insert), math.log(s.p_delete)
+    # Insert: A = pi(x') p_del / (pi(x) p_ins g(x'|x)) with g = pi(x') / Z, so A = Z p_del / (pi(x) p_ins).
+    log_a_ins = log_z + log_pd - extra - log_pi
+    # Delete: A = pi(x') p_ins g(x|x') / (pi(x) p_del) with g(x|x') = pi(x) / Z: zero when x_m is no candidate.
+    log_a_del = torch.where(in_set.any(1), extra + log_pi - log_z - log_pd, torch.full_like(extra, -math.inf))
+    log_u = torch.log(u[:, 0].clamp(min=1e-12))
+    is_ins, is_del = action == INSERT, action == DELETE
+    choice = torch.where(is_ins, pick_ins, torch.where(is_del, torch.full_like(m, k), pick_gibbs))
+    accept = torch.where(is_ins, log_u < log_a_ins, torch.where(is_del, log_u < log_a_del, choice != k))
+    cur_row = torch.where(is_del, in_set.float().argmax(1), torch.full_like(m, k))
+    delta = score[rows, choice] - score[rows, cur_row]
+    return choice, accept, delta
+
+
+# --- generation: keyword sets in, best visited sentences out ---------------------------------------
+
+@dataclass
+class Generation:
+    words: list[str]
+    sentences: list[dict[str, Any]] = field(default_factory=list)  # [{text, score}], best first
+
+
+def keyword_orders(n_words: int, n_chains: int, keep_order: bool, rng: random.Random) -> list[list[int]]:
+    """Start orders of the chains: the given order first, then other orders (unless --keep-order)."""
+    given = list(range(n_words))
+    if keep_order or n_words == 1:
+        return [given] * n_chains
+    if n_words <= 5:
+        others = [list(p) for p in itertools.permutations(given) if list(p) != given]
+        rng.shuffle(others)
+    else:
+        others = [rng.sample(given, n_words) for _ in range(n_chains)]
+    orders = [given] + others
+    return [orders[i % len(orders)] for i in range(n_chains)]
+
+
+def render(pipe: LmPipeline, tokens: list[int], kw: list[int], words: list[str]) -> str:
+    """Text of a chain: free tokens from the vocabulary, each locked keyword as the user wrote it."""
+    out, prev = [], -1
+    for t, k in zip(tokens, kw):
+        if k >= 0:
+            if k != prev:
+                out.append(words[k])
+        else:
+            out.append(pipe.vocab.itos[t])
+        prev = k
+    return "".join(out)
+
+
+def generate(
+    pipe: LmPipeline,
+    keyword_sets: list[list[str]],
+    num: int = 3,
+    steps: int = 200,
+    seed: int = 0,
+    keep_order: bool = False,
+    settings: Settings | None = None,
+    stats: StepStats | None = None,
+) -> list[Generation]:
+    """Up to `num` distinct sentences per keyword set, each holding every keyword, best first.
+
+    Score = mean forward-LM log-probability per token (end token included); higher is better.
+    """
+    return list(iter_generate(pipe, keyword_sets, num, steps, seed, keep_order, settings, stats))
+
+
+def iter_generate(
+    pipe: LmPipeline,
+    keyword_sets: list[list[str]],
+    num: int = 3,
+    steps: int = 200,
+    seed: int = 0,
+    keep_order: bool = False,
+    settings: Settings | None = None,
+    stats: StepStats | None = None,
+) -> Iterator[Generation]:
+    """`generate`, yielding each keyword set's result as soon as its batch of chains is done."""
+    if steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    if num < 1:
+        raise ConfigError("--num must be at least 1")
+    s = settings or Settings.from_config(pipe.config)
+    s.action_probs()
+    encoded = [pipe.encode_keywords(words) for words in keyword_sets]  # all checked before any work
+    n_chains = max(num, pipe.config.gen_chains)
+    per_batch = max(1, pipe.config.gen_batch_chains // n_chains)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pipe.model.eval()
+    for b in range(0, len(keyword_sets), per_batch):
+        sets = keyword_sets[b : b + per_batch]
+        yield from _run_batch(pipe, sets, encoded[b : b + per_batch], num, n_chains, steps, keep_order, s, rng, gen, stats)
+
+
+def read_keyword_file(pipe: LmPipeline, path: str) -> list[tuple[int, list[str]]]:
+    """(line number, words) for each non-blank line (words split on whitespace); a bad line raises DataError."""
+    from ...data.io import open_input
+    from ...errors import DataError, NlpcliError
+
+    out = []
+    with open_input(path) as f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                words = line.split()
+                if not words:
+                    continue  # blank lines are skipped; output records carry their input line number
+                try:
+                    pipe.encode_keywords(words)
+                except NlpcliError as e:
+                    raise DataError(path, str(e), lineno) from None
+                out.append((lineno, words))
+        except UnicodeDecodeError:
+            raise DataError(path, "not UTF-8 text") from None
+    if not out:
+        raise DataError(path, "no keyword sets (the file has only blank lines)")
+    return out
+
+
+def _run_batch(pipe, sets, encoded, num, n_chains, steps, keep_order, s, rng, gen, stats) -> list[Generation]:
+    starts, owner, orders = [], [], []
+    for i, ids in enumerate(encoded):
+        for order in keyword_orders(len(ids), n_chains, keep_order, rng):
+            starts.append([ids[o] for o in order])
+            owner.append(i)
+            orders.append(order)
+    device = pipe.device
+    width = max(s.max_len, max(sum(len(t) for t in st) for st in starts))
+    ch = Chains.start(starts, width, device)
+    # Keyword indices of a chain follow its start order; map them back to the user's words when rendering.
+    ch.logp = score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+    visited: list[dict[str, tuple[float, float]]] = [dict() for _ in sets]
+    _record(pipe, ch, torch.ones(len(starts), dtype=torch.bool), owner, orders, sets, visited, s.min_len)
+    for _ in range(steps):
+        changed = mh_step(pipe, ch, s, gen, stats)
+        if changed.any():
+            _record(pipe, ch, changed, owner, orders, sets, visited, s.min_len)
+    out = []
+    for words, seen in zip(sets, visited):
+        best = sorted(seen.items(), key=lambda kv: -kv[1][0])[:num]
+        out.append(Generation(list(words), [{"text": t, "score": round(v[1], 4)} for t, v in best]))
+    return out
+
+
+def _record(pipe, ch: Chains, changed: torch.Tensor, owner, orders, sets, visited, min_len: int) -> None:
+    """Remember each changed chain's sentence with its length-normalised score (short ones rank last)."""
+    rows = changed.nonzero()[:, 0].tolist()
+    toks, kws = ch.tokens[rows].tolist(), ch.kw[rows].tolist()
+    lens, logps = ch.length[rows].tolist(), ch.logp[rows].tolist()
+    for r, t, k, n, lp in zip(rows, toks, kws, lens, logps):
+        words = [sets[owner[r]][o] for o in orders[r]]
+        text = render(pipe, t[:n], k[:n], words)
+        score = lp / (n + 1)
+        rank = score if n >= min_len else score - 1e6  # too short: only when nothing longer was visited
+        visited[owner[r]][text] = (rank, score)
