@@ -1,0 +1,269 @@
+"""lm + CGMH: readers, proposal construction, detailed balance, keyword safety, CLI round trip, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import SAMPLES, run_cli
+from nlpcli import api
+from nlpcli.errors import ConfigError, DataError
+from nlpcli.tasks.gen import cgmh
+from nlpcli.tasks.gen.lm import SPECIALS, BiLM, LmConfig, LmPipeline, sentence_logprob
+from nlpcli.tasks.gen.lm_data import read_sentences
+
+TINY = {"embed_dim": 32, "hidden_size": 32, "epochs": 25, "batch_size": 8, "warmup_steps": 10, "min_count": 1,
+        "threads": 1, "seed": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The machine is shared: two spinning OpenMP threads on a loaded box are far slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm") / "run"
+    report = api.train("lm", [str(SAMPLES / "lm_sentences.txt")], str(out), overrides=dict(TINY))
+    return out, report
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+def test_reader_formats(tmp_path):
+    conll = tmp_path / "c.txt"
+    conll.write_text("北 B-LOC\n京 I-LOC\n好 O\n\n上 B-LOC\n海 I-LOC\n", encoding="utf-8")
+    tsv = tmp_path / "t.txt"
+    tsv.write_text("baby\t生 完 小 孩 ， 很 感 动\n体验2D巅峰 倚天屠龙记\t8\n", encoding="utf-8")
+    jl = tmp_path / "j.jsonl"
+    jl.write_text('{"text": "你好世界"}\n\n{"text": "再见"}\n', encoding="utf-8")
+    assert [s.text for s in read_sentences(conll)[0]] == ["北京好", "上海"]
+    assert [s.text for s in read_sentences(tsv)[0]] == ["生完小孩，很感动", "体验2D巅峰 倚天屠龙记"]
+    got = read_sentences(jl)[0]
+    assert [(s.text, s.line) for s in got] == [("你好世界", 1), ("再见", 3)]
+    jl.write_text('{"text": "你好"}\n{"txt": 1}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=":2:"):
+        read_sentences(jl)
+    sents, stats = read_sentences(jl, skip_bad=True)
+    assert len(sents) == 1 and stats.skipped == 1
+
+
+# --- a toy pipeline ------------------------------------------------------------------------------
+
+def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0) -> LmPipeline:
+    torch.manual_seed(seed)
+    cfg = LmConfig(embed_dim=8, hidden_size=8, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1)
+    tokens = SPECIALS + list(words)
+    model = BiLM(cfg, len(tokens))
+    with torch.no_grad():  # a peaked, far from uniform distribution makes a wrong rule visible
+        for p in model.parameters():
+            p.mul_(scale)
+    return LmPipeline(cfg, {"tokens": tokens}, model.eval())
+
+
+def chains_of(rows: list[list[tuple[int, int]]], width: int = 6) -> cgmh.Chains:
+    n = len(rows)
+    tokens = torch.zeros(n, width, dtype=torch.long)
+    kw = torch.full((n, width), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor([t for t, _ in row])
+        kw[i, : len(row)] = torch.tensor([k for _, k in row])
+    return cgmh.Chains(tokens, kw, torch.tensor([len(r) for r in rows]), torch.zeros(n))
+
+
+def test_proposal_rows():
+    ch = chains_of([[(3, -1), (5, 0), (4, -1)]] * 3)
+    action = torch.tensor([cgmh.INSERT, cgmh.REPLACE, cgmh.DELETE])
+    pos = torch.tensor([1, 2, 0])
+    cands = torch.tensor([[7, 8], [7, 8], [7, 8]])
+    tokens, kw, length = cgmh.build_rows(ch, pos, action, cands)
+    assert tokens[0, :, :4].tolist() == [[3, 7, 5, 4], [3, 8, 5, 4], [3, 5, 4, 0]]  # insert before x_1; extra = x
+    assert kw[0, 0, :4].tolist() == [-1, -1, 0, -1]
+    assert length[0].tolist() == [4, 4, 3]
+    assert tokens[1, :, :3].tolist() == [[3, 5, 7], [3, 5, 8], [3, 5, 4]]  # replace x_2; extra = x
+    assert tokens[2, :, :3].tolist() == [[7, 5, 4], [8, 5, 4], [5, 4, 0]]  # delete x_0: candidates, then x'
+    assert length[2].tolist() == [3, 3, 2]
+
+
+def test_moves_never_touch_keywords():
+    # tokens: free, kw0 piece 1, kw0 piece 2, free, kw1
+    ch = chains_of([[(3, -1), (4, 0), (5, 0), (3, -1), (4, 1)]] * 8, width=8)
+    action = torch.tensor([cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT, cgmh.INSERT, cgmh.INSERT,
+                           cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT])
+    pos = torch.tensor([1, 4, 2, 1, 5, 0, 3, 4])
+    legal = cgmh._move_is_legal(ch, pos, action, max_len=8, width=8)
+    # Keyword tokens cannot be replaced/deleted; no insert inside kw0; inserts at its edges and the end are fine.
+    assert legal.tolist() == [False, False, False, True, True, True, True, True]
+    full = chains_of([[(3, -1), (4, 0), (5, -1)]], width=3)
+    assert not cgmh._move_is_legal(full, torch.tensor([1]), torch.tensor([cgmh.INSERT]), 3, 3).item()
+
+
+def test_batched_scores_match_one_by_one():
+    pipe = toy_pipeline()
+    tokens = torch.tensor([[3, 4, 5, 0], [5, 5, 0, 0], [4, 3, 5, 3]])
+    lengths = torch.tensor([3, 2, 4])
+    start = torch.tensor([0, 1, 2])
+    batched = cgmh.score_rows(pipe, tokens, lengths, start, batched=True)
+    single = cgmh.score_rows(pipe, tokens, lengths, start, batched=False)
+    assert torch.allclose(batched, single, atol=1e-5)
+    full = cgmh.score_rows(pipe, tokens, lengths, torch.zeros(3, dtype=torch.long))
+    assert full[0] == batched[0] and (full[1:] < batched[1:]).all()  # more positions, more negative terms
+
+
+# --- detailed balance ----------------------------------------------------------------------------
+
+def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) -> dict[tuple, float]:
+    """pi(state) for every (sentence, keyword position) with one locked keyword token, by enumeration."""
+    states, seqs = [], []
+    for n in range(1, max_len + 1):
+        for seq in itertools.product(free + [kw_id], repeat=n):
+            for p in (i for i, t in enumerate(seq) if t == kw_id):
+                states.append((seq, p))
+                seqs.append(seq)
+    width = max(len(s) for s in seqs)
+    tokens = torch.tensor([list(s) + [0] * (width - len(s)) for s in seqs])
+    lengths = torch.tensor([len(s) for s in seqs])
+    with torch.no_grad():
+        logp = sentence_logprob(pipe.model.fwd, tokens, lengths)
+    probs = torch.softmax(logp.double(), 0).tolist()
+    return dict(zip(states, probs))
+
+
+def test_detailed_balance_matches_exact_target():
+    pipe = toy_pipeline()
+    kw_id, free, max_len = 5, [3, 4], 4
+    target = exact_target(pipe, max_len, kw_id, free)
+    s = cgmh.Settings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
+    n_chains, burn, steps = 400, 60, 360
+    ch = cgmh.Chains.start([[[kw_id]]] * n_chains, max_len, torch.device("cpu"))
+    ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+    gen = torch.Generator().manual_seed(0)
+    counts: Counter = Counter()
+    for step in range(steps):
+        cgmh.mh_step(pipe, ch, s, gen)
+        if step >= burn:
+            for t, k, n in zip(ch.tokens.tolist(), ch.kw.tolist(), ch.length.tolist()):
+                counts[(tuple(t[:n]), k.index(0))] += 1
+    total = sum(counts.values())
+    assert set(counts) <= set(target)
+    tv = 0.5 * sum(abs(counts.get(x, 0) / total - p) for x, p in target.items())
+    assert tv < 0.05, tv
+    # The incrementally tracked log-probabilities still equal a fresh scoring of the sentences.
+    fresh = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+    assert torch.allclose(fresh, ch.logp, atol=1e-3)
+
+
+def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
+    """The same check fails when the insert/delete proposal ratio is dropped (accept by pi alone)."""
+    pipe = toy_pipeline()
+    kw_id, free, max_len = 5, [3, 4], 4
+    target = exact_target(pipe, max_len, kw_id, free)
+    real = cgmh._decide
+
+    def wrong(score, cands, ch, m, action, s, u, gen):
+        choice, accept, delta = real(score, cands, ch, m, action, s, u, gen)
+        naive = torch.log(u[:, 0]) < delta  # min(1, pi(x') / pi(x)): no g, no action probabilities
+        moves = (action == cgmh.INSERT) | (action == cgmh.DELETE)
+        return choice, torch.where(moves, naive, accept), delta
+
+    monkeypatch.setattr(cgmh, "_decide", wrong)
+    s = cgmh.Settings(top_k=3, max_len=max_len, min_len=1)
+    ch = cgmh.Chains.start([[[kw_id]]] * 400, max_len, torch.device("cpu"))
+    ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+    gen = torch.Generator().manual_seed(0)
+    counts: Counter = Counter()
+    for step in range(360):
+        cgmh.mh_step(pipe, ch, s, gen)
+        if step >= 60:
+            for t, k, n in zip(ch.tokens.tolist(), ch.kw.tolist(), ch.length.tolist()):
+                counts[(tuple(t[:n]), k.index(0))] += 1
+    total = sum(counts.values())
+    tv = 0.5 * sum(abs(counts.get(x, 0) / total - p) for x, p in target.items())
+    assert tv > 0.1, tv
+
+
+# --- generation on a trained model --------------------------------------------------------------
+
+def test_training_lowers_nll(trained):
+    out, report = trained
+    evals = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    nll = [e["nll"] for e in evals if e["event"] == "eval"]
+    assert report.result.best_metric < nll[0] - 0.5
+    pipe = api.load_pipeline("lm", str(out), "cpu")
+    assert report.result.best_metric < math.log(len(pipe.vocab))  # better than a uniform guess
+
+
+def test_keywords_always_present_over_seeds(trained):
+    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    sets = [["北京", "游客"], ["上海"], ["北京天安门", "学生"], ["经济", "科技", "公司", "发展"], ["龘北京"]]
+    assert len(pipe.keyword_ids("北京天安门")) >= 2  # a keyword that is several tokens
+    for seed in range(5):
+        for words, gen in zip(sets, cgmh.generate(pipe, sets, num=3, steps=30, seed=seed)):
+            assert gen.sentences
+            for s in gen.sentences:
+                assert all(w in s["text"] for w in words), (words, s)
+
+
+def test_generation_is_deterministic_and_improves_on_the_start(trained):
+    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    sets = [["北京", "游客"], ["学校"]]
+    a = cgmh.generate(pipe, sets, num=2, steps=60, seed=3)
+    b = cgmh.generate(pipe, sets, num=2, steps=60, seed=3)
+    assert [g.sentences for g in a] == [g.sentences for g in b]
+    # The sampler finds sentences the LM likes better than the bare keywords it starts from.
+    start_nll = pipe.token_nll(["北京游客", "学校"])
+    best_nll = pipe.token_nll([a[0].sentences[0]["text"], a[1].sentences[0]["text"]])
+    assert sum(best_nll) < sum(start_nll)
+
+
+def test_keyword_errors(trained):
+    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    with pytest.raises(ConfigError, match="no keywords"):
+        pipe.encode_keywords([])
+    with pytest.raises(ConfigError, match="empty"):
+        pipe.encode_keywords(["北京", " "])
+    with pytest.raises(ConfigError, match="none of its characters"):
+        pipe.encode_keywords(["龘靐"])
+    with pytest.raises(ConfigError, match="steps"):
+        cgmh.generate(pipe, [["北京"]], steps=0)
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a loaded shared machine: one thread per process is faster
+    out = tmp_path / "run"
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "epochs"]
+    run_cli("train", "lm", "--train", SAMPLES / "lm_sentences.txt", "--output", out, "--epochs", "8", *args, check=True)
+    ev = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm_sentences.txt", "--json", check=True)
+    metrics = json.loads(ev.stdout)
+    assert {"nll_fwd", "nll_bwd", "ppl_fwd", "ppl_bwd"} <= set(metrics) and metrics["ppl_fwd"] > 1
+    gen = run_cli("generate", "--model", out, "--words", "北京", "游客", "--num", "2", "--steps", "20", "--json", check=True)
+    result = json.loads(gen.stdout)
+    assert result["words"] == ["北京", "游客"] and 1 <= len(result["sentences"]) <= 2
+    assert all("北京" in s["text"] and "游客" in s["text"] for s in result["sentences"])
+
+    target = tmp_path / "out.jsonl"
+    run_cli("generate", "--model", out, "--input", SAMPLES / "keywords.txt", "--output", target, "--steps", "10", check=True)
+    lines = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in lines] == [1, 2, 4, 5]  # the blank line 3 is skipped
+    assert all(all(w in s["text"] for w in r["words"]) for r in lines for s in r["sentences"])
+
+    # Bad input: clear errors, and the output file already there is left as it was.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("北京 游客\n龘靐\n", encoding="utf-8")
+    before = target.read_bytes()
+    p = run_cli("generate", "--model", out, "--input", bad, "--output", target, "--steps", "5")
+    assert p.returncode == 1 and "bad.txt:2" in p.stderr and target.read_bytes() == before
+    assert run_cli("generate", "--model", out).returncode == 2  # no words
+    p = run_cli("generate", "--model", out, "--words", "北京", "--steps", "0")
+    assert p.returncode == 1 and "steps" in p.stderr
