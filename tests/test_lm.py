@@ -247,6 +247,8 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     ev = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm_sentences.txt", "--json", check=True)
     metrics = json.loads(ev.stdout)
     assert {"nll_fwd", "nll_bwd", "ppl_fwd", "ppl_bwd"} <= set(metrics) and metrics["ppl_fwd"] > 1
+    table = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm_sentences.txt", check=True)
+    assert "ppl_bwd" in table.stdout and f"{metrics['ppl_bwd']:.4f}" in table.stdout
     gen = run_cli("generate", "--model", out, "--words", "北京", "游客", "--num", "2", "--steps", "20", "--json", check=True)
     result = json.loads(gen.stdout)
     assert result["words"] == ["北京", "游客"] and 1 <= len(result["sentences"]) <= 2

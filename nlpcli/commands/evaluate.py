@@ -29,6 +29,14 @@ def evaluate(
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False))
         return
+    if "precision" not in metrics:  # tasks without P/R/F1 (e.g. lm: NLL and perplexity)
+        table = Table(title=f"{task} on {data}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        out_console.print(table)
+        return
     table = Table(title=f"{task} on {data}")
     table.add_column("type")
     for col in ("precision", "recall", "f1", "gold", "predicted"):
