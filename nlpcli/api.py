@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import BEST, LAST, load_checkpoint
-from .data.io import ReadStats
+from .data.io import ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
@@ -169,6 +169,8 @@ def read_records(lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool
         if not line.strip():
             continue
         try:
+            if has_bad_bytes(line):
+                raise DataError(path, "not UTF-8 text", lineno)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import nullcontext
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,9 +14,10 @@ from .common import cli_errors, err_console, stderr_is_tty
 
 @cli_errors
 def predict(
+    ctx: typer.Context,
     task: str = typer.Argument(..., help="The task of the model."),
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint or training output directory."),
-    input_path: str = typer.Option("-", "--input", "-i", help="JSONL file, or - for stdin."),
+    input_path: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL file, or - for stdin (the default)."),
     output_path: str = typer.Option("-", "--output", "-o", help="JSONL file (written atomically), or - for stdout."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
@@ -25,13 +26,20 @@ def predict(
     """Add predictions to every input line; each output line keeps the input's fields.
 
     For ner, a line is {"text": ...} and gains "entities": [{type, start, end (inclusive), text}].
+    For qa, a line is {"question": ..., "passages": [...]} and gains answer, score, passage_index, start, end.
+    One record can also be given as options instead of --input, e.g. `--text "..."` or
+    `--question "..." --passage "..." --passage "..."` (an option given twice becomes a list).
     """
     from .. import api
     from ..data.io import atomic_output, open_input
 
+    record = record_from_options(ctx.args)
+    if record and input_path is not None:
+        raise typer.BadParameter("give either --input or a record as options, not both")
+    input_path = input_path or "-"
     pipe = api.load_pipeline(task, model, device)
     stats = api.PredictStats()
-    source = open_input(input_path)
+    source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path)
     sink = nullcontext(sys.stdout) if output_path == "-" else atomic_output(output_path)
     with source as lines, sink as out, _progress(input_path) as advance:
         for record in api.predict(pipe, lines, input_path, batch_size, skip_bad, stats):
@@ -43,6 +51,28 @@ def predict(
         err_console.print(f"skipped {stats.skipped} bad line(s); first: {stats.reasons[0]}", highlight=False)
     if output_path != "-":
         err_console.print(f"wrote {stats.written} line(s) to {output_path}", highlight=False)
+
+
+def record_from_options(args: list[str]) -> dict[str, Any]:
+    """`--key value` pairs as one input record; a key given more than once collects a list."""
+    record: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise typer.BadParameter(f"unexpected argument {tok!r}")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise typer.BadParameter(f"option {tok} needs a value")
+            value, i = args[i + 1], i + 1
+        if key in record:
+            prev = record[key]
+            record[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+        else:
+            record[key] = value
+        i += 1
+    return record
 
 
 class _progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import zipfile
@@ -150,8 +151,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def open_input(spec: str) -> TextIO:
-    """`-` means stdin; otherwise a UTF-8 file (BOM tolerated)."""
+    """`-` means stdin; otherwise a UTF-8 file (BOM tolerated).
+
+    Bad bytes decode to lone surrogates (see `has_bad_bytes`), so the reader can name the line.
+    """
     if spec == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="strict")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
     p = check_file(spec)
-    return open(p, encoding="utf-8-sig")
+    return open(p, encoding="utf-8-sig", errors="surrogateescape")
+
+
+def has_bad_bytes(line: str) -> bool:
+    """True when a line read by `open_input` held bytes that are not UTF-8."""
+    return _BAD_BYTE.search(line) is not None
+
+
+_BAD_BYTE = re.compile("[\udc80-\udcff]")

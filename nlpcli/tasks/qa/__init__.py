@@ -1,0 +1,1 @@
+"""DGCNN reading-comprehension QA (`nlpcli train|evaluate|predict qa`)."""
