@@ -54,7 +54,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9]+|\S")
 
 def _cmrc_tokens(text: str) -> list[str]:
     """Single CJK chars, alphanumeric runs as words; punctuation dropped (CMRC 2018 script)."""
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _CMRC_PUNCT and not is_punct(t)]
+    return [t for t in _TOKEN.findall(text.lower()) if t not in _CMRC_PUNCT and not (len(t) == 1 and is_punct(t))]
 
 
 def _longest_common_run(a: list[str], b: list[str]) -> int:

@@ -1,0 +1,106 @@
+"""QA benchmark: train on WebQA (carved splits) + CMRC 2018 dev + DRCD dev under a time budget, then report
+the held-out WebQA score, predict questions/s, and voting vs. best-single-passage on the DGCNN-format samples.
+
+    python benchmarks/qa_benchmark.py --budget 30            # train, then measure
+    python benchmarks/qa_benchmark.py --skip-train --run runs/qa-bench   # measure an existing run
+
+Splits are written under --work (outside the repo); results go to benchmarks/results/qa.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nlpcli import api  # noqa: E402
+from nlpcli.data.io import write_json  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+WEBQA = DATA / "webqa" / "me_test.ann.json"
+EXTRA = [DATA / "cmrc2018" / "cmrc2018_dev.json", DATA / "drcd" / "DRCD_dev.json"]
+MULTI = [DATA / "webqa" / "dgcnn_format_sample" / "WebQA.json", DATA / "sogouqa" / "SogouQA.json"]
+
+
+def split_webqa(work: Path, n_dev: int, n_test: int, seed: int) -> dict[str, Path]:
+    """Seeded question-level split of the annotated WebQA file into JSONL train/dev/test."""
+    data = json.loads(WEBQA.read_text(encoding="utf-8"))
+    ids = sorted(data)
+    random.Random(seed).shuffle(ids)
+    parts = {"test": ids[:n_test], "dev": ids[n_test : n_test + n_dev], "train": ids[n_test + n_dev :]}
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, keys in parts.items():
+        paths[name] = work / f"webqa_{name}.jsonl"
+        with open(paths[name], "w", encoding="utf-8") as f:
+            for k in keys:
+                ev = list(data[k]["evidences"].values())
+                rec = {"id": k, "question": data[k]["question"],
+                       "passages": [{"passage": e["evidence"], "answer": e["answer"][0]} for e in ev]}
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return paths
+
+
+def predict_speed(run: str, path: Path, repeats: int = 1) -> dict:
+    pipe = api.load_pipeline("qa", run, "cpu")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    t = time.perf_counter()
+    n = 0
+    for _ in range(repeats):
+        n += sum(1 for _ in api.predict(pipe, lines, str(path)))
+    s = time.perf_counter() - t
+    return {"questions": n, "seconds": round(s, 2), "questions_per_s": round(n / s, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=30.0, help="training minutes")
+    ap.add_argument("--run", default="runs/qa-bench")
+    ap.add_argument("--work", default="/tmp/nlpcli-qa-bench")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--extra", nargs="*", default=None, help="override the non-WebQA training files")
+    args = ap.parse_args()
+    splits = split_webqa(Path(args.work), 200, 300, args.seed)
+    extra = [Path(p) for p in args.extra] if args.extra is not None else EXTRA
+    train_cmd = [sys.executable, "-m", "nlpcli.cli", "train", "qa", "--train", str(splits["train"]),
+                 *map(str, extra), "--dev", str(splits["dev"]), "--output", args.run,
+                 "--time-budget", str(args.budget), "--eval-every", "100", "--overwrite"]
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
+                     "webqa_split": f"seed {args.seed}: 300 test, 200 dev, 2000 train questions of {WEBQA.name}"}
+    if not args.skip_train:
+        t = time.time()
+        subprocess.run(train_cmd, check=True, cwd=ROOT)
+        results["train_wall_s"] = round(time.time() - t, 1)
+    results["train_command"] = " ".join(train_cmd)
+    log = [json.loads(x) for x in (Path(args.run) / "train_log.jsonl").read_text().splitlines()]
+    end = [r for r in log if r.get("event") == "end"][-1]
+    results["train"] = {k: end[k] for k in ("step", "stop_reason", "elapsed_s", "best_metric", "steps_per_s")}
+    with torch.no_grad():
+        results["webqa_test"] = api.evaluate("qa", args.run, str(splits["test"]), "cpu")
+        results["predict_speed_webqa_test"] = predict_speed(args.run, splits["test"])
+        voting = {}
+        for path in MULTI:
+            for mode in ("vote", "max"):
+                pipe = api.load_pipeline("qa", args.run, "cpu", {"voting": mode})
+                examples, _ = pipe.read(path, None, skip_bad=True)  # the last list item is truncated
+                voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
+        results["voting"] = voting
+    out = ROOT / "benchmarks" / "results" / "qa.json"
+    write_json(out, results)
+    print(json.dumps(results, ensure_ascii=False, indent=2))
+    print(f"command: {' '.join(sys.argv)}\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
