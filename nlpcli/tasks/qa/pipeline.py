@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -109,7 +109,7 @@ class QaPipeline(Pipeline):
         words = torch.tensor(self.words.ids(V.char_word_tokens(text)), dtype=torch.long) if self.words else None
         return _Text(chars, words)
 
-    def _encoder(self) -> Any:
+    def _encoder(self) -> Callable[[str], _Text]:
         """encode() with a cache, for texts repeated across questions (SQuAD paragraphs)."""
         cache: dict[str, _Text] = {}
 
@@ -218,7 +218,7 @@ class QaPipeline(Pipeline):
         return out
 
     def _decode_rows(self, chunk: list[tuple[int, int, Window]], questions: list[str], passages: list[list[str]],
-                     enc: Any) -> list[tuple[float, int, int]]:
+                     enc: Callable[[str], _Text]) -> list[tuple[float, int, int]]:
         """(score, start, end) of the best span owned by each window (score 0: none)."""
         q_index: dict[int, int] = {}
         for qi, _, _ in chunk:
