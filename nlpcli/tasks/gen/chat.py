@@ -294,15 +294,14 @@ class ChatPipeline(Pipeline):
         }
 
     def token_nll(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """Per-position next-token NLL [B, T], zero where not scored."""
-        ids, mask = batch["ids"], batch["attention_mask"]
+        """Next-token NLL [N] of the scored positions, in row-major order."""
+        ids, scored = batch["ids"], batch["scored"]
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-        logits, _ = model(ids, batch["speakers"], mask, positions)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], reduction="none")
-        return nll * batch["scored"]
+        logits, _ = model(ids, batch["speakers"], batch["attention_mask"], positions, select=scored)
+        return F.cross_entropy(logits.float(), batch["labels"][scored], reduction="none")
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return self.token_nll(model, batch).sum() / batch["scored"].sum().clamp(min=1)
+        return self.token_nll(model, batch).mean()
 
     # --- prediction -------------------------------------------------------------------------
     def prompt(self, history: list[str]) -> tuple[Prompt, int]:
@@ -392,6 +391,7 @@ class ChatPipeline(Pipeline):
         histories = [d.turns[:-1] for d in dialogues if len(d.turns) >= 2][: self.config.eval_samples]
         if not histories:
             return {}
+        self.reply_ids(histories[:1], dec=Decoding(max_new_tokens=2))  # warm-up: first calls are slow
         t0 = time.perf_counter()
         ids = self.reply_ids(histories, generator=self.seeded_generator(), use_cache=use_cache, batch_size=batch_size)
         seconds = time.perf_counter() - t0

@@ -64,15 +64,18 @@ def split_path(path: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def detect_format(text: str) -> str:
+def detect_format(text: str, split: str | None = None) -> str:
     head = text.lstrip()[:1]
     if head == "{":
+        if split is not None:
+            return "lccc"
         first = text.lstrip().split("\n", 1)[0]
         try:
-            json.loads(first)
-            return "jsonl"
+            obj = json.loads(first)
         except json.JSONDecodeError:
             return "lccc"
+        # One line holding a whole object of splits (no 'history') is a splits file, not JSONL.
+        return "jsonl" if "history" in obj or len(text.strip().splitlines()) > 1 else "lccc"
     if head == "[":
         # LCCC files open with "[" on its own line (or "[[" / "[ ["); JSONL lines are whole lists.
         first = text.lstrip().split("\n", 1)[0].strip()
@@ -88,7 +91,7 @@ def read_dialogues(path: str | Path, fmt: str | None = None, skip_bad: bool = Fa
     """Read any supported dialogue file; bad dialogues raise DataError (file, line) or are counted."""
     file, split = split_path(path)
     text = read_text(check_file(file))
-    fmt = fmt or detect_format(text)
+    fmt = fmt or detect_format(text, split)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown chat format {fmt!r}; known: {', '.join(FORMATS)}")
     stats = ReadStats()

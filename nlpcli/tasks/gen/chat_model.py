@@ -74,9 +74,13 @@ class ChatGPT(nn.Module):
 
     def forward(
         self, ids: torch.Tensor, speakers: torch.Tensor, attention_mask: torch.Tensor,
-        positions: torch.Tensor, past: Cache = None,
+        positions: torch.Tensor, past: Cache = None, select: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache]:
-        """ids/speakers/positions [B, q]; attention_mask [B, K] over cached + new positions."""
+        """ids/speakers/positions [B, q]; attention_mask [B, K] over cached + new positions.
+
+        With `select` [B, q] (bool) only those positions' logits come back, flattened [N, V]:
+        the output layer is the largest cost of a small model, and context positions need none.
+        """
         x = self.tok(ids) + self.pos(positions.clamp(0, self.max_len - 1)) + self.speaker(speakers)
         x = self.drop(x)
         mask = attention_mask_4d(attention_mask, ids.shape[1])
@@ -84,6 +88,8 @@ class ChatGPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, mask, past[i] if past is not None else None)
             new_past.append(kv)
+        if select is not None:
+            x = x[select]
         return self.head(self.ln_f(x)), tuple(new_past)
 
 
@@ -106,7 +112,7 @@ class HFCausalLM(nn.Module):
 
     def forward(
         self, ids: torch.Tensor, speakers: torch.Tensor, attention_mask: torch.Tensor,
-        positions: torch.Tensor, past: Cache = None,
+        positions: torch.Tensor, past: Cache = None, select: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache]:
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention_mask.long(),
                                   "position_ids": positions.clamp(min=0), "use_cache": not self.training}
@@ -115,4 +121,4 @@ class HFCausalLM(nn.Module):
         if self.uses_types:
             kwargs["token_type_ids"] = self.speaker_ids[speakers]
         out = self.model(**kwargs)
-        return out.logits, out.past_key_values
+        return (out.logits if select is None else out.logits[select]), out.past_key_values
