@@ -266,3 +266,9 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
     pipe = api.load_pipeline("chat", str(out), "cpu")  # rebuilt offline from the checkpoint's own files
     metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat_dev.json")[0])
     assert metrics["ppl"] < 10 and metrics["scored_chars"] == 26
+    prompts = [pipe.prompt(h)[0] for h in (["你好"], ["早上好", "早，吃早饭了吗？"])]
+    dec = Decoding(8, temperature=0)
+    with torch.no_grad():  # the Hugging Face cache, left padding and position ids agree with full recompute
+        cached = generate(pipe.model, prompts, dec=dec, use_cache=True, **pipe._gen_args())
+        plain = generate(pipe.model, prompts, dec=dec, use_cache=False, **pipe._gen_args())
+    assert cached == plain and all(cached)

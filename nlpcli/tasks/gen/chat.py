@@ -215,8 +215,8 @@ class ChatPipeline(Pipeline):
             return cls.build(config, {"chars": chars.to_list()})
         model, tokenizer = hf.load_pretrained(config.init, "causal")
         special = add_chat_tokens(tokenizer, model)
-        wrapped = HFCausalLM(model, [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]], 0)
-        wrapped.max_len = _context_limit(model, config)
+        speakers = [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]]
+        wrapped = HFCausalLM(model, speakers, _context_limit(model, config))
         return cls(config, {"special": special}, wrapped, tokenizer)
 
     @classmethod
