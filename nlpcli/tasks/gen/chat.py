@@ -193,6 +193,9 @@ class ChatPipeline(Pipeline):
         self.hf_tokenizer = tokenizer
         self.tokenizer = HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
         self.context = model.max_len
+        if self.context - config.max_new_tokens < 8:
+            raise ConfigError(f"a context of {self.context} tokens leaves no room for the history after "
+                              f"--max-new-tokens {config.max_new_tokens}")
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
