@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=20.0, help="training minutes")
     ap.add_argument("--run", default=None, help="output directory (default runs/bench-ner-DATASET)")
     ap.add_argument("extra", nargs="*", help="extra `nlpcli train` options, e.g. --head standard")
-    args = ap.parse_args()
+    args, unknown = ap.parse_known_args()
+    args.extra = args.extra + unknown
     run = Path(args.run or ROOT / "runs" / f"bench-ner-{args.dataset}")
     with tempfile.TemporaryDirectory() as tmp:
         train, dev = split(args.dataset, Path(tmp))

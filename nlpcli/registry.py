@@ -11,12 +11,12 @@ TASKS: dict[str, str] = {
     "ner": "nlpcli.tasks.ie.ner:NerPipeline",
     "lm": "nlpcli.tasks.gen.lm:LmPipeline",
     "qa": "nlpcli.tasks.qa.pipeline:QaPipeline",
+    "chat": "nlpcli.tasks.gen.chat:ChatPipeline",
 }
 
 # Tasks of the command-line contract that are not built yet, with what they will be.
 PLANNED: dict[str, str] = {
     "ie": "DGCNN + probabilistic-graph relation extraction",
-    "chat": "DialoGPT-style multi-turn chat",
 }
 
 

@@ -1,15 +1,67 @@
-"""`nlpcli chat`: an interactive multi-turn chat in the terminal."""
+"""`nlpcli chat`: an interactive multi-turn chat in the terminal (replies stream as they are generated)."""
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import typer
 
-from .common import cli_errors
+from .common import cli_errors, err_console
+
+HELP = "commands: /reset forgets the conversation, /exit (or Ctrl-D) leaves"
 
 
 @cli_errors
-def chat(model: str = typer.Option(..., "--model", "-m", help="A `chat` checkpoint.")) -> None:
-    """Chat with a trained model in the terminal."""
-    from ..registry import get_task
+def chat(
+    model: str = typer.Option(..., "--model", "-m", help="A `chat` checkpoint or training output directory."),
+    max_turns: int = typer.Option(10, "--max-turns", help="History limit: the latest turns kept (yours and the bot's)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature; 0: greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens (0: off)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass (1: off)."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler (default: the checkpoint's)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Chat with a trained model in the terminal; the defaults of the decoding options come from the checkpoint."""
+    from .. import api
+    from ..errors import NlpcliError
+    from ..tasks.gen.chat import ChatSession
 
-    get_task("chat")
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+             "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    pipe = api.load_pipeline("chat", model, device, overrides)
+    session = ChatSession(pipe, max_turns=max_turns, seed=seed)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err_console.print(HELP, highlight=False)
+    while True:
+        if interactive:
+            sys.stdout.write("you> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            session.reset()
+            print("(conversation reset)", flush=True)
+            continue
+        if text.startswith("/"):
+            print(f"(unknown command {text}; {HELP})", flush=True)
+            continue
+        sys.stdout.write("bot> ")
+        try:
+            for piece in session.send(text):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except NlpcliError as e:
+            err_console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.stdout.write("\n")
+        sys.stdout.flush()

@@ -1,0 +1,454 @@
+"""DialoGPT-style multi-turn chat: one causal LM over `[CLS] u1 [SEP] u2 [SEP] ...` with speaker ids.
+
+From scratch (a small char-level GPT) by default, or fine-tuned from any Hugging Face causal LM
+with `--init NAME_OR_PATH`. Loss on responses only (CDial-GPT) or on every token after [CLS].
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data import vocab as V
+from ...data.batching import bucket_batches, pad_ids
+from ...data.io import ReadStats
+from ...errors import ConfigError, DataError
+from ...nn import hf
+from ..base import Pipeline, TaskConfig
+from .chat_data import FORMATS, Dialogue, clean_turns, read_dialogues
+from .chat_generate import Decoding, Prompt, generate, generate_steps
+from .chat_metrics import distinct_n
+from .chat_model import ChatGPT, HFCausalLM
+
+CLS, SEP = "[CLS]", "[SEP]"
+CHAR_SPECIALS = [*V.SPECIALS, CLS, SEP]  # [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3
+SPEAKER_TOKENS = ["[speaker1]", "[speaker2]"]
+DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
+@dataclass
+class ChatConfig(TaskConfig):
+    init: str = ""  # "": a GPT from scratch; else a Hugging Face causal LM name or path to fine-tune
+    loss: str = "responses"  # responses | all (every token after [CLS])
+    hidden_size: int = 256
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.1
+    max_len: int = 128  # context in tokens: history + reply
+    max_turn_len: int = 64  # in training a longer turn keeps its first tokens, so every window holds 2+ turns
+    char_min_count: int = 2
+    vocab_size: int = 6000  # most frequent characters kept (scratch model)
+    init_lr: float = 5e-5  # learning rate of an --init model
+    max_new_tokens: int = 32
+    temperature: float = 0.7  # <= 0: greedy
+    top_k: int = 0
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    eval_batch_size: int = 64
+    eval_samples: int = 200  # histories whose sampled replies give distinct-1/2 and tokens/s
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    schedule: str = "cosine"
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = TaskConfig.RUNTIME_FIELDS | frozenset(
+        {*DECODING_FIELDS, "eval_batch_size", "eval_samples"}
+    )
+
+    def decoding(self) -> Decoding:
+        return Decoding(**{k: getattr(self, k) for k in DECODING_FIELDS})
+
+
+@dataclass
+class ChatExample:
+    """An encoded window of a dialogue: token ids of whole turns (the first is context only)."""
+
+    turns: list[list[int]]
+    chars: int  # characters scored (scored turns' characters + one end mark per turn)
+    loss: str = "responses"
+    line: int | None = None
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    speakers: list[int]
+    scored: list[bool]  # scored[t]: token t+1 is a training target
+
+
+def build_input(turns: list[list[int]], cls_id: int, sep_id: int, loss: str = "responses") -> Encoded:
+    """`[CLS] u1 [SEP] u2 [SEP] ...`, speaker = turn index mod 2 ([CLS] is speaker 0), and which
+    next-token targets count: response turns and their [SEP] ("responses"), or all after [CLS] ("all")."""
+    ids, speakers, target = [cls_id], [0], [False]
+    for i, t in enumerate(turns):
+        ids += [*t, sep_id]
+        speakers += [i % 2] * (len(t) + 1)
+        target += [loss == "all" or i > 0] * (len(t) + 1)
+    return Encoded(ids, speakers, target[1:])
+
+
+def fit_latest_turns(turns: list[list[int]], budget: int) -> tuple[list[list[int]], int]:
+    """The latest turns whose `[CLS] ... [SEP]` encoding fits `budget` tokens, and how many turns were kept.
+
+    When even the last turn alone is too long, its last tokens are kept (the part nearest the reply).
+    """
+    used, kept = 1, []
+    for t in reversed(turns):
+        if used + len(t) + 1 > budget:
+            break
+        kept.append(t)
+        used += len(t) + 1
+    if not kept:
+        return [turns[-1][-(budget - 2):]], 1
+    return kept[::-1], len(kept)
+
+
+class CharTokenizer:
+    """Characters of the training data, as written (replies keep full-width punctuation)."""
+
+    def __init__(self, chars: list[str]):
+        self.vocab = V.Vocab(chars)
+        self.cls_id, self.sep_id, self.pad_id = self.vocab.id(CLS), self.vocab.id(SEP), V.PAD
+        self.banned_ids = [V.PAD, V.UNK, self.cls_id]
+        self.size = len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.ids(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab.itos[i] for i in ids)
+
+    def char_count(self, ids: list[int]) -> int:
+        return len(ids)
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer with [CLS]/[SEP]-like tokens (its own, or added)."""
+
+    def __init__(self, tokenizer, special: dict[str, Any]):
+        self.tok = tokenizer
+        ids = tokenizer.convert_tokens_to_ids
+        self.cls_id, self.sep_id, self.pad_id = ids(special["cls"]), ids(special["sep"]), ids(special["pad"])
+        self.speaker_ids = [ids(s) for s in special["speakers"]]
+        self.banned_ids = sorted({self.cls_id, self.pad_id, *self.speaker_ids} - {self.sep_id})
+        self.size = len(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        # BERT-style Chinese vocabularies decode with spaces between characters; the corpus has none.
+        return "".join(self.tok.decode(ids, skip_special_tokens=True).split())
+
+    def char_count(self, ids: list[int]) -> int:
+        return len(self.decode(ids))
+
+
+def add_chat_tokens(tokenizer, model) -> dict[str, Any]:
+    """Make sure the tokenizer has [CLS]/[SEP]-like, pad and speaker tokens; grow the embeddings to match."""
+    cls = tokenizer.cls_token or tokenizer.bos_token
+    sep = tokenizer.sep_token or tokenizer.eos_token
+    extra = {}
+    if cls is None:
+        extra["cls_token"] = cls = CLS
+    if sep is None:
+        extra["sep_token"] = sep = SEP
+    if extra:
+        tokenizer.add_special_tokens(extra)
+    missing = [s for s in SPEAKER_TOKENS if s not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    return {"cls": cls, "sep": sep, "pad": tokenizer.pad_token or sep, "speakers": SPEAKER_TOKENS}
+
+
+def _context_limit(model: nn.Module, cfg: ChatConfig) -> int:
+    conf = getattr(model, "config", None)
+    limit = getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
+    return min(cfg.max_len, limit) if limit else cfg.max_len
+
+
+class ChatPipeline(Pipeline):
+    name = "chat"
+    summary = "DialoGPT-style multi-turn chat (causal LM over the dialogue, speaker ids)"
+    Config = ChatConfig
+    main_metric = "ppl"
+    higher_is_better = False
+    formats = FORMATS
+
+    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: nn.Module, tokenizer=None):
+        super().__init__(config, assets, model)
+        self.hf_tokenizer = tokenizer
+        self.tokenizer = HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
+        self.context = model.max_len
+        if self.context - config.max_new_tokens < 8:
+            raise ConfigError(f"a context of {self.context} tokens leaves no room for the history after "
+                              f"--max-new-tokens {config.max_new_tokens}")
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def read(cls, path, fmt=None, skip_bad=False) -> tuple[list[Dialogue], ReadStats]:
+        return read_dialogues(path, fmt, skip_bad)
+
+    @classmethod
+    def check_config(cls, cfg: ChatConfig) -> None:
+        if cfg.loss not in ("responses", "all"):
+            raise ConfigError(f"--loss must be 'responses' or 'all', not {cfg.loss!r}")
+        if not 0 < cfg.max_new_tokens <= cfg.max_len - 8:
+            raise ConfigError(f"--max-new-tokens must be between 1 and max_len - 8 ({cfg.max_len - 8})")
+
+    @classmethod
+    def create(cls, config: ChatConfig, train_examples: list[Dialogue]) -> "ChatPipeline":
+        cls.check_config(config)
+        if not config.init:
+            counts = Counter(c for d in train_examples for t in d.turns for c in t)
+            chars = V.Vocab.build(counts, config.char_min_count, config.vocab_size, specials=CHAR_SPECIALS)
+            return cls.build(config, {"chars": chars.to_list()})
+        model, tokenizer = hf.load_pretrained(config.init, "causal")
+        special = add_chat_tokens(tokenizer, model)
+        speakers = [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]]
+        wrapped = HFCausalLM(model, speakers, _context_limit(model, config))
+        return cls(config, {"special": special}, wrapped, tokenizer)
+
+    @classmethod
+    def build(cls, config: ChatConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "ChatPipeline":
+        cls.check_config(config)
+        if not config.init:
+            model = ChatGPT(len(assets["chars"]), config.hidden_size, config.layers, config.heads,
+                            config.max_len, config.dropout)
+            return cls(config, assets, model)
+        if checkpoint_dir is None:
+            raise ValueError("a Hugging Face model is rebuilt from a checkpoint directory")
+        model, tokenizer = hf.rebuild(checkpoint_dir, "causal")
+        speakers = [tokenizer.convert_tokens_to_ids(s) for s in assets["special"]["speakers"]]
+        return cls(config, assets, HFCausalLM(model, speakers, _context_limit(model, config)), tokenizer)
+
+    def write_extra(self, directory: Path) -> None:
+        if self.hf_tokenizer is not None:
+            hf.save(self.model.model, self.hf_tokenizer, directory)
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        if self.hf_tokenizer is None:
+            return None
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad],
+                 "lr_scale": self.config.init_lr / self.config.lr}]
+
+    # --- encoding ---------------------------------------------------------------------------
+    def encode_turns(self, turns: list[str]) -> list[list[int]]:
+        return [self.tokenizer.encode(t) for t in turns]
+
+    def training_examples(self, dialogues: list[Dialogue]) -> list[ChatExample]:
+        """Windows of whole turns that fit the context; each scored turn is scored in exactly one window."""
+        return self.windows(dialogues, self.config.loss)
+
+    def windows(self, dialogues: list[Dialogue], loss: str) -> list[ChatExample]:
+        # Capping turns in training guarantees any two turns fit, so every window has a response.
+        cap = min(self.config.max_turn_len, (self.context - 3) // 2)
+        min_turns = 2 if loss == "responses" else 1
+        out = []
+        for d in dialogues:
+            turns = [t[:cap] for t in self.encode_turns(d.turns)]
+            end = len(turns)
+            while end >= min_turns:
+                kept, n = fit_latest_turns(turns[:end], self.context)
+                out.append(ChatExample(kept, self._scored_chars(kept, loss), loss, d.line))
+                start = end - n
+                if start == 0 or n < min_turns:
+                    break
+                # With responses-only loss the next window ends at this one's first turn (context here,
+                # a response there); with loss on all tokens windows do not overlap.
+                end = start + 1 if loss == "responses" else start
+        return out
+
+    def _scored_chars(self, turns: list[list[int]], loss: str) -> int:
+        scored = turns if loss == "all" else turns[1:]
+        return sum(self.tokenizer.char_count(t) + 1 for t in scored)
+
+    def example_length(self, example: ChatExample) -> int:
+        return sum(len(t) + 1 for t in example.turns) + 1
+
+    def encode_example(self, example: ChatExample) -> Encoded:
+        return build_input(example.turns, self.tokenizer.cls_id, self.tokenizer.sep_id, example.loss)
+
+    def collate(self, examples: list[ChatExample]) -> dict[str, Any]:
+        enc = [self.encode_example(e) for e in examples]
+        pad = self.tokenizer.pad_id
+        ids = pad_ids([e.ids[:-1] for e in enc], pad)
+        mask = pad_ids([[1] * (len(e.ids) - 1) for e in enc]).bool()
+        return {
+            "ids": ids,
+            "speakers": pad_ids([e.speakers[:-1] for e in enc]),
+            "attention_mask": mask,
+            "labels": pad_ids([e.ids[1:] for e in enc], pad),
+            "scored": pad_ids([e.scored for e in enc]).bool(),
+            "_tokens": int(mask.sum()),
+        }
+
+    def token_nll(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Next-token NLL [N] of the scored positions, in row-major order."""
+        ids, scored = batch["ids"], batch["scored"]
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        logits, _ = model(ids, batch["speakers"], batch["attention_mask"], positions, select=scored)
+        return F.cross_entropy(logits.float(), batch["labels"][scored], reduction="none")
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return self.token_nll(model, batch).mean()
+
+    # --- prediction -------------------------------------------------------------------------
+    def prompt(self, history: list[str]) -> tuple[Prompt, int]:
+        """The model input for the next reply, keeping the latest turns that fit; and turns kept."""
+        budget = self.context - self.config.max_new_tokens
+        kept, n = fit_latest_turns(self.encode_turns(history), budget)
+        enc = build_input(kept, self.tokenizer.cls_id, self.tokenizer.sep_id)
+        return Prompt(enc.ids, enc.speakers, len(kept) % 2), n
+
+    def _gen_args(self) -> dict[str, Any]:
+        t = self.tokenizer
+        width = self.model.model.get_output_embeddings().weight.shape[0] if self.hf_tokenizer is not None else t.size
+        return {"sep_id": t.sep_id, "pad_id": t.pad_id, "banned_ids": t.banned_ids, "vocab_size": width}
+
+    @torch.no_grad()
+    def reply_ids(
+        self, histories: list[list[str]], dec: Decoding | None = None, generator: torch.Generator | None = None,
+        use_cache: bool = True, batch_size: int | None = None,
+    ) -> list[list[int]]:
+        """Reply token ids for each history (turns as text), generated in length-sorted batches."""
+        self.model.eval()
+        dec = dec or self.config.decoding()
+        prompts = [self.prompt(h)[0] for h in histories]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+        bs = batch_size or self.config.eval_batch_size
+        out: list[list[int]] = [[] for _ in prompts]
+        args = self._gen_args()
+        for s in range(0, len(order), bs):
+            chunk = order[s : s + bs]
+            replies = generate(self.model, [prompts[i] for i in chunk], dec=dec, generator=generator,
+                               use_cache=use_cache, **args)
+            for i, r in zip(chunk, replies):
+                out[i] = r
+        return out
+
+    def replies(self, histories: list[list[str]], **kwargs: Any) -> list[str]:
+        return [self.tokenizer.decode(r) for r in self.reply_ids(histories, **kwargs)]
+
+    @torch.no_grad()
+    def stream_reply(self, history: list[str], dec: Decoding | None = None,
+                     generator: torch.Generator | None = None) -> Iterator[str]:
+        """The reply to one history, piece by piece as tokens are generated."""
+        self.model.eval()
+        prompt, _ = self.prompt(history)
+        args = self._gen_args()
+        ids: list[int] = []
+        shown = ""
+        for tokens, active in generate_steps(self.model, [prompt], dec=dec or self.config.decoding(),
+                                             generator=generator, **args):
+            tok = int(tokens[0])
+            if not bool(active[0]) or tok == self.tokenizer.sep_id:
+                break
+            ids.append(tok)
+            text = self.tokenizer.decode(ids)
+            if text.startswith(shown) and not text.endswith("\ufffd"):  # wait for whole multi-byte chars
+                yield text[len(shown):]
+                shown = text
+
+    def seeded_generator(self, seed: int | None = None) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.config.seed if seed is None else seed)
+        return g
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, examples: list[Dialogue], batch_size: int | None = None) -> dict[str, Any]:
+        """Response perplexity per character, distinct-1/2 of sampled replies, generation tokens/s."""
+        windows = self.windows(examples, "responses")  # whatever the training loss, score responses
+        if not windows:
+            raise DataError("evaluation data", "no dialogue with a response (2+ turns) to score")
+        bs = batch_size or self.config.eval_batch_size
+        nll, chars, tokens = 0.0, 0, 0
+        self.model.eval()
+        with torch.no_grad():
+            for idx in bucket_batches([self.example_length(w) for w in windows], bs, shuffle=False):
+                batch = self.to_device(self.collate([windows[i] for i in idx]))
+                nll += float(self.token_nll(self.model, batch).sum())
+                tokens += int(batch["scored"].sum())
+                chars += sum(windows[i].chars for i in idx)
+        metrics: dict[str, Any] = {
+            "ppl": math.exp(nll / chars), "ppl_token": math.exp(nll / tokens), "nll_per_char": nll / chars,
+            "scored_chars": chars, "dialogues": len(examples),
+        }
+        return metrics | self.sample_metrics(examples, bs)
+
+    def sample_metrics(self, dialogues: list[Dialogue], batch_size: int, use_cache: bool = True) -> dict[str, Any]:
+        """distinct-1/2 and tokens/s of replies sampled for the first `eval_samples` histories."""
+        histories = [d.turns[:-1] for d in dialogues if len(d.turns) >= 2][: self.config.eval_samples]
+        if not histories:
+            return {}
+        self.reply_ids(histories[:1], dec=Decoding(max_new_tokens=2))  # warm-up: first calls are slow
+        t0 = time.perf_counter()
+        ids = self.reply_ids(histories, generator=self.seeded_generator(), use_cache=use_cache, batch_size=batch_size)
+        seconds = time.perf_counter() - t0
+        texts = [self.tokenizer.decode(r) for r in ids]
+        n_tokens = sum(len(r) + 1 for r in ids)  # + the closing [SEP] each reply also cost
+        return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+                "gen_tokens_per_s": n_tokens / max(seconds, 1e-9), "replies_sampled": len(texts),
+                "mean_reply_chars": sum(map(len, texts)) / len(texts)}
+
+    # --- records -------------------------------------------------------------------------------
+    def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
+        if "history" not in record:
+            raise DataError(path, "missing field 'history' (a list of turns)", line)
+        clean_turns(record["history"], path, line, "history")
+
+    def predict_records(
+        self, records: Iterable[dict[str, Any]], batch_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Adds `reply` (and `turns_used`: the latest turns that fit the context) to each record."""
+        it = iter(records)
+        generator = self.seeded_generator()
+        chunk_size = max(256, (batch_size or self.config.eval_batch_size) * 4)
+        while chunk := list(islice(it, chunk_size)):
+            histories = [clean_turns(r["history"], "input", None, "history") for r in chunk]
+            replies = self.replies(histories, generator=generator, batch_size=batch_size)
+            for rec, hist, reply in zip(chunk, histories, replies):
+                yield {**rec, "reply": reply, "turns_used": self.prompt(hist)[1]}
+
+
+class ChatSession:
+    """An interactive conversation: the history (at most `max_turns` turns) and streamed replies."""
+
+    def __init__(self, pipe: ChatPipeline, max_turns: int = 10, dec: Decoding | None = None, seed: int | None = None):
+        if max_turns < 1:
+            raise ConfigError("the history limit must be at least 1 turn")
+        self.pipe = pipe
+        self.max_turns = max_turns
+        self.dec = dec or pipe.config.decoding()
+        self.generator = pipe.seeded_generator(seed)
+        self.history: list[str] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    def send(self, text: str) -> Iterator[str]:
+        """Add the user's turn, stream the reply; the reply joins the history when it is done."""
+        turn = "".join(text.split())
+        if not turn:
+            raise DataError("input", "empty message")
+        self.history = (self.history + [turn])[-self.max_turns:]
+        pieces = []
+        for piece in self.pipe.stream_reply(self.history, self.dec, self.generator):
+            pieces.append(piece)
+            yield piece
+        reply = "".join(pieces)
+        if reply:
+            self.history = (self.history + [reply])[-self.max_turns:]
