@@ -70,12 +70,15 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--extra", nargs="*", default=None, help="override the non-WebQA training files")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch default)")
     args = ap.parse_args()
     splits = split_webqa(Path(args.work), 200, 300, args.seed)
     extra = [Path(p) for p in args.extra] if args.extra is not None else EXTRA
     train_cmd = [sys.executable, "-m", "nlpcli.cli", "train", "qa", "--train", str(splits["train"]),
                  *map(str, extra), "--dev", str(splits["dev"]), "--output", args.run,
-                 "--time-budget", str(args.budget), "--eval-every", "100", "--overwrite"]
+                 "--time-budget", str(args.budget), "--eval-every", "100", "--overwrite", "--threads", str(args.threads)]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
                      "webqa_split": f"seed {args.seed}: 300 test, 200 dev, 2000 train questions of {WEBQA.name}"}
     if not args.skip_train:
