@@ -10,11 +10,11 @@ from .tasks.base import Pipeline
 TASKS: dict[str, str] = {
     "ner": "nlpcli.tasks.ie.ner:NerPipeline",
     "lm": "nlpcli.tasks.gen.lm:LmPipeline",
+    "ie": "nlpcli.tasks.ie.relation:IePipeline",
 }
 
 # Tasks of the command-line contract that are not built yet, with what they will be.
 PLANNED: dict[str, str] = {
-    "ie": "DGCNN + probabilistic-graph relation extraction",
     "qa": "DGCNN reading-comprehension QA",
     "chat": "DialoGPT-style multi-turn chat",
 }
