@@ -1,10 +1,10 @@
 """Benchmark of `nlpcli train ie` on the SKE 2019 subset: dev F1, training throughput, predict speed,
 and F1 against training-set size.
 
-    python benchmarks/ie_ske.py --budget 20 --fractions 0.25,0.5,1.0 --fraction-budget 20
+    python benchmarks/ie_ske.py --runs 0.25:7,0.5:7,1.0:7,1.0:20
 
-A seeded 10% of train_data.json (260 sentences) is carved out once as the dev set; each run trains on
-the first FRACTION of the rest (seeded order) with the default config under a time budget, keeps the
+A seeded 10% of train_data.json (260 sentences) is carved out once as the dev set; each run FRACTION:MINUTES
+trains on the first FRACTION of the rest (seeded order) with the default config for MINUTES, keeps the
 best checkpoint by dev F1, and is scored with `nlpcli evaluate`'s code path. Writes
 benchmarks/results/ie_ske.json. Temporary split files go to a temp dir, never into the repo.
 """
@@ -58,10 +58,8 @@ def predict_speed(model_dir: Path, texts_file: Path, threads: int) -> dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", type=float, default=20.0, help="minutes for the 100%% run")
-    ap.add_argument("--fraction-budget", type=float, default=None, help="minutes for each smaller run (default: --budget)")
-    ap.add_argument("--fractions", default="0.25,0.5,1.0")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default="0.25:7,0.5:7,1.0:7,1.0:20", help="FRACTION:MINUTES,... (training share, budget)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--work", default=None, help="directory for runs (default: a temp dir)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ie_ske.json"))
@@ -70,14 +68,14 @@ def main() -> None:
         sys.exit(f"{DATA} is not available")
     torch.set_num_threads(args.threads)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    fractions = [float(f) for f in args.fractions.split(",")]
+    plan = [(float(f), float(m)) for f, m in (r.split(":") for r in args.runs.split(","))]
+    fractions = sorted({f for f, _ in plan})
     work = Path(args.work or tempfile.mkdtemp(prefix="ie_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     dev_file, train_files = split(DATA / "train_data.json", work, fractions, args.seed)
     runs = []
-    for f in fractions:
-        budget = args.budget if f == max(fractions) else (args.fraction_budget or args.budget)
-        out = work / f"run_{int(f * 100)}"
+    for k, (f, budget) in enumerate(plan):
+        out = work / f"run_{k}_{int(f * 100)}"
         report = api.train(
             "ie", [str(train_files[f])], str(out), dev_path=str(dev_file), overwrite=True,
             overrides={"schema": str(DATA / "all_50_schemas"), "time_budget": budget, "threads": args.threads,
@@ -94,7 +92,7 @@ def main() -> None:
             "dev_precision": round(metrics["precision"], 4), "dev_recall": round(metrics["recall"], 4),
             "dev_f1": round(metrics["f1"], 4), "dev_gold_triples": metrics["gold"],
         }
-        if f == max(fractions):
+        if k == len(plan) - 1:
             run["predict_dev"] = predict_speed(out, dev_file, args.threads)
             run["predict_test1"] = predict_speed(out, DATA / "test1_data_postag.json", args.threads)
         runs.append(run)

@@ -234,3 +234,18 @@ def test_real_data_reads_and_locates_every_triple():
     triples = [t for ex in examples for t in ex.triples]
     assert len(examples) == 2601 and len(triples) == 5293 and stats.skipped == 0
     assert sum(t.case_folded for t in triples) == 10  # SOURCE.md: 10 annotations differ from the text in case
+
+
+def test_long_texts_are_windowed_not_cut():
+    examples, _ = read_ske(TRAIN)
+    pipe = IePipeline.create(IeConfig(**TINY | {"max_len": 16, "window_overlap": 4}), examples)
+    text = "甲" * 20 + "《海风集》作者陈若溪"  # 30 chars: the triple lies past the first window
+    ex = IeExample(text, [Triple("海风集", "作者", "陈若溪", subject_spans=[(21, 23)], object_spans=[(27, 29)])])
+    wins = pipe.training_examples([ex])
+    assert len(wins) > 1 and all(len(w.text) <= 16 for w in wins)
+    kept = [(w.offset, t.subject_spans, t.object_spans) for w in wins for t in w.triples]
+    assert kept and all(w.text[s[0][0] : s[0][1] + 1] == "海风集" for w in wins for t in w.triples for s in [t.subject_spans])
+    # prediction over a text longer than the position table works through windows; offsets index the full text
+    pipe.model.eval()
+    found = pipe.predict_found([text * 2])[0]
+    assert all(0 <= ss <= se < 60 and 0 <= os_ <= oe < 60 for ss, se, _, os_, oe in found)

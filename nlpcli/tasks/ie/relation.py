@@ -37,7 +37,7 @@ Found = tuple[int, int, int, int, int]
 @dataclass
 class IeConfig(TaskConfig):
     schema: str = ""  # the schema file (JSON Lines); without it, predicates come from the training data
-    hidden_size: int = 128
+    hidden_size: int = 64  # 128 learns no better on 2.6k sentences and runs ~3x slower on CPU
     dilations: str = "1,2,5,1,2,5,1,2,5,1,1,1"
     kernel_size: int = 3
     dropout: float = 0.1
@@ -57,7 +57,7 @@ class IeConfig(TaskConfig):
     max_subjects: int = 512  # subjects scored per object pass at predict time (bounds memory)
     epochs: int = 300
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup_steps: int = 200
     ema_decay: float = 0.999
 
