@@ -98,8 +98,10 @@ def train(
     dist = init_distributed(device)
     try:
         train_ex, stats = read_many(pipe_cls, train_paths, fmt, skip_bad)
+        train_ex = pipe_cls.check_examples(config, train_ex, stats if skip_bad else None)
         if dev_path:
             dev_ex, dev_stats = pipe_cls.read(dev_path, fmt, skip_bad)
+            dev_ex = pipe_cls.check_examples(config, dev_ex, dev_stats if skip_bad else None)
             stats.skipped += dev_stats.skipped
             dev_source = dev_path
         else:

@@ -12,11 +12,11 @@ TASKS: dict[str, str] = {
     "lm": "nlpcli.tasks.gen.lm:LmPipeline",
     "qa": "nlpcli.tasks.qa.pipeline:QaPipeline",
     "chat": "nlpcli.tasks.gen.chat:ChatPipeline",
+    "ie": "nlpcli.tasks.ie.relation:IePipeline",
 }
 
 # Tasks of the command-line contract that are not built yet, with what they will be.
 PLANNED: dict[str, str] = {
-    "ie": "DGCNN + probabilistic-graph relation extraction",
 }
 
 

@@ -37,8 +37,9 @@ def info(task: Optional[str] = typer.Argument(None, help="Show this task's confi
         ("mps", "available" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "not available"),
         ("cpu threads", str(torch.get_num_threads())),
         ("tasks", ", ".join(task_names())),
-        ("not built yet", ", ".join(sorted(PLANNED))),
     ]
+    if PLANNED:
+        rows.append(("not built yet", ", ".join(sorted(PLANNED))))
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
     try:

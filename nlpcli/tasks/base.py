@@ -138,6 +138,12 @@ class Pipeline:
         """Read a data file into examples; bad records raise DataError or are counted."""
         raise NotImplementedError
 
+    @classmethod
+    def check_examples(cls, config: TaskConfig, examples: list[Any], stats: ReadStats | None) -> list[Any]:
+        """Examples that fit the config (e.g. a schema file); misfits raise DataError, or are counted in
+        `stats` (given with --skip-bad) and dropped. The default keeps everything."""
+        return examples
+
     def training_examples(self, examples: list[Any]) -> list[Any]:
         """Examples as the model trains on them (e.g. long texts cut into windows)."""
         return examples
