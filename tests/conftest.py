@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+torch.set_num_threads(1)  # in-process models are tiny; one thread avoids oversubscribing the cores
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -17,7 +20,9 @@ SAMPLES = ROOT / "samples"
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # One thread per process: tests run several processes at once (torchrun, pytest itself), and
+    # oversubscribed cores make torch many times slower than one thread each.
+    env["OMP_NUM_THREADS"] = "1"
     env["COLUMNS"] = "200"
     return env
 

@@ -91,3 +91,30 @@ def build_word_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 5
     for t in texts:
         counts.update(words(t))
     return Vocab.build(counts, min_count=min_count, max_size=max_size)
+
+
+class CharWordVocab:
+    """The char vocabulary plus, optionally, the jieba-word vocabulary of char+word models (ner, ie, qa).
+
+    Assets: {"chars": [...], "words": [...]} ("words" absent or empty when words are off).
+    """
+
+    def __init__(self, assets: dict):
+        self.chars = Vocab(assets["chars"])
+        self.words = Vocab(assets["words"]) if assets.get("words") else None
+
+    @staticmethod
+    def build_assets(
+        texts: list[str], char_min_count: int, use_words: bool, word_min_count: int, word_vocab_size: int
+    ) -> dict:
+        assets = {"chars": build_char_vocab(texts, char_min_count).to_list()}
+        if use_words:
+            assets["words"] = build_word_vocab(texts, word_min_count, word_vocab_size).to_list()
+        return assets
+
+    def encode(self, text: str) -> dict[str, list[int]]:
+        """char_ids, and word_ids (the id of each char's jieba word) when words are on."""
+        ids = {"char_ids": self.chars.ids(char_tokens(text))}
+        if self.words is not None:
+            ids["word_ids"] = self.words.ids(char_word_tokens(text))
+        return ids

@@ -112,9 +112,7 @@ class NerPipeline(Pipeline):
         self.types: list[str] = assets["types"]
         self.type_ids = {t: i for i, t in enumerate(self.types)}
         self.tokenizer = tokenizer
-        if tokenizer is None:
-            self.chars = V.Vocab(assets["chars"])
-            self.words = V.Vocab(assets["words"]) if assets.get("words") else None
+        self.vocab = V.CharWordVocab(assets) if tokenizer is None else None
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -130,10 +128,8 @@ class NerPipeline(Pipeline):
         assets: dict[str, Any] = {"types": types, "longest_entity": longest}
         if config.encoder == SCRATCH:
             texts = [ex.text for ex in train_examples]
-            assets["chars"] = V.build_char_vocab(texts, config.char_min_count).to_list()
-            if config.use_words:
-                words = V.build_word_vocab(texts, config.word_min_count, config.word_vocab_size)
-                assets["words"] = words.to_list()
+            assets |= V.CharWordVocab.build_assets(texts, config.char_min_count, config.use_words,
+                                                   config.word_min_count, config.word_vocab_size)
             return cls.build(config, assets)
         model, tokenizer = hf.load_pretrained(config.encoder, "encoder")
         return cls(config, assets, NerModel(HFEncoder(model), config, len(types)), tokenizer)
@@ -177,10 +173,7 @@ class NerPipeline(Pipeline):
         if self.tokenizer is not None:
             enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=512)
             return Encoded({"input_ids": enc["input_ids"]}, [tuple(o) for o in enc["offset_mapping"]])
-        ids = {"char_ids": self.chars.ids(V.char_tokens(text))}
-        if self.words is not None:
-            ids["word_ids"] = self.words.ids(V.char_word_tokens(text))
-        return Encoded(ids, [(i, i + 1) for i in range(len(text))])
+        return Encoded(self.vocab.encode(text), [(i, i + 1) for i in range(len(text))])
 
     def collate(self, examples: list[NerExample]) -> dict[str, Any]:
         encoded = [self.encode(ex.text) for ex in examples]

@@ -155,8 +155,7 @@ class IePipeline(Pipeline):
         self.predicates: list[str] = assets["predicates"]
         self.predicate_ids = {p: i for i, p in enumerate(self.predicates)}
         self.types: dict[str, list[str]] = assets.get("types", {})
-        self.chars = V.Vocab(assets["chars"])
-        self.words = V.Vocab(assets["words"]) if assets.get("words") else None
+        self.vocab = V.CharWordVocab(assets)
         self._ids_cache: dict[str, dict[str, list[int]]] = {}
 
     # --- construction ----------------------------------------------------------------------
@@ -181,10 +180,8 @@ class IePipeline(Pipeline):
         texts = [ex.text for ex in train_examples]
         assets: dict[str, Any] = {
             "predicates": predicates, "types": types, "train_triples": location_counts(train_examples),
-            "chars": V.build_char_vocab(texts, config.char_min_count).to_list(),
-        }
-        if config.use_words:
-            assets["words"] = V.build_word_vocab(texts, config.word_min_count, config.word_vocab_size).to_list()
+        } | V.CharWordVocab.build_assets(texts, config.char_min_count, config.use_words, config.word_min_count,
+                                         config.word_vocab_size)
         return cls.build(config, assets)
 
     @classmethod
@@ -209,9 +206,7 @@ class IePipeline(Pipeline):
     def encode(self, text: str) -> dict[str, list[int]]:
         ids = self._ids_cache.get(text)
         if ids is None:
-            ids = {"char_ids": self.chars.ids(V.char_tokens(text))}
-            if self.words is not None:
-                ids["word_ids"] = self.words.ids(V.char_word_tokens(text))
+            ids = self.vocab.encode(text)
             if len(self._ids_cache) > 200_000:  # training sets repeat texts every epoch; bound the cache
                 self._ids_cache.clear()
             self._ids_cache[text] = ids

@@ -79,8 +79,7 @@ class QaPipeline(Pipeline):
 
     def __init__(self, config: QaConfig, assets: dict[str, Any], model: nn.Module):
         super().__init__(config, assets, model)
-        self.chars = V.Vocab(assets["chars"])
-        self.words = V.Vocab(assets["words"]) if assets.get("words") else None
+        self.vocab = V.CharWordVocab(assets)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -90,9 +89,8 @@ class QaPipeline(Pipeline):
     @classmethod
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> "QaPipeline":
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        assets: dict[str, Any] = {"chars": V.build_char_vocab(texts, config.char_min_count).to_list()}
-        if config.use_words:
-            assets["words"] = V.build_word_vocab(texts, config.word_min_count, config.word_vocab_size).to_list()
+        assets = V.CharWordVocab.build_assets(texts, config.char_min_count, config.use_words,
+                                              config.word_min_count, config.word_vocab_size)
         return cls.build(config, assets)
 
     @classmethod
@@ -105,9 +103,9 @@ class QaPipeline(Pipeline):
 
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, text: str) -> _Text:
-        chars = torch.tensor(self.chars.ids(V.char_tokens(text)), dtype=torch.long)
-        words = torch.tensor(self.words.ids(V.char_word_tokens(text)), dtype=torch.long) if self.words else None
-        return _Text(chars, words)
+        ids = self.vocab.encode(text)
+        words = torch.tensor(ids["word_ids"], dtype=torch.long) if "word_ids" in ids else None
+        return _Text(torch.tensor(ids["char_ids"], dtype=torch.long), words)
 
     def _encoder(self) -> Callable[[str], _Text]:
         """encode() with a cache, for texts repeated across questions (SQuAD paragraphs)."""
@@ -169,7 +167,7 @@ class QaPipeline(Pipeline):
                                  "p_chars": pad_ids([p.chars for p in passages]), "p_question": p_question}
         batch["q_mask"] = _mask([len(q.chars) for q in questions], batch["q_chars"].shape[1])
         batch["p_mask"] = _mask([len(p.chars) for p in passages], batch["p_chars"].shape[1])
-        if self.words is not None:
+        if self.vocab.words is not None:
             batch["q_words"] = pad_ids([q.words for q in questions])
             batch["p_words"] = pad_ids([p.words for p in passages])
         batch["_tokens"] = int(batch["p_mask"].sum() + batch["q_mask"].sum())
