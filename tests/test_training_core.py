@@ -1,7 +1,6 @@
 """The shared trainer and checkpoint, through the CLI: resume, Ctrl-C, torchrun, bad input, safety."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -7,6 +7,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from ..checkpoint import Checkpoint
 from ..data.io import ReadStats
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 
 @dataclass
@@ -201,7 +202,21 @@ class Pipeline:
         raise NotImplementedError
 
     def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
-        """Check one prediction input record; raise DataError naming path and line."""
+        """Check one prediction input record; raise DataError naming path and line.
+
+        The default, for tasks that read one text per record, wants a string `text`.
+        """
+        if not isinstance(record.get("text"), str):
+            raise DataError(path, "missing string field 'text'", line)
+
+    def record_chunks(
+        self, records: Iterable[dict[str, Any]], batch_size: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Prediction input in chunks of several batches, so length bucketing has room to work."""
+        it = iter(records)
+        size = max(256, (batch_size or getattr(self.config, "eval_batch_size", 64)) * 4)
+        while chunk := list(islice(it, size)):
+            yield chunk
 
     def param_groups(self) -> list[dict[str, Any]] | None:
         """Optimizer groups (an `lr_scale` key scales the group's learning rate); None: the default."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -247,17 +246,11 @@ class NerPipeline(Pipeline):
         metrics["examples"] = len(examples)
         return metrics
 
-    def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
-        if not isinstance(record.get("text"), str):
-            raise DataError(path, "missing string field 'text'", line)
-
     def predict_records(
         self, records: Iterable[dict[str, Any]], batch_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Adds `entities`: [{type, start, end (inclusive), text}] to each record."""
-        it = iter(records)
-        chunk_size = max(256, (batch_size or self.config.eval_batch_size) * 4)
-        while chunk := list(islice(it, chunk_size)):
+        for chunk in self.record_chunks(records, batch_size):
             texts = [r["text"] for r in chunk]
             for rec, spans in zip(chunk, self.predict_spans(texts, batch_size)):
                 text = rec["text"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -330,18 +329,12 @@ class IePipeline(Pipeline):
             metrics["gold_triples_with_unknown_predicate"] = unknown
         return metrics
 
-    def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
-        if not isinstance(record.get("text"), str):
-            raise DataError(path, "missing string field 'text'", line)
-
     def predict_records(
         self, records: Iterable[dict[str, Any]], batch_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Adds `spo_list` [{subject, predicate, object, subject_type, object_type, subject_start,
         subject_end, object_start, object_end}] (ends inclusive) to each record."""
-        it = iter(records)
-        chunk_size = max(256, (batch_size or self.config.eval_batch_size) * 4)
-        while chunk := list(islice(it, chunk_size)):
+        for chunk in self.record_chunks(records, batch_size):
             texts = [r["text"] for r in chunk]
             for rec, found in zip(chunk, self.predict_found(texts, batch_size)):
                 yield {**rec, "spo_list": self.spo_list(rec["text"], found)}
