@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 err_console = Console(stderr=True)
-out_console = Console()
+out_console = Console(soft_wrap=True)  # long paths stay on one line for scripts
 
 
 def cli_errors(fn):
