@@ -14,7 +14,7 @@ from nlpcli.nn.dgcnn import DGCNN, GatedDilatedBlock
 from nlpcli.tasks.qa.data import read_qa
 from nlpcli.tasks.qa.decode import Candidate, best_spans, vote
 from nlpcli.tasks.qa.metrics import cmrc_scores, normalize_answer, qa_metrics, sogou_scores
-from nlpcli.tasks.qa.model import AttentionPool
+from nlpcli.tasks.qa.model import AttentionPool, match_ids, pointer_probs, span_loss
 from nlpcli.tasks.qa.pipeline import QaConfig, QaPipeline
 
 TINY = {"hidden_size": 48, "word_dim": 16, "char_min_count": 1, "word_min_count": 1, "dropout": 0.0,
@@ -47,6 +47,26 @@ def test_attention_pool_ignores_padding():
     padded = torch.cat([x, torch.randn(1, 3, 8) * 50], 1)
     mask = torch.tensor([[True] * 5 + [False] * 3])
     assert torch.allclose(pool(padded, mask), pool(x, torch.ones(1, 5, dtype=torch.bool)), atol=1e-6)
+
+
+def test_match_ids_marks_passage_tokens_found_in_their_own_question():
+    q = torch.tensor([[5, 6, 0], [7, 1, 0]])  # question 1 holds an unknown char (1) and padding (0)
+    p = torch.tensor([[6, 9, 5, 0], [7, 1, 0, 0], [5, 7, 9, 0]])
+    owner = torch.tensor([0, 1, 1])
+    assert match_ids(p, q, owner).tolist() == [[True, False, True, False], [True, False, False, False],
+                                                [False, True, False, False]]
+
+
+def test_span_loss_and_softmax_pointers():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.float)
+    target = torch.tensor([[False, True, False, False], [False] * 4])  # the second passage has no answer
+    good = torch.tensor([[0.0, 9.0, 0.0, 50.0], [0.0, 0.0, 0.0, 0.0]])
+    bad = torch.tensor([[9.0, 0.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
+    assert span_loss(good, target, mask) < 0.01 < span_loss(bad, target, mask)
+    # Padding takes no probability, and the gate scales a passage's whole distribution.
+    out = {"start": good, "end": good, "gate": torch.tensor([20.0, -20.0])}
+    start, _ = pointer_probs(out, mask)
+    assert start[0, 3] == 0 and abs(float(start[0].sum()) - 1) < 1e-4 and float(start[1].sum()) < 1e-6
 
 
 def test_model_outputs_do_not_depend_on_batch_padding():
@@ -153,7 +173,7 @@ def test_overfit_one_batch():
     pipe = QaPipeline.create(QaConfig(**TINY), examples)
     items = pipe.training_examples(examples)
     before = pipe.evaluate(examples)["score"]
-    opt = torch.optim.AdamW(pipe.model.parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(pipe.model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
         pipe.model.train()
@@ -174,7 +194,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("qa") / "run"
     opts = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     run_cli("train", "qa", "--train", SAMPLES / "qa_train.jsonl", "--dev", SAMPLES / "qa_train.jsonl", "--output", out,
-            "--max-steps", "40", "--eval-every", "10", "--batch-size", "8", "--lr", "1e-2", "--warmup-steps", "5",
+            "--max-steps", "80", "--eval-every", "20", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "5",
             "--ema-decay", "0", "--epochs", "100", *opts, check=True)
     return out
 

@@ -28,13 +28,27 @@ class AttentionPool(nn.Module):
         return (torch.softmax(a, dim=-1).unsqueeze(-1) * x).sum(1)
 
 
+def match_ids(p_ids: torch.Tensor, q_ids: torch.Tensor, p_question: torch.Tensor) -> torch.Tensor:
+    """[N, Lp] bool: the passage token (char or word id) also occurs in its question; pad/unk never match."""
+    q = q_ids[p_question]  # [N, Lq]
+    hit = (p_ids.unsqueeze(-1) == q.unsqueeze(1)).any(-1)
+    return hit & (p_ids > 1)
+
+
 class QaModel(nn.Module):
-    """Questions [Q, Lq] and passages [N, Lp] in one pass; passage n belongs to question `p_question[n]`."""
+    """Questions [Q, Lq] and passages [N, Lp] in one pass; passage n belongs to question `p_question[n]`.
+
+    Beyond METHODS §1 (on by default, see QaConfig): an exact-match embedding, whether each passage
+    char / its jieba word occurs in the question. With a few thousand training questions the pooled
+    question vector alone cannot tell the model *where* the question's words are; this tells it directly.
+    """
 
     def __init__(self, num_chars: int, num_words: int, dim: int, word_dim: int, question_dilations: str,
-                 passage_dilations: str, kernel_size: int = 3, dropout: float = 0.1, embed_dropout: float = 0.1):
+                 passage_dilations: str, kernel_size: int = 3, dropout: float = 0.1, embed_dropout: float = 0.1,
+                 match_features: bool = False):
         super().__init__()
         self.embed = CharWordEmbedding(num_chars, dim, num_words, word_dim, embed_dropout)
+        self.match = nn.Embedding(4, dim) if match_features else None  # index: char hit + 2 * word hit
         self.q_encoder = DGCNN(dim, _rates(question_dilations), kernel_size, dropout)
         self.q_pool = AttentionPool(dim)
         self.p_input = nn.Linear(2 * dim, dim)
@@ -44,11 +58,17 @@ class QaModel(nn.Module):
         self.pointers = nn.Linear(2 * dim, 2)  # start and end logits
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits: start/end [N, Lp] and gate [N] (probability = sigmoid(pointer) * sigmoid(gate))."""
+        """Logits: start/end [N, Lp] and gate [N]; `pointer_probs` turns them into probabilities."""
         q_mask, p_mask = batch["q_mask"], batch["p_mask"]
+        owner = batch["p_question"]
         q = self.q_encoder(self.embed(batch["q_chars"], batch.get("q_words")), q_mask)
-        qv = self.q_pool(q, q_mask)[batch["p_question"]]  # [N, d]
+        qv = self.q_pool(q, q_mask)[owner]  # [N, d]
         p = self.embed(batch["p_chars"], batch.get("p_words"))
+        if self.match is not None:
+            hit = match_ids(batch["p_chars"], batch["q_chars"], owner).long()
+            if "p_words" in batch:
+                hit = hit + 2 * match_ids(batch["p_words"], batch["q_words"], owner).long()
+            p = p + self.match(hit)
         qv_seq = qv.unsqueeze(1).expand(-1, p.shape[1], -1)
         p = self.p_encoder(self.p_input(torch.cat([p, qv_seq], -1)), p_mask)
         h = torch.cat([p, qv_seq], -1)
@@ -57,12 +77,40 @@ class QaModel(nn.Module):
         return {"start": start, "end": end, "gate": gate}
 
 
-def pointer_probs(out: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start and end probabilities, gated by the passage's 'has answer' score; 0 on padding."""
+def pointer_probs(out: dict[str, torch.Tensor], mask: torch.Tensor, loss: str = "softmax"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end probabilities, gated by the passage's 'has answer' score; 0 on padding.
+
+    "softmax": a distribution over the passage's positions (as trained by `span_loss`);
+    "focal": an independent sigmoid per position (as trained by `focal_loss`).
+    """
     gate = torch.sigmoid(out["gate"].float()).unsqueeze(-1)
-    start = torch.sigmoid(out["start"].float()) * gate
-    end = torch.sigmoid(out["end"].float()) * gate
-    return start * mask, end * mask
+    if loss == "softmax":
+        real = mask.bool()
+        start, end = (torch.softmax(out[k].float().masked_fill(~real, -1e30), -1) for k in ("start", "end"))
+    else:
+        start, end = torch.sigmoid(out["start"].float()), torch.sigmoid(out["end"].float())
+    return start * gate * mask, end * gate * mask
+
+
+def span_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the gold positions (any of them) under a softmax over each passage that holds one.
+
+    Passages without an answer are left to the gate's loss. Positions compete, so one peak is learnt
+    from far fewer examples than with independent per-position sigmoids.
+    """
+    real = mask.bool()
+    logits = logits.float().masked_fill(~real, -1e30)
+    has = (target & real).any(1)
+    gold = torch.logsumexp(logits.masked_fill(~(target & real), -1e30), 1)
+    nll = torch.where(has, torch.logsumexp(logits, 1) - gold, torch.zeros_like(gold))
+    return nll.sum() / has.sum().clamp(min=1)
+
+
+def gate_loss(gate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of 'this passage holds an answer'."""
+    has = (target & mask.bool()).any(1)
+    return F.binary_cross_entropy_with_logits(gate.float(), has.float())
 
 
 def focal_loss(logits: torch.Tensor, gate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

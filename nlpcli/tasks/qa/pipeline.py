@@ -15,12 +15,12 @@ from torch import nn
 from ...data import vocab as V
 from ...data.batching import Window, pad_ids, windows
 from ...data.io import ReadStats
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..base import Pipeline, TaskConfig
 from .data import FORMATS, QAExample, passages_field, read_qa, passage_text
 from .decode import Candidate, best_spans, vote
 from .metrics import qa_metrics
-from .model import QaModel, focal_loss, pointer_probs
+from .model import QaModel, focal_loss, gate_loss, pointer_probs, span_loss
 
 
 @dataclass
@@ -32,6 +32,7 @@ class QaConfig(TaskConfig):
     dropout: float = 0.1
     embed_dropout: float = 0.1
     use_words: bool = True  # add the jieba word of each char
+    match_features: bool = True  # embed whether each passage char / word occurs in the question
     word_dim: int = 128
     word_min_count: int = 2
     word_vocab_size: int = 50000
@@ -42,6 +43,9 @@ class QaConfig(TaskConfig):
     max_answer_len: int = 32
     threshold: float = 0.1  # start/end probabilities at or below it never make a candidate
     voting: str = "vote"  # vote | max: how candidates of several passages/windows become one answer
+    # softmax: cross-entropy over positions plus a gate loss (default: learns spans from few thousand
+    # questions far faster); focal: METHODS §1's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
+    pointer_loss: str = "softmax"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     eval_batch_size: int = 128  # passage windows per forward pass
@@ -95,10 +99,12 @@ class QaPipeline(Pipeline):
 
     @classmethod
     def build(cls, config: QaConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "QaPipeline":
+        if config.pointer_loss not in ("softmax", "focal"):
+            raise ConfigError(f"pointer_loss must be softmax or focal, not {config.pointer_loss!r}")
         n_words = len(assets.get("words") or [])
         model = QaModel(len(assets["chars"]), n_words, config.hidden_size, config.word_dim if n_words else 0,
                         config.question_dilations, config.passage_dilations, config.kernel_size, config.dropout,
-                        config.embed_dropout)
+                        config.embed_dropout, config.match_features)
         return cls(config, assets, model)
 
     # --- encoding ---------------------------------------------------------------------------
@@ -150,7 +156,11 @@ class QaPipeline(Pipeline):
             lo = self._crop(p) if len(p.text.chars) > size else 0
             hi = min(len(p.text.chars), lo + size)
             rows.append(_slice(p.text, lo, hi))
-            inside = [(s - lo, e - lo) for s, e in p.spans if s >= lo and e < hi]
+            inside = sorted((s - lo, e - lo) for s, e in p.spans if s >= lo and e < hi)
+            if self.config.pointer_loss == "softmax":
+                # One occurrence: with every occurrence gold, start and end may learn different ones,
+                # and a span from the first to the last occurrence wins.
+                inside = inside[:1]
             starts += [(b, s) for s, _ in inside]
             ends += [(b, e) for _, e in inside]
         batch = self._tensors([it.question for it in items], rows, torch.arange(len(items)))
@@ -176,6 +186,10 @@ class QaPipeline(Pipeline):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         out = model(batch)
         mask = batch["p_mask"].float()
+        if self.config.pointer_loss == "softmax":
+            return (span_loss(out["start"], batch["start_labels"], mask)
+                    + span_loss(out["end"], batch["end_labels"], mask)
+                    + gate_loss(out["gate"], batch["start_labels"], mask))
         a, g = self.config.focal_alpha, self.config.focal_gamma
         return (focal_loss(out["start"], out["gate"], batch["start_labels"], mask, a, g)
                 + focal_loss(out["end"], out["gate"], batch["end_labels"], mask, a, g))
@@ -225,7 +239,7 @@ class QaPipeline(Pipeline):
         batch = self._tensors([enc(questions[qi]) for qi in q_index], rows,
                               torch.tensor([q_index[qi] for qi, _, _ in chunk]))
         batch = self.to_device(batch)
-        start, end = pointer_probs(self.model(batch), batch["p_mask"])
+        start, end = pointer_probs(self.model(batch), batch["p_mask"], self.config.pointer_loss)
         # A window only proposes spans starting in the part it owns, so overlaps are not counted twice.
         pos = torch.arange(start.shape[1], device=start.device)
         own = torch.tensor([[w.own_start - w.start, w.own_end - w.start] for _, _, w in chunk], device=start.device)
