@@ -119,6 +119,29 @@ def test_batched_scores_match_one_by_one():
     assert full[0] == batched[0] and (full[1:] < batched[1:]).all()  # more positions, more negative terms
 
 
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_prefix_shared_scores_match_one_by_one(arch):
+    """Candidates scored from the prefix state equal full scoring from m on, for every kind of move,
+    including rows whose suffix is empty (a delete of the last token) and a two-layer LSTM."""
+    torch.manual_seed(0)
+    cfg = LmConfig(arch=arch, embed_dim=16, hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8)
+    pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg, len(SPECIALS) + 7).eval())
+    ch = chains_of([[(3, -1), (4, 0), (5, -1), (6, -1)], [(7, -1), (8, -1)], [(9, -1), (3, -1), (4, 1)]], width=8)
+    action = torch.tensor([cgmh.DELETE, cgmh.INSERT, cgmh.REPLACE])
+    pos = torch.tensor([3, 2, 0])
+    cands = torch.tensor([[5, 6, 7], [3, 9, 4], [8, 8, 5]])
+    tokens, _, length = cgmh.build_rows(ch, pos, action, cands)
+    prefix = cgmh.read_prefix(pipe, ch, pos)
+    shared = cgmh.candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), pos, 4)
+    single = cgmh.score_rows(pipe, tokens.flatten(0, 1), length.flatten(), pos.repeat_interleave(4), batched=False)
+    assert torch.allclose(shared, single, atol=1e-5)
+    assert length[0, 3] == 3 and pos[0] == 3  # the delete row of chain 0 scores only its end token
+    # The proposal's forward half is the prefix distribution: the same as reading the rows in full.
+    bos = torch.full((3, 1), 2)
+    full = pipe.model.fwd.logits(pipe.model.fwd.hidden(torch.cat([bos, ch.tokens], 1)))[torch.arange(3), pos]
+    assert torch.allclose(prefix.logp, torch.log_softmax(full, -1), atol=1e-5)
+
+
 # --- detailed balance ----------------------------------------------------------------------------
 
 def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) -> dict[tuple, float]:

@@ -10,6 +10,8 @@ keyword made of several tokens, or outgrows the length cap is rejected (a self-l
 Proposals: the top-K words by p_fwd(w | x_<m) * p_bwd(w | x_>m); the K candidate sentences
 are scored by the forward LM in one batch, and only from position m on: the shared prefix
 adds the same log-probability to every sentence of the step, so it cancels in g and in A.
+The LSTM reads that prefix once per chain (its state also gives the proposal's forward half),
+then only each candidate's suffix, starting from the prefix state.
 """
 
 from __future__ import annotations
@@ -98,17 +100,59 @@ def score_rows(pipe: LmPipeline, tokens: torch.Tensor, lengths: torch.Tensor, st
     return torch.cat(out) if out else torch.zeros(0, device=tokens.device)
 
 
+@dataclass
+class Prefix:
+    """What the forward LM knows at each chain's edit position m, having read <s> x_<m."""
+
+    logp: torch.Tensor  # [C, V] log p_fwd(. | x_<m): the proposal's forward half and every candidate's x'_m term
+    state: Any  # the LSTM (h, c) there, from which each candidate's suffix is read; None for a transformer
+
+
 @torch.no_grad()
-def proposal_logits(pipe: LmPipeline, ch: Chains, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def read_prefix(pipe: LmPipeline, ch: Chains, pos: torch.Tensor) -> Prefix:
+    bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
+    logp, state = pipe.model.fwd.read_prefix(torch.cat([bos, ch.tokens], 1), pos + 1)
+    return Prefix(logp, state)
+
+
+@torch.no_grad()
+def candidate_logprob(pipe: LmPipeline, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor,
+                      pos: torch.Tensor, group: int) -> torch.Tensor:
+    """log p_fwd(x'_m.., EOS | x_<m) of rows [C * group, W], `group` consecutive rows per chain sharing the
+    prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LSTM.
+    Equals score_rows(tokens, lengths, m) (a test checks); a transformer falls back to that."""
+    m = pos.repeat_interleave(group)
+    if prefix.state is None:
+        return score_rows(pipe, tokens, lengths, m)
+    chain = torch.arange(len(pos), device=pos.device).repeat_interleave(group)
+    width = tokens.shape[1]
+
+    def token_at(j: torch.Tensor) -> torch.Tensor:  # x'_j, or the end token at j == length
+        got = tokens.gather(1, j.clamp(max=width - 1))
+        return torch.where(j < lengths.unsqueeze(1), got, torch.full_like(got, BOS))
+
+    out = prefix.logp[chain, token_at(m.unsqueeze(1)).squeeze(1)]
+    steps = int((lengths - m).max()) if len(m) else 0
+    if steps > 0:  # read x'_m .. x'_{n-1}, predicting x'_{m+1} .. EOS
+        j = m.unsqueeze(1) + torch.arange(steps, device=pos.device)
+        valid = j < lengths.unsqueeze(1)
+        inputs = token_at(j).masked_fill(~valid, 0)
+        state = tuple(t[:, chain] for t in prefix.state)
+        out = out + pipe.model.fwd.continue_logprob(state, inputs, token_at(j + 1), valid)
+    return out
+
+
+@torch.no_grad()
+def proposal_logits(pipe: LmPipeline, ch: Chains, pos: torch.Tensor, action: torch.Tensor,
+                    prefix: Prefix) -> torch.Tensor:
     """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
     width = int(ch.length.max()) + 1
     tokens = ch.tokens[:, : width - 1]
     rows = torch.arange(len(pos), device=pos.device)
     bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
-    h_f = pipe.model.fwd.hidden(torch.cat([bos, tokens], 1))[rows, pos]
     back = (ch.length - pos - (action != INSERT).long()).clamp(min=0)  # bwd step that has read x_>m (or x_>=m)
     h_b = pipe.model.bwd.hidden(torch.cat([bos, reverse_rows(tokens, ch.length)], 1))[rows, back]
-    logits = torch.log_softmax(pipe.model.fwd.logits(h_f).float(), -1) + torch.log_softmax(pipe.model.bwd.logits(h_b).float(), -1)
+    logits = prefix.logp + torch.log_softmax(pipe.model.bwd.logits(h_b).float(), -1)
     logits[:, : len(SPECIALS)] = -math.inf  # never propose PAD, UNK or the boundary token
     return logits
 
@@ -155,13 +199,20 @@ def mh_step(pipe: LmPipeline, ch: Chains, s: Settings, gen: torch.Generator, sta
     sub = Chains(ch.tokens[act], ch.kw[act], ch.length[act], ch.logp[act])
     a, m = action[act], pos[act]
     k = min(s.top_k, pipe.model.fwd.bias.shape[0] - len(SPECIALS))
-    cands = proposal_logits(pipe, sub, m, a).topk(k, dim=-1).indices
+    t0 = time.perf_counter()
+    prefix = read_prefix(pipe, sub, m)
+    prefix_s = time.perf_counter() - t0
+    cands = proposal_logits(pipe, sub, m, a, prefix).topk(k, dim=-1).indices
     tokens, kw, length = build_rows(sub, m, a, cands)
     t0 = time.perf_counter()
-    flat = score_rows(pipe, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), s.batched)
+    if s.batched:
+        flat = candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), m, k + 1)
+    else:
+        flat = score_rows(pipe, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), batched=False)
     score = flat.view(len(act), k + 1)
     if stats is not None:
-        stats.score_seconds += time.perf_counter() - t0
+        # The shared prefix read counts as scoring time of the batched path (the baseline does not need it).
+        stats.score_seconds += time.perf_counter() - t0 + (prefix_s if s.batched else 0.0)
         stats.scored_sentences += score.numel()
         stats.proposed += len(act)
     choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)

@@ -90,6 +90,25 @@ class CausalLM(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.weight.T + self.bias
 
+    def read_prefix(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """log p(next token | the first `lengths` inputs of each row) [N, V], and the LSTM state after
+        reading them (None for a transformer, which has no state to continue from)."""
+        inputs = inputs[:, : int(lengths.max())]
+        if self.arch != "lstm":
+            h = self.hidden(inputs)[torch.arange(len(lengths), device=inputs.device), lengths - 1]
+            return torch.log_softmax(self.logits(h).float(), -1), None
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        _, state = self.rnn(packed)  # (h, c) at each row's own last input, in the original row order
+        top = self.drop(self.out(state[0][-1]))
+        return torch.log_softmax(self.logits(top).float(), -1), state
+
+    def continue_logprob(self, state: Any, inputs: torch.Tensor, targets: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        """Per row: sum over `mask` of log p(target | state, inputs so far); LSTM only."""
+        h, _ = self.rnn(self.drop(self.embed(inputs)), state)
+        return target_logprob(self, self.drop(self.out(h)), targets, mask)
+
 
 class BiLM(nn.Module):
     def __init__(self, cfg: LmConfig, vocab_size: int):
@@ -119,14 +138,25 @@ def sentence_logprob(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor,
                      start: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x_start.., EOS | x_<start) per row: only the scored positions go through the softmax."""
     inputs, targets = lm_inputs(tokens, lengths)
-    h = lm.hidden(inputs)
     pos = torch.arange(inputs.shape[1], device=tokens.device).unsqueeze(0)
     keep = pos <= lengths.unsqueeze(1)
     if start is not None:
         keep &= pos >= start.unsqueeze(1)
-    logp = torch.log_softmax(lm.logits(h[keep]).float(), -1).gather(1, targets[keep].unsqueeze(1)).squeeze(1)
-    out = torch.zeros(tokens.shape[0], device=tokens.device, dtype=logp.dtype)
-    return out.index_add_(0, keep.nonzero()[:, 0], logp)
+    return target_logprob(lm, lm.hidden(inputs), targets, keep)
+
+
+def target_logprob(lm: CausalLM, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                   chunk: int = 2048) -> torch.Tensor:
+    """Per row of h [N, L, E]: sum over `mask` of log p(target); the softmax runs on masked positions only,
+    a chunk at a time, so a big batch of candidates never holds a [N, L, V] tensor."""
+    rows = mask.nonzero()[:, 0]
+    h, targets = h[mask], targets[mask]
+    out = torch.zeros(mask.shape[0], device=h.device)
+    for i in range(0, len(h), chunk):
+        logits = lm.logits(h[i : i + chunk]).float()
+        lp = logits.gather(1, targets[i : i + chunk].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, -1)
+        out.index_add_(0, rows[i : i + chunk], lp)
+    return out
 
 
 class LmPipeline(Pipeline):
