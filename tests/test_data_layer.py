@@ -117,3 +117,13 @@ def test_empty_missing_and_non_utf8_files(tmp_path):
     with pytest.raises(DataError, match="not UTF-8") as err:
         read_ner(latin)
     assert err.value.line == 2
+
+
+def test_traditional_chars_fold_to_simplified_with_offsets_kept():
+    from nlpcli.data import vocab as V
+
+    trad = "臺灣大學的學生於乾隆年間"
+    assert V.to_simplified(trad) == "台湾大学的学生于乾隆年间"  # phrase-aware: 乾隆 keeps its 乾
+    assert len(V.char_tokens(trad)) == len(trad) and V.char_tokens("ＡＢ臺") == ["a", "b", "台"]
+    cw = V.CharWordVocab({"chars": ["[PAD]", "[UNK]", "台", "湾"], "words": ["[PAD]", "[UNK]", "台湾"]})
+    assert cw.encode("臺灣") == cw.encode("台湾") == {"char_ids": [2, 3], "word_ids": [2, 2]}

@@ -52,9 +52,32 @@ def normalize_char(ch: str) -> str:
     return ch.lower()
 
 
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+@lru_cache(maxsize=1)
+def _t2s_table() -> dict[int, str]:
+    """Traditional -> simplified one character to one character: OpenCC's t2s of every CJK char alone."""
+    chars = [chr(i) for i in range(0x3400, 0xA000)]
+    out = _t2s().convert("\n".join(chars)).split("\n")
+    return {ord(a): b for a, b in zip(chars, out) if a != b and len(b) == 1}
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters folded to simplified ones with offsets kept, so traditional-Chinese data
+    (DRCD) and input share the simplified characters' embeddings and jieba words. OpenCC's phrase-aware
+    conversion (乾隆 stays 乾隆) when it keeps the length, else char by char."""
+    out = _t2s().convert(text)
+    return out if len(out) == len(text) else text.translate(_t2s_table())
+
+
 def char_tokens(text: str) -> list[str]:
     """One token per character (offsets stay character offsets)."""
-    return [normalize_char(c) for c in text]
+    return [normalize_char(c) for c in to_simplified(text)]
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +112,7 @@ def build_char_vocab(texts: Iterable[str], min_count: int = 1) -> Vocab:
 def build_word_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 50000) -> Vocab:
     counts: Counter = Counter()
     for t in texts:
-        counts.update(words(t))
+        counts.update(words(to_simplified(t)))
     return Vocab.build(counts, min_count=min_count, max_size=max_size)
 
 
@@ -116,5 +139,5 @@ class CharWordVocab:
         """char_ids, and word_ids (the id of each char's jieba word) when words are on."""
         ids = {"char_ids": self.chars.ids(char_tokens(text))}
         if self.words is not None:
-            ids["word_ids"] = self.words.ids(char_word_tokens(text))
+            ids["word_ids"] = self.words.ids(char_word_tokens(to_simplified(text)))
         return ids
