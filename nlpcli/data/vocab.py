@@ -90,8 +90,9 @@ def _jieba():
 
 
 def words(text: str) -> list[str]:
-    """jieba segmentation (HMM off: deterministic and faster)."""
-    return _jieba().lcut(text, HMM=False)
+    """jieba segmentation (HMM off: deterministic and faster) of the text folded to simplified characters
+    (`to_simplified`: same length, so the words still cover the text's offsets)."""
+    return _jieba().lcut(to_simplified(text), HMM=False)
 
 
 def char_word_tokens(text: str) -> list[str]:
@@ -112,7 +113,7 @@ def build_char_vocab(texts: Iterable[str], min_count: int = 1) -> Vocab:
 def build_word_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 50000) -> Vocab:
     counts: Counter = Counter()
     for t in texts:
-        counts.update(words(to_simplified(t)))
+        counts.update(words(t))
     return Vocab.build(counts, min_count=min_count, max_size=max_size)
 
 
@@ -139,5 +140,5 @@ class CharWordVocab:
         """char_ids, and word_ids (the id of each char's jieba word) when words are on."""
         ids = {"char_ids": self.chars.ids(char_tokens(text))}
         if self.words is not None:
-            ids["word_ids"] = self.words.ids(char_word_tokens(to_simplified(text)))
+            ids["word_ids"] = self.words.ids(char_word_tokens(text))
         return ids
