@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import BEST, LAST, load_checkpoint
+from .config import TaskConfig, read_config_file
 from .data.io import ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
-from .tasks.base import Pipeline, TaskConfig, read_config_file
+from .tasks.base import Pipeline
 from .trainer import TrainCallbacks, Trainer, TrainResult
 
 
@@ -31,8 +32,7 @@ class TrainReport:
 
 def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
     """Task defaults, then a config file, then command-line overrides."""
-    cls = get_task(task)
-    cfg = cls.Config()
+    cfg = get_task(task).Config()
     if config_file:
         cfg = cfg.updated(read_config_file(config_file))
     return cfg.updated(overrides)
@@ -79,22 +79,20 @@ def train(
     overrides = dict(overrides or {})
     resume_state = None
     if resume:
-        ckpt = load_checkpoint(out / LAST, expect_task=task)
-        config = pipe_cls.Config.from_dict(ckpt.config, strict=False)
-        asked = config.updated(overrides).to_dict()
-        saved = config.to_dict()
-        fixed = {k for k in asked if asked[k] != saved[k] and k not in config.RUNTIME_FIELDS}
-        if fixed:
-            raise ConfigError(f"cannot change {', '.join(sorted(fixed))} on --resume (the model depends on it)")
-        config = config.updated(overrides)
+        resumed = pipe_cls.load(out / LAST, overrides, resume=True)
+        config = resumed.config
+        resume_state = load_checkpoint(out / LAST).train_state()
+        if resume_state is None:
+            raise NlpcliError(f"{out / LAST}: no train_state.pt to resume from")
     else:
         if (out / BEST).exists() or (out / LAST).exists():
             if not overwrite:
                 raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
         config = make_config(task, config_file, overrides)
-    device = resolve_device(config.device)
-    set_threads(config.threads)
-    seed_everything(config.seed)
+    trainer_cfg = config.trainer
+    device = resolve_device(trainer_cfg.device)
+    set_threads(trainer_cfg.threads)
+    seed_everything(trainer_cfg.seed)
     dist = init_distributed(device)
     try:
         train_ex, stats = read_many(pipe_cls, train_paths, fmt, skip_bad)
@@ -105,14 +103,11 @@ def train(
             stats.skipped += dev_stats.skipped
             dev_source = dev_path
         else:
-            train_ex, dev_ex = carve_dev(train_ex, config.dev_ratio, config.dev_max, config.seed)
-            dev_source = f"{len(dev_ex)} examples carved from train (seed {config.seed}, ratio {config.dev_ratio})"
+            train_ex, dev_ex = carve_dev(train_ex, trainer_cfg.dev_ratio, trainer_cfg.dev_max, trainer_cfg.seed)
+            dev_source = (f"{len(dev_ex)} examples carved from train "
+                          f"(seed {trainer_cfg.seed}, ratio {trainer_cfg.dev_ratio})")
         if resume:
-            pipe = pipe_cls.from_checkpoint(ckpt)
-            pipe.config = config
-            resume_state = ckpt.train_state()
-            if resume_state is None:
-                raise NlpcliError(f"{ckpt.path}: no train_state.pt to resume from")
+            pipe = resumed
         else:
             if overwrite and dist.is_main:
                 _clear_run(out)
@@ -135,10 +130,7 @@ def _clear_run(out: Path) -> None:
 
 def load_pipeline(task: str, model_dir: str, device: str = "auto", overrides: dict[str, Any] | None = None) -> Pipeline:
     """A trained pipeline from a checkpoint (or training output) directory, on a device."""
-    pipe_cls = get_task(task)
-    ckpt = load_checkpoint(model_dir, expect_task=task)
-    pipe = pipe_cls.from_checkpoint(ckpt, overrides)
-    return pipe.to(resolve_device(device))
+    return get_task(task).load(model_dir, overrides, device)
 
 
 def evaluate(
@@ -196,11 +188,33 @@ def predict(
     stats: PredictStats | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream predictions: JSONL lines in, records with predictions out, in order."""
-    import torch
-
     stats = stats if stats is not None else PredictStats()
     records = read_records(lines, path, pipe, skip_bad, stats)
-    with torch.no_grad():
-        for out in pipe.predict_records(records, batch_size):
-            stats.written += 1
-            yield out
+    for out in pipe.predict_records(records, batch_size):
+        stats.written += 1
+        yield out
+
+
+def iter_generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> Iterator[Any]:
+    """CGMH sentences for each keyword set (an `lm` pipeline; its inference section is the sampler's)."""
+    from .tasks.gen.lm.cgmh import iter_generate as run
+
+    return run(pipe, keyword_sets, pipe.config.inference)  # type: ignore[arg-type]
+
+
+def generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> list[Any]:
+    return list(iter_generate(pipe, keyword_sets))
+
+
+def read_keyword_file(pipe: Pipeline, path: str) -> list[tuple[int, list[str]]]:
+    """(line, words) of each non-blank line of a keyword file; every line is checked against the model."""
+    from .tasks.gen.lm.cgmh import read_keyword_file as read
+
+    return read(pipe, path)  # type: ignore[arg-type]
+
+
+def chat_session(pipe: Pipeline, max_turns: int = 10, seed: int | None = None) -> Any:
+    """A multi-turn conversation with a `chat` pipeline (streamed replies, bounded history)."""
+    from .tasks.gen.chat.pipeline import ChatSession
+
+    return ChatSession(pipe, max_turns=max_turns, seed=seed)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """One checkpoint format for every task: a directory written atomically.
 
-    config.json        task name, format version, nlpcli version, the task config
+    config.json        task name, format version, nlpcli version, the task config in sections
+                       (format 1, before config sections, kept one flat dict: still read)
     vocab.json         the task's assets (vocabularies, label sets)
     model.safetensors  weights (no pickle)
     metrics.json       metrics of this checkpoint (optional)
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BEST, LAST = "best", "last"
 
 
@@ -39,6 +40,7 @@ class Checkpoint:
     config: dict[str, Any]
     assets: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "model.safetensors"))
@@ -123,4 +125,5 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpo
         raise CheckpointError(f"{d}: model.safetensors is missing")
     metrics_path = d / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
-    return Checkpoint(path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics)
+    return Checkpoint(path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics,
+                      format_version=version)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import BEST, LAST, save_checkpoint
+from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
 from .device import DistContext, autocast, autocast_dtype
 from .ema import EMA
@@ -80,7 +80,7 @@ class Trainer:
         dist: DistContext | None = None,
     ):
         self.pipe = pipeline
-        self.cfg = pipeline.config
+        self.cfg = pipeline.config.trainer
         self.train = pipeline.training_examples(train_examples)
         if not self.train:
             raise NlpcliError("no training examples")
@@ -272,10 +272,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         train_state = self._train_state(t0) if with_state else None
-        save_checkpoint(
-            self.out / which, self.pipe.name, self.cfg.to_dict(), self._model_state(averaged=not with_state),
-            self.pipe.assets, metrics=metrics, train_state=train_state, write_extra=self.pipe.write_extra,
-        )
+        self.pipe.save(self.out / which, metrics, weights=self._model_state(averaged=not with_state),
+                       train_state=train_state)
 
     def _save_last(self, t0: float) -> None:
         self._save(LAST, metrics=self.state.best_metrics or None, with_state=True, t0=t0)

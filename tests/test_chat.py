@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLES, run_cli, shared_data
+from util import SAMPLES, run_cli, shared_data
 from nlpcli import api
 from nlpcli.errors import DataError
-from nlpcli.tasks.gen.chat import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
-from nlpcli.tasks.gen.chat_data import Dialogue, read_dialogues
-from nlpcli.tasks.gen.chat_generate import Decoding, generate
-from nlpcli.tasks.gen.chat_metrics import bigram_nll, distinct_n
+from nlpcli.tasks.gen.chat.pipeline import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
+from nlpcli.tasks.gen.chat.data import Dialogue, read_dialogues
+from nlpcli.tasks.gen.chat.decode import Decoding, generate
+from nlpcli.tasks.gen.chat.metrics import bigram_nll, distinct_n
 
 TINY = {"hidden_size": 64, "layers": 2, "heads": 2, "dropout": 0.0, "char_min_count": 1, "max_len": 64,
         "max_new_tokens": 16}
@@ -37,7 +37,7 @@ def one_thread():
 
 def tiny_pipe(dialogues: list[Dialogue], **cfg) -> ChatPipeline:
     torch.manual_seed(0)
-    return ChatPipeline.create(ChatConfig(**(TINY | cfg)), dialogues)
+    return ChatPipeline.create(ChatConfig().updated(TINY | cfg), dialogues)
 
 
 def sample_dialogues() -> list[Dialogue]:

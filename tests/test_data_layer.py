@@ -8,9 +8,9 @@ import pytest
 from nlpcli.data.batching import bucket_batches, windows
 from nlpcli.errors import DataError
 from nlpcli.metrics import set_prf
-from nlpcli.tasks.ie.ner_data import detect_format, read_ner
+from nlpcli.tasks.ie.ner.data import detect_format, read_ner
 
-from conftest import SAMPLES
+from util import SAMPLES
 
 
 def test_windows_cover_and_own_every_position_once():

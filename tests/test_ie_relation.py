@@ -8,11 +8,12 @@ import random
 import pytest
 import torch
 
-from conftest import SAMPLES, shared_data
+from util import SAMPLES, run_cli, shared_data
 from nlpcli.data.io import ReadStats
 from nlpcli.errors import DataError
-from nlpcli.tasks.ie.relation import IeConfig, IePipeline, decode_objects, pointer_spans
-from nlpcli.tasks.ie.relation_data import IeExample, Triple, check_predicates, find_all, read_schema, read_ske
+from nlpcli.tasks.ie.relation.decode import decode_objects, pointer_spans
+from nlpcli.tasks.ie.relation.pipeline import IeConfig, IePipeline
+from nlpcli.tasks.ie.relation.data import IeExample, Triple, check_predicates, find_all, read_schema, read_ske
 
 TRAIN = SAMPLES / "ie" / "train.jsonl"
 SCHEMA = SAMPLES / "ie" / "schema.jsonl"
@@ -108,7 +109,7 @@ def test_metric_matches_hand_computed(tmp_path):
          "spo_list": [_spo("青石巷", "作者", "林晚舟"), _spo("《青石巷》", "出版社", "江南文艺出版社")]},
     ]
     examples, _ = read_ske(_write(tmp_path, "gold.jsonl", lines))
-    pipe = IePipeline.create(IeConfig(**TINY), examples)
+    pipe = IePipeline.create(IeConfig().updated(TINY), examples)
     ids = pipe.predicate_ids
     found = [
         # 《Sweet Room》 with the brackets (case and one outer 《》 are normalised away): correct
@@ -116,7 +117,8 @@ def test_metric_matches_hand_computed(tmp_path):
         # 青石巷/作者/林晚舟 correct; 青石巷/出版社/林晚舟 wrong; the publisher triple is missed
         [(1, 3, ids["作者"], 7, 9), (1, 3, ids["出版社"], 7, 9)],
     ]
-    pipe.predict_found = lambda texts, batch_size=None: found
+    by_text = {ex.text: f for ex, f in zip(examples, found)}
+    pipe.forward = lambda pieces: [by_text[p.text] for p in pieces]  # the model's part of the one prediction loop
     m = pipe.evaluate(examples)
     # tp = 2, predicted = 3, gold = 3: P = R = F1 = 2/3
     assert (m["tp"], m["predicted"], m["gold"]) == (2, 3, 3)
@@ -129,7 +131,7 @@ def test_metric_matches_hand_computed(tmp_path):
 # --- batched prediction: every subject of a batch in one object pass ----------------------------
 def test_predict_scores_all_subjects_in_one_object_pass():
     examples, _ = read_ske(TRAIN)
-    pipe = IePipeline.create(IeConfig(**TINY), examples)
+    pipe = IePipeline.create(IeConfig().updated(TINY), examples)
     model, P = pipe.model, len(pipe.predicates)
     texts = ["甲乙丙丁戊", "子丑寅卯辰巳"]
     big = 20.0
@@ -150,7 +152,7 @@ def test_predict_scores_all_subjects_in_one_object_pass():
         return o
 
     model.subject_logits, model.object_logits = subject_logits, object_logits
-    found = pipe.predict_found(texts)
+    found = pipe.forward([pipe.preprocess({"text": t})[0] for t in texts])
     assert calls == [[0, 0, 3]]  # one pass for the three subjects of both texts
     assert found == [[(0, 1, 1, 3, 3)], [(0, 0, 1, 3, 3), (3, 4, 1, 3, 3)]]
     spo = pipe.spo_list(texts[1], found[1])
@@ -165,7 +167,7 @@ def test_overfit_one_batch():
     random.seed(0)
     examples, _ = read_ske(TRAIN)
     batch_ex = examples[:8]
-    pipe = IePipeline.create(IeConfig(**TINY, schema=str(SCHEMA)), examples)
+    pipe = IePipeline.create(IeConfig().updated(TINY | {"schema": str(SCHEMA)}), examples)
     f1_before = pipe.evaluate(batch_ex)["f1"]
     opt = torch.optim.Adam(pipe.model.parameters(), lr=1e-2)
     losses = []
@@ -183,19 +185,19 @@ def test_overfit_one_batch():
 
 
 # --- the CLI round trip ----------------------------------------------------------------------------------
-def test_cli_train_predict_evaluate_round_trip(cli, tmp_path):
+def test_cli_train_predict_evaluate_round_trip(tmp_path):
     out = tmp_path / "run"
     args = ["--hidden-size", "32", "--dilations", "1,2,1", "--word-dim", "16", "--attention-heads", "2",
             "--embed-dropout", "0", "--dropout", "0", "--word-min-count", "1", "--lr", "0.01", "--warmup-steps", "5",
             "--batch-size", "26", "--max-steps", "40", "--eval-every", "20", "--ema-decay", "0.9", "--threads", "1"]
-    r = cli("train", "ie", "--train", TRAIN, "--dev", TRAIN, "--schema", SCHEMA, "--output", out, *args, "--json",
+    r = run_cli("train", "ie", "--train", TRAIN, "--dev", TRAIN, "--schema", SCHEMA, "--output", out, *args, "--json",
             check=True)
     summary = json.loads(r.stdout)
     assert summary["steps"] == 40 and summary["best_f1"] >= 0.8
     assert json.loads((out / "best" / "vocab.json").read_text(encoding="utf-8"))["train_triples"]["triples"] == 62
 
     pred_path = tmp_path / "pred.jsonl"
-    cli("predict", "ie", "--model", out, "--input", SAMPLES / "ie" / "input.jsonl", "--output", pred_path, check=True)
+    run_cli("predict", "ie", "--model", out, "--input", SAMPLES / "ie" / "input.jsonl", "--output", pred_path, check=True)
     preds = [json.loads(x) for x in pred_path.read_text(encoding="utf-8").splitlines()]
     inputs = [json.loads(x) for x in (SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [p["id"] for p in preds] == [i["id"] for i in inputs]
@@ -207,23 +209,23 @@ def test_cli_train_predict_evaluate_round_trip(cli, tmp_path):
             assert {"subject_type", "object_type", "predicate"} <= set(t)
 
     # stdin -> stdout gives the same lines
-    r = cli("predict", "ie", "--model", out, input=(SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8"),
+    r = run_cli("predict", "ie", "--model", out, input=(SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8"),
             check=True)
     assert [json.loads(x) for x in r.stdout.splitlines()] == preds
 
     # the predictions read back as gold score 1.0 against the same model (one format in and out)
-    r = cli("evaluate", "ie", "--model", out, "--data", pred_path, "--json", check=True)
+    r = run_cli("evaluate", "ie", "--model", out, "--data", pred_path, "--json", check=True)
     assert json.loads(r.stdout)["f1"] == 1.0
 
 
-def test_cli_bad_predicate_is_line_numbered_or_skipped(cli, tmp_path):
+def test_cli_bad_predicate_is_line_numbered_or_skipped(tmp_path):
     lines = TRAIN.read_text(encoding="utf-8").splitlines()
     bad = {"text": "张三的妻子是李四", "spo_list": [{"subject": "张三", "predicate": "配偶", "object": "李四"}]}
     path = _write(tmp_path, "train.jsonl", lines[:3] + [bad] + lines[3:6])
     common = ["--schema", SCHEMA, "--hidden-size", "16", "--dilations", "1", "--max-steps", "2", "--threads", "1"]
-    r = cli("train", "ie", "--train", path, "--output", tmp_path / "a", *common)
+    r = run_cli("train", "ie", "--train", path, "--output", tmp_path / "a", *common)
     assert r.returncode == 1 and "train.jsonl:4: predicate '配偶' is not in the schema" in r.stderr
-    r = cli("train", "ie", "--train", path, "--output", tmp_path / "b", *common, "--skip-bad", "--json")
+    r = run_cli("train", "ie", "--train", path, "--output", tmp_path / "b", *common, "--skip-bad", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["skipped_bad_records"] == 1 and summary["train_examples"] + summary["dev_examples"] == 6
@@ -238,7 +240,7 @@ def test_real_data_reads_and_locates_every_triple():
 
 def test_long_texts_are_windowed_not_cut():
     examples, _ = read_ske(TRAIN)
-    pipe = IePipeline.create(IeConfig(**TINY | {"max_len": 16, "window_overlap": 4}), examples)
+    pipe = IePipeline.create(IeConfig().updated(TINY | {"max_len": 16, "window_overlap": 4}), examples)
     text = "甲" * 20 + "《海风集》作者陈若溪"  # 30 chars: the triple lies past the first window
     ex = IeExample(text, [Triple("海风集", "作者", "陈若溪", subject_spans=[(21, 23)], object_spans=[(27, 29)])])
     wins = pipe.training_examples([ex])
@@ -247,5 +249,6 @@ def test_long_texts_are_windowed_not_cut():
     assert kept and all(w.text[s[0][0] : s[0][1] + 1] == "海风集" for w in wins for t in w.triples for s in [t.subject_spans])
     # prediction over a text longer than the position table works through windows; offsets index the full text
     pipe.model.eval()
-    found = pipe.predict_found([text * 2])[0]
-    assert all(0 <= ss <= se < 60 and 0 <= os_ <= oe < 60 for ss, se, _, os_, oe in found)
+    spo = next(pipe.predict_records([{"text": text * 2}]))["spo_list"]
+    assert all(0 <= d["subject_start"] <= d["subject_end"] < 60 and 0 <= d["object_start"] <= d["object_end"] < 60
+               for d in spo)

@@ -10,12 +10,13 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import SAMPLES, run_cli
+from util import SAMPLES, run_cli
 from nlpcli import api
 from nlpcli.errors import ConfigError, DataError
-from nlpcli.tasks.gen import cgmh
-from nlpcli.tasks.gen.lm import SPECIALS, BiLM, LmConfig, LmPipeline, sentence_logprob
-from nlpcli.tasks.gen.lm_data import read_sentences
+from nlpcli.tasks.gen.lm import cgmh
+from nlpcli.tasks.gen.lm.model import SPECIALS, BiLM, sentence_logprob
+from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
+from nlpcli.tasks.gen.lm.data import read_sentences
 
 TINY = {"embed_dim": 32, "hidden_size": 32, "epochs": 25, "batch_size": 8, "warmup_steps": 10, "min_count": 1,
         "threads": 1, "seed": 1}
@@ -61,9 +62,9 @@ def test_reader_formats(tmp_path):
 
 def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0) -> LmPipeline:
     torch.manual_seed(seed)
-    cfg = LmConfig(embed_dim=8, hidden_size=8, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1)
+    cfg = LmConfig().updated(dict(embed_dim=8, hidden_size=8, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1))
     tokens = SPECIALS + list(words)
-    model = BiLM(cfg, len(tokens))
+    model = BiLM(cfg.model, len(tokens))
     with torch.no_grad():  # a peaked, far from uniform distribution makes a wrong rule visible
         for p in model.parameters():
             p.mul_(scale)
@@ -124,8 +125,8 @@ def test_prefix_shared_scores_match_one_by_one(arch):
     """Candidates scored from the prefix state equal full scoring from m on, for every kind of move,
     including rows whose suffix is empty (a delete of the last token) and a two-layer LSTM."""
     torch.manual_seed(0)
-    cfg = LmConfig(arch=arch, embed_dim=16, hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8)
-    pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg, len(SPECIALS) + 7).eval())
+    cfg = LmConfig().updated(dict(arch=arch, embed_dim=16, hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8))
+    pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg.model, len(SPECIALS) + 7).eval())
     ch = chains_of([[(3, -1), (4, 0), (5, -1), (6, -1)], [(7, -1), (8, -1)], [(9, -1), (3, -1), (4, 1)]], width=8)
     action = torch.tensor([cgmh.DELETE, cgmh.INSERT, cgmh.REPLACE])
     pos = torch.tensor([3, 2, 0])
@@ -165,7 +166,7 @@ def test_detailed_balance_matches_exact_target():
     pipe = toy_pipeline()
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
-    s = cgmh.Settings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
+    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
     n_chains, burn, steps = 400, 60, 360
     ch = cgmh.Chains.start([[[kw_id]]] * n_chains, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
@@ -199,7 +200,7 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
         return choice, torch.where(moves, naive, accept), delta
 
     monkeypatch.setattr(cgmh, "_decide", wrong)
-    s = cgmh.Settings(top_k=3, max_len=max_len, min_len=1)
+    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)
     ch = cgmh.Chains.start([[[kw_id]]] * 400, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
     gen = torch.Generator().manual_seed(0)
@@ -216,6 +217,10 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
 
 # --- generation on a trained model --------------------------------------------------------------
 
+def sampler(**values) -> cgmh.SamplerSettings:
+    return cgmh.SamplerSettings().updated(values)
+
+
 def test_training_lowers_nll(trained):
     out, report = trained
     evals = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
@@ -230,7 +235,7 @@ def test_keywords_always_present_over_seeds(trained):
     sets = [["北京", "游客"], ["上海"], ["北京天安门", "学生"], ["经济", "科技", "公司", "发展"], ["龘北京"]]
     assert len(pipe.keyword_ids("北京天安门")) >= 2  # a keyword that is several tokens
     for seed in range(5):
-        for words, gen in zip(sets, cgmh.generate(pipe, sets, num=3, steps=30, seed=seed)):
+        for words, gen in zip(sets, cgmh.generate(pipe, sets, sampler(num=3, steps=30, seed=seed))):
             assert gen.sentences
             for s in gen.sentences:
                 assert all(w in s["text"] for w in words), (words, s)
@@ -239,8 +244,8 @@ def test_keywords_always_present_over_seeds(trained):
 def test_generation_is_deterministic_and_improves_on_the_start(trained):
     pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
     sets = [["北京", "游客"], ["学校"]]
-    a = cgmh.generate(pipe, sets, num=2, steps=60, seed=3)
-    b = cgmh.generate(pipe, sets, num=2, steps=60, seed=3)
+    a = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
+    b = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
     assert [g.sentences for g in a] == [g.sentences for g in b]
     # The sampler finds sentences the LM likes better than the bare keywords it starts from.
     start_nll = pipe.token_nll(["北京游客", "学校"])
@@ -257,7 +262,7 @@ def test_keyword_errors(trained):
     with pytest.raises(ConfigError, match="none of its characters"):
         pipe.encode_keywords(["龘靐"])
     with pytest.raises(ConfigError, match="steps"):
-        cgmh.generate(pipe, [["北京"]], steps=0)
+        cgmh.generate(pipe, [["北京"]], sampler(steps=0))
 
 
 # --- the command line -----------------------------------------------------------------------------

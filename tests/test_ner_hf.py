@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import SAMPLES, run_cli
+from util import SAMPLES, run_cli
 
 NER = SAMPLES / "ner"
 

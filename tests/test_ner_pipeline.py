@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLES, run_cli
+from util import SAMPLES, run_cli
 from nlpcli import api
-from nlpcli.tasks.ie.ner import NerConfig, NerPipeline
+from nlpcli.tasks.ie.ner.pipeline import NerConfig, NerPipeline
 
 NER = SAMPLES / "ner"
 TINY = ["--hidden-size", "64", "--dilations", "1,2,4,1", "--head-size", "16", "--word-dim", "32",
@@ -27,7 +27,7 @@ def test_overfits_one_batch():
     torch.manual_seed(0)
     examples, _ = NerPipeline.read(NER / "train.jsonl")
     batch_examples = examples[:8]
-    cfg = NerConfig(**TINY_CFG, dropout=0.0, embed_dropout=0.0)
+    cfg = NerConfig().updated(TINY_CFG | {"dropout": 0.0, "embed_dropout": 0.0})
     pipe = NerPipeline.create(cfg, batch_examples)
     opt = torch.optim.Adam(pipe.model.parameters(), lr=1e-2)
     batch = pipe.collate(batch_examples)
@@ -102,5 +102,5 @@ def test_standard_head_trains_too(tmp_path):
     run_cli("train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--output", out,
             "--max-steps", "80", "--head", "standard", *TINY, check=True)
     cfg = json.loads((out / "best" / "config.json").read_text())["config"]
-    assert cfg["head"] == "standard"
+    assert cfg["model"]["head"] == "standard"
     assert json.loads((out / "best" / "metrics.json").read_text())["f1"] > 0.5

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from conftest import SAMPLES, run_cli, shared_data
+from util import SAMPLES, run_cli, shared_data
 from nlpcli.errors import DataError
 from nlpcli.nn.dgcnn import DGCNN, GatedDilatedBlock
 from nlpcli.tasks.qa.data import read_qa
@@ -70,7 +70,7 @@ def test_span_loss_and_softmax_pointers():
 
 
 def test_model_outputs_do_not_depend_on_batch_padding():
-    pipe = QaPipeline.create(QaConfig(**TINY), read_qa(SAMPLES / "qa_train.jsonl")[0]).to(torch.device("cpu"))
+    pipe = QaPipeline.create(QaConfig().updated(TINY), read_qa(SAMPLES / "qa_train.jsonl")[0]).to(torch.device("cpu"))
     pipe.model.eval()
     enc = pipe.encode
     q = [enc("中国的首都是哪里？"), enc("谁写了红楼梦")]
@@ -170,7 +170,7 @@ def test_overfit_one_batch():
     random.seed(0)
     torch.manual_seed(0)
     examples = read_qa(SAMPLES / "qa_train.jsonl")[0][:8]
-    pipe = QaPipeline.create(QaConfig(**TINY), examples)
+    pipe = QaPipeline.create(QaConfig().updated(TINY), examples)
     items = pipe.training_examples(examples)
     before = pipe.evaluate(examples)["score"]
     opt = torch.optim.AdamW(pipe.model.parameters(), lr=3e-3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, SAMPLES, cli_env, run_cli
+from util import ROOT, SAMPLES, cli_env, run_cli
 
 NER = SAMPLES / "ner"
 TINY = ["--hidden-size", "32", "--dilations", "1,2", "--head-size", "8", "--word-dim", "16",
@@ -114,7 +114,7 @@ def test_bad_training_inputs_fail_with_one_line(tmp_path, small_model):
     _one_line_error(run_cli("train", "ner", "--train", tmp_path / "missing.json", "--output", tmp_path / "o"),
                     "no such file")
     _one_line_error(run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", tmp_path / "o",
-                            "--no-such-option", "3"), "no_such_option")
+                            "--no-such-option", "3"), "--no-such-option")
     # An existing model is never overwritten by accident.
     _one_line_error(run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", small_model),
                     "--overwrite")

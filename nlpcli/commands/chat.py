@@ -27,13 +27,12 @@ def chat(
     """Chat with a trained model in the terminal; the defaults of the decoding options come from the checkpoint."""
     from .. import api
     from ..errors import NlpcliError
-    from ..tasks.gen.chat import ChatSession
 
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
              "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens}
     overrides = {k: v for k, v in given.items() if v is not None}
     pipe = api.load_pipeline("chat", model, device, overrides)
-    session = ChatSession(pipe, max_turns=max_turns, seed=seed)
+    session = api.chat_session(pipe, max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()
     if interactive:
         err_console.print(HELP, highlight=False)

@@ -16,9 +16,9 @@ def generate(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="An `lm` checkpoint (nlpcli train lm)."),
     words: Optional[list[str]] = typer.Option(None, "--words", help="Keywords every sentence must contain: --words 北京 天安门"),
-    num: int = typer.Option(3, "--num", help="Sentences per keyword set, best first."),
-    steps: int = typer.Option(200, "--steps", help="Metropolis-Hastings steps per chain (at least 1)."),
-    seed: int = typer.Option(0, "--seed"),
+    num: Optional[int] = typer.Option(None, "--num", help="Sentences per keyword set, best first [default: 3]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Metropolis-Hastings steps per chain [default: 200]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler [default: 0]."),
     keep_order: bool = typer.Option(False, "--keep-order", help="Keywords appear in the given order."),
     input_path: Optional[str] = typer.Option(None, "--input", "-i", help="One keyword set per line (words separated by spaces); blank lines are skipped."),
     output_path: Optional[str] = typer.Option(None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout."),
@@ -27,25 +27,23 @@ def generate(
 ) -> None:
     """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
 
-    Sampler settings of the checkpoint can be overridden too: --gen-top-k 100, --gen-min-len 7, ...
+    Any sampler setting of the checkpoint (its `inference` section) can be overridden too:
+    --top-k 100, --min-len 7, --chains 4, ... (`nlpcli info lm` lists them).
     """
     from .. import api
-    from ..tasks.gen import cgmh
 
     extra, bare = parse_extra(ctx.args)
-    unknown = [k for k in extra if not k.startswith("gen_")]
-    if unknown:
-        raise typer.BadParameter(f"unknown option(s): {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+    given = {"num": num, "steps": steps, "seed": seed, "keep_order": keep_order or None}
+    overrides = {k: v for k, v in given.items() if v is not None} | extra
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise typer.BadParameter("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load_pipeline("lm", model, device, overrides=extra)
+    pipe = api.load_pipeline("lm", model, device, overrides=overrides)
     if input_path is None:
-        result = cgmh.generate(pipe, [keywords], num=num, steps=steps, seed=seed, keep_order=keep_order)[0]
-        _show(result, as_json)
+        _show(api.generate(pipe, [keywords])[0], as_json)
         return
-    sets = cgmh.read_keyword_file(pipe, input_path)  # every line is checked before anything is written
-    _generate_file(pipe, sets, output_path, num, steps, seed, keep_order)
+    sets = api.read_keyword_file(pipe, input_path)  # every line is checked before anything is written
+    _generate_file(pipe, sets, output_path)
 
 
 def _show(result, as_json: bool) -> None:
@@ -62,15 +60,15 @@ def _show(result, as_json: bool) -> None:
     err_console.print("score: mean log-probability per token under the forward LM (higher is better)", style="dim")
 
 
-def _generate_file(pipe, sets, output_path: Optional[str], num: int, steps: int, seed: int, keep_order: bool) -> None:
+def _generate_file(pipe, sets, output_path: Optional[str]) -> None:
     """Stream JSONL records; on Ctrl-C the lines finished so far are kept (the file is still swapped in whole)."""
     import sys
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from .. import api
     from ..data.io import atomic_output
-    from ..tasks.gen import cgmh
 
     sink = atomic_output(output_path) if output_path and output_path != "-" else nullcontext(sys.stdout)
     bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -79,7 +77,7 @@ def _generate_file(pipe, sets, output_path: Optional[str], num: int, steps: int,
     with sink as out, bar:
         task = bar.add_task("generate", total=len(sets))
         try:
-            for (line, words), result in zip(sets, cgmh.iter_generate(pipe, [w for _, w in sets], num, steps, seed, keep_order)):
+            for (line, words), result in zip(sets, api.iter_generate(pipe, [w for _, w in sets])):
                 out.write(json.dumps({"line": line, "words": words, "sentences": result.sentences}, ensure_ascii=False) + "\n")
                 out.flush()
                 written += 1

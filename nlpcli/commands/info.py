@@ -17,15 +17,20 @@ def info(task: Optional[str] = typer.Argument(None, help="Show this task's confi
     import torch
 
     from .. import __version__
-    from ..registry import PLANNED, get_task, task_names
+    from ..registry import get_task, task_names
 
     if task:
         cls = get_task(task)
+        config = cls.Config()
         table = Table(title=f"{task}: {cls.summary}")
-        table.add_column("option")
-        table.add_column("default")
-        for key, value in cls.Config().to_dict().items():
-            table.add_row("--" + key.replace("_", "-"), str(value))
+        for col in ("section", "option", "default"):
+            table.add_column(col)
+        for section, values in config.to_dict().items():
+            for name, value in values.items():
+                # The bare name reaches the first section that has it; others need the dotted name.
+                bare = config.locate(name) == (section, name)
+                option = "--" + (name if bare else f"{section}.{name}").replace("_", "-")
+                table.add_row(section, option, str(value))
         out_console.print(table)
         return
     table = Table(show_header=False, box=None)
@@ -38,8 +43,6 @@ def info(task: Optional[str] = typer.Argument(None, help="Show this task's confi
         ("cpu threads", str(torch.get_num_threads())),
         ("tasks", ", ".join(task_names())),
     ]
-    if PLANNED:
-        rows.append(("not built yet", ", ".join(sorted(PLANNED))))
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
     try:

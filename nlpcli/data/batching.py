@@ -47,6 +47,10 @@ class Window:
     own_start: int
     own_end: int
 
+    def owns(self, position: int) -> bool:
+        """Whether this window owns a position of the whole text (predictions starting there are its)."""
+        return self.own_start <= position < self.own_end
+
 
 def windows(length: int, size: int, overlap: int) -> list[Window]:
     """Overlapping windows covering [0, length); each position is owned by exactly one window.

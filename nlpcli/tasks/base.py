@@ -1,121 +1,42 @@
-"""What every task provides, so the verbs and the trainer never branch on task names."""
+"""The task contract: what every task provides, so the verbs and the trainer never branch on task names.
+
+A task is a `Pipeline` subclass with a `TaskConfig` in sections, readers, a model, a loss, three prediction
+hooks (`preprocess` / `forward` / `postprocess`, in the spirit of transformers' pipelines) run by the one
+prediction loop here, its metrics, and `save` / `load` as a pair.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
+from rich.console import RenderableType
 from torch import nn
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..config import TaskConfig, TrainerConfig
+from ..data.batching import Window, windows
 from ..data.io import ReadStats
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
+from ..tables import metrics_table
+
+P = TypeVar("P", bound="Pipeline")
 
 
 @dataclass
-class TaskConfig:
-    """Training settings shared by all tasks; each task extends it with its model settings.
+class TextPiece:
+    """One window of a record's text: what the model reads, and where it sits in the whole text."""
 
-    The defaults are the recommended settings; everything is saved in the checkpoint.
-    """
-
-    epochs: int = 10
-    max_steps: int = 0  # 0: no limit
-    time_budget: float = 0.0  # minutes, 0: no limit
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    schedule: str = "linear"  # linear | cosine | constant (decay follows steps or the time budget)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # 0: off; evaluation and the best checkpoint use the EMA weights
-    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
-    patience: int = 0  # evaluations without improvement before stopping; 0: never
-    dev_ratio: float = 0.1  # share of train carved out as dev when no --dev is given
-    dev_max: int = 2000  # cap on the carved dev size
-    save_every: int = 200  # steps between resume states in last/
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    threads: int = 0  # torch intra-op threads; 0: torch default
-    log_every: int = 20
-
-    # Fields that may change on --resume without changing the model.
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"epochs", "max_steps", "time_budget", "device", "precision", "threads", "eval_every", "patience",
-         "save_every", "log_every"}
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], strict: bool = True) -> "TaskConfig":
-        return cls().updated(values, strict=strict)
-
-    def updated(self, values: dict[str, Any], strict: bool = True) -> "TaskConfig":
-        """A copy with values set; strings are converted to the field's type."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        changes = {}
-        for key, value in values.items():
-            key = key.replace("-", "_")
-            if key not in fields:
-                if strict:
-                    known = ", ".join(sorted(fields))
-                    raise ConfigError(f"unknown option '{key}' for this task; known: {known}")
-                continue
-            changes[key] = _convert(key, value, type(getattr(self, key)))
-        return dataclasses.replace(self, **changes)
-
-
-def _convert(key: str, value: Any, kind: type) -> Any:
-    if not isinstance(value, str) or kind is str:
-        if kind is float and isinstance(value, int):
-            return float(value)
-        return value
-    try:
-        if kind is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind in (list, tuple):
-            return type(kind)(json.loads(value)) if value.startswith("[") else kind(value.split(","))
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"option '{key}': {value!r} is not a valid {kind.__name__}") from None
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or TOML file of config fields."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such config file")
-    try:
-        if p.suffix.lower() == ".toml":
-            return tomllib.loads(p.read_text(encoding="utf-8"))
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{p}: not a valid config file ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected an object of config fields")
-    return data.get("config", data)
+    text: str
+    window: Window
 
 
 class Pipeline:
-    """A task's reader, tensor encoder, model, decoder and metric, behind one interface.
+    """A task's readers, tensor encoder, model, decoder and metric behind one interface.
 
     Subclasses set `name`, `Config`, `main_metric` and implement the hooks below.
     """
@@ -126,6 +47,10 @@ class Pipeline:
     main_metric: ClassVar[str] = "f1"
     higher_is_better: ClassVar[bool] = True
     formats: ClassVar[tuple[str, ...]] = ()
+    # A `predict` output file reads back as gold with `read` (the contract test holds tasks to it).
+    predictions_are_gold: ClassVar[bool] = False
+    # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
+    V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: TaskConfig, assets: dict[str, Any], model: nn.Module):
         self.config = config
@@ -140,7 +65,7 @@ class Pipeline:
         raise NotImplementedError
 
     @classmethod
-    def check_examples(cls, config: TaskConfig, examples: list[Any], stats: ReadStats | None) -> list[Any]:
+    def check_examples(cls, config: Any, examples: list[Any], stats: ReadStats | None) -> list[Any]:
         """Examples that fit the config (e.g. a schema file); misfits raise DataError, or are counted in
         `stats` (given with --skip-bad) and dropped. The default keeps everything."""
         return examples
@@ -157,50 +82,114 @@ class Pipeline:
         """Tensors for a batch; an int under '_tokens' counts tokens for speed reports."""
         raise NotImplementedError
 
-    # --- model ------------------------------------------------------------------------
-    @classmethod
-    def create(cls, config: TaskConfig, train_examples: list[Any]) -> "Pipeline":
-        """Build vocabularies from training data and a freshly initialised model."""
-        raise NotImplementedError
-
-    @classmethod
-    def build(cls, config: TaskConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "Pipeline":
-        """Rebuild the pipeline (untrained weights) from a config and saved assets."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint, overrides: dict[str, Any] | None = None) -> "Pipeline":
-        config = cls.Config.from_dict(ckpt.config, strict=False)
-        if overrides:
-            config = config.updated(overrides)
-        pipe = cls.build(config, ckpt.assets, ckpt.path)
-        pipe.model.load_state_dict(ckpt.state_dict())
-        pipe.model.eval()
-        return pipe
-
-    def write_extra(self, directory: Path) -> None:
-        """Write task files (e.g. a tokenizer) into a checkpoint directory being saved."""
-
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Training loss for a batch; `model` may be the DDP wrapper of self.model."""
         raise NotImplementedError
 
-    def to(self, device: torch.device) -> "Pipeline":
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        """Optimizer groups (an `lr_scale` key scales the group's learning rate); None: the default."""
+        return None
+
+    @property
+    def trainer_config(self) -> TrainerConfig:
+        return self.config.trainer
+
+    # --- building, saving and loading ---------------------------------------------------
+    @classmethod
+    def create(cls: type[P], config: Any, train_examples: list[Any]) -> P:
+        """Build vocabularies from training data and a freshly initialised model."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls: type[P], config: Any, assets: dict[str, Any], directory: Path | None = None) -> P:
+        """Rebuild the pipeline (untrained weights) from a config and saved assets (and files in `directory`)."""
+        raise NotImplementedError
+
+    def write_extra(self, directory: Path) -> None:
+        """Write task files (e.g. a tokenizer) into a checkpoint directory being saved."""
+
+    def save(
+        self, directory: str | Path, metrics: dict[str, Any] | None = None, *,
+        weights: dict[str, torch.Tensor] | None = None, train_state: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write this pipeline as a checkpoint (atomically): config, assets, weights (`weights` instead of the
+        model's own, e.g. EMA averages), metrics, and the trainer's state for --resume."""
+        state = weights if weights is not None else self.model.state_dict()
+        return save_checkpoint(directory, self.name, self.config.to_dict(), state, self.assets, metrics=metrics,
+                               train_state=train_state, write_extra=self.write_extra)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, overrides: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+        resume: bool = False,
+    ) -> "Pipeline":
+        """A trained pipeline from a checkpoint (or training output) directory.
+
+        Called on `Pipeline`, the task is read from the checkpoint; on a task class, another task's checkpoint
+        is refused. `overrides` may change inference settings and the trainer's resumable fields only; a bare
+        name is looked up in the inference section first, or in the trainer's when `resume`.
+        """
+        from ..device import resolve_device
+        from ..registry import get_task
+
+        ckpt = load_checkpoint(directory, expect_task=None if cls is Pipeline else cls.name)
+        task_cls = get_task(ckpt.task) if cls is Pipeline else cls
+        config = task_cls.saved_config(ckpt)
+        if overrides:
+            config = task_cls.with_runtime_overrides(config, overrides, resume)
+        pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+        state = ckpt.state_dict()
+        if ckpt.format_version == 1:
+            state = _renamed(state, task_cls.V1_WEIGHTS)
+        try:
+            pipe.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt.path}: weights do not fit the model ({str(e).splitlines()[0]})") from None
+        pipe.model.eval()
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        return pipe.to(dev)
+
+    @classmethod
+    def saved_config(cls, ckpt: Checkpoint) -> TaskConfig:
+        """The config a checkpoint was trained with; format 1 kept one flat dict, mapped into sections here."""
+        if ckpt.format_version == 1:
+            return cls.Config().updated(ckpt.config, strict=False)
+        return cls.Config.from_dict(ckpt.config, strict=False)
+
+    @classmethod
+    def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False
+                               ) -> TaskConfig:
+        """The config with overrides that leave the trained model as it is; others are a ConfigError.
+
+        Bare names are looked up in the inference section first (`--max-len` of `generate` is the sampler's),
+        or in the trainer's on --resume (`--batch-size` is the training batch)."""
+        runtime = ("trainer", "inference") if resume else ("inference", "trainer")
+        settable, others = {}, {}
+        for key, value in overrides.items():
+            try:
+                config.locate(key, runtime)
+                settable[key] = value
+            except ConfigError:
+                config.locate(key)  # raises for a name no section has
+                others[key] = value
+        fixed = config.updated(others).differences(config)  # the same value as trained is fine
+        changed = config.updated(settable, only=runtime)
+        fixed += [name for name in changed.differences(config)
+                  if name.startswith("trainer.") and name.split(".")[1] not in TrainerConfig.RESUMABLE]
+        if fixed:
+            raise ConfigError(f"cannot change {', '.join(fixed)} of a trained model (the model depends on it; "
+                              "inference settings may change, and on --resume the run's length and logging)")
+        return changed
+
+    def to(self: P, device: torch.device) -> P:
         self.device = device
         self.model.to(device)
         return self
 
-    # --- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, examples: list[Any], batch_size: int | None = None) -> dict[str, Any]:
-        """Metrics on gold examples; must include `main_metric`."""
-        raise NotImplementedError
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def predict_records(
-        self, records: Iterable[dict[str, Any]], batch_size: int | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Input records (dicts) -> the same records with predictions added, in order."""
-        raise NotImplementedError
-
+    # --- prediction: the one loop and its three hooks -------------------------------------
     def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
         """Check one prediction input record; raise DataError naming path and line.
 
@@ -209,18 +198,79 @@ class Pipeline:
         if not isinstance(record.get("text"), str):
             raise DataError(path, "missing string field 'text'", line)
 
-    def record_chunks(
+    def preprocess(self, record: dict[str, Any]) -> list[Any]:
+        """A validated record -> the pieces the model reads (e.g. one per window of a long text)."""
+        raise NotImplementedError
+
+    def piece_length(self, piece: Any) -> int:
+        """Sort key of a piece: pieces of similar length share a batch (less padding)."""
+        return 0
+
+    def forward(self, pieces: list[Any], **params: Any) -> list[Any]:
+        """One batch of pieces -> one output per piece (called under no_grad, model in eval mode)."""
+        raise NotImplementedError
+
+    def forward_params(self) -> dict[str, Any]:
+        """Settings of `forward` made once per `predict_records` call (e.g. a freshly seeded sampler)."""
+        return {}
+
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[Any, Any]]) -> dict[str, Any]:
+        """The record with its predictions added, from its (piece, output) pairs in piece order."""
+        raise NotImplementedError
+
+    def predict_records(
         self, records: Iterable[dict[str, Any]], batch_size: int | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Prediction input in chunks of several batches, so length bucketing has room to work."""
+    ) -> Iterator[dict[str, Any]]:
+        """Input records -> the same records with predictions added, in input order.
+
+        Records are read a chunk at a time (several batches, so sorting by length has room to work); the
+        pieces of a chunk run through `run_pieces` and are handed back to their records.
+        """
+        bs = batch_size or self.config.inference.batch_size  # type: ignore[attr-defined]
+        params = self.forward_params()
         it = iter(records)
-        size = max(256, (batch_size or getattr(self.config, "eval_batch_size", 64)) * 4)
-        while chunk := list(islice(it, size)):
-            yield chunk
+        while chunk := list(islice(it, max(256, 4 * bs))):
+            pieces = [(r, piece) for r, record in enumerate(chunk) for piece in self.preprocess(record)]
+            outputs = self.run_pieces([piece for _, piece in pieces], bs, **params)
+            parts: list[list[tuple[Any, Any]]] = [[] for _ in chunk]
+            for (r, piece), out in zip(pieces, outputs):
+                parts[r].append((piece, out))
+            yield from (self.postprocess(record, p) for record, p in zip(chunk, parts))
 
-    def param_groups(self) -> list[dict[str, Any]] | None:
-        """Optimizer groups (an `lr_scale` key scales the group's learning rate); None: the default."""
-        return None
+    def run_pieces(self, pieces: list[Any], batch_size: int, **params: Any) -> list[Any]:
+        """`forward` over pieces sorted by length, `batch_size` at a time; outputs in the pieces' order."""
+        order = sorted(range(len(pieces)), key=lambda k: self.piece_length(pieces[k]))
+        outputs: list[Any] = [None] * len(pieces)
+        self.model.eval()
+        with torch.no_grad():
+            for s in range(0, len(order), batch_size):
+                batch = order[s : s + batch_size]
+                for k, out in zip(batch, self.forward([pieces[k] for k in batch], **params)):
+                    outputs[k] = out
+        return outputs
 
-    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    @staticmethod
+    def text_pieces(text: str, size: int, overlap: int) -> list[TextPiece]:
+        """Overlapping windows over a text (an empty text has none)."""
+        return [TextPiece(text[w.start : w.end], w) for w in windows(len(text), size, overlap) if w.end > w.start]
+
+    # --- evaluation ---------------------------------------------------------------------
+    def evaluate(self, examples: list[Any], batch_size: int | None = None) -> dict[str, Any]:
+        """Metrics on gold examples; must include `main_metric`."""
+        raise NotImplementedError
+
+    @classmethod
+    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
+        """Metrics as a table for the terminal (tasks with per-type P/R/F1 show those)."""
+        return metrics_table(metrics, title)
+
+
+def _renamed(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for old, new in prefixes.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out

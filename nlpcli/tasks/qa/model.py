@@ -6,11 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...nn.dgcnn import DGCNN, CharWordEmbedding
-
-
-def _rates(spec: str) -> list[int]:
-    return [int(r) for r in str(spec).split(",") if r.strip()]
+from ...nn.dgcnn import DGCNN
+from ...nn.encoder import CharWordDGCNN
 
 
 class AttentionPool(nn.Module):
@@ -38,21 +35,23 @@ def match_ids(p_ids: torch.Tensor, q_ids: torch.Tensor, p_question: torch.Tensor
 class QaModel(nn.Module):
     """Questions [Q, Lq] and passages [N, Lp] in one pass; passage n belongs to question `p_question[n]`.
 
-    Beyond METHODS §1 (on by default, see QaConfig): an exact-match embedding, whether each passage
+    The shared encoder's embedding reads both; its DGCNN reads the passage (with the pooled question
+    vector joined to every position); the question has a DGCNN of its own.
+
+    Beyond METHODS §1 (on by default, see QaModelConfig): an exact-match embedding, whether each passage
     char / its jieba word occurs in the question. With a few thousand training questions the pooled
     question vector alone cannot tell the model *where* the question's words are; this tells it directly.
     """
 
-    def __init__(self, num_chars: int, num_words: int, dim: int, word_dim: int, question_dilations: str,
-                 passage_dilations: str, kernel_size: int = 3, dropout: float = 0.1, embed_dropout: float = 0.1,
-                 match_features: bool = False):
+    def __init__(self, encoder: CharWordDGCNN, question_dilations: list[int], kernel_size: int = 3,
+                 dropout: float = 0.1, match_features: bool = False):
         super().__init__()
-        self.embed = CharWordEmbedding(num_chars, dim, num_words, word_dim, embed_dropout)
+        dim = encoder.out_dim
+        self.encoder = encoder
         self.match = nn.Embedding(4, dim) if match_features else None  # index: char hit + 2 * word hit
-        self.q_encoder = DGCNN(dim, _rates(question_dilations), kernel_size, dropout)
+        self.q_encoder = DGCNN(dim, list(question_dilations), kernel_size, dropout)
         self.q_pool = AttentionPool(dim)
         self.p_input = nn.Linear(2 * dim, dim)
-        self.p_encoder = DGCNN(dim, _rates(passage_dilations), kernel_size, dropout)
         self.p_pool = AttentionPool(2 * dim)
         self.has_answer = nn.Linear(2 * dim, 1)
         self.pointers = nn.Linear(2 * dim, 2)  # start and end logits
@@ -61,16 +60,17 @@ class QaModel(nn.Module):
         """Logits: start/end [N, Lp] and gate [N]; `pointer_probs` turns them into probabilities."""
         q_mask, p_mask = batch["q_mask"], batch["p_mask"]
         owner = batch["p_question"]
-        q = self.q_encoder(self.embed(batch["q_chars"], batch.get("q_words")), q_mask)
+        embed = self.encoder.embed
+        q = self.q_encoder(embed(batch["q_chars"], batch.get("q_words")), q_mask)
         qv = self.q_pool(q, q_mask)[owner]  # [N, d]
-        p = self.embed(batch["p_chars"], batch.get("p_words"))
+        p = embed(batch["p_chars"], batch.get("p_words"))
         if self.match is not None:
             hit = match_ids(batch["p_chars"], batch["q_chars"], owner).long()
             if "p_words" in batch:
                 hit = hit + 2 * match_ids(batch["p_words"], batch["q_words"], owner).long()
             p = p + self.match(hit)
         qv_seq = qv.unsqueeze(1).expand(-1, p.shape[1], -1)
-        p = self.p_encoder(self.p_input(torch.cat([p, qv_seq], -1)), p_mask)
+        p = self.encoder.encode(self.p_input(torch.cat([p, qv_seq], -1)), p_mask)
         h = torch.cat([p, qv_seq], -1)
         gate = self.has_answer(self.p_pool(h, p_mask)).squeeze(-1)
         start, end = self.pointers(h).unbind(-1)

@@ -3,61 +3,62 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from itertools import islice
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...data import vocab as V
+from ...config import Section, TaskConfig, TrainerConfig
 from ...data.batching import Window, pad_ids, windows
 from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
-from ..base import Pipeline, TaskConfig
-from .data import FORMATS, QAExample, passages_field, read_qa, passage_text
+from ...nn.encoder import EncoderConfig, TextEncoder, build_scratch
+from ..base import Pipeline
+from .data import FORMATS, QAExample, passage_text, passages_field, read_qa
 from .decode import Candidate, best_spans, vote
 from .metrics import qa_metrics
 from .model import QaModel, focal_loss, gate_loss, pointer_probs, span_loss
 
 
 @dataclass
-class QaConfig(TaskConfig):
-    hidden_size: int = 128
-    question_dilations: str = "1,2,1"
-    passage_dilations: str = "1,2,4,8,16,1"
-    kernel_size: int = 3
-    # 0.3 (not 0.1): a few thousand training questions are memorised within minutes (WebQA dev 0.47 -> 0.49).
-    dropout: float = 0.3
-    embed_dropout: float = 0.3
-    use_words: bool = True  # add the jieba word of each char
+class QaModelConfig(Section):
+    question_dilations: list[int] = field(default_factory=lambda: [1, 2, 1])  # passage: encoder.dilations
     match_features: bool = True  # embed whether each passage char / word occurs in the question
-    word_dim: int = 128
-    word_min_count: int = 2
-    word_vocab_size: int = 50000
-    char_min_count: int = 2
-    # Passage window in characters; longer passages are windowed (or cropped around an answer in training).
-    # 128: web evidence is short (WebQA: mean 68 chars), and SQuAD-style paragraphs cropped to 128 train
-    # twice as many steps per minute and look more like it (WebQA dev 0.40 -> 0.50 at 10 CPU minutes).
-    max_len: int = 128
-    window_overlap: int = 64
     answer_crop_prob: float = 0.8  # training crops of long passages keep an answer this often
-    max_answer_len: int = 32
-    threshold: float = 0.1  # start/end probabilities at or below it never make a candidate
-    voting: str = "vote"  # vote | max: how candidates of several passages/windows become one answer
     # softmax: cross-entropy over positions plus a gate loss (default: learns spans from few thousand
     # questions far faster); focal: METHODS §1's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
     pointer_loss: str = "softmax"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    eval_batch_size: int = 128  # passage windows per forward pass
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 50  # short: a 30-minute CPU budget is only a few hundred steps
-    ema_decay: float = 0.9999
+
+
+@dataclass
+class QaInference(Section):
+    max_answer_len: int = 32
+    threshold: float = 0.1  # start/end probabilities at or below it never make a candidate
+    voting: str = "vote"  # vote | max: how candidates of several passages/windows become one answer
+    batch_size: int = 128  # passage windows per forward pass
+    # Passage window in characters; longer passages are windowed (and cropped around an answer in training).
+    # 128: web evidence is short (WebQA: mean 68 chars), and SQuAD-style paragraphs cropped to 128 train
+    # twice as many steps per minute and look more like it (WebQA dev 0.40 -> 0.50 at 10 CPU minutes).
+    max_len: int = 128
+    window_overlap: int = 64
+
+
+@dataclass
+class QaConfig(TaskConfig):
+    # warm-up short: a 30-minute CPU budget is only a few hundred steps
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.9999))
+    # dropout 0.3 (not 0.1): a few thousand training questions are memorised within minutes (WebQA dev 0.47 -> 0.49).
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
+        hidden_size=128, dilations=[1, 2, 4, 8, 16, 1], dropout=0.3, embed_dropout=0.3, word_dim=128,
+        char_min_count=2))
+    model: QaModelConfig = field(default_factory=QaModelConfig)
+    inference: QaInference = field(default_factory=QaInference)
+    RENAMES = TaskConfig.RENAMES | {"passage_dilations": "encoder.dilations"}
 
 
 @dataclass
@@ -78,59 +79,59 @@ class _TrainItem:
     passages: list[_TrainPassage]
 
 
+@dataclass
+class _Piece:
+    """One window of one passage of a question."""
+
+    question: _Text
+    passage_index: int
+    passage: _Text  # the window's part of the passage
+    window: Window
+
+
 class QaPipeline(Pipeline):
     name = "qa"
     summary = "DGCNN reading-comprehension QA with answer voting across passages"
     Config = QaConfig
     main_metric = "score"
     formats = FORMATS
+    V1_WEIGHTS = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
+    config: QaConfig
 
     def __init__(self, config: QaConfig, assets: dict[str, Any], model: nn.Module):
         super().__init__(config, assets, model)
-        self.vocab = V.CharWordVocab(assets)
+        self.text_encoder = TextEncoder(assets)
+        self.has_words = bool(assets.get("words"))
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path, fmt=None, skip_bad=False) -> tuple[list[QAExample], ReadStats]:
+    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+             ) -> tuple[list[QAExample], ReadStats]:
         return read_qa(path, fmt, skip_bad)
 
     @classmethod
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> "QaPipeline":
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        assets = V.CharWordVocab.build_assets(texts, config.char_min_count, config.use_words,
-                                              config.word_min_count, config.word_vocab_size)
-        return cls.build(config, assets)
+        return cls.build(config, config.encoder.vocab_assets(texts))
 
     @classmethod
-    def build(cls, config: QaConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "QaPipeline":
-        if config.pointer_loss not in ("softmax", "focal"):
-            raise ConfigError(f"pointer_loss must be softmax or focal, not {config.pointer_loss!r}")
-        n_words = len(assets.get("words") or [])
-        model = QaModel(len(assets["chars"]), n_words, config.hidden_size, config.word_dim if n_words else 0,
-                        config.question_dilations, config.passage_dilations, config.kernel_size, config.dropout,
-                        config.embed_dropout, config.match_features)
+    def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> "QaPipeline":
+        if config.model.pointer_loss not in ("softmax", "focal"):
+            raise ConfigError(f"pointer_loss must be softmax or focal, not {config.model.pointer_loss!r}")
+        enc = config.encoder
+        model = QaModel(build_scratch(enc, assets), config.model.question_dilations, enc.kernel_size, enc.dropout,
+                        config.model.match_features)
         return cls(config, assets, model)
 
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, text: str) -> _Text:
-        ids = self.vocab.encode(text)
+        ids = self.text_encoder(text).ids
         words = torch.tensor(ids["word_ids"], dtype=torch.long) if "word_ids" in ids else None
         return _Text(torch.tensor(ids["char_ids"], dtype=torch.long), words)
 
-    def _encoder(self) -> Callable[[str], _Text]:
-        """encode() with a cache, for texts repeated across questions (SQuAD paragraphs)."""
-        cache: dict[str, _Text] = {}
-
-        def get(text: str) -> _Text:
-            if text not in cache:
-                cache[text] = self.encode(text)
-            return cache[text]
-
-        return get
-
     def training_examples(self, examples: list[QAExample]) -> list[_TrainItem]:
         """One item per question with its usable passages (answers that cannot be located are left out)."""
-        enc = self._encoder()
+        enc = self.encode
         items = []
         for ex in examples:
             ps = [_TrainPassage(enc(p.text), p.spans) for p in ex.passages if p.labelled and p.text]
@@ -139,12 +140,12 @@ class QaPipeline(Pipeline):
         return items
 
     def example_length(self, item: _TrainItem) -> int:
-        return min(self.config.max_len, max(len(p.text.chars) for p in item.passages))
+        return min(self.config.inference.max_len, max(len(p.text.chars) for p in item.passages))
 
     def _crop(self, p: _TrainPassage) -> int:
         """Start of a random max_len window over a long passage, usually one holding an answer."""
-        length, size = len(p.text.chars), self.config.max_len
-        if p.spans and random.random() < self.config.answer_crop_prob:
+        length, size = len(p.text.chars), self.config.inference.max_len
+        if p.spans and random.random() < self.config.model.answer_crop_prob:
             s, e = random.choice(p.spans)
             lo, hi = max(0, e - size + 1), min(s, length - size)
             if lo <= hi:
@@ -153,7 +154,7 @@ class QaPipeline(Pipeline):
 
     def collate(self, items: list[_TrainItem]) -> dict[str, Any]:
         """A training batch: one random passage per question, long ones cropped to max_len."""
-        size = self.config.max_len
+        size = self.config.inference.max_len
         rows, starts, ends = [], [], []
         for b, item in enumerate(items):
             p = random.choice(item.passages)
@@ -161,7 +162,7 @@ class QaPipeline(Pipeline):
             hi = min(len(p.text.chars), lo + size)
             rows.append(_slice(p.text, lo, hi))
             inside = sorted((s - lo, e - lo) for s, e in p.spans if s >= lo and e < hi)
-            if self.config.pointer_loss == "softmax":
+            if self.config.model.pointer_loss == "softmax":
                 # One occurrence: with every occurrence gold, start and end may learn different ones,
                 # and a span from the first to the last occurrence wins.
                 inside = inside[:1]
@@ -181,7 +182,7 @@ class QaPipeline(Pipeline):
                                  "p_chars": pad_ids([p.chars for p in passages]), "p_question": p_question}
         batch["q_mask"] = _mask([len(q.chars) for q in questions], batch["q_chars"].shape[1])
         batch["p_mask"] = _mask([len(p.chars) for p in passages], batch["p_chars"].shape[1])
-        if self.vocab.words is not None:
+        if self.has_words:
             batch["q_words"] = pad_ids([q.words for q in questions])
             batch["p_words"] = pad_ids([p.words for p in passages])
         batch["_tokens"] = int(batch["p_mask"].sum() + batch["q_mask"].sum())
@@ -190,72 +191,15 @@ class QaPipeline(Pipeline):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         out = model(batch)
         mask = batch["p_mask"].float()
-        if self.config.pointer_loss == "softmax":
+        if self.config.model.pointer_loss == "softmax":
             return (span_loss(out["start"], batch["start_labels"], mask)
                     + span_loss(out["end"], batch["end_labels"], mask)
                     + gate_loss(out["gate"], batch["start_labels"], mask))
-        a, g = self.config.focal_alpha, self.config.focal_gamma
+        a, g = self.config.model.focal_alpha, self.config.model.focal_gamma
         return (focal_loss(out["start"], out["gate"], batch["start_labels"], mask, a, g)
                 + focal_loss(out["end"], out["gate"], batch["end_labels"], mask, a, g))
 
     # --- prediction -------------------------------------------------------------------------
-    @torch.no_grad()
-    def answer(self, questions: list[str], passages: list[list[str]], batch_size: int | None = None
-               ) -> list[dict[str, Any]]:
-        """For each question: answer ("" if none), score, passage index and span (end inclusive).
-
-        Every passage window of every question is a row; rows of similar length share a forward pass,
-        and the best span of each window is voted with those of the question's other windows/passages.
-        """
-        cfg = self.config
-        rows: list[tuple[int, int, Window]] = [
-            (qi, pi, w) for qi, ps in enumerate(passages) for pi, text in enumerate(ps)
-            for w in windows(len(text), cfg.max_len, cfg.window_overlap) if w.end > w.start
-        ]
-        rows.sort(key=lambda r: r[2].end - r[2].start)
-        enc = self._encoder()
-        candidates: list[list[Candidate]] = [[] for _ in questions]
-        bs = batch_size or cfg.eval_batch_size
-        self.model.eval()
-        for k in range(0, len(rows), bs):
-            chunk = rows[k : k + bs]
-            for (qi, pi, w), (score, i, j) in zip(chunk, self._decode_rows(chunk, questions, passages, enc)):
-                if score > 0:
-                    s, e = w.start + i, w.start + j
-                    candidates[qi].append(Candidate(passages[qi][pi][s : e + 1], score, pi, s, e))
-        out = []
-        for cands in candidates:
-            best, score = vote(cands, cfg.voting)
-            if best is None:
-                out.append({"answer": "", "score": 0.0, "passage_index": None, "start": None, "end": None})
-            else:
-                out.append({"answer": best.text, "score": round(score, 6), "passage_index": best.passage,
-                            "start": best.start, "end": best.end})
-        return out
-
-    def _decode_rows(self, chunk: list[tuple[int, int, Window]], questions: list[str], passages: list[list[str]],
-                     enc: Callable[[str], _Text]) -> list[tuple[float, int, int]]:
-        """(score, start, end) of the best span owned by each window (score 0: none)."""
-        q_index: dict[int, int] = {}
-        for qi, _, _ in chunk:
-            q_index.setdefault(qi, len(q_index))
-        rows = [_slice(enc(passages[qi][pi]), w.start, w.end) for qi, pi, w in chunk]
-        batch = self._tensors([enc(questions[qi]) for qi in q_index], rows,
-                              torch.tensor([q_index[qi] for qi, _, _ in chunk]))
-        batch = self.to_device(batch)
-        start, end = pointer_probs(self.model(batch), batch["p_mask"], self.config.pointer_loss)
-        # A window only proposes spans starting in the part it owns, so overlaps are not counted twice.
-        pos = torch.arange(start.shape[1], device=start.device)
-        own = torch.tensor([[w.own_start - w.start, w.own_end - w.start] for _, _, w in chunk], device=start.device)
-        start = start * ((pos >= own[:, :1]) & (pos < own[:, 1:]))
-        score, i, j = best_spans(start, end, self.config.max_answer_len, self.config.threshold)
-        return list(zip(score.tolist(), i.tolist(), j.tolist()))
-
-    def evaluate(self, examples: list[QAExample], batch_size: int | None = None) -> dict[str, Any]:
-        preds = self.answer([ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples],
-                            batch_size)
-        return qa_metrics([ex.answers for ex in examples], [p["answer"] for p in preds], [ex.kind for ex in examples])
-
     def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
         q = record.get("question")
         if not isinstance(q, str) or not q.strip():
@@ -263,14 +207,69 @@ class QaPipeline(Pipeline):
         for p in passages_field(record, path, line):
             passage_text(p, path, line, "")
 
-    def predict_records(self, records: Iterable[dict[str, Any]], batch_size: int | None = None
-                        ) -> Iterator[dict[str, Any]]:
-        """Adds answer, score, passage_index, start and end (inclusive, in that passage)."""
-        it = iter(records)
-        while chunk := list(islice(it, 256)):
-            texts = [[passage_text(p, "", None, "")[0] for p in passages_field(r, "", None)] for r in chunk]
-            for rec, ans in zip(chunk, self.answer([r["question"] for r in chunk], texts, batch_size)):
-                yield {**rec, **ans}
+    def preprocess(self, record: dict[str, Any]) -> list[_Piece]:
+        """Every window of every passage of the record's question."""
+        m = self.config.inference
+        question = self.encode(record["question"])
+        pieces = []
+        for pi, p in enumerate(passages_field(record, "", None)):
+            text = passage_text(p, "", None, "")[0]
+            if not text:
+                continue
+            encoded = self.encode(text)
+            pieces += [_Piece(question, pi, _slice(encoded, w.start, w.end), w)
+                       for w in windows(len(text), m.max_len, m.window_overlap)]
+        return pieces
+
+    def piece_length(self, piece: _Piece) -> int:
+        return piece.window.end - piece.window.start
+
+    def forward(self, pieces: list[_Piece]) -> list[tuple[float, int, int]]:
+        """(score, start, end) of the best span owned by each window (score 0: none)."""
+        q_index: dict[int, int] = {}
+        for p in pieces:
+            q_index.setdefault(id(p.question), len(q_index))
+        questions = list({id(p.question): p.question for p in pieces}.values())
+        batch = self._tensors(questions, [p.passage for p in pieces],
+                              torch.tensor([q_index[id(p.question)] for p in pieces]))
+        batch = self.to_device(batch)
+        start, end = pointer_probs(self.model(batch), batch["p_mask"], self.config.model.pointer_loss)
+        # A window only proposes spans starting in the part it owns, so overlaps are not counted twice.
+        pos = torch.arange(start.shape[1], device=start.device)
+        own = torch.tensor([[p.window.own_start - p.window.start, p.window.own_end - p.window.start] for p in pieces],
+                           device=start.device)
+        start = start * ((pos >= own[:, :1]) & (pos < own[:, 1:]))
+        inf = self.config.inference
+        score, i, j = best_spans(start, end, inf.max_answer_len, inf.threshold)
+        return list(zip(score.tolist(), i.tolist(), j.tolist()))
+
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[_Piece, tuple[float, int, int]]]
+                    ) -> dict[str, Any]:
+        """Adds answer ("" if none), score, passage_index, start and end (inclusive, in that passage): the best
+        span of each window, voted with those of the question's other windows and passages."""
+        texts = [passage_text(p, "", None, "")[0] for p in passages_field(record, "", None)]
+        candidates = []
+        for piece, (score, i, j) in parts:
+            if score > 0:
+                s, e = piece.window.start + i, piece.window.start + j
+                candidates.append(Candidate(texts[piece.passage_index][s : e + 1], score, piece.passage_index, s, e))
+        best, score = vote(candidates, self.config.inference.voting)
+        if best is None:
+            return {**record, "answer": "", "score": 0.0, "passage_index": None, "start": None, "end": None}
+        return {**record, "answer": best.text, "score": round(score, 6), "passage_index": best.passage,
+                "start": best.start, "end": best.end}
+
+    def answer(self, questions: list[str], passages: list[list[str]], batch_size: int | None = None
+               ) -> list[dict[str, Any]]:
+        """For each question: answer ("" if none), score, passage index and span (end inclusive)."""
+        records = ({"question": q, "passages": ps} for q, ps in zip(questions, passages))
+        keys = ("answer", "score", "passage_index", "start", "end")
+        return [{k: r[k] for k in keys} for r in self.predict_records(records, batch_size)]
+
+    def evaluate(self, examples: list[QAExample], batch_size: int | None = None) -> dict[str, Any]:
+        preds = self.answer([ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples],
+                            batch_size)
+        return qa_metrics([ex.answers for ex in examples], [p["answer"] for p in preds], [ex.kind for ex in examples])
 
 
 def _slice(t: _Text, lo: int, hi: int) -> _Text:

@@ -22,29 +22,52 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from ...errors import ConfigError
-from .lm import BOS, SPECIALS, LmPipeline, reverse_rows, sentence_logprob
+from ....config import Section
+from ....errors import ConfigError
+from .model import BOS, SPECIALS, CausalLM, reverse_rows, sentence_logprob
 
 REPLACE, INSERT, DELETE, SKIP = 0, 1, 2, 3
 
 
+class KeywordLM(Protocol):
+    """What the sampler needs from a language model: both directions, the vocabulary, keyword encoding."""
+
+    @property
+    def fwd(self) -> CausalLM: ...
+
+    @property
+    def bwd(self) -> CausalLM: ...
+
+    @property
+    def itos(self) -> list[str]: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode_keywords(self, words: list[str]) -> list[list[int]]: ...
+
+
 @dataclass
-class Settings:
+class SamplerSettings(Section):
+    """The sampler's settings (the `inference` section of an lm checkpoint; any may change per call)."""
+
     top_k: int = 50
     p_replace: float = 0.3
     p_insert: float = 0.3
-    p_delete: float = 0.3
+    p_delete: float = 0.3  # skip takes the rest
+    min_len: int = 5  # tokens; shorter visited sentences are returned only when nothing longer was seen
     max_len: int = 40
-    min_len: int = 5
+    chains: int = 2  # chains per keyword set (at least `num`)
+    batch_chains: int = 64  # chains run side by side in one batch
+    num: int = 3  # sentences returned per keyword set, best first
+    steps: int = 200  # Metropolis-Hastings steps per chain
+    seed: int = 0
+    keep_order: bool = False  # keywords appear in the given order
     batched: bool = True  # False scores candidate sentences one at a time (the speed baseline)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "Settings":
-        return cls(cfg.gen_top_k, cfg.gen_p_replace, cfg.gen_p_insert, cfg.gen_p_delete, cfg.gen_max_len, cfg.gen_min_len)
 
     def action_probs(self) -> torch.Tensor:
         skip = 1.0 - self.p_replace - self.p_insert - self.p_delete
@@ -88,14 +111,14 @@ class StepStats:
 
 
 @torch.no_grad()
-def score_rows(pipe: LmPipeline, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
+def score_rows(lm: KeywordLM, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
                batched: bool = True) -> torch.Tensor:
     """Forward-LM log p(x_start.., EOS | prefix) for every row: one batch, or one sentence at a time."""
     width = int(lengths.max()) if len(lengths) else 0
     tokens = tokens[:, :max(width, 1)]
     if batched:
-        return sentence_logprob(pipe.model.fwd, tokens, lengths, start)
-    out = [sentence_logprob(pipe.model.fwd, tokens[i : i + 1, : int(lengths[i]) or 1], lengths[i : i + 1], start[i : i + 1])
+        return sentence_logprob(lm.fwd, tokens, lengths, start)
+    out = [sentence_logprob(lm.fwd, tokens[i : i + 1, : int(lengths[i]) or 1], lengths[i : i + 1], start[i : i + 1])
            for i in range(len(tokens))]
     return torch.cat(out) if out else torch.zeros(0, device=tokens.device)
 
@@ -109,21 +132,21 @@ class Prefix:
 
 
 @torch.no_grad()
-def read_prefix(pipe: LmPipeline, ch: Chains, pos: torch.Tensor) -> Prefix:
+def read_prefix(lm: KeywordLM, ch: Chains, pos: torch.Tensor) -> Prefix:
     bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
-    logp, state = pipe.model.fwd.read_prefix(torch.cat([bos, ch.tokens], 1), pos + 1)
+    logp, state = lm.fwd.read_prefix(torch.cat([bos, ch.tokens], 1), pos + 1)
     return Prefix(logp, state)
 
 
 @torch.no_grad()
-def candidate_logprob(pipe: LmPipeline, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor,
+def candidate_logprob(lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor,
                       pos: torch.Tensor, group: int) -> torch.Tensor:
     """log p_fwd(x'_m.., EOS | x_<m) of rows [C * group, W], `group` consecutive rows per chain sharing the
     prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LSTM.
     Equals score_rows(tokens, lengths, m) (a test checks); a transformer falls back to that."""
     m = pos.repeat_interleave(group)
     if prefix.state is None:
-        return score_rows(pipe, tokens, lengths, m)
+        return score_rows(lm, tokens, lengths, m)
     chain = torch.arange(len(pos), device=pos.device).repeat_interleave(group)
     width = tokens.shape[1]
 
@@ -138,12 +161,12 @@ def candidate_logprob(pipe: LmPipeline, prefix: Prefix, tokens: torch.Tensor, le
         valid = j < lengths.unsqueeze(1)
         inputs = token_at(j).masked_fill(~valid, 0)
         state = tuple(t[:, chain] for t in prefix.state)
-        out = out + pipe.model.fwd.continue_logprob(state, inputs, token_at(j + 1), valid)
+        out = out + lm.fwd.continue_logprob(state, inputs, token_at(j + 1), valid)
     return out
 
 
 @torch.no_grad()
-def proposal_logits(pipe: LmPipeline, ch: Chains, pos: torch.Tensor, action: torch.Tensor,
+def proposal_logits(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.Tensor,
                     prefix: Prefix) -> torch.Tensor:
     """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
     width = int(ch.length.max()) + 1
@@ -151,8 +174,8 @@ def proposal_logits(pipe: LmPipeline, ch: Chains, pos: torch.Tensor, action: tor
     rows = torch.arange(len(pos), device=pos.device)
     bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
     back = (ch.length - pos - (action != INSERT).long()).clamp(min=0)  # bwd step that has read x_>m (or x_>=m)
-    h_b = pipe.model.bwd.hidden(torch.cat([bos, reverse_rows(tokens, ch.length)], 1))[rows, back]
-    logits = prefix.logp + torch.log_softmax(pipe.model.bwd.logits(h_b).float(), -1)
+    h_b = lm.bwd.hidden(torch.cat([bos, reverse_rows(tokens, ch.length)], 1))[rows, back]
+    logits = prefix.logp + torch.log_softmax(lm.bwd.logits(h_b).float(), -1)
     logits[:, : len(SPECIALS)] = -math.inf  # never propose PAD, UNK or the boundary token
     return logits
 
@@ -183,7 +206,7 @@ def build_rows(ch: Chains, pos: torch.Tensor, action: torch.Tensor, cands: torch
     return tokens.masked_fill(pad, 0), kw.masked_fill(pad, -1), length
 
 
-def mh_step(pipe: LmPipeline, ch: Chains, s: Settings, gen: torch.Generator, stats: StepStats | None = None) -> torch.Tensor:
+def mh_step(lm: KeywordLM, ch: Chains, s: SamplerSettings, gen: torch.Generator, stats: StepStats | None = None) -> torch.Tensor:
     """One Metropolis-Hastings step for every chain, in place; returns the chains whose sentence changed."""
     device = ch.tokens.device
     n, width = ch.tokens.shape
@@ -198,17 +221,17 @@ def mh_step(pipe: LmPipeline, ch: Chains, s: Settings, gen: torch.Generator, sta
         return changed
     sub = Chains(ch.tokens[act], ch.kw[act], ch.length[act], ch.logp[act])
     a, m = action[act], pos[act]
-    k = min(s.top_k, pipe.model.fwd.bias.shape[0] - len(SPECIALS))
+    k = min(s.top_k, lm.fwd.bias.shape[0] - len(SPECIALS))
     t0 = time.perf_counter()
-    prefix = read_prefix(pipe, sub, m)
+    prefix = read_prefix(lm, sub, m)
     prefix_s = time.perf_counter() - t0
-    cands = proposal_logits(pipe, sub, m, a, prefix).topk(k, dim=-1).indices
+    cands = proposal_logits(lm, sub, m, a, prefix).topk(k, dim=-1).indices
     tokens, kw, length = build_rows(sub, m, a, cands)
     t0 = time.perf_counter()
     if s.batched:
-        flat = candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), m, k + 1)
+        flat = candidate_logprob(lm, prefix, tokens.flatten(0, 1), length.flatten(), m, k + 1)
     else:
-        flat = score_rows(pipe, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), batched=False)
+        flat = score_rows(lm, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), batched=False)
     score = flat.view(len(act), k + 1)
     if stats is not None:
         # The shared prefix read counts as scoring time of the batched path (the baseline does not need it).
@@ -241,7 +264,7 @@ def _move_is_legal(ch: Chains, pos: torch.Tensor, action: torch.Tensor, max_len:
 
 
 def _decide(score: torch.Tensor, cands: torch.Tensor, ch: Chains, m: torch.Tensor, action: torch.Tensor,
-            s: Settings, u: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            s: SamplerSettings, u: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chosen row, acceptance and log-probability change per chain, by the rules of METHODS section 4."""
     k = cands.shape[1]
     rows = torch.arange(len(m), device=m.device)
@@ -291,7 +314,7 @@ def keyword_orders(n_words: int, n_chains: int, keep_order: bool, rng: random.Ra
     return [orders[i % len(orders)] for i in range(n_chains)]
 
 
-def render(pipe: LmPipeline, tokens: list[int], kw: list[int], words: list[str]) -> str:
+def render(lm: KeywordLM, tokens: list[int], kw: list[int], words: list[str]) -> str:
     """Text of a chain: free tokens from the vocabulary, each locked keyword as the user wrote it."""
     out, prev = [], -1
     for t, k in zip(tokens, kw):
@@ -299,60 +322,44 @@ def render(pipe: LmPipeline, tokens: list[int], kw: list[int], words: list[str])
             if k != prev:
                 out.append(words[k])
         else:
-            out.append(pipe.vocab.itos[t])
+            out.append(lm.itos[t])
         prev = k
     return "".join(out)
 
 
-def generate(
-    pipe: LmPipeline,
-    keyword_sets: list[list[str]],
-    num: int = 3,
-    steps: int = 200,
-    seed: int = 0,
-    keep_order: bool = False,
-    settings: Settings | None = None,
-    stats: StepStats | None = None,
-) -> list[Generation]:
-    """Up to `num` distinct sentences per keyword set, each holding every keyword, best first.
+def generate(lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings,
+             stats: StepStats | None = None) -> list[Generation]:
+    """Up to `s.num` distinct sentences per keyword set, each holding every keyword, best first.
 
     Score = mean forward-LM log-probability per token (end token included); higher is better.
     """
-    return list(iter_generate(pipe, keyword_sets, num, steps, seed, keep_order, settings, stats))
+    return list(iter_generate(lm, keyword_sets, s, stats))
 
 
-def iter_generate(
-    pipe: LmPipeline,
-    keyword_sets: list[list[str]],
-    num: int = 3,
-    steps: int = 200,
-    seed: int = 0,
-    keep_order: bool = False,
-    settings: Settings | None = None,
-    stats: StepStats | None = None,
-) -> Iterator[Generation]:
+def iter_generate(lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings,
+                  stats: StepStats | None = None) -> Iterator[Generation]:
     """`generate`, yielding each keyword set's result as soon as its batch of chains is done."""
-    if steps < 1:
+    if s.steps < 1:
         raise ConfigError("--steps must be at least 1")
-    if num < 1:
+    if s.num < 1:
         raise ConfigError("--num must be at least 1")
-    s = settings or Settings.from_config(pipe.config)
     s.action_probs()
-    encoded = [pipe.encode_keywords(words) for words in keyword_sets]  # all checked before any work
-    n_chains = max(num, pipe.config.gen_chains)
-    per_batch = max(1, pipe.config.gen_batch_chains // n_chains)
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    pipe.model.eval()
+    encoded = [lm.encode_keywords(words) for words in keyword_sets]  # all checked before any work
+    n_chains = max(s.num, s.chains)
+    per_batch = max(1, s.batch_chains // n_chains)
+    rng = random.Random(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)
+    lm.fwd.eval()
+    lm.bwd.eval()
     for b in range(0, len(keyword_sets), per_batch):
         sets = keyword_sets[b : b + per_batch]
-        yield from _run_batch(pipe, sets, encoded[b : b + per_batch], num, n_chains, steps, keep_order, s, rng, gen, stats)
+        yield from _run_batch(lm, sets, encoded[b : b + per_batch], n_chains, s, rng, gen, stats)
 
 
-def read_keyword_file(pipe: LmPipeline, path: str) -> list[tuple[int, list[str]]]:
+def read_keyword_file(lm: KeywordLM, path: str) -> list[tuple[int, list[str]]]:
     """(line number, words) for each non-blank line (words split on whitespace); a bad line raises DataError."""
-    from ...data.io import open_input
-    from ...errors import DataError, NlpcliError
+    from ....data.io import open_input
+    from ....errors import DataError, NlpcliError
 
     out = []
     with open_input(path) as f:
@@ -362,7 +369,7 @@ def read_keyword_file(pipe: LmPipeline, path: str) -> list[tuple[int, list[str]]
                 if not words:
                     continue  # blank lines are skipped; output records carry their input line number
                 try:
-                    pipe.encode_keywords(words)
+                    lm.encode_keywords(words)
                 except NlpcliError as e:
                     raise DataError(path, str(e), lineno) from None
                 out.append((lineno, words))
@@ -373,39 +380,41 @@ def read_keyword_file(pipe: LmPipeline, path: str) -> list[tuple[int, list[str]]
     return out
 
 
-def _run_batch(pipe, sets, encoded, num, n_chains, steps, keep_order, s, rng, gen, stats) -> list[Generation]:
+def _run_batch(lm: KeywordLM, sets: list[list[str]], encoded: list[list[list[int]]], n_chains: int,
+               s: SamplerSettings, rng: random.Random, gen: torch.Generator, stats: StepStats | None
+               ) -> list[Generation]:
     starts, owner, orders = [], [], []
     for i, ids in enumerate(encoded):
-        for order in keyword_orders(len(ids), n_chains, keep_order, rng):
+        for order in keyword_orders(len(ids), n_chains, s.keep_order, rng):
             starts.append([ids[o] for o in order])
             owner.append(i)
             orders.append(order)
-    device = pipe.device
+    device = lm.device
     width = max(s.max_len, max(sum(len(t) for t in st) for st in starts))
     ch = Chains.start(starts, width, device)
     # Keyword indices of a chain follow its start order; map them back to the user's words when rendering.
-    ch.logp = score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+    ch.logp = score_rows(lm, ch.tokens, ch.length, torch.zeros_like(ch.length))
     visited: list[dict[str, tuple[float, float]]] = [dict() for _ in sets]
-    _record(pipe, ch, torch.ones(len(starts), dtype=torch.bool), owner, orders, sets, visited, s.min_len)
-    for _ in range(steps):
-        changed = mh_step(pipe, ch, s, gen, stats)
+    _record(lm, ch, torch.ones(len(starts), dtype=torch.bool), owner, orders, sets, visited, s.min_len)
+    for _ in range(s.steps):
+        changed = mh_step(lm, ch, s, gen, stats)
         if changed.any():
-            _record(pipe, ch, changed, owner, orders, sets, visited, s.min_len)
+            _record(lm, ch, changed, owner, orders, sets, visited, s.min_len)
     out = []
     for words, seen in zip(sets, visited):
-        best = sorted(seen.items(), key=lambda kv: -kv[1][0])[:num]
+        best = sorted(seen.items(), key=lambda kv: -kv[1][0])[: s.num]
         out.append(Generation(list(words), [{"text": t, "score": round(v[1], 4)} for t, v in best]))
     return out
 
 
-def _record(pipe, ch: Chains, changed: torch.Tensor, owner, orders, sets, visited, min_len: int) -> None:
+def _record(lm, ch: Chains, changed: torch.Tensor, owner, orders, sets, visited, min_len: int) -> None:
     """Remember each changed chain's sentence with its length-normalised score (short ones rank last)."""
     rows = changed.nonzero()[:, 0].tolist()
     toks, kws = ch.tokens[rows].tolist(), ch.kw[rows].tolist()
     lens, logps = ch.length[rows].tolist(), ch.logp[rows].tolist()
     for r, t, k, n, lp in zip(rows, toks, kws, lens, logps):
         words = [sets[owner[r]][o] for o in orders[r]]
-        text = render(pipe, t[:n], k[:n], words)
+        text = render(lm, t[:n], k[:n], words)
         score = lp / (n + 1)
         rank = score if n >= min_len else score - 1e6  # too short: only when nothing longer was visited
         visited[owner[r]][text] = (rank, score)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...data.io import ReadStats, check_file, iter_json_array, read_text
-from ...errors import ConfigError, DataError
+from ....data.io import ReadStats, check_file, iter_json_array, read_text
+from ....errors import ConfigError, DataError
 
 FORMATS = ("lccc", "jsonl", "tsv")
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.io import ReadStats, check_file, iter_json_array, iter_jsonl, read_text
-from ...errors import ConfigError, DataError
+from ....data.io import ReadStats, check_file, iter_json_array, iter_jsonl, read_text
+from ....errors import ConfigError, DataError
 
 FORMATS = ("cluener", "cmeee", "bio")
 

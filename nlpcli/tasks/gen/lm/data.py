@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...data.io import ReadStats, read_text
-from ...errors import DataError
+from ....data.io import ReadStats, read_text
+from ....errors import DataError
 
 FORMATS = ("text", "conll", "tsv", "jsonl")
 

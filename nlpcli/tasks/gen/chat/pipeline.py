@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from itertools import islice
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data import vocab as V
-from ...data.batching import bucket_batches, pad_ids
-from ...data.io import ReadStats
-from ...errors import ConfigError, DataError
-from ...nn import hf
-from ..base import Pipeline, TaskConfig
-from .chat_data import FORMATS, Dialogue, clean_turns, read_dialogues
-from .chat_generate import Decoding, Prompt, generate, generate_steps
-from .chat_metrics import distinct_n
-from .chat_model import ChatGPT, HFCausalLM
+from ....data import vocab as V
+from ....data.batching import bucket_batches, pad_ids
+from ....data.io import ReadStats
+from ....errors import ConfigError, DataError
+from ....nn import hf
+from ....config import Section, TaskConfig, TrainerConfig
+from ...base import Pipeline
+from .data import FORMATS, Dialogue, clean_turns, read_dialogues
+from .decode import Decoding, Prompt, generate, generate_steps
+from .metrics import distinct_n
+from .model import ChatGPT, HFCausalLM
 
 CLS, SEP = "[CLS]", "[SEP]"
 CHAR_SPECIALS = [*V.SPECIALS, CLS, SEP]  # [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3
@@ -37,7 +37,7 @@ DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetitio
 
 
 @dataclass
-class ChatConfig(TaskConfig):
+class ChatModelConfig(Section):
     init: str = ""  # "": a GPT from scratch; else a Hugging Face causal LM name or path to fine-tune
     loss: str = "responses"  # responses | all (every token after [CLS])
     hidden_size: int = 256
@@ -49,25 +49,29 @@ class ChatConfig(TaskConfig):
     char_min_count: int = 2
     vocab_size: int = 6000  # most frequent characters kept (scratch model)
     init_lr: float = 5e-5  # learning rate of an --init model
+
+
+@dataclass
+class ChatInference(Section):
     max_new_tokens: int = 32
     temperature: float = 0.7  # <= 0: greedy
     top_k: int = 0
     top_p: float = 0.9
     repetition_penalty: float = 1.2
-    eval_batch_size: int = 64
+    seed: int = 42  # of the sampler
+    batch_size: int = 64
     eval_samples: int = 200  # histories whose sampled replies give distinct-1/2 and tokens/s
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    schedule: str = "cosine"
-
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = TaskConfig.RUNTIME_FIELDS | frozenset(
-        {*DECODING_FIELDS, "eval_batch_size", "eval_samples"}
-    )
 
     def decoding(self) -> Decoding:
         return Decoding(**{k: getattr(self, k) for k in DECODING_FIELDS})
+
+
+@dataclass
+class ChatConfig(TaskConfig):
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        epochs=20, batch_size=32, lr=1e-3, warmup_steps=200, schedule="cosine"))
+    model: ChatModelConfig = field(default_factory=ChatModelConfig)
+    inference: ChatInference = field(default_factory=ChatInference)
 
 
 @dataclass
@@ -174,7 +178,7 @@ def add_chat_tokens(tokenizer, model) -> dict[str, Any]:
     return {"cls": cls, "sep": sep, "pad": tokenizer.pad_token or sep, "speakers": SPEAKER_TOKENS}
 
 
-def _context_limit(model: nn.Module, cfg: ChatConfig) -> int:
+def _context_limit(model: nn.Module, cfg: ChatModelConfig) -> int:
     conf = getattr(model, "config", None)
     limit = getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
     return min(cfg.max_len, limit) if limit else cfg.max_len
@@ -188,14 +192,16 @@ class ChatPipeline(Pipeline):
     higher_is_better = False
     formats = FORMATS
 
-    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: nn.Module, tokenizer=None):
+    config: ChatConfig
+
+    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: nn.Module, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.hf_tokenizer = tokenizer
         self.tokenizer = HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
         self.context = model.max_len
-        if self.context - config.max_new_tokens < 8:
+        if self.context - config.inference.max_new_tokens < 8:
             raise ConfigError(f"a context of {self.context} tokens leaves no room for the history after "
-                              f"--max-new-tokens {config.max_new_tokens}")
+                              f"--max-new-tokens {config.inference.max_new_tokens}")
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -204,36 +210,44 @@ class ChatPipeline(Pipeline):
 
     @classmethod
     def check_config(cls, cfg: ChatConfig) -> None:
-        if cfg.loss not in ("responses", "all"):
-            raise ConfigError(f"--loss must be 'responses' or 'all', not {cfg.loss!r}")
-        if not 0 < cfg.max_new_tokens <= cfg.max_len - 8:
-            raise ConfigError(f"--max-new-tokens must be between 1 and max_len - 8 ({cfg.max_len - 8})")
+        if cfg.model.loss not in ("responses", "all"):
+            raise ConfigError(f"--loss must be 'responses' or 'all', not {cfg.model.loss!r}")
+        if not 0 < cfg.inference.max_new_tokens <= cfg.model.max_len - 8:
+            raise ConfigError(f"--max-new-tokens must be between 1 and max_len - 8 ({cfg.model.max_len - 8})")
 
     @classmethod
     def create(cls, config: ChatConfig, train_examples: list[Dialogue]) -> "ChatPipeline":
         cls.check_config(config)
-        if not config.init:
+        m = config.model
+        if not m.init:
             counts = Counter(c for d in train_examples for t in d.turns for c in t)
-            chars = V.Vocab.build(counts, config.char_min_count, config.vocab_size, specials=CHAR_SPECIALS)
+            chars = V.Vocab.build(counts, m.char_min_count, m.vocab_size, specials=CHAR_SPECIALS)
             return cls.build(config, {"chars": chars.to_list()})
-        model, tokenizer = hf.load_pretrained(config.init, "causal")
+        model, tokenizer = hf.load_pretrained(m.init, "causal")
         special = add_chat_tokens(tokenizer, model)
         speakers = [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]]
-        wrapped = HFCausalLM(model, speakers, _context_limit(model, config))
+        wrapped = HFCausalLM(model, speakers, _context_limit(model, m))
         return cls(config, {"special": special}, wrapped, tokenizer)
+
+    @classmethod
+    def saved_config(cls, ckpt: Any) -> TaskConfig:
+        config = super().saved_config(ckpt)
+        if ckpt.format_version == 1 and "seed" in ckpt.config:  # format 1 sampled with the training seed
+            config = config.updated({"inference.seed": ckpt.config["seed"]})
+        return config
 
     @classmethod
     def build(cls, config: ChatConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "ChatPipeline":
         cls.check_config(config)
-        if not config.init:
-            model = ChatGPT(len(assets["chars"]), config.hidden_size, config.layers, config.heads,
-                            config.max_len, config.dropout)
+        m = config.model
+        if not m.init:
+            model = ChatGPT(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout)
             return cls(config, assets, model)
         if checkpoint_dir is None:
             raise ValueError("a Hugging Face model is rebuilt from a checkpoint directory")
         model, tokenizer = hf.rebuild(checkpoint_dir, "causal")
         speakers = [tokenizer.convert_tokens_to_ids(s) for s in assets["special"]["speakers"]]
-        return cls(config, assets, HFCausalLM(model, speakers, _context_limit(model, config)), tokenizer)
+        return cls(config, assets, HFCausalLM(model, speakers, _context_limit(model, m)), tokenizer)
 
     def write_extra(self, directory: Path) -> None:
         if self.hf_tokenizer is not None:
@@ -243,7 +257,7 @@ class ChatPipeline(Pipeline):
         if self.hf_tokenizer is None:
             return None
         return [{"params": [p for p in self.model.parameters() if p.requires_grad],
-                 "lr_scale": self.config.init_lr / self.config.lr}]
+                 "lr_scale": self.config.model.init_lr / self.config.trainer.lr}]
 
     # --- encoding ---------------------------------------------------------------------------
     def encode_turns(self, turns: list[str]) -> list[list[int]]:
@@ -251,11 +265,11 @@ class ChatPipeline(Pipeline):
 
     def training_examples(self, dialogues: list[Dialogue]) -> list[ChatExample]:
         """Windows of whole turns that fit the context; each scored turn is scored in exactly one window."""
-        return self.windows(dialogues, self.config.loss)
+        return self.windows(dialogues, self.config.model.loss)
 
     def windows(self, dialogues: list[Dialogue], loss: str) -> list[ChatExample]:
         # Capping turns in training guarantees any two turns fit, so every window has a response.
-        cap = min(self.config.max_turn_len, (self.context - 3) // 2)
+        cap = min(self.config.model.max_turn_len, (self.context - 3) // 2)
         min_turns = 2 if loss == "responses" else 1
         out = []
         for d in dialogues:
@@ -309,7 +323,7 @@ class ChatPipeline(Pipeline):
     # --- prediction -------------------------------------------------------------------------
     def prompt(self, history: list[str]) -> tuple[Prompt, int]:
         """The model input for the next reply, keeping the latest turns that fit; and turns kept."""
-        budget = self.context - self.config.max_new_tokens
+        budget = self.context - self.config.inference.max_new_tokens
         kept, n = fit_latest_turns(self.encode_turns(history), budget)
         enc = build_input(kept, self.tokenizer.cls_id, self.tokenizer.sep_id)
         return Prompt(enc.ids, enc.speakers, len(kept) % 2), n
@@ -319,26 +333,14 @@ class ChatPipeline(Pipeline):
         width = self.model.model.get_output_embeddings().weight.shape[0] if self.hf_tokenizer is not None else t.size
         return {"sep_id": t.sep_id, "pad_id": t.pad_id, "banned_ids": t.banned_ids, "vocab_size": width}
 
-    @torch.no_grad()
     def reply_ids(
         self, histories: list[list[str]], dec: Decoding | None = None, generator: torch.Generator | None = None,
         use_cache: bool = True, batch_size: int | None = None,
     ) -> list[list[int]]:
         """Reply token ids for each history (turns as text), generated in length-sorted batches."""
-        self.model.eval()
-        dec = dec or self.config.decoding()
-        prompts = [self.prompt(h)[0] for h in histories]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
-        bs = batch_size or self.config.eval_batch_size
-        out: list[list[int]] = [[] for _ in prompts]
-        args = self._gen_args()
-        for s in range(0, len(order), bs):
-            chunk = order[s : s + bs]
-            replies = generate(self.model, [prompts[i] for i in chunk], dec=dec, generator=generator,
-                               use_cache=use_cache, **args)
-            for i, r in zip(chunk, replies):
-                out[i] = r
-        return out
+        pieces = [self.prompt(h) for h in histories]
+        return self.run_pieces(pieces, batch_size or self.config.inference.batch_size,
+                               dec=dec or self.config.inference.decoding(), generator=generator, use_cache=use_cache)
 
     def replies(self, histories: list[list[str]], **kwargs: Any) -> list[str]:
         return [self.tokenizer.decode(r) for r in self.reply_ids(histories, **kwargs)]
@@ -352,7 +354,7 @@ class ChatPipeline(Pipeline):
         args = self._gen_args()
         ids: list[int] = []
         shown = ""
-        for tokens, active in generate_steps(self.model, [prompt], dec=dec or self.config.decoding(),
+        for tokens, active in generate_steps(self.model, [prompt], dec=dec or self.config.inference.decoding(),
                                              generator=generator, **args):
             tok = int(tokens[0])
             if not bool(active[0]) or tok == self.tokenizer.sep_id:
@@ -365,7 +367,7 @@ class ChatPipeline(Pipeline):
 
     def seeded_generator(self, seed: int | None = None) -> torch.Generator:
         g = torch.Generator(device=self.device)
-        g.manual_seed(self.config.seed if seed is None else seed)
+        g.manual_seed(self.config.inference.seed if seed is None else seed)
         return g
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -374,7 +376,7 @@ class ChatPipeline(Pipeline):
         windows = self.windows(examples, "responses")  # whatever the training loss, score responses
         if not windows:
             raise DataError("evaluation data", "no dialogue with a response (2+ turns) to score")
-        bs = batch_size or self.config.eval_batch_size
+        bs = batch_size or self.config.inference.batch_size
         nll, chars, tokens = 0.0, 0, 0
         self.model.eval()
         with torch.no_grad():
@@ -391,7 +393,7 @@ class ChatPipeline(Pipeline):
 
     def sample_metrics(self, dialogues: list[Dialogue], batch_size: int, use_cache: bool = True) -> dict[str, Any]:
         """distinct-1/2 and tokens/s of replies sampled for the first `eval_samples` histories."""
-        histories = [d.turns[:-1] for d in dialogues if len(d.turns) >= 2][: self.config.eval_samples]
+        histories = [d.turns[:-1] for d in dialogues if len(d.turns) >= 2][: self.config.inference.eval_samples]
         if not histories:
             return {}
         self.reply_ids(histories[:1], dec=Decoding(max_new_tokens=2))  # warm-up: first calls are slow
@@ -410,18 +412,27 @@ class ChatPipeline(Pipeline):
             raise DataError(path, "missing field 'history' (a list of turns)", line)
         clean_turns(record["history"], path, line, "history")
 
-    def predict_records(
-        self, records: Iterable[dict[str, Any]], batch_size: int | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Adds `reply` (and `turns_used`: the latest turns that fit the context) to each record."""
-        it = iter(records)
-        generator = self.seeded_generator()
-        chunk_size = max(256, (batch_size or self.config.eval_batch_size) * 4)
-        while chunk := list(islice(it, chunk_size)):
-            histories = [clean_turns(r["history"], "input", None, "history") for r in chunk]
-            replies = self.replies(histories, generator=generator, batch_size=batch_size)
-            for rec, hist, reply in zip(chunk, histories, replies):
-                yield {**rec, "reply": reply, "turns_used": self.prompt(hist)[1]}
+    def forward_params(self) -> dict[str, Any]:
+        # One seeded sampler per predict call: a file gets the same replies wherever it is predicted.
+        return {"dec": self.config.inference.decoding(), "generator": self.seeded_generator(), "use_cache": True}
+
+    def preprocess(self, record: dict[str, Any]) -> list[tuple[Prompt, int]]:
+        return [self.prompt(clean_turns(record["history"], "input", None, "history"))]
+
+    def piece_length(self, piece: tuple[Prompt, int]) -> int:
+        return len(piece[0].ids)
+
+    def forward(self, pieces: list[tuple[Prompt, int]], dec: Decoding | None = None,
+                generator: torch.Generator | None = None, use_cache: bool = True) -> list[list[int]]:
+        """Reply token ids of a batch of prompts."""
+        return generate(self.model, [p[0] for p in pieces], dec=dec or self.config.inference.decoding(),
+                        generator=generator, use_cache=use_cache, **self._gen_args())
+
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[tuple[Prompt, int], list[int]]]
+                    ) -> dict[str, Any]:
+        """Adds `reply` (and `turns_used`: the latest turns that fit the context)."""
+        (_, used), ids = parts[0]
+        return {**record, "reply": self.tokenizer.decode(ids), "turns_used": used}
 
 
 class ChatSession:
@@ -432,7 +443,7 @@ class ChatSession:
             raise ConfigError("the history limit must be at least 1 turn")
         self.pipe = pipe
         self.max_turns = max_turns
-        self.dec = dec or pipe.config.decoding()
+        self.dec = dec or pipe.config.inference.decoding()
         self.generator = pipe.seeded_generator(seed)
         self.history: list[str] = []
 

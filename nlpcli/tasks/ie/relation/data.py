@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.io import ReadStats, iter_jsonl, read_text
-from ...errors import ConfigError, DataError
+from ....data.io import ReadStats, iter_jsonl, read_text
+from ....errors import ConfigError, DataError
 
 FORMATS = ("ske",)
 Span = tuple[int, int]  # (start, end inclusive) character offsets

@@ -1,0 +1,137 @@
+"""The shared encoder block of the extractive tasks (ner, ie, qa): a from-scratch char+word DGCNN, or a
+Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer path, one module each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Section
+from ..data import vocab as V
+from . import hf
+from .dgcnn import DGCNN, CharWordEmbedding
+
+SCRATCH = "dgcnn"
+
+
+@dataclass
+class EncoderConfig(Section):
+    """`name` "dgcnn": char (+ jieba word) embeddings and gated dilated convolutions, trained from scratch;
+    otherwise a Hugging Face encoder (hub name or local directory), fine-tuned at `lr`."""
+
+    name: str = SCRATCH
+    hidden_size: int = 256
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 1, 1])
+    kernel_size: int = 3
+    dropout: float = 0.1
+    embed_dropout: float = 0.2
+    use_words: bool = True  # add the jieba word of each char
+    word_dim: int = 128
+    word_min_count: int = 2
+    word_vocab_size: int = 50000
+    char_min_count: int = 1
+    lr: float = 3e-5  # learning rate of a Hugging Face encoder (the task's heads use trainer.lr)
+
+    @property
+    def scratch(self) -> bool:
+        return self.name == SCRATCH
+
+    def vocab_assets(self, texts: list[str]) -> dict[str, Any]:
+        """Char (and word) vocabularies of a from-scratch encoder, built from training texts."""
+        return V.CharWordVocab.build_assets(texts, self.char_min_count, self.use_words, self.word_min_count,
+                                            self.word_vocab_size)
+
+
+class CharWordDGCNN(nn.Module):
+    """Char+word embeddings then a DGCNN. Tasks may add their own inputs between the two stages
+    (ie: positions; qa: question features), so both are exposed: `embed(...)` and `encode(x, mask)`."""
+
+    def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int):
+        super().__init__()
+        word_dim = cfg.word_dim if cfg.use_words and num_words else 0
+        self.embed = CharWordEmbedding(num_chars, cfg.hidden_size, num_words, word_dim, cfg.embed_dropout)
+        self.dgcnn = DGCNN(cfg.hidden_size, list(cfg.dilations), cfg.kernel_size, cfg.dropout)
+        self.out_dim = cfg.hidden_size
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.dgcnn(x, mask)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.embed(batch["char_ids"], batch.get("word_ids"))
+        return self.dgcnn(x, batch["attention_mask"])
+
+
+class HFEncoder(nn.Module):
+    """A Hugging Face encoder's last hidden states."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.out_dim = model.config.hidden_size
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+
+
+@dataclass
+class Encoded:
+    """Model inputs of one text and, per position, the [start, end) characters it covers."""
+
+    ids: dict[str, list[int]]
+    offsets: list[tuple[int, int]]  # (0, 0) marks special tokens, which never start or end a span
+
+
+class TextEncoder:
+    """Text -> ids and character offsets, for either kind of encoder (the vocabulary or the tokenizer).
+
+    Results are cached: training repeats every text each epoch, and SQuAD-style data repeats a paragraph
+    for each of its questions (jieba and tokenizers cost far more than a lookup)."""
+
+    CACHE_SIZE = 50_000
+
+    def __init__(self, assets: dict[str, Any], tokenizer: Any = None):
+        self.tokenizer = tokenizer
+        self.vocab = V.CharWordVocab(assets) if tokenizer is None else None
+        self._cache: dict[str, Encoded] = {}
+
+    def __call__(self, text: str) -> Encoded:
+        found = self._cache.get(text)
+        if found is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            found = self._cache[text] = self._encode(text)
+        return found
+
+    def _encode(self, text: str) -> Encoded:
+        if self.tokenizer is not None:
+            enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=512)
+            return Encoded({"input_ids": enc["input_ids"]}, [tuple(o) for o in enc["offset_mapping"]])
+        assert self.vocab is not None
+        return Encoded(self.vocab.encode(text), [(i, i + 1) for i in range(len(text))])
+
+
+def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[nn.Module, dict[str, Any], Any]:
+    """A new encoder for training: (module, assets to save, tokenizer or None)."""
+    if cfg.scratch:
+        assets = cfg.vocab_assets(texts)
+        return build_scratch(cfg, assets), assets, None
+    model, tokenizer = hf.load_pretrained(cfg.name, "encoder")
+    return HFEncoder(model), {}, tokenizer
+
+
+def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path | None) -> tuple[nn.Module, Any]:
+    """The encoder of a saved pipeline (untrained weights; the checkpoint's are loaded after): (module, tokenizer)."""
+    if cfg.scratch:
+        return build_scratch(cfg, assets), None
+    if directory is None:
+        raise ValueError("a Hugging Face encoder is rebuilt from a checkpoint directory")
+    model, tokenizer = hf.rebuild(directory, "encoder")
+    return HFEncoder(model), tokenizer
+
+
+def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> CharWordDGCNN:
+    return CharWordDGCNN(cfg, len(assets["chars"]), len(assets.get("words") or []))

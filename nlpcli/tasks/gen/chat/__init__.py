@@ -1,0 +1,1 @@
+"""DialoGPT-style multi-turn chat (`nlpcli train|evaluate|predict chat`, `nlpcli chat`)."""

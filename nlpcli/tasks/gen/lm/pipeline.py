@@ -1,0 +1,212 @@
+"""Forward and backward language models in one checkpoint (the proposal and target models of CGMH)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ....config import TaskConfig, TrainerConfig
+from ....data import vocab as V
+from ....data.batching import bucket_batches, pad_ids, windows
+from ....data.io import ReadStats
+from ....errors import ConfigError, DataError, NlpcliError
+from ...base import Pipeline
+from .cgmh import Generation, SamplerSettings, generate
+from .data import FORMATS, Sentence, read_sentences
+from .model import SPECIALS, BiLM, CausalLM, LmModelConfig, nll_sum, reverse_rows, sentence_logprob
+
+
+@dataclass
+class LmInference(SamplerSettings):
+    batch_size: int = 128  # sentences per forward pass when scoring; keyword sets per sampler call
+
+
+@dataclass
+class LmConfig(TaskConfig):
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(epochs=10, batch_size=64, lr=2e-3, warmup_steps=200))
+    model: LmModelConfig = field(default_factory=LmModelConfig)
+    inference: LmInference = field(default_factory=LmInference)
+    RENAMES = TaskConfig.RENAMES | {f"gen_{k}": f"inference.{k}" for k in (
+        "top_k", "p_replace", "p_insert", "p_delete", "min_len", "max_len", "chains", "batch_chains")}
+
+
+class LmPipeline(Pipeline):
+    name = "lm"
+    summary = "forward + backward language models for CGMH sentence generation from keywords"
+    Config = LmConfig
+    main_metric = "nll"
+    higher_is_better = False
+    formats = FORMATS
+    config: LmConfig
+    model: BiLM
+
+    def __init__(self, config: LmConfig, assets: dict[str, Any], model: BiLM):
+        super().__init__(config, assets, model)
+        self.vocab = V.Vocab(assets["tokens"])
+
+    # What the CGMH sampler reads (cgmh.KeywordLM).
+    @property
+    def fwd(self) -> CausalLM:
+        return self.model.fwd
+
+    @property
+    def bwd(self) -> CausalLM:
+        return self.model.bwd
+
+    @property
+    def itos(self) -> list[str]:
+        return self.vocab.itos
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+             ) -> tuple[list[Sentence], ReadStats]:
+        return read_sentences(path, fmt, skip_bad)
+
+    @classmethod
+    def create(cls, config: LmConfig, train_examples: list[Sentence]) -> "LmPipeline":
+        m = config.model
+        if m.unit not in ("word", "char"):
+            raise ConfigError(f"unknown unit {m.unit!r}; use word or char")
+        counts: Counter = Counter()
+        for ex in train_examples:
+            counts.update(tokenize(ex, m.unit))
+        vocab = V.Vocab.build(counts, m.min_count, m.vocab_size, specials=SPECIALS)
+        return cls.build(config, {"tokens": vocab.to_list()})
+
+    @classmethod
+    def build(cls, config: LmConfig, assets: dict[str, Any], directory: Path | None = None) -> "LmPipeline":
+        m, inf = config.model, config.inference
+        if m.arch == "transformer" and inf.max_len + 2 > m.positions:
+            raise ConfigError(f"inference.max_len {inf.max_len} does not fit the model's {m.positions} positions "
+                              f"(at most {m.positions - 2})")
+        return cls(config, assets, BiLM(m, len(assets["tokens"])))
+
+    @classmethod
+    def saved_config(cls, ckpt: Any) -> TaskConfig:
+        config = super().saved_config(ckpt)
+        if ckpt.format_version == 1:  # format 1 sized the position table from both lengths
+            positions = max(ckpt.config.get("max_len", 64), ckpt.config.get("gen_max_len", 40)) + 2
+            config = config.updated({"model.positions": positions})
+        return config
+
+    # --- encoding ---------------------------------------------------------------------------
+    def encode(self, ex: Sentence) -> list[int]:
+        return self.vocab.ids(tokenize(ex, self.config.model.unit))
+
+    def training_examples(self, examples: list[Sentence]) -> list[list[int]]:
+        """Token ids per sentence; sentences longer than max_len become consecutive windows."""
+        out = []
+        for ex in examples:
+            ids = self.encode(ex)
+            out.extend(ids[w.start : w.end] for w in windows(len(ids), self.config.model.max_len, 0) if w.end > w.start)
+        return out
+
+    def example_length(self, example: list[int]) -> int:
+        return len(example)
+
+    def collate(self, examples: list[list[int]]) -> dict[str, Any]:
+        tokens = pad_ids(examples)
+        lengths = torch.tensor([len(e) for e in examples])
+        return {"tokens": tokens, "lengths": lengths, "_tokens": int(lengths.sum()) + len(examples)}
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        model = getattr(model, "module", model)
+        nll_f, n = nll_sum(model.fwd, batch["tokens"], batch["lengths"])
+        nll_b, _ = nll_sum(model.bwd, reverse_rows(batch["tokens"], batch["lengths"]), batch["lengths"])
+        return (nll_f + nll_b) / (2 * n)
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, examples: list[Sentence] | list[list[int]], batch_size: int | None = None) -> dict[str, Any]:
+        """Per-token NLL (nats, end token included) and perplexity of both directions."""
+        data = self.training_examples(examples) if examples and isinstance(examples[0], Sentence) else examples
+        if not data:
+            raise DataError("evaluation data", "no sentences to evaluate")
+        self.model.eval()
+        sums, n, unk = [0.0, 0.0], 0, 0
+        for idx in bucket_batches([len(e) for e in data], batch_size or self.config.inference.batch_size, shuffle=False):
+            batch = self.to_device(self.collate([data[i] for i in idx]))
+            f, n_b = nll_sum(self.model.fwd, batch["tokens"], batch["lengths"])
+            b, _ = nll_sum(self.model.bwd, reverse_rows(batch["tokens"], batch["lengths"]), batch["lengths"])
+            sums[0] += float(f)
+            sums[1] += float(b)
+            n += n_b
+            unk += int((batch["tokens"] == V.UNK).sum())
+        nll_f, nll_b = sums[0] / n, sums[1] / n
+        return {"nll": (nll_f + nll_b) / 2, "nll_fwd": nll_f, "nll_bwd": nll_b, "ppl_fwd": math.exp(nll_f),
+                "ppl_bwd": math.exp(nll_b), "tokens": n, "sentences": len(data), "unk_rate": unk / max(n - len(data), 1)}
+
+    @torch.no_grad()
+    def token_nll(self, texts: list[str], batch_size: int | None = None) -> list[float]:
+        """Mean forward-LM NLL per token (end token included) of each text."""
+        ids = [self.encode(Sentence(t)) for t in texts]
+        out = [0.0] * len(ids)
+        self.model.eval()
+        for idx in bucket_batches([len(e) for e in ids], batch_size or self.config.inference.batch_size, shuffle=False):
+            batch = self.to_device(self.collate([ids[i] for i in idx]))
+            lp = sentence_logprob(self.model.fwd, batch["tokens"], batch["lengths"])
+            for i, v, length in zip(idx, lp.tolist(), batch["lengths"].tolist()):
+                out[i] = -v / (length + 1)
+        return out
+
+    # --- prediction: `nlpcli predict lm` generates for {"words": [...]} records ----------------
+    def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
+        words = record.get("words")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError(path, "expected a field 'words' holding a list of strings", line)
+        try:
+            self.encode_keywords(words)
+        except NlpcliError as e:
+            raise DataError(path, str(e), line) from None
+
+    def preprocess(self, record: dict[str, Any]) -> list[list[str]]:
+        return [record["words"]]
+
+    def forward(self, pieces: list[list[str]]) -> list[Generation]:
+        return generate(self, pieces, self.config.inference)
+
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[list[str], Generation]]) -> dict[str, Any]:
+        """Adds `sentences`: [{text, score}] (best first) to a {"words": [...]} record."""
+        return {**record, "sentences": parts[0][1].sentences}
+
+    # --- keywords -------------------------------------------------------------------------------
+    def encode_keywords(self, words: list[str]) -> list[list[int]]:
+        """Token ids of each keyword; a keyword jieba splits is several tokens, kept together by the sampler."""
+        if not words:
+            raise ConfigError("no keywords given")
+        out = []
+        for w in words:
+            if not w.strip():
+                raise ConfigError("an empty keyword was given")
+            ids = self.keyword_ids(w.strip())
+            if all(i == V.UNK for i in ids):
+                raise ConfigError(f"keyword {w!r}: none of its characters is known to the model")
+            out.append(ids)
+        return out
+
+    def keyword_ids(self, word: str) -> list[int]:
+        """Known pieces as themselves; an unknown word piece falls back to its characters (unknown ones: UNK)."""
+        ids = []
+        for piece in tokenize(Sentence(word), self.config.model.unit):
+            pid = self.vocab.id(piece)
+            ids.extend([pid] if pid != V.UNK else self.vocab.ids(piece))
+        return ids
+
+
+def tokenize(ex: Sentence, unit: str) -> list[str]:
+    """Words (jieba, whitespace dropped) or chars of a sentence, normalised; cached on the sentence."""
+    if ex.tokens is None:
+        text = "".join(V.char_tokens(ex.text))
+        pieces = V.words(text) if unit == "word" else list(text)
+        ex.tokens = [p for p in pieces if p.strip()]
+    return ex.tokens
+
+

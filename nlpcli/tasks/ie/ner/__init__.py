@@ -1,0 +1,1 @@
+"""GlobalPointer NER, nested and flat (`nlpcli train|evaluate|predict ner`)."""

@@ -1,0 +1,213 @@
+"""GlobalPointer NER, nested and flat, over the shared encoder (from-scratch DGCNN or Hugging Face)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import RenderableType
+from torch import nn
+
+from ....config import Section, TaskConfig, TrainerConfig
+from ....data.batching import pad_ids, windows
+from ....data.io import ReadStats
+from ....errors import DataError
+from ....metrics import set_prf
+from ....nn import hf
+from ....nn.encoder import EncoderConfig, TextEncoder, create_encoder, rebuild_encoder
+from ....nn.globalpointer import decode_spans, globalpointer_loss
+from ....tables import prf_table
+from ...base import Pipeline, TextPiece
+from .data import FORMATS, NerExample, read_ner
+from .model import NerModel
+
+
+@dataclass
+class NerModelConfig(Section):
+    head: str = "efficient"  # efficient | standard GlobalPointer
+    head_size: int = 64
+    rope: bool = True
+
+
+@dataclass
+class NerInference(Section):
+    threshold: float = 0.0
+    # Longest span predicted; 0: the longest entity seen in training. Spans longer than any
+    # trained on get untrained (often positive) scores, e.g. on texts longer than the training ones.
+    max_span_len: int = 0
+    batch_size: int = 64
+    # Window size in characters; longer texts are windowed, never cut (training windows use it too).
+    max_len: int = 256
+    window_overlap: int = 64
+
+
+@dataclass
+class NerConfig(TaskConfig):
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(epochs=30, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.0))
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(embed_dropout=0.2, char_min_count=1))
+    model: NerModelConfig = field(default_factory=NerModelConfig)
+    inference: NerInference = field(default_factory=NerInference)
+
+
+class NerPipeline(Pipeline):
+    name = "ner"
+    summary = "GlobalPointer named-entity recognition (nested and flat)"
+    Config = NerConfig
+    main_metric = "f1"
+    formats = FORMATS
+    predictions_are_gold = True
+    config: NerConfig
+
+    def __init__(self, config: NerConfig, assets: dict[str, Any], model: nn.Module, tokenizer: Any = None):
+        super().__init__(config, assets, model)
+        self.types: list[str] = assets["types"]
+        self.type_ids = {t: i for i, t in enumerate(self.types)}
+        self.tokenizer = tokenizer
+        self.encode = TextEncoder(assets, tokenizer)
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+             ) -> tuple[list[NerExample], ReadStats]:
+        return read_ner(path, fmt, skip_bad)
+
+    @classmethod
+    def create(cls, config: NerConfig, train_examples: list[NerExample]) -> "NerPipeline":
+        types = sorted({t for ex in train_examples for _, _, t in ex.spans})
+        if not types:
+            raise DataError("training data", "no entities in the training data")
+        longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
+        encoder, vocab, tokenizer = create_encoder(config.encoder, [ex.text for ex in train_examples])
+        assets: dict[str, Any] = {"types": types, "longest_entity": longest} | vocab
+        return cls(config, assets, cls._model(config, encoder, len(types)), tokenizer)
+
+    @classmethod
+    def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> "NerPipeline":
+        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        return cls(config, assets, cls._model(config, encoder, len(assets["types"])), tokenizer)
+
+    @staticmethod
+    def _model(config: NerConfig, encoder: nn.Module, num_types: int) -> NerModel:
+        m = config.model
+        return NerModel(encoder, num_types, m.head, m.head_size, m.rope)
+
+    def write_extra(self, directory: Path) -> None:
+        if self.tokenizer is not None:
+            hf.save(self.model.encoder.model, self.tokenizer, directory)
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        if self.tokenizer is None:
+            return None
+        enc = list(self.model.encoder.parameters())
+        head = list(self.model.head.parameters())
+        return [{"params": enc, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": head}]
+
+    # --- encoding ---------------------------------------------------------------------------
+    def training_examples(self, examples: list[NerExample]) -> list[NerExample]:
+        """Long texts become overlapping windows; each window keeps the spans it holds whole."""
+        out = []
+        inf = self.config.inference
+        for ex in examples:
+            for w in windows(len(ex.text), inf.max_len, inf.window_overlap):
+                spans = [(s - w.start, e - w.start, t) for s, e, t in ex.spans if s >= w.start and e < w.end]
+                out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start))
+        return out
+
+    def example_length(self, example: NerExample) -> int:
+        return len(example.text)
+
+    def collate(self, examples: list[NerExample]) -> dict[str, Any]:
+        encoded = [self.encode(ex.text) for ex in examples]
+        batch: dict[str, Any] = {k: pad_ids([e.ids[k] for e in encoded]) for k in encoded[0].ids}
+        width = next(iter(batch.values())).shape[1]
+        attention = torch.zeros(len(encoded), width, dtype=torch.bool)
+        spannable = torch.zeros(len(encoded), width, dtype=torch.bool)
+        labels = torch.zeros(len(encoded), len(self.types), width, width, dtype=torch.bool)
+        index: list[tuple[int, int, int, int]] = []
+        for b, (ex, enc) in enumerate(zip(examples, encoded)):
+            attention[b, : len(enc.offsets)] = True
+            start_pos, end_pos = {}, {}
+            for p, (s, e) in enumerate(enc.offsets):
+                if e > s:
+                    spannable[b, p] = True
+                    start_pos.setdefault(s, p)
+                    end_pos[e - 1] = p
+            for s, e, t in ex.spans:
+                if s in start_pos and e in end_pos and t in self.type_ids:
+                    index.append((b, self.type_ids[t], start_pos[s], end_pos[e]))
+        if index:
+            labels[tuple(torch.tensor(index).T)] = True
+        batch.update(attention_mask=attention, span_mask=spannable, labels=labels,
+                     _offsets=[e.offsets for e in encoded], _tokens=int(attention.sum()))
+        return batch
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return globalpointer_loss(model(batch), batch["labels"])
+
+    # --- prediction -------------------------------------------------------------------------
+    def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
+        inf = self.config.inference
+        return self.text_pieces(record["text"], inf.max_len, inf.window_overlap)
+
+    def piece_length(self, piece: TextPiece) -> int:
+        return len(piece.text)
+
+    def forward(self, pieces: list[TextPiece]) -> list[list[tuple[int, int, str]]]:
+        """Spans (start, end inclusive, type) in each window's own characters."""
+        batch = self.collate([NerExample(p.text) for p in pieces])
+        logits = self.model(self.to_device(batch))
+        limit = self.config.inference.max_span_len or self.assets.get("longest_entity", 0)
+        if limit:
+            n = logits.shape[-1]
+            too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
+            logits = logits.masked_fill(too_long, float("-inf"))
+        found = decode_spans(logits, self.config.inference.threshold)
+        return [[(offsets[i][0], offsets[j][1] - 1, self.types[t]) for t, i, j in spans]
+                for offsets, spans in zip(batch["_offsets"], found)]
+
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, Any]]) -> dict[str, Any]:
+        """Adds `entities`: [{type, start, end (inclusive), text}]; a window gives the entities starting in
+        the part of the text it owns."""
+        text = record["text"]
+        spans = sorted({(p.window.start + s, p.window.start + e, t) for p, found in parts for s, e, t in found
+                        if p.window.owns(p.window.start + s)})
+        return {**record, "entities": [{"type": t, "start": s, "end": e, "text": text[s : e + 1]} for s, e, t in spans]}
+
+    def predict_spans(self, texts: list[str], batch_size: int | None = None) -> list[list[tuple[int, int, str]]]:
+        """Entity spans (start, end inclusive, type) of each text."""
+        records = self.predict_records(({"text": t} for t in texts), batch_size)
+        return [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in records]
+
+    # --- evaluation -------------------------------------------------------------------------
+    def evaluate(self, examples: list[NerExample], batch_size: int | None = None) -> dict[str, Any]:
+        for ex in examples:
+            for _, _, t in ex.spans:
+                if t not in self.type_ids:
+                    raise DataError(
+                        "evaluation data", f"unknown entity type {t!r} (line {ex.line}); model knows {self.types}"
+                    )
+        preds = self.predict_spans([ex.text for ex in examples], batch_size)
+        gold = [ex.spans for ex in examples]
+        metrics = set_prf(gold, preds, type_of=lambda span: span[2])
+        metrics["nested"] = _nested_counts(gold, preds)
+        metrics["examples"] = len(examples)
+        return metrics
+
+    @classmethod
+    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
+        return prf_table(metrics, title, "type")
+
+
+def _nested_counts(gold: list[list[tuple]], preds: list[list[tuple]]) -> dict[str, int]:
+    """Gold entities that nest in or around another gold entity, and how many of them were predicted."""
+    n_gold = n_hit = 0
+    for g, p in zip(gold, preds):
+        pset = set(p)
+        for a in g:
+            if any(b != a and (b[0] <= a[0] and a[1] <= b[1] or a[0] <= b[0] and b[1] <= a[1]) for b in g):
+                n_gold += 1
+                n_hit += a in pset
+    return {"gold": n_gold, "correct": n_hit}

@@ -1,0 +1,1 @@
+"""DGCNN + probabilistic-graph relation (SPO triple) extraction (`nlpcli train|evaluate|predict ie`)."""

@@ -1,0 +1,25 @@
+"""Checkpoints of format 1 (one flat config, older weight names) still load and predict as they did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from util import run_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v1"
+
+
+@pytest.mark.parametrize("task", ["ner", "ie", "qa", "lm", "chat"])
+def test_v1_checkpoint_predicts_what_it_predicted(task, tmp_path):
+    ckpt = FIXTURES / task
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["format_version"] == 1 and "trainer" not in meta["config"]  # really the old flat layout
+    out = tmp_path / "pred.jsonl"
+    run_cli("predict", task, "--model", ckpt, "--input", ckpt / "input.jsonl", "--output", out, check=True)
+    expected = (ckpt / "expected.jsonl").read_text(encoding="utf-8")
+    assert out.read_text(encoding="utf-8") == expected
+    assert any(v for line in expected.splitlines() for k, v in json.loads(line).items()
+               if k in ("entities", "spo_list", "answer", "sentences", "reply"))  # the outputs are not all empty
