@@ -1,12 +1,13 @@
-"""NER benchmark: train the default model under a time budget, report dev F1 and speeds.
+"""NER benchmark: train from a preset under its time budget, report dev F1 and speeds.
 
-    python benchmarks/ner_benchmark.py cluener --budget 20
-    python benchmarks/ner_benchmark.py cmeee --budget 20
+    python benchmarks/ner_benchmark.py cluener     # preset configs/ner-cluener.toml (20 minutes, one thread)
+    python benchmarks/ner_benchmark.py cmeee       # preset configs/ner-cmeee.toml
 
 cluener: CLUENER train.json split 90/10 with seed 42 (the official dev set is not in ../shared).
 cmeee:   the first 3,000 texts of ../shared/data/cmeee/CMeEE_dev.json train, the other 1,000 test;
          it also reports how many nested gold entities were predicted exactly.
-Every step runs the `nlpcli` command it prints, and the result lands in benchmarks/results/.
+Extra `nlpcli train` options may follow (e.g. --head standard). Every step runs the `nlpcli` command it
+prints; the result lands in benchmarks/results/ner_DATASET.json.
 """
 
 from __future__ import annotations
@@ -14,28 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-
-
-def nlpcli(*args: str) -> str:
-    cmd = [sys.executable, "-m", "nlpcli.cli", *map(str, args)]
-    print("$ nlpcli " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"command failed with exit code {proc.returncode}")
-    return proc.stdout
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+from _common import DATA, ROOT, Run, nlpcli, preset, write_jsonl
 
 
 def split(name: str, work: Path) -> tuple[Path, Path]:
@@ -53,6 +37,7 @@ def split(name: str, work: Path) -> tuple[Path, Path]:
 
 
 def predict_in_process(run: Path, texts: list[str]) -> float:
+    """Sentences/s with the model loaded once, batches of 64, one thread (what a long batch job sees)."""
     import torch
 
     from nlpcli import api
@@ -61,29 +46,27 @@ def predict_in_process(run: Path, texts: list[str]) -> float:
     pipe = api.load_pipeline("ner", str(run), "cpu")
     pipe.predict_spans(texts[:64])  # warm-up
     start = time.perf_counter()
-    with torch.no_grad():
-        pipe.predict_spans(texts, batch_size=64)
+    pipe.predict_spans(texts, batch_size=64)
     return len(texts) / (time.perf_counter() - start)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", choices=["cluener", "cmeee"])
-    ap.add_argument("--budget", type=float, default=20.0, help="training minutes")
     ap.add_argument("--run", default=None, help="output directory (default runs/bench-ner-DATASET)")
     ap.add_argument("--skip-train", action="store_true", help="measure an already trained --run")
-    ap.add_argument("extra", nargs="*", help="extra `nlpcli train` options, e.g. --head standard")
-    args, unknown = ap.parse_known_args()
-    args.extra = args.extra + unknown
+    args, extra = ap.parse_known_args()
+    bench = Run()
     run = Path(args.run or ROOT / "runs" / f"bench-ner-{args.dataset}")
+    config = preset(f"ner-{args.dataset}.toml")
     with tempfile.TemporaryDirectory() as tmp:
         train, dev = split(args.dataset, Path(tmp))
         if args.skip_train:
             end = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()][-1]
             summary = {"steps": end["step"], "tokens_per_s": end["tokens_per_s"]}
         else:
-            summary = json.loads(nlpcli("train", "ner", "--train", train, "--dev", dev, "--output", run,
-                                        "--overwrite", "--time-budget", args.budget, "--json", *args.extra))
+            summary = json.loads(nlpcli("train", "ner", "--config", config, "--train", train, "--dev", dev,
+                                        "--output", run, "--overwrite", "--json", *extra))
         metrics = json.loads(nlpcli("evaluate", "ner", "--model", run, "--data", dev, "--json"))
         texts = [{"text": json.loads(line)["text"]} for line in dev.read_text(encoding="utf-8").splitlines()]
         write_jsonl(Path(tmp) / "input.jsonl", texts)
@@ -92,22 +75,19 @@ def main() -> None:
                "--output", Path(tmp) / "pred.jsonl", "--batch-size", "64")
         predict_s = time.perf_counter() - start
         batched = predict_in_process(run, [t["text"] for t in texts])
-    result = {
-        "dataset": args.dataset, "budget_min": args.budget, "extra_options": args.extra,
+    bench.finish(f"ner_{args.dataset}", {
+        "dataset": args.dataset, "preset": config, "extra_options": extra,
+        "split": "CLUENER train.json shuffled (seed 42): 90% train, 10% dev" if args.dataset == "cluener"
+        else "CMeEE_dev.json: first 3,000 texts train, the other 1,000 test",
         "steps": summary["steps"], "train_tokens_per_s": summary["tokens_per_s"],
         "dev_examples": len(texts), "micro_precision": metrics["precision"], "micro_recall": metrics["recall"],
         "micro_f1": metrics["f1"], "nested_gold": metrics["nested"]["gold"],
         "nested_correct": metrics["nested"]["correct"],
         # Whole command: process start, torch import and model load included.
         "predict_command_sentences_per_s": len(texts) / predict_s,
-        # Model loaded once, batches of 64, one thread (what a long batch job sees).
         "predict_batched_sentences_per_s": batched,
         "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
-        "command": f"python benchmarks/ner_benchmark.py {args.dataset} --budget {args.budget} " + " ".join(args.extra),
-    }
-    out = ROOT / "benchmarks" / "results" / f"ner_{args.dataset}.json"
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, ensure_ascii=False, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 report the held-out WebQA score, predict questions/s, and voting vs. best-single-passage on the DGCNN-format
 samples.
 
-    python benchmarks/qa_benchmark.py --budget 30 --threads 1                    # -> results/qa.json
-    python benchmarks/qa_benchmark.py --budget 30 --threads 1 --webqa-repeat 2   # -> results/qa_webqa2.json
-    python benchmarks/qa_benchmark.py --budget 30 --threads 1 --webqa-only       # -> results/qa_webqa_only.json
-    python benchmarks/qa_benchmark.py --skip-train --run runs/qa-bench           # measure an existing run
+    python benchmarks/qa_benchmark.py                     # preset configs/qa-webqa.toml -> results/qa.json
+    python benchmarks/qa_benchmark.py --webqa-repeat 2    # -> results/qa_webqa2.json
+    python benchmarks/qa_benchmark.py --webqa-only        # -> results/qa_webqa_only.json
+    python benchmarks/qa_benchmark.py --skip-train --run runs/qa-bench   # measure an existing run
+
+Extra `nlpcli train` options may follow (e.g. --time-budget 10).
 
 --webqa-repeat N lists the WebQA train split N times (in-domain questions weigh N times as much).
 Splits are written under --work (outside the repo).
@@ -15,22 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import DATA, Run, nlpcli, preset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nlpcli import api
 
-from nlpcli import api  # noqa: E402
-from nlpcli.data.io import write_json  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
 WEBQA = DATA / "webqa" / "me_test.ann.json"
 EXTRA = [DATA / "cmrc2018" / "cmrc2018_dev.json", DATA / "drcd" / "DRCD_dev.json"]
 MULTI = [DATA / "webqa" / "dgcnn_format_sample" / "WebQA.json", DATA / "sogouqa" / "SogouQA.json"]
@@ -68,29 +63,25 @@ def predict_speed(run: str, path: Path, repeats: int = 1) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=30.0, help="training minutes")
     ap.add_argument("--run", default="runs/qa-bench")
     ap.add_argument("--work", default="/tmp/nlpcli-qa-bench")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--webqa-only", action="store_true", help="leave out CMRC 2018 dev and DRCD dev")
     ap.add_argument("--webqa-repeat", type=int, default=1, help="list the WebQA train split this many times")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch default)")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()
+    bench = Run()
     splits = split_webqa(Path(args.work), 200, 300, args.seed)
-    extra = [] if args.webqa_only else EXTRA
-    train_cmd = [sys.executable, "-m", "nlpcli.cli", "train", "qa", "--train", *[str(splits["train"])] * args.webqa_repeat,
-                 *map(str, extra), "--dev", str(splits["dev"]), "--output", args.run,
-                 "--time-budget", str(args.budget), "--epochs", "200", "--eval-every", "100", "--overwrite", "--threads", str(args.threads)]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
+    train_files = [splits["train"]] * args.webqa_repeat + ([] if args.webqa_only else EXTRA)
+    config = preset("qa-webqa.toml")
+    torch.set_num_threads(1)
+    results: dict = {"preset": config, "extra_options": extra,
                      "webqa_split": f"seed {args.seed}: 300 test, 200 dev, 2000 train questions of {WEBQA.name}"}
     if not args.skip_train:
         t = time.time()
-        subprocess.run(train_cmd, check=True, cwd=ROOT)
+        nlpcli("train", "qa", "--config", config, "--train", *train_files, "--dev", splits["dev"],
+               "--output", args.run, "--overwrite", *extra, capture=False)
         results["train_wall_s"] = round(time.time() - t, 1)
-    results["train_command"] = " ".join(train_cmd)
     log = [json.loads(x) for x in (Path(args.run) / "train_log.jsonl").read_text().splitlines()]
     end = [r for r in log if r.get("event") == "end"][-1]
     results["train"] = {k: end[k] for k in ("step", "stop_reason", "elapsed_s", "best_metric", "steps_per_s")}
@@ -105,10 +96,7 @@ def main() -> None:
                 voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
         results["voting"] = voting
     name = "qa" + ("_webqa_only" if args.webqa_only else "") + (f"_webqa{args.webqa_repeat}" if args.webqa_repeat > 1 else "")
-    out = ROOT / "benchmarks" / "results" / f"{name}.json"
-    write_json(out, results)
-    print(json.dumps(results, ensure_ascii=False, indent=2))
-    print(f"command: {' '.join(sys.argv)}\nwrote {out}")
+    bench.finish(name, results)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def tiny_pipe(dialogues: list[Dialogue], **cfg) -> ChatPipeline:
 
 
 def sample_dialogues() -> list[Dialogue]:
-    return read_dialogues(SAMPLES / "chat_train.json")[0]
+    return read_dialogues(SAMPLES / "chat" / "train.json")[0]
 
 
 # --- input construction ---------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_metrics():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("chat") / "run"
-    run_cli("train", "chat", "--train", SAMPLES / "chat_train.json", "--dev", SAMPLES / "chat_dev.json",
+    run_cli("train", "chat", "--train", SAMPLES / "chat" / "train.json", "--dev", SAMPLES / "chat" / "dev.json",
             "--output", out, *TRAIN_ARGS, check=True)
     return out
 
@@ -186,12 +186,12 @@ def test_cli_train_predict_evaluate(trained, tmp_path):
     dev = [r["ppl"] for r in log if r["event"] == "eval"]
     assert losses[0] > 3 * losses[-1] and dev[-1] < dev[0]
     out = tmp_path / "replies.jsonl"
-    run_cli("predict", "chat", "--model", trained, "--input", SAMPLES / "chat_histories.jsonl", "--output", out,
+    run_cli("predict", "chat", "--model", trained, "--input", SAMPLES / "chat" / "input.jsonl", "--output", out,
             check=True)
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 4 and rows[2]["id"] == 3 and all(r["reply"] for r in rows)
     assert rows[1]["reply"] == "火锅吧"  # learned from the training dialogue
-    proc = run_cli("evaluate", "chat", "--model", trained, "--data", SAMPLES / "chat_dev.json", "--json", check=True)
+    proc = run_cli("evaluate", "chat", "--model", trained, "--data", SAMPLES / "chat" / "dev.json", "--json", check=True)
     metrics = json.loads(proc.stdout)
     assert metrics["ppl"] < 3.0 and metrics["scored_chars"] == 26
     assert 0 < metrics["distinct_1"] <= 1 and metrics["gen_tokens_per_s"] > 0
@@ -252,7 +252,7 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
     transformers.GPT2LMHeadModel(cfg).save_pretrained(gpt)
     tok.save_pretrained(gpt)
     out = tmp_path / "run"
-    run_cli("train", "chat", "--train", SAMPLES / "chat_train.json", "--dev", SAMPLES / "chat_dev.json",
+    run_cli("train", "chat", "--train", SAMPLES / "chat" / "train.json", "--dev", SAMPLES / "chat" / "dev.json",
             "--output", out, "--init", gpt, "--init-lr", "5e-3", "--max-steps", "60", "--batch-size", "8",
             "--warmup-steps", "5", "--epochs", "100", "--eval-every", "30", "--eval-samples", "4",
             "--log-every", "10", "--max-new-tokens", "12", check=True)
@@ -260,11 +260,11 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
     losses = [r["loss"] for r in log if r["event"] == "step"]
     assert losses[-1] < 0.7 * losses[0]
     assert (out / "best" / "encoder" / "tokenizer.json").exists()
-    rows = run_cli("predict", "chat", "--model", out, "--input", SAMPLES / "chat_histories.jsonl",
+    rows = run_cli("predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl",
                    check=True).stdout.splitlines()
     assert len(rows) == 4 and all(isinstance(json.loads(r)["reply"], str) for r in rows)
     pipe = api.load_pipeline("chat", str(out), "cpu")  # rebuilt offline from the checkpoint's own files
-    metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat_dev.json")[0])
+    metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat" / "dev.json")[0])
     assert metrics["ppl"] < 10 and metrics["scored_chars"] == 26
     prompts = [pipe.prompt(h)[0] for h in (["你好"], ["早上好", "早，吃早饭了吗？"])]
     dec = Decoding(8, temperature=0)

@@ -34,7 +34,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm") / "run"
-    report = api.train("lm", [str(SAMPLES / "lm_sentences.txt")], str(out), overrides=dict(TINY))
+    report = api.train("lm", [str(SAMPLES / "lm" / "train.txt")], str(out), overrides=dict(TINY))
     return out, report
 
 
@@ -271,11 +271,11 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a loaded shared machine: one thread per process is faster
     out = tmp_path / "run"
     args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "epochs"]
-    run_cli("train", "lm", "--train", SAMPLES / "lm_sentences.txt", "--output", out, "--epochs", "8", *args, check=True)
-    ev = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm_sentences.txt", "--json", check=True)
+    run_cli("train", "lm", "--train", SAMPLES / "lm" / "train.txt", "--output", out, "--epochs", "8", *args, check=True)
+    ev = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm" / "train.txt", "--json", check=True)
     metrics = json.loads(ev.stdout)
     assert {"nll_fwd", "nll_bwd", "ppl_fwd", "ppl_bwd"} <= set(metrics) and metrics["ppl_fwd"] > 1
-    table = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm_sentences.txt", check=True)
+    table = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm" / "train.txt", check=True)
     assert "ppl_bwd" in table.stdout and f"{metrics['ppl_bwd']:.4f}" in table.stdout
     gen = run_cli("generate", "--model", out, "--words", "北京", "游客", "--num", "2", "--steps", "20", "--json", check=True)
     result = json.loads(gen.stdout)
@@ -283,7 +283,7 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     assert all("北京" in s["text"] and "游客" in s["text"] for s in result["sentences"])
 
     target = tmp_path / "out.jsonl"
-    run_cli("generate", "--model", out, "--input", SAMPLES / "keywords.txt", "--output", target, "--steps", "10", check=True)
+    run_cli("generate", "--model", out, "--input", SAMPLES / "lm" / "keywords.txt", "--output", target, "--steps", "10", check=True)
     lines = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in lines] == [1, 2, 4, 5]  # the blank line 3 is skipped
     assert all(all(w in s["text"] for w in r["words"]) for r in lines for s in r["sentences"])

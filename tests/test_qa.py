@@ -70,7 +70,7 @@ def test_span_loss_and_softmax_pointers():
 
 
 def test_model_outputs_do_not_depend_on_batch_padding():
-    pipe = QaPipeline.create(QaConfig().updated(TINY), read_qa(SAMPLES / "qa_train.jsonl")[0]).to(torch.device("cpu"))
+    pipe = QaPipeline.create(QaConfig().updated(TINY), read_qa(SAMPLES / "qa" / "train.jsonl")[0]).to(torch.device("cpu"))
     pipe.model.eval()
     enc = pipe.encode
     q = [enc("中国的首都是哪里？"), enc("谁写了红楼梦")]
@@ -169,7 +169,7 @@ def test_readers_all_formats(tmp_path):
 def test_overfit_one_batch():
     random.seed(0)
     torch.manual_seed(0)
-    examples = read_qa(SAMPLES / "qa_train.jsonl")[0][:8]
+    examples = read_qa(SAMPLES / "qa" / "train.jsonl")[0][:8]
     pipe = QaPipeline.create(QaConfig().updated(TINY), examples)
     items = pipe.training_examples(examples)
     before = pipe.evaluate(examples)["score"]
@@ -193,7 +193,7 @@ def test_overfit_one_batch():
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("qa") / "run"
     opts = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    run_cli("train", "qa", "--train", SAMPLES / "qa_train.jsonl", "--dev", SAMPLES / "qa_train.jsonl", "--output", out,
+    run_cli("train", "qa", "--train", SAMPLES / "qa" / "train.jsonl", "--dev", SAMPLES / "qa" / "train.jsonl", "--output", out,
             "--max-steps", "80", "--eval-every", "20", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "5",
             "--ema-decay", "0", "--epochs", "100", *opts, check=True)
     return out
@@ -203,7 +203,7 @@ def test_train_predict_evaluate(trained, tmp_path):
     evals = [json.loads(x) for x in (trained / "train_log.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals[0]["score"] < max(e["score"] for e in evals) and max(e["score"] for e in evals) >= 0.8
     out = tmp_path / "answers.jsonl"
-    run_cli("predict", "qa", "--model", trained, "--input", SAMPLES / "qa_questions.jsonl", "--output", out, check=True)
+    run_cli("predict", "qa", "--model", trained, "--input", SAMPLES / "qa" / "input.jsonl", "--output", out, check=True)
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["answer"] for r in rows[:3]] == ["北京", "曹雪芹", "竹子"]
     assert rows[0]["passage_index"] == 1 and rows[0]["passages"][1][rows[0]["start"] : rows[0]["end"] + 1] == "北京"
@@ -211,7 +211,7 @@ def test_train_predict_evaluate(trained, tmp_path):
     # A prediction file reads back as gold.
     proc = run_cli("evaluate", "qa", "--model", trained, "--data", out, "--json", check=True)
     assert json.loads(proc.stdout)["score"] == 1.0
-    proc = run_cli("evaluate", "qa", "--model", trained, "--data", SAMPLES / "qa_train.jsonl", "--json", check=True)
+    proc = run_cli("evaluate", "qa", "--model", trained, "--data", SAMPLES / "qa" / "train.jsonl", "--json", check=True)
     metrics = json.loads(proc.stdout)
     assert metrics["score"] >= 0.8 and {"accuracy", "f1", "no_answer"} <= set(metrics)
 
