@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +65,18 @@ class Run:
         except ImportError:
             tf_version = "not installed"
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
         return {
             "command": self.command,
             "git_commit": commit.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else ""),
-            "date": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             "wall_s": round(time.time() - self.started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "torch": torch.__version__, "transformers": tf_version, "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": tf_version,
+            "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
             "load_average_start": [round(x, 2) for x in self.load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()],

@@ -2,7 +2,7 @@
 response perplexity per character next to a character-bigram baseline on the same split and vocabulary,
 distinct-1/2 of sampled replies, and generation tokens/s with and without the KV cache.
 
-    python benchmarks/chat_lccc.py [--minutes 30] [--test 2000] [--out runs/bench_chat]
+    python benchmarks/chat_lccc.py [--test 2000] [--out runs/bench_chat]   # trains from configs/chat-lccc.toml
 
 Writes benchmarks/results/chat_lccc.json. The split files go under --out (never into the repo).
 """
@@ -12,31 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import DATA, ROOT, Run, preset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nlpcli import api
+from nlpcli.tasks.gen.chat.metrics import bigram_nll, bigram_pairs, perplexity
+from nlpcli.tasks.gen.chat.pipeline import ChatPipeline
 
-from nlpcli import api  # noqa: E402
-from nlpcli.tasks.gen.chat import ChatPipeline  # noqa: E402
-from nlpcli.tasks.gen.chat_metrics import bigram_nll, bigram_pairs, perplexity  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "lccc" / "LCCC-base_valid.json"
-# Sized for 2 shared CPU cores and 30 minutes; every field is a ChatConfig field. The loss is on all
-# tokens (every context turn is Weibo text too): twice the training signal for the same compute.
-# Dropout 0.1: 30 minutes is ~20 passes over the 18k dialogues; without it the model overfits.
-# Test perplexity is always on responses only, whatever the training loss.
-MODEL = {"hidden_size": 128, "layers": 3, "heads": 4, "max_len": 64, "max_turn_len": 30, "vocab_size": 4000,
-         "loss": "all", "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "dropout": 0.1, "dev_max": 300,
-         "eval_every": 300, "eval_samples": 100, "epochs": 50,
-         # One thread: on a shared, oversubscribed 2-core machine a second thread mostly spin-waits
-         # (measured: a tiny overfit test ran 7x slower with 2 threads than with 1).
-         "threads": 1}
+LCCC = DATA / "lccc" / "LCCC-base_valid.json"
 
 
 def split(data: Path, n_test: int, seed: int, out: Path) -> tuple[Path, Path, int, int]:
@@ -65,7 +51,7 @@ def bigram_baseline(pipe: ChatPipeline, train_path: Path, test_path: Path) -> di
     test_pairs = bigram_pairs([e.ids for e in te], [e.scored for e in te])
     nll = bigram_nll(train_pairs, test_pairs, pipe.tokenizer.size)
     chars = sum(w.chars for w in te_windows)
-    return {"ppl": perplexity(nll, chars), "scored_chars": chars, "train_pairs": int(len(train_pairs))}
+    return {"ppl": perplexity(nll, chars), "scored_chars": chars, "train_pairs": len(train_pairs)}
 
 
 def speed(pipe: ChatPipeline, histories: list[list[str]], use_cache: bool, batch_size: int) -> dict:
@@ -79,49 +65,55 @@ def speed(pipe: ChatPipeline, histories: list[list[str]], use_cache: bool, batch
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--test", type=int, default=2000, help="dialogues held out for the test split")
     ap.add_argument("--speed-histories", type=int, default=128)
     ap.add_argument("--samples", type=int, default=500, help="test histories sampled for distinct-1/2")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_chat"))
-    ap.add_argument("--result", default=str(ROOT / "benchmarks" / "results" / "chat_lccc.json"))
-    args = ap.parse_args()
-    torch.set_num_threads(MODEL["threads"])
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    args, extra = ap.parse_known_args()
+    bench = Run()
+    config = preset("chat-lccc.toml")
+    torch.set_num_threads(1)
     out = Path(args.out)
-    train_path, test_path, n_train, n_test = split(DATA, args.test, args.seed, out)
-    overrides = MODEL | {"time_budget": args.minutes, "seed": args.seed, "device": "cpu"}
-    report = api.train("chat", [str(train_path)], str(out / "model"), overrides=overrides, overwrite=True)
+    train_path, test_path, n_train, n_test = split(LCCC, args.test, args.seed, out)
+    overrides = dict(zip([a.lstrip("-") for a in extra[::2]], extra[1::2])) | {"seed": args.seed}
+    report = api.train(
+        "chat", [str(train_path)], str(out / "model"), config_file=config, overrides=overrides, overwrite=True
+    )
     r = report.result
     pipe = api.load_pipeline("chat", str(out / "model"), "cpu", {"eval_samples": args.samples})
     test, _ = pipe.read(test_path)
     with torch.no_grad():
         metrics = pipe.evaluate(test)
         histories = [d.turns[:-1] for d in test if len(d.turns) >= 2][: args.speed_histories]
-        greedy = pipe.config.decoding()
         cached = speed(pipe, histories, True, 64)
         uncached = speed(pipe, histories, False, 64)
     baseline = bigram_baseline(pipe, train_path, test_path)
-    result = {
-        "command": command,
-        "data": f"{DATA.name}: {n_train} train dialogues (dev of {report.dev_examples} carved from them), "
-                f"{n_test} held out (seed {args.seed})",
-        "torch_threads": torch.get_num_threads(),
-        "train": {"steps": r.step, "stopped_by": r.stop_reason, "elapsed_s": round(r.elapsed_s, 1),
-                  "train_tokens_per_s": round(r.tokens_per_s, 1), "best_dev_ppl": r.best_metric,
-                  "parameters": sum(p.numel() for p in pipe.model.parameters())},
-        "config": {k: report.config[k] for k in MODEL} | {"time_budget": args.minutes},
-        "test": {k: metrics[k] for k in ("ppl", "scored_chars", "distinct_1", "distinct_2", "replies_sampled",
-                                          "mean_reply_chars")},
-        "bigram_baseline": baseline,
-        "decoding": greedy.__dict__,
-        "generation": {"kv_cache": cached, "no_cache": uncached, "histories": len(histories), "batch_size": 64},
-    }
-    Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.result).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(f"$ {command}")
-    print(json.dumps(result, ensure_ascii=False, indent=2))
+    bench.finish(
+        "chat_lccc",
+        {
+            "preset": config,
+            "extra_options": extra,
+            "data": f"{LCCC.name}: {n_train} train dialogues (dev of {report.dev_examples} carved from them), "
+            f"{n_test} held out (seed {args.seed})",
+            "train": {
+                "steps": r.step,
+                "stopped_by": r.stop_reason,
+                "elapsed_s": round(r.elapsed_s, 1),
+                "train_tokens_per_s": round(r.tokens_per_s, 1),
+                "best_dev_ppl": r.best_metric,
+                "parameters": sum(p.numel() for p in pipe.model.parameters()),
+            },
+            "config": report.config,
+            "test": {
+                k: metrics[k]
+                for k in ("ppl", "scored_chars", "distinct_1", "distinct_2", "replies_sampled", "mean_reply_chars")
+            },
+            "bigram_baseline": baseline,
+            "decoding": pipe.config.inference.decoding().__dict__,
+            "generation": {"kv_cache": cached, "no_cache": uncached, "histories": len(histories), "batch_size": 64},
+        },
+    )
 
 
 if __name__ == "__main__":

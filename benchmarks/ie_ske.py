@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import sys
 import tempfile
@@ -21,13 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from _common import DATA as SHARED
+from _common import Run, preset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nlpcli import api
 
-from nlpcli import api  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "ske2019_subset"
+DATA = SHARED / "ske2019_subset"
 
 
 def split(train_file: Path, out: Path, fractions: list[float], seed: int) -> tuple[Path, dict[float, Path]]:
@@ -47,27 +45,30 @@ def split(train_file: Path, out: Path, fractions: list[float], seed: int) -> tup
 def predict_speed(model_dir: Path, texts_file: Path, threads: int) -> dict[str, float]:
     pipe = api.load_pipeline("ie", str(model_dir), "cpu")
     lines = texts_file.read_text(encoding="utf-8").splitlines()
-    texts = [json.loads(x)["text"] for x in lines if x.strip()]
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        found = pipe.predict_found(texts)
-        dt = time.perf_counter() - t0
-    return {"sentences": len(texts), "seconds": round(dt, 2), "sentences_per_s": round(len(texts) / dt, 1),
-            "triples_predicted": sum(len(f) for f in found), "threads": threads}
+    records = [{"text": json.loads(x)["text"]} for x in lines if x.strip()]
+    t0 = time.perf_counter()
+    found = list(pipe.predict_records(records))
+    dt = time.perf_counter() - t0
+    return {
+        "sentences": len(records),
+        "seconds": round(dt, 2),
+        "sentences_per_s": round(len(records) / dt, 1),
+        "triples_predicted": sum(len(r["spo_list"]) for r in found),
+        "threads": threads,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="0.25:7,0.5:7,1.0:7,1.0:20", help="FRACTION:MINUTES,... (training share, budget)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--work", default=None, help="directory for runs (default: a temp dir)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ie_ske.json"))
     args = ap.parse_args()
     if not (DATA / "train_data.json").exists():
         sys.exit(f"{DATA} is not available")
-    torch.set_num_threads(args.threads)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    bench = Run()
+    config = preset("ie-ske.toml")
+    torch.set_num_threads(1)
     plan = [(float(f), float(m)) for f, m in (r.split(":") for r in args.runs.split(","))]
     fractions = sorted({f for f, _ in plan})
     work = Path(args.work or tempfile.mkdtemp(prefix="ie_bench_"))
@@ -76,43 +77,40 @@ def main() -> None:
     runs = []
     for k, (f, budget) in enumerate(plan):
         out = work / f"run_{k}_{int(f * 100)}"
+        overrides = {"schema": str(DATA / "all_50_schemas"), "time_budget": budget, "seed": args.seed}
         report = api.train(
-            "ie", [str(train_files[f])], str(out), dev_path=str(dev_file), overwrite=True,
-            overrides={"schema": str(DATA / "all_50_schemas"), "time_budget": budget, "threads": args.threads,
-                       "device": "cpu", "seed": args.seed},
+            "ie",
+            [str(train_files[f])],
+            str(out),
+            dev_path=str(dev_file),
+            config_file=config,
+            overrides=overrides,
+            overwrite=True,
         )
         r = report.result
         metrics = api.evaluate("ie", str(out), str(dev_file), "cpu")
-        batch = report.config["batch_size"]
         run = {
-            "fraction": f, "train_sentences": report.train_examples, "dev_sentences": report.dev_examples,
-            "budget_min": budget, "steps": r.step, "epochs_done": r.epoch, "stopped_by": r.stop_reason,
-            "train_seconds": round(r.elapsed_s, 1), "train_chars_per_s": round(r.tokens_per_s, 1),
-            "train_sentences_per_s": round(r.steps_per_s * batch, 1),
-            "dev_precision": round(metrics["precision"], 4), "dev_recall": round(metrics["recall"], 4),
-            "dev_f1": round(metrics["f1"], 4), "dev_gold_triples": metrics["gold"],
+            "fraction": f,
+            "train_sentences": report.train_examples,
+            "dev_sentences": report.dev_examples,
+            "budget_min": budget,
+            "steps": r.step,
+            "epochs_done": r.epoch,
+            "stopped_by": r.stop_reason,
+            "train_seconds": round(r.elapsed_s, 1),
+            "train_chars_per_s": round(r.tokens_per_s, 1),
+            "train_sentences_per_s": round(r.steps_per_s * report.config["trainer"]["batch_size"], 1),
+            "dev_precision": round(metrics["precision"], 4),
+            "dev_recall": round(metrics["recall"], 4),
+            "dev_f1": round(metrics["f1"], 4),
+            "dev_gold_triples": metrics["gold"],
         }
         if k == len(plan) - 1:
-            run["predict_dev"] = predict_speed(out, dev_file, args.threads)
-            run["predict_test1"] = predict_speed(out, DATA / "test1_data_postag.json", args.threads)
+            run["predict_dev"] = predict_speed(out, dev_file, 1)
+            run["predict_test1"] = predict_speed(out, DATA / "test1_data_postag.json", 1)
         runs.append(run)
         print(json.dumps(run, ensure_ascii=False), flush=True)
-    result = {
-        "command": command, "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, cpu",
-        "torch": torch.__version__, "dev": f"seeded 10% of train_data.json (seed {args.seed})", "runs": runs,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{command}")
-    print(f"{'train %':>8} {'sentences':>9} {'budget':>6} {'steps':>6} {'P':>7} {'R':>7} {'F1':>7} {'train sent/s':>12}")
-    for run in runs:
-        print(f"{run['fraction'] * 100:>7.0f}% {run['train_sentences']:>9} {run['budget_min']:>6} {run['steps']:>6} "
-              f"{run['dev_precision']:>7.4f} {run['dev_recall']:>7.4f} {run['dev_f1']:>7.4f} {run['train_sentences_per_s']:>12}")
-    for run in runs:
-        for key in ("predict_dev", "predict_test1"):
-            if key in run:
-                print(f"{key}: {run[key]['sentences_per_s']} sentences/s ({run[key]['sentences']} sentences)")
-    print(f"wrote {args.out}")
+    bench.finish("ie_ske", {"preset": config, "dev": f"seeded 10% of train_data.json (seed {args.seed})", "runs": runs})
 
 
 if __name__ == "__main__":

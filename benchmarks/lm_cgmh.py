@@ -1,6 +1,6 @@
 """CGMH benchmark: train lm on the shared news corpora, generate from held-out keywords, report the README numbers.
 
-    python benchmarks/lm_cgmh.py --train-minutes 12 --sets 100 --steps 100
+    python benchmarks/lm_cgmh.py --sets 100 --steps 100     # trains from configs/lm-cgmh.toml (15 minutes)
 
 Held out: a seeded 1,000 sentences of the pooled corpora (never trained on). Keyword sets: 1-4 jieba words
 (>= 2 characters) from 100 of them. Reports keyword coverage, forward-LM NLL per token of the outputs next to
@@ -11,27 +11,25 @@ Writes benchmarks/results/lm_cgmh.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shlex
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+from _common import DATA, Run, preset
 
-import torch  # noqa: E402
+from nlpcli import api
+from nlpcli.data import vocab as V
+from nlpcli.tasks.gen.lm import cgmh
+from nlpcli.tasks.gen.lm.data import Sentence, read_sentences
+from nlpcli.tasks.gen.lm.pipeline import tokenize
 
-from nlpcli import api  # noqa: E402
-from nlpcli.data import vocab as V  # noqa: E402
-from nlpcli.tasks.gen import cgmh  # noqa: E402
-from nlpcli.tasks.gen.lm import Sentence, tokenize  # noqa: E402
-from nlpcli.tasks.gen.lm_data import read_sentences  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
-CORPORA = ["msra_ner_news/dh_msra.zip", "nlpcc2017_news_headlines/test.full/test.char",
-           "thucnews_titles/train.txt", "thucnews_titles/dev.txt"]
+CORPORA = [
+    "msra_ner_news/dh_msra.zip",
+    "nlpcc2017_news_headlines/test.full/test.char",
+    "thucnews_titles/train.txt",
+    "thucnews_titles/dev.txt",
+]
 
 
 def split_corpus(work: Path, held_out: int, seed: int) -> tuple[Path, list[str]]:
@@ -65,7 +63,8 @@ def keyword_sets(sentences: list[str], n: int, seed: int) -> tuple[list[list[str
 
 
 def distinct_2(pipe, texts: list[str]) -> float:
-    grams = [tuple(t[i : i + 2]) for t in (tokenize(Sentence(x), pipe.config.unit) for x in texts) for i in range(len(t) - 1)]
+    tokens = (tokenize(Sentence(x), pipe.config.model.unit) for x in texts)
+    grams = [tuple(t[i : i + 2]) for t in tokens for i in range(len(t) - 1)]
     return len(set(grams)) / max(len(grams), 1)
 
 
@@ -73,75 +72,87 @@ def scoring_speedup(pipe, sets: list[list[str]], steps: int, seed: int) -> dict:
     """The same chains, steps and seed, candidate sentences scored as one batch vs one at a time."""
     out = {}
     for mode in (True, False):
-        s = cgmh.Settings.from_config(pipe.config)
-        s.batched = mode
+        s = pipe.config.inference.updated({"batched": mode, "num": 1, "steps": steps, "seed": seed})
         st = cgmh.StepStats()
-        cgmh.generate(pipe, sets, num=1, steps=steps, seed=seed, settings=s, stats=st)
+        cgmh.generate(pipe, sets, s, stats=st)
         out["batched" if mode else "one_at_a_time"] = {
-            "scored_sentences": st.scored_sentences, "score_seconds": round(st.score_seconds, 3),
-            "sentences_per_s": round(st.scored_sentences / st.score_seconds, 1)}
+            "scored_sentences": st.scored_sentences,
+            "score_seconds": round(st.score_seconds, 3),
+            "sentences_per_s": round(st.scored_sentences / st.score_seconds, 1),
+        }
     out["speedup"] = round(out["batched"]["sentences_per_s"] / out["one_at_a_time"]["sentences_per_s"], 1)
-    out["setting"] = f"{len(sets)} keyword sets x {max(1, pipe.config.gen_chains)} chains, {steps} steps, top-K {pipe.config.gen_top_k}"
+    inf = pipe.config.inference
+    out["setting"] = f"{len(sets)} keyword sets x {max(1, inf.chains)} chains, {steps} steps, top-K {inf.top_k}"
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/nlpcli_lm_bench")
-    ap.add_argument("--train-minutes", type=float, default=12)
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--sets", type=int, default=100)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--speed-sets", type=int, nargs="+", default=[8, 64],
-                    help="keyword sets run side by side in the scoring comparison (64: one full default batch)")
+    ap.add_argument(
+        "--speed-sets",
+        type=int,
+        nargs="+",
+        default=[8, 64],
+        help="keyword sets run side by side in the scoring comparison (64: one full default batch)",
+    )
     ap.add_argument("--speed-steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="", help="reuse a trained lm instead of training")
-    ap.add_argument("--lm", default="", help="extra lm config as key=value,key=value")
+    ap.add_argument("--lm", default="", help="extra lm config as key=value,key=value (over the preset)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    bench = Run()
+    config = preset("lm-cgmh.toml")
+    torch.set_num_threads(1)
     work = Path(args.work)
     train_file, held = split_corpus(work, args.held_out, args.seed)
-    result: dict = {"command": command, "held_out_sentences": len(held), "threads": args.threads}
+    result: dict = {"preset": config, "held_out_sentences": len(held)}
     model = args.model
     if not model:
         model = str(work / "run")
-        overrides = {"time_budget": args.train_minutes, "threads": args.threads, "epochs": 100, "dev_max": 2000,
-                     "eval_every": 500}
-        overrides |= dict(kv.split("=", 1) for kv in args.lm.split(",") if kv)
+        overrides = dict(kv.split("=", 1) for kv in args.lm.split(",") if kv)
         t0 = time.time()
-        rep = api.train("lm", [str(train_file)], model, overrides=overrides, overwrite=True)
-        result["train"] = {"steps": rep.result.step, "seconds": round(time.time() - t0, 1), "train_sentences": rep.train_examples,
-                           "tokens_per_s": round(rep.result.tokens_per_s, 1), "config": {k: rep.config[k] for k in
-                           ("unit", "arch", "vocab_size", "embed_dim", "hidden_size", "num_layers", "batch_size", "lr")}}
+        rep = api.train("lm", [str(train_file)], model, config_file=config, overrides=overrides, overwrite=True)
+        result["train"] = {
+            "steps": rep.result.step,
+            "seconds": round(time.time() - t0, 1),
+            "train_sentences": rep.train_examples,
+            "tokens_per_s": round(rep.result.tokens_per_s, 1),
+            "config": rep.config,
+        }
     pipe = api.load_pipeline("lm", model, "cpu")
-    result["held_out_lm"] = {k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in pipe.evaluate([Sentence(s) for s in held]).items()}
+    result["held_out_lm"] = {
+        k: round(v, 4) if isinstance(v, float) else v for k, v in pipe.evaluate([Sentence(s) for s in held]).items()
+    }
     sets, sources = keyword_sets(held, args.sets, args.seed)
     t0 = time.time()
-    gens = cgmh.generate(pipe, sets, num=1, steps=args.steps, seed=args.seed)
+    gens = cgmh.generate(pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": args.seed}))
     seconds = time.time() - t0
     outputs = [g.sentences[0]["text"] for g in gens]
     covered = sum(all(w in o for w in ws) for ws, o in zip(sets, outputs))
     out_nll = pipe.token_nll(outputs)
     src_nll = pipe.token_nll(sources)
+    inf = pipe.config.inference
     result["generation"] = {
-        "keyword_sets": len(sets), "words_per_set": {n: sum(len(s) == n for s in sets) for n in range(1, 5)},
-        "steps": args.steps, "chains_per_set": max(1, pipe.config.gen_chains), "top_k": pipe.config.gen_top_k,
+        "keyword_sets": len(sets),
+        "words_per_set": {n: sum(len(s) == n for s in sets) for n in range(1, 5)},
+        "steps": args.steps,
+        "chains_per_set": max(1, inf.chains),
+        "top_k": inf.top_k,
         "keyword_coverage": covered / len(sets),
-        "nll_outputs": round(sum(out_nll) / len(out_nll), 4), "nll_source_sentences": round(sum(src_nll) / len(src_nll), 4),
-        "distinct_2_outputs": round(distinct_2(pipe, outputs), 4), "distinct_2_sources": round(distinct_2(pipe, sources), 4),
-        "seconds": round(seconds, 1), "sentences_per_s": round(len(sets) / seconds, 3),
+        "nll_outputs": round(sum(out_nll) / len(out_nll), 4),
+        "nll_source_sentences": round(sum(src_nll) / len(src_nll), 4),
+        "distinct_2_outputs": round(distinct_2(pipe, outputs), 4),
+        "distinct_2_sources": round(distinct_2(pipe, sources), 4),
+        "seconds": round(seconds, 1),
+        "sentences_per_s": round(len(sets) / seconds, 3),
         "examples": [{"words": w, "output": o} for w, o in list(zip(sets, outputs))[:10]],
     }
     result["scoring"] = [scoring_speedup(pipe, sets[:n], args.speed_steps, args.seed) for n in args.speed_sets]
-    out = ROOT / "benchmarks" / "results" / "lm_cgmh.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, ensure_ascii=False, indent=2))
-    print(f"# {command}\n# wrote {out}")
+    bench.finish("lm_cgmh", result)
 
 
 if __name__ == "__main__":

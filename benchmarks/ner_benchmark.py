@@ -65,29 +65,64 @@ def main() -> None:
             end = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()][-1]
             summary = {"steps": end["step"], "tokens_per_s": end["tokens_per_s"]}
         else:
-            summary = json.loads(nlpcli("train", "ner", "--config", config, "--train", train, "--dev", dev,
-                                        "--output", run, "--overwrite", "--json", *extra))
+            summary = json.loads(
+                nlpcli(
+                    "train",
+                    "ner",
+                    "--config",
+                    config,
+                    "--train",
+                    train,
+                    "--dev",
+                    dev,
+                    "--output",
+                    run,
+                    "--overwrite",
+                    "--json",
+                    *extra,
+                )
+            )
         metrics = json.loads(nlpcli("evaluate", "ner", "--model", run, "--data", dev, "--json"))
         texts = [{"text": json.loads(line)["text"]} for line in dev.read_text(encoding="utf-8").splitlines()]
         write_jsonl(Path(tmp) / "input.jsonl", texts)
         start = time.perf_counter()
-        nlpcli("predict", "ner", "--model", run, "--input", Path(tmp) / "input.jsonl",
-               "--output", Path(tmp) / "pred.jsonl", "--batch-size", "64")
+        nlpcli(
+            "predict",
+            "ner",
+            "--model",
+            run,
+            "--input",
+            Path(tmp) / "input.jsonl",
+            "--output",
+            Path(tmp) / "pred.jsonl",
+            "--batch-size",
+            "64",
+        )
         predict_s = time.perf_counter() - start
         batched = predict_in_process(run, [t["text"] for t in texts])
-    bench.finish(f"ner_{args.dataset}", {
-        "dataset": args.dataset, "preset": config, "extra_options": extra,
-        "split": "CLUENER train.json shuffled (seed 42): 90% train, 10% dev" if args.dataset == "cluener"
-        else "CMeEE_dev.json: first 3,000 texts train, the other 1,000 test",
-        "steps": summary["steps"], "train_tokens_per_s": summary["tokens_per_s"],
-        "dev_examples": len(texts), "micro_precision": metrics["precision"], "micro_recall": metrics["recall"],
-        "micro_f1": metrics["f1"], "nested_gold": metrics["nested"]["gold"],
-        "nested_correct": metrics["nested"]["correct"],
-        # Whole command: process start, torch import and model load included.
-        "predict_command_sentences_per_s": len(texts) / predict_s,
-        "predict_batched_sentences_per_s": batched,
-        "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
-    })
+    bench.finish(
+        f"ner_{args.dataset}",
+        {
+            "dataset": args.dataset,
+            "preset": config,
+            "extra_options": extra,
+            "split": "CLUENER train.json shuffled (seed 42): 90% train, 10% dev"
+            if args.dataset == "cluener"
+            else "CMeEE_dev.json: first 3,000 texts train, the other 1,000 test",
+            "steps": summary["steps"],
+            "train_tokens_per_s": summary["tokens_per_s"],
+            "dev_examples": len(texts),
+            "micro_precision": metrics["precision"],
+            "micro_recall": metrics["recall"],
+            "micro_f1": metrics["f1"],
+            "nested_gold": metrics["nested"]["gold"],
+            "nested_correct": metrics["nested"]["correct"],
+            # Whole command: process start, torch import and model load included.
+            "predict_command_sentences_per_s": len(texts) / predict_s,
+            "predict_batched_sentences_per_s": batched,
+            "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
+        },
+    )
 
 
 if __name__ == "__main__":

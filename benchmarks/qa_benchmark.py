@@ -44,8 +44,11 @@ def split_webqa(work: Path, n_dev: int, n_test: int, seed: int) -> dict[str, Pat
         with open(paths[name], "w", encoding="utf-8") as f:
             for k in keys:
                 ev = list(data[k]["evidences"].values())
-                rec = {"id": k, "question": data[k]["question"],
-                       "passages": [{"passage": e["evidence"], "answer": e["answer"][0]} for e in ev]}
+                rec = {
+                    "id": k,
+                    "question": data[k]["question"],
+                    "passages": [{"passage": e["evidence"], "answer": e["answer"][0]} for e in ev],
+                }
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return paths
 
@@ -75,12 +78,28 @@ def main() -> None:
     train_files = [splits["train"]] * args.webqa_repeat + ([] if args.webqa_only else EXTRA)
     config = preset("qa-webqa.toml")
     torch.set_num_threads(1)
-    results: dict = {"preset": config, "extra_options": extra,
-                     "webqa_split": f"seed {args.seed}: 300 test, 200 dev, 2000 train questions of {WEBQA.name}"}
+    results: dict = {
+        "preset": config,
+        "extra_options": extra,
+        "webqa_split": f"seed {args.seed}: 300 test, 200 dev, 2000 train questions of {WEBQA.name}",
+    }
     if not args.skip_train:
         t = time.time()
-        nlpcli("train", "qa", "--config", config, "--train", *train_files, "--dev", splits["dev"],
-               "--output", args.run, "--overwrite", *extra, capture=False)
+        nlpcli(
+            "train",
+            "qa",
+            "--config",
+            config,
+            "--train",
+            *train_files,
+            "--dev",
+            splits["dev"],
+            "--output",
+            args.run,
+            "--overwrite",
+            *extra,
+            capture=False,
+        )
         results["train_wall_s"] = round(time.time() - t, 1)
     log = [json.loads(x) for x in (Path(args.run) / "train_log.jsonl").read_text().splitlines()]
     end = [r for r in log if r.get("event") == "end"][-1]
@@ -95,7 +114,11 @@ def main() -> None:
                 examples, _ = pipe.read(path, None, skip_bad=True)  # the last list item is truncated
                 voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
         results["voting"] = voting
-    name = "qa" + ("_webqa_only" if args.webqa_only else "") + (f"_webqa{args.webqa_repeat}" if args.webqa_repeat > 1 else "")
+    name = (
+        "qa"
+        + ("_webqa_only" if args.webqa_only else "")
+        + (f"_webqa{args.webqa_repeat}" if args.webqa_repeat > 1 else "")
+    )
     bench.finish(name, results)
 
 

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST, load_checkpoint
 from .config import TaskConfig, read_config_file
 from .data.io import ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, DataError, NlpcliError
+from .errors import DataError, NlpcliError
 from .registry import get_task
 from .tasks.base import Pipeline
-from .trainer import TrainCallbacks, Trainer, TrainResult
+from .trainer import Trainer, TrainResult
 
 
 @dataclass
@@ -85,9 +86,8 @@ def train(
         if resume_state is None:
             raise NlpcliError(f"{out / LAST}: no train_state.pt to resume from")
     else:
-        if (out / BEST).exists() or (out / LAST).exists():
-            if not overwrite:
-                raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
+        if ((out / BEST).exists() or (out / LAST).exists()) and not overwrite:
+            raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
         config = make_config(task, config_file, overrides)
     trainer_cfg = config.trainer
     device = resolve_device(trainer_cfg.device)
@@ -104,8 +104,9 @@ def train(
             dev_source = dev_path
         else:
             train_ex, dev_ex = carve_dev(train_ex, trainer_cfg.dev_ratio, trainer_cfg.dev_max, trainer_cfg.seed)
-            dev_source = (f"{len(dev_ex)} examples carved from train "
-                          f"(seed {trainer_cfg.seed}, ratio {trainer_cfg.dev_ratio})")
+            dev_source = (
+                f"{len(dev_ex)} examples carved from train (seed {trainer_cfg.seed}, ratio {trainer_cfg.dev_ratio})"
+            )
         if resume:
             pipe = resumed
         else:
@@ -134,8 +135,13 @@ def load_pipeline(task: str, model_dir: str, device: str = "auto", overrides: di
 
 
 def evaluate(
-    task: str, model_dir: str, data_path: str, device: str = "auto", batch_size: int | None = None,
-    skip_bad: bool = False, fmt: str | None = None,
+    task: str,
+    model_dir: str,
+    data_path: str,
+    device: str = "auto",
+    batch_size: int | None = None,
+    skip_bad: bool = False,
+    fmt: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a trained model on a gold file."""
     pipe = load_pipeline(task, model_dir, device)
@@ -157,7 +163,9 @@ class PredictStats:
     reasons: list[str] = field(default_factory=list)
 
 
-def read_records(lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats) -> Iterator[dict]:
+def read_records(
+    lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats
+) -> Iterator[dict]:
     """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted."""
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -184,7 +192,11 @@ def read_records(lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool
 
 
 def predict(
-    pipe: Pipeline, lines: Iterable[str], path: str, batch_size: int | None = None, skip_bad: bool = False,
+    pipe: Pipeline,
+    lines: Iterable[str],
+    path: str,
+    batch_size: int | None = None,
+    skip_bad: bool = False,
     stats: PredictStats | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream predictions: JSONL lines in, records with predictions out, in order."""

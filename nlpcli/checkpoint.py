@@ -125,5 +125,6 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpo
         raise CheckpointError(f"{d}: model.safetensors is missing")
     metrics_path = d / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
-    return Checkpoint(path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics,
-                      format_version=version)
+    return Checkpoint(
+        path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics, format_version=version
+    )

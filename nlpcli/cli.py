@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .commands.evaluate import evaluate
 from .commands.chat import chat
+from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.info import info
 from .commands.predict import predict

@@ -76,8 +76,18 @@ class TrainerConfig(Section):
 
     # What may change on --resume without changing the run's model or its optimisation path.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
-        {"epochs", "max_steps", "time_budget", "device", "precision", "threads", "eval_every", "patience",
-         "save_every", "log_every"}
+        {
+            "epochs",
+            "max_steps",
+            "time_budget",
+            "device",
+            "precision",
+            "threads",
+            "eval_every",
+            "patience",
+            "save_every",
+            "log_every",
+        }
     )
 
 
@@ -95,7 +105,10 @@ class TaskConfig:
     ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "inference")
     # Flat names of format-1 checkpoints and older option spellings -> "section.field".
     RENAMES: ClassVar[dict[str, str]] = {
-        "encoder": "encoder.name", "encoder_lr": "encoder.lr", "eval_batch_size": "inference.batch_size"}
+        "encoder": "encoder.name",
+        "encoder_lr": "encoder.lr",
+        "eval_batch_size": "inference.batch_size",
+    }
 
     def sections(self) -> dict[str, Section]:
         return {name: s for name in self.ORDER if (s := getattr(self, name)) is not None}
@@ -153,9 +166,9 @@ class TaskConfig:
                     continue
                 changes.setdefault(name, {})[fname] = v
         replaced = {name: sections[name].updated(vals, name + ".") for name, vals in changes.items()}
-        return dataclasses.replace(self, **replaced)
+        return dataclasses.replace(self, **replaced)  # type: ignore[arg-type]  # sections by name
 
-    def differences(self, other: "TaskConfig") -> list[str]:
+    def differences(self, other: TaskConfig) -> list[str]:
         """Dotted names of the fields whose values differ."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b.get(s, {}).get(k)]

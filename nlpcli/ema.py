@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -28,7 +29,7 @@ class EMA:
         return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
 
     @contextmanager
-    def applied(self, model: nn.Module):
+    def applied(self, model: nn.Module) -> Iterator[None]:
         """Temporarily load the averaged weights into the model."""
         raw = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
         model.load_state_dict(self.shadow, strict=False)

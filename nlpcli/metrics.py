@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 
 def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
@@ -16,8 +17,8 @@ def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
 def set_prf(
     gold: Sequence[Iterable[Hashable]],
     pred: Sequence[Iterable[Hashable]],
-    type_of=None,
-) -> dict:
+    type_of: Callable[[Any], str] | None = None,
+) -> dict[str, Any]:
     """Micro P/R/F1 of exact matches between per-example gold and predicted sets.
 
     `type_of(item)` names an item's type for the per-type table (omit for none).
@@ -37,7 +38,7 @@ def set_prf(
                 counts[type_of(item)][1] += 1
             for item in g:
                 counts[type_of(item)][2] += 1
-    out = prf(tp, n_pred, n_gold) | {"tp": tp, "predicted": n_pred, "gold": n_gold}
+    out: dict[str, Any] = prf(tp, n_pred, n_gold) | {"tp": tp, "predicted": n_pred, "gold": n_gold}
     if type_of is not None:
         out["per_type"] = {
             t: prf(c[0], c[1], c[2]) | {"tp": c[0], "predicted": c[1], "gold": c[2]} for t, c in sorted(counts.items())

@@ -23,7 +23,7 @@ def task_names() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str) -> "type[Pipeline]":
+def get_task(name: str) -> type[Pipeline]:
     """The pipeline class of a task; a clear error for an unknown one."""
     if name in TASKS:
         module, _, attr = TASKS[name].partition(":")

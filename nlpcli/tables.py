@@ -34,8 +34,13 @@ def prf_table(metrics: dict[str, Any], title: str, label: str = "type") -> Rende
 
 
 def _prf_cells(m: dict[str, Any]) -> list[str]:
-    return [f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m.get("gold", "")),
-            str(m.get("predicted", ""))]
+    return [
+        f"{m['precision']:.4f}",
+        f"{m['recall']:.4f}",
+        f"{m['f1']:.4f}",
+        str(m.get("gold", "")),
+        str(m.get("predicted", "")),
+    ]
 
 
 def _cell(value: Any) -> str:

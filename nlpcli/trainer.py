@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
 from .device import DistContext, autocast, autocast_dtype
@@ -28,18 +29,6 @@ from .errors import NlpcliError, TrainingInterrupted
 from .tasks.base import Pipeline
 
 LOG_FILE = "train_log.jsonl"
-
-
-class TrainCallbacks:
-    """Hooks for showing progress; the default does nothing."""
-
-    def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None: ...
-
-    def on_step(self, step: int, stats: dict[str, float]) -> None: ...
-
-    def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None: ...
-
-    def on_end(self, result: "TrainResult") -> None: ...
 
 
 @dataclass
@@ -163,9 +152,15 @@ class Trainer:
                     run_s = max(time.time() - t0, 1e-9)
                     elapsed = st.elapsed_before + run_s
                     progress = max(st.step / max(total, 1), elapsed / budget_s if budget_s else 0.0)
-                    stats = {"loss": loss, "lr": lr, "epoch": st.epoch, "tokens_per_s": tokens_run / run_s,
-                             "progress": min(progress, 1.0),
-                             "steps_per_s": steps_run / run_s, "elapsed_s": st.elapsed_before + run_s}
+                    stats = {
+                        "loss": loss,
+                        "lr": lr,
+                        "epoch": st.epoch,
+                        "tokens_per_s": tokens_run / run_s,
+                        "progress": min(progress, 1.0),
+                        "steps_per_s": steps_run / run_s,
+                        "elapsed_s": st.elapsed_before + run_s,
+                    }
                     self.cb.on_step(st.step, stats)
                     if cfg.log_every and st.step % cfg.log_every == 0:
                         self._log({"event": "step", "step": st.step, **stats})
@@ -196,9 +191,15 @@ class Trainer:
         self._save_last(t0)
         run_s = max(time.time() - t0, 1e-9)
         result = TrainResult(
-            step=st.step, epoch=st.epoch, stop_reason=stop_reason, elapsed_s=st.elapsed_before + run_s,
-            best_metric=st.best, best_metrics=st.best_metrics, tokens_per_s=tokens_run / run_s,
-            steps_per_s=steps_run / run_s, output=str(self.out),
+            step=st.step,
+            epoch=st.epoch,
+            stop_reason=stop_reason,
+            elapsed_s=st.elapsed_before + run_s,
+            best_metric=st.best,
+            best_metrics=st.best_metrics,
+            tokens_per_s=tokens_run / run_s,
+            steps_per_s=steps_run / run_s,
+            output=str(self.out),
         )
         self._log({"event": "end", **result.__dict__})
         self.cb.on_end(result)
@@ -272,8 +273,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         train_state = self._train_state(t0) if with_state else None
-        self.pipe.save(self.out / which, metrics, weights=self._model_state(averaged=not with_state),
-                       train_state=train_state)
+        self.pipe.save(
+            self.out / which, metrics, weights=self._model_state(averaged=not with_state), train_state=train_state
+        )
 
     def _save_last(self, t0: float) -> None:
         self._save(LAST, metrics=self.state.best_metrics or None, with_state=True, t0=t0)
@@ -282,13 +284,18 @@ class Trainer:
     def _train_state(self, t0: float | None) -> dict[str, Any]:
         st = self.state
         return {
-            "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
-            "best": st.best, "best_metrics_json": json.dumps(st.best_metrics, ensure_ascii=False),
+            "step": st.step,
+            "epoch": st.epoch,
+            "batch_in_epoch": st.batch_in_epoch,
+            "best": st.best,
+            "best_metrics_json": json.dumps(st.best_metrics, ensure_ascii=False),
             "bad_evals": st.bad_evals,
             "elapsed": st.elapsed_before + (time.time() - t0 if t0 else 0.0),
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "ema": self.ema.shadow if self.ema is not None else None,
-            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
         }
 
     def _restore(self, ts: dict[str, Any]) -> None:
@@ -317,7 +324,8 @@ class _Stop(Exception):
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, norms and embeddings' 1-d parameters."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -8,20 +8,52 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from util import SAMPLES, run_cli, shared_data
+
 from nlpcli import api
 from nlpcli.errors import DataError
-from nlpcli.tasks.gen.chat.pipeline import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
 from nlpcli.tasks.gen.chat.data import Dialogue, read_dialogues
 from nlpcli.tasks.gen.chat.decode import Decoding, generate
 from nlpcli.tasks.gen.chat.metrics import bigram_nll, distinct_n
+from nlpcli.tasks.gen.chat.pipeline import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
 
-TINY = {"hidden_size": 64, "layers": 2, "heads": 2, "dropout": 0.0, "char_min_count": 1, "max_len": 64,
-        "max_new_tokens": 16}
-TRAIN_ARGS = ["--hidden-size", "64", "--layers", "2", "--heads", "2", "--dropout", "0", "--char-min-count", "1",
-              "--max-steps", "120", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "10", "--epochs", "100",
-              "--eval-every", "60", "--eval-samples", "4", "--log-every", "10"]
+TINY = {
+    "hidden_size": 64,
+    "layers": 2,
+    "heads": 2,
+    "dropout": 0.0,
+    "char_min_count": 1,
+    "max_len": 64,
+    "max_new_tokens": 16,
+}
+TRAIN_ARGS = [
+    "--hidden-size",
+    "64",
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--dropout",
+    "0",
+    "--char-min-count",
+    "1",
+    "--max-steps",
+    "120",
+    "--batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+    "--warmup-steps",
+    "10",
+    "--epochs",
+    "100",
+    "--eval-every",
+    "60",
+    "--eval-samples",
+    "4",
+    "--log-every",
+    "10",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -175,8 +207,18 @@ def test_metrics():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("chat") / "run"
-    run_cli("train", "chat", "--train", SAMPLES / "chat" / "train.json", "--dev", SAMPLES / "chat" / "dev.json",
-            "--output", out, *TRAIN_ARGS, check=True)
+    run_cli(
+        "train",
+        "chat",
+        "--train",
+        SAMPLES / "chat" / "train.json",
+        "--dev",
+        SAMPLES / "chat" / "dev.json",
+        "--output",
+        out,
+        *TRAIN_ARGS,
+        check=True,
+    )
     return out
 
 
@@ -186,12 +228,15 @@ def test_cli_train_predict_evaluate(trained, tmp_path):
     dev = [r["ppl"] for r in log if r["event"] == "eval"]
     assert losses[0] > 3 * losses[-1] and dev[-1] < dev[0]
     out = tmp_path / "replies.jsonl"
-    run_cli("predict", "chat", "--model", trained, "--input", SAMPLES / "chat" / "input.jsonl", "--output", out,
-            check=True)
+    run_cli(
+        "predict", "chat", "--model", trained, "--input", SAMPLES / "chat" / "input.jsonl", "--output", out, check=True
+    )
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 4 and rows[2]["id"] == 3 and all(r["reply"] for r in rows)
     assert rows[1]["reply"] == "火锅吧"  # learned from the training dialogue
-    proc = run_cli("evaluate", "chat", "--model", trained, "--data", SAMPLES / "chat" / "dev.json", "--json", check=True)
+    proc = run_cli(
+        "evaluate", "chat", "--model", trained, "--data", SAMPLES / "chat" / "dev.json", "--json", check=True
+    )
     metrics = json.loads(proc.stdout)
     assert metrics["ppl"] < 3.0 and metrics["scored_chars"] == 26
     assert 0 < metrics["distinct_1"] <= 1 and metrics["gen_tokens_per_s"] > 0
@@ -201,8 +246,10 @@ def test_cli_train_predict_evaluate(trained, tmp_path):
 
 def test_cli_predict_bad_input_and_long_history(trained, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"history": ["你好"]}\n{"history": []}\n{"history": ["好", ""]}\n{"history": [1]}\n{"text": "x"}\n',
-                   encoding="utf-8")
+    bad.write_text(
+        '{"history": ["你好"]}\n{"history": []}\n{"history": ["好", ""]}\n{"history": [1]}\n{"text": "x"}\n',
+        encoding="utf-8",
+    )
     proc = run_cli("predict", "chat", "--model", trained, "--input", bad)
     assert proc.returncode == 1 and "bad.jsonl:2: history is empty" in proc.stderr
     proc = run_cli("predict", "chat", "--model", trained, "--input", bad, "--skip-bad", check=True)
@@ -215,8 +262,17 @@ def test_cli_predict_bad_input_and_long_history(trained, tmp_path):
 
 
 def test_cli_interactive_chat_through_stdin(trained):
-    proc = run_cli("chat", "--model", trained, "--temperature", "0", "--max-turns", "4",
-                   input="你好\n/reset\n晚上吃什么？\n\n/exit\n下雨了\n", check=True)
+    proc = run_cli(
+        "chat",
+        "--model",
+        trained,
+        "--temperature",
+        "0",
+        "--max-turns",
+        "4",
+        input="你好\n/reset\n晚上吃什么？\n\n/exit\n下雨了\n",
+        check=True,
+    )
     lines = proc.stdout.splitlines()
     assert lines == ["bot> 你好，很高兴认识你", "(conversation reset)", "bot> 火锅吧"]
 
@@ -224,15 +280,42 @@ def test_cli_interactive_chat_through_stdin(trained):
 def test_cli_toy_data_end_to_end(tmp_path):
     toy = shared_data("lccc", "cdial_gpt_toy", "toy_data.json")
     out = tmp_path / "toy"
-    run_cli("train", "chat", "--train", f"{toy}#train", "--dev", f"{toy}#valid", "--output", out,
-            "--hidden-size", "64", "--layers", "2", "--heads", "2", "--max-steps", "40", "--batch-size", "16",
-            "--lr", "3e-3", "--warmup-steps", "10", "--eval-samples", "8", "--dev-max", "30", check=True)
+    run_cli(
+        "train",
+        "chat",
+        "--train",
+        f"{toy}#train",
+        "--dev",
+        f"{toy}#valid",
+        "--output",
+        out,
+        "--hidden-size",
+        "64",
+        "--layers",
+        "2",
+        "--heads",
+        "2",
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "10",
+        "--eval-samples",
+        "8",
+        "--dev-max",
+        "30",
+        check=True,
+    )
     hist = tmp_path / "h.jsonl"
     hist.write_text('{"history": ["你 好 呀"]}\n{"history": ["今 天 去 哪 ？", "不 知 道"]}\n', encoding="utf-8")
     rows = run_cli("predict", "chat", "--model", out, "--input", hist, check=True).stdout.splitlines()
     assert len(rows) == 2 and all(json.loads(r)["reply"] for r in rows)
-    metrics = json.loads(run_cli("evaluate", "chat", "--model", out, "--data", f"{toy}#test", "--json",
-                                 check=True).stdout)
+    metrics = json.loads(
+        run_cli("evaluate", "chat", "--model", out, "--data", f"{toy}#test", "--json", check=True).stdout
+    )
     vocab = len(json.loads((out / "best" / "vocab.json").read_text(encoding="utf-8"))["chars"])
     assert metrics["ppl"] < vocab / 4  # far below a uniform guess over the vocabulary
 
@@ -247,21 +330,56 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
     tok = transformers.BertTokenizerFast.from_pretrained(gpt)  # a char vocabulary, as CDial-GPT uses
     assert len(tok) == len(specials) + len(chars)
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                  bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+    )
     transformers.GPT2LMHeadModel(cfg).save_pretrained(gpt)
     tok.save_pretrained(gpt)
     out = tmp_path / "run"
-    run_cli("train", "chat", "--train", SAMPLES / "chat" / "train.json", "--dev", SAMPLES / "chat" / "dev.json",
-            "--output", out, "--init", gpt, "--init-lr", "5e-3", "--max-steps", "60", "--batch-size", "8",
-            "--warmup-steps", "5", "--epochs", "100", "--eval-every", "30", "--eval-samples", "4",
-            "--log-every", "10", "--max-new-tokens", "12", check=True)
+    run_cli(
+        "train",
+        "chat",
+        "--train",
+        SAMPLES / "chat" / "train.json",
+        "--dev",
+        SAMPLES / "chat" / "dev.json",
+        "--output",
+        out,
+        "--init",
+        gpt,
+        "--init-lr",
+        "5e-3",
+        "--max-steps",
+        "60",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "5",
+        "--epochs",
+        "100",
+        "--eval-every",
+        "30",
+        "--eval-samples",
+        "4",
+        "--log-every",
+        "10",
+        "--max-new-tokens",
+        "12",
+        check=True,
+    )
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["event"] == "step"]
     assert losses[-1] < 0.7 * losses[0]
     assert (out / "best" / "encoder" / "tokenizer.json").exists()
-    rows = run_cli("predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl",
-                   check=True).stdout.splitlines()
+    rows = run_cli(
+        "predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl", check=True
+    ).stdout.splitlines()
     assert len(rows) == 4 and all(isinstance(json.loads(r)["reply"], str) for r in rows)
     pipe = api.load_pipeline("chat", str(out), "cpu")  # rebuilt offline from the checkpoint's own files
     metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat" / "dev.json")[0])

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from util import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v1"
@@ -21,5 +20,9 @@ def test_v1_checkpoint_predicts_what_it_predicted(task, tmp_path):
     run_cli("predict", task, "--model", ckpt, "--input", ckpt / "input.jsonl", "--output", out, check=True)
     expected = (ckpt / "expected.jsonl").read_text(encoding="utf-8")
     assert out.read_text(encoding="utf-8") == expected
-    assert any(v for line in expected.splitlines() for k, v in json.loads(line).items()
-               if k in ("entities", "spo_list", "answer", "sentences", "reply"))  # the outputs are not all empty
+    assert any(
+        v
+        for line in expected.splitlines()
+        for k, v in json.loads(line).items()
+        if k in ("entities", "spo_list", "answer", "sentences", "reply")
+    )  # the outputs are not all empty

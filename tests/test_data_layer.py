@@ -4,13 +4,12 @@ import json
 import zipfile
 
 import pytest
+from util import SAMPLES
 
 from nlpcli.data.batching import bucket_batches, windows
 from nlpcli.errors import DataError
 from nlpcli.metrics import set_prf
 from nlpcli.tasks.ie.ner.data import detect_format, read_ner
-
-from util import SAMPLES
 
 
 def test_windows_cover_and_own_every_position_once():

@@ -7,24 +7,34 @@ import random
 
 import pytest
 import torch
-
 from util import SAMPLES, run_cli, shared_data
+
 from nlpcli.data.io import ReadStats
 from nlpcli.errors import DataError
+from nlpcli.tasks.ie.relation.data import IeExample, Triple, check_predicates, find_all, read_schema, read_ske
 from nlpcli.tasks.ie.relation.decode import decode_objects, pointer_spans
 from nlpcli.tasks.ie.relation.pipeline import IeConfig, IePipeline
-from nlpcli.tasks.ie.relation.data import IeExample, Triple, check_predicates, find_all, read_schema, read_ske
 
 TRAIN = SAMPLES / "ie" / "train.jsonl"
 SCHEMA = SAMPLES / "ie" / "schema.jsonl"
-TINY = dict(hidden_size=32, dilations="1,2,1", word_dim=16, attention_heads=2, embed_dropout=0.0, dropout=0.0,
-            word_min_count=1, eval_batch_size=8)
+TINY = dict(
+    hidden_size=32,
+    dilations="1,2,1",
+    word_dim=16,
+    attention_heads=2,
+    embed_dropout=0.0,
+    dropout=0.0,
+    word_min_count=1,
+    eval_batch_size=8,
+)
 
 
 def _write(tmp_path, name: str, lines: list) -> str:
     p = tmp_path / name
-    p.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                 encoding="utf-8")
+    p.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+        encoding="utf-8",
+    )
     return str(p)
 
 
@@ -73,14 +83,18 @@ def test_find_all_repeated_and_case_insensitive():
 
 def test_reader_bad_input_errors_and_skip(tmp_path):
     good = {"text": "《海风集》的作者是陈若溪", "spo_list": [_spo("海风集", "作者", "陈若溪")]}
-    path = _write(tmp_path, "bad.jsonl", [
-        good,
-        {"spo_list": []},  # line 2: no text
-        {"text": "林晚舟写了书", "spo_list": [_spo("青石巷", "作者", "林晚舟")]},  # line 3: subject not in text
-        "{not json",  # line 4
-        {"text": "《远山的灯》作者赵一鸣", "spo_list": [_spo("远山的灯", "作者", "王五")]},  # line 5: object absent
-        {"text": "无三元组"},  # line 6: no spo_list
-    ])
+    path = _write(
+        tmp_path,
+        "bad.jsonl",
+        [
+            good,
+            {"spo_list": []},  # line 2: no text
+            {"text": "林晚舟写了书", "spo_list": [_spo("青石巷", "作者", "林晚舟")]},  # line 3: subject not in text
+            "{not json",  # line 4
+            {"text": "《远山的灯》作者赵一鸣", "spo_list": [_spo("远山的灯", "作者", "王五")]},  # line 5: object absent
+            {"text": "无三元组"},  # line 6: no spo_list
+        ],
+    )
     with pytest.raises(DataError, match=r"bad.jsonl:2: missing non-empty string field 'text'"):
         read_ske(path)
     examples, stats = read_ske(path, skip_bad=True)
@@ -93,8 +107,10 @@ def test_reader_bad_input_errors_and_skip(tmp_path):
 def test_predicate_not_in_schema(tmp_path):
     schema = read_schema(SCHEMA)
     assert "作者" in schema.predicates and schema.types["歌手"] == [("歌曲", "人物")]
-    ex = [IeExample("ab", [Triple("a", "作者", "b")], line=1, path="x.json"),
-          IeExample("cd", [Triple("c", "丈夫", "d")], line=7, path="x.json")]
+    ex = [
+        IeExample("ab", [Triple("a", "作者", "b")], line=1, path="x.json"),
+        IeExample("cd", [Triple("c", "丈夫", "d")], line=7, path="x.json"),
+    ]
     with pytest.raises(DataError, match=r"x.json:7: predicate '丈夫' is not in the schema"):
         check_predicates(ex, set(schema.types), str(SCHEMA), None)
     stats = ReadStats()
@@ -105,8 +121,10 @@ def test_predicate_not_in_schema(tmp_path):
 def test_metric_matches_hand_computed(tmp_path):
     lines = [
         {"text": "《Sweet Room》由阿明演唱", "spo_list": [_spo("sweet room", "歌手", "阿明")]},
-        {"text": "《青石巷》作者林晚舟，江南文艺出版社出版",
-         "spo_list": [_spo("青石巷", "作者", "林晚舟"), _spo("《青石巷》", "出版社", "江南文艺出版社")]},
+        {
+            "text": "《青石巷》作者林晚舟，江南文艺出版社出版",
+            "spo_list": [_spo("青石巷", "作者", "林晚舟"), _spo("《青石巷》", "出版社", "江南文艺出版社")],
+        },
     ]
     examples, _ = read_ske(_write(tmp_path, "gold.jsonl", lines))
     pipe = IePipeline.create(IeConfig().updated(TINY), examples)
@@ -156,9 +174,17 @@ def test_predict_scores_all_subjects_in_one_object_pass():
     assert calls == [[0, 0, 3]]  # one pass for the three subjects of both texts
     assert found == [[(0, 1, 1, 3, 3)], [(0, 0, 1, 3, 3), (3, 4, 1, 3, 3)]]
     spo = pipe.spo_list(texts[1], found[1])
-    assert spo[0] == {"subject": "子", "predicate": pipe.predicates[1], "object": "卯",
-                      "subject_type": pipe.types[pipe.predicates[1]][0], "object_type": pipe.types[pipe.predicates[1]][1],
-                      "subject_start": 0, "subject_end": 0, "object_start": 3, "object_end": 3}
+    assert spo[0] == {
+        "subject": "子",
+        "predicate": pipe.predicates[1],
+        "object": "卯",
+        "subject_type": pipe.types[pipe.predicates[1]][0],
+        "object_type": pipe.types[pipe.predicates[1]][1],
+        "subject_start": 0,
+        "subject_end": 0,
+        "object_start": 3,
+        "object_end": 3,
+    }
 
 
 # --- learning ---------------------------------------------------------------------------------------
@@ -187,17 +213,59 @@ def test_overfit_one_batch():
 # --- the CLI round trip ----------------------------------------------------------------------------------
 def test_cli_train_predict_evaluate_round_trip(tmp_path):
     out = tmp_path / "run"
-    args = ["--hidden-size", "32", "--dilations", "1,2,1", "--word-dim", "16", "--attention-heads", "2",
-            "--embed-dropout", "0", "--dropout", "0", "--word-min-count", "1", "--lr", "0.01", "--warmup-steps", "5",
-            "--batch-size", "26", "--max-steps", "40", "--eval-every", "20", "--ema-decay", "0.9", "--threads", "1"]
-    r = run_cli("train", "ie", "--train", TRAIN, "--dev", TRAIN, "--schema", SCHEMA, "--output", out, *args, "--json",
-            check=True)
+    args = [
+        "--hidden-size",
+        "32",
+        "--dilations",
+        "1,2,1",
+        "--word-dim",
+        "16",
+        "--attention-heads",
+        "2",
+        "--embed-dropout",
+        "0",
+        "--dropout",
+        "0",
+        "--word-min-count",
+        "1",
+        "--lr",
+        "0.01",
+        "--warmup-steps",
+        "5",
+        "--batch-size",
+        "26",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--ema-decay",
+        "0.9",
+        "--threads",
+        "1",
+    ]
+    r = run_cli(
+        "train",
+        "ie",
+        "--train",
+        TRAIN,
+        "--dev",
+        TRAIN,
+        "--schema",
+        SCHEMA,
+        "--output",
+        out,
+        *args,
+        "--json",
+        check=True,
+    )
     summary = json.loads(r.stdout)
     assert summary["steps"] == 40 and summary["best_f1"] >= 0.8
     assert json.loads((out / "best" / "vocab.json").read_text(encoding="utf-8"))["train_triples"]["triples"] == 62
 
     pred_path = tmp_path / "pred.jsonl"
-    run_cli("predict", "ie", "--model", out, "--input", SAMPLES / "ie" / "input.jsonl", "--output", pred_path, check=True)
+    run_cli(
+        "predict", "ie", "--model", out, "--input", SAMPLES / "ie" / "input.jsonl", "--output", pred_path, check=True
+    )
     preds = [json.loads(x) for x in pred_path.read_text(encoding="utf-8").splitlines()]
     inputs = [json.loads(x) for x in (SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [p["id"] for p in preds] == [i["id"] for i in inputs]
@@ -209,8 +277,9 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
             assert {"subject_type", "object_type", "predicate"} <= set(t)
 
     # stdin -> stdout gives the same lines
-    r = run_cli("predict", "ie", "--model", out, input=(SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8"),
-            check=True)
+    r = run_cli(
+        "predict", "ie", "--model", out, input=(SAMPLES / "ie" / "input.jsonl").read_text(encoding="utf-8"), check=True
+    )
     assert [json.loads(x) for x in r.stdout.splitlines()] == preds
 
     # the predictions read back as gold score 1.0 against the same model (one format in and out)
@@ -221,7 +290,7 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
 def test_cli_bad_predicate_is_line_numbered_or_skipped(tmp_path):
     lines = TRAIN.read_text(encoding="utf-8").splitlines()
     bad = {"text": "张三的妻子是李四", "spo_list": [{"subject": "张三", "predicate": "配偶", "object": "李四"}]}
-    path = _write(tmp_path, "train.jsonl", lines[:3] + [bad] + lines[3:6])
+    path = _write(tmp_path, "train.jsonl", [*lines[:3], bad, *lines[3:6]])
     common = ["--schema", SCHEMA, "--hidden-size", "16", "--dilations", "1", "--max-steps", "2", "--threads", "1"]
     r = run_cli("train", "ie", "--train", path, "--output", tmp_path / "a", *common)
     assert r.returncode == 1 and "train.jsonl:4: predicate '配偶' is not in the schema" in r.stderr
@@ -246,9 +315,12 @@ def test_long_texts_are_windowed_not_cut():
     wins = pipe.training_examples([ex])
     assert len(wins) > 1 and all(len(w.text) <= 16 for w in wins)
     kept = [(w.offset, t.subject_spans, t.object_spans) for w in wins for t in w.triples]
-    assert kept and all(w.text[s[0][0] : s[0][1] + 1] == "海风集" for w in wins for t in w.triples for s in [t.subject_spans])
+    assert kept and all(
+        w.text[s[0][0] : s[0][1] + 1] == "海风集" for w in wins for t in w.triples for s in [t.subject_spans]
+    )
     # prediction over a text longer than the position table works through windows; offsets index the full text
     pipe.model.eval()
     spo = next(pipe.predict_records([{"text": text * 2}]))["spo_list"]
-    assert all(0 <= d["subject_start"] <= d["subject_end"] < 60 and 0 <= d["object_start"] <= d["object_end"] < 60
-               for d in spo)
+    assert all(
+        0 <= d["subject_start"] <= d["subject_end"] < 60 and 0 <= d["object_start"] <= d["object_end"] < 60 for d in spo
+    )

@@ -9,17 +9,25 @@ from collections import Counter
 
 import pytest
 import torch
-
 from util import SAMPLES, run_cli
+
 from nlpcli import api
 from nlpcli.errors import ConfigError, DataError
 from nlpcli.tasks.gen.lm import cgmh
+from nlpcli.tasks.gen.lm.data import read_sentences
 from nlpcli.tasks.gen.lm.model import SPECIALS, BiLM, sentence_logprob
 from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
-from nlpcli.tasks.gen.lm.data import read_sentences
 
-TINY = {"embed_dim": 32, "hidden_size": 32, "epochs": 25, "batch_size": 8, "warmup_steps": 10, "min_count": 1,
-        "threads": 1, "seed": 1}
+TINY = {
+    "embed_dim": 32,
+    "hidden_size": 32,
+    "epochs": 25,
+    "batch_size": 8,
+    "warmup_steps": 10,
+    "min_count": 1,
+    "threads": 1,
+    "seed": 1,
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,6 +48,7 @@ def trained(tmp_path_factory):
 
 # --- readers ----------------------------------------------------------------------------------
 
+
 def test_reader_formats(tmp_path):
     conll = tmp_path / "c.txt"
     conll.write_text("北 B-LOC\n京 I-LOC\n好 O\n\n上 B-LOC\n海 I-LOC\n", encoding="utf-8")
@@ -59,6 +68,7 @@ def test_reader_formats(tmp_path):
 
 
 # --- a toy pipeline ------------------------------------------------------------------------------
+
 
 def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0) -> LmPipeline:
     torch.manual_seed(seed)
@@ -98,8 +108,9 @@ def test_proposal_rows():
 def test_moves_never_touch_keywords():
     # tokens: free, kw0 piece 1, kw0 piece 2, free, kw1
     ch = chains_of([[(3, -1), (4, 0), (5, 0), (3, -1), (4, 1)]] * 8, width=8)
-    action = torch.tensor([cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT, cgmh.INSERT, cgmh.INSERT,
-                           cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT])
+    action = torch.tensor(
+        [cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT, cgmh.INSERT, cgmh.INSERT, cgmh.REPLACE, cgmh.DELETE, cgmh.INSERT]
+    )
     pos = torch.tensor([1, 4, 2, 1, 5, 0, 3, 4])
     legal = cgmh._move_is_legal(ch, pos, action, max_len=8, width=8)
     # Keyword tokens cannot be replaced/deleted; no insert inside kw0; inserts at its edges and the end are fine.
@@ -145,11 +156,12 @@ def test_prefix_shared_scores_match_one_by_one(arch):
 
 # --- detailed balance ----------------------------------------------------------------------------
 
+
 def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) -> dict[tuple, float]:
     """pi(state) for every (sentence, keyword position) with one locked keyword token, by enumeration."""
     states, seqs = [], []
     for n in range(1, max_len + 1):
-        for seq in itertools.product(free + [kw_id], repeat=n):
+        for seq in itertools.product([*free, kw_id], repeat=n):
             for p in (i for i, t in enumerate(seq) if t == kw_id):
                 states.append((seq, p))
                 seqs.append(seq)
@@ -217,6 +229,7 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
 
 # --- generation on a trained model --------------------------------------------------------------
 
+
 def sampler(**values) -> cgmh.SamplerSettings:
     return cgmh.SamplerSettings().updated(values)
 
@@ -267,6 +280,7 @@ def test_keyword_errors(trained):
 
 # --- the command line -----------------------------------------------------------------------------
 
+
 def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a loaded shared machine: one thread per process is faster
     out = tmp_path / "run"
@@ -277,13 +291,26 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     assert {"nll_fwd", "nll_bwd", "ppl_fwd", "ppl_bwd"} <= set(metrics) and metrics["ppl_fwd"] > 1
     table = run_cli("evaluate", "lm", "--model", out, "--data", SAMPLES / "lm" / "train.txt", check=True)
     assert "ppl_bwd" in table.stdout and f"{metrics['ppl_bwd']:.4f}" in table.stdout
-    gen = run_cli("generate", "--model", out, "--words", "北京", "游客", "--num", "2", "--steps", "20", "--json", check=True)
+    gen = run_cli(
+        "generate", "--model", out, "--words", "北京", "游客", "--num", "2", "--steps", "20", "--json", check=True
+    )
     result = json.loads(gen.stdout)
     assert result["words"] == ["北京", "游客"] and 1 <= len(result["sentences"]) <= 2
     assert all("北京" in s["text"] and "游客" in s["text"] for s in result["sentences"])
 
     target = tmp_path / "out.jsonl"
-    run_cli("generate", "--model", out, "--input", SAMPLES / "lm" / "keywords.txt", "--output", target, "--steps", "10", check=True)
+    run_cli(
+        "generate",
+        "--model",
+        out,
+        "--input",
+        SAMPLES / "lm" / "keywords.txt",
+        "--output",
+        target,
+        "--steps",
+        "10",
+        check=True,
+    )
     lines = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in lines] == [1, 2, 4, 5]  # the blank line 3 is skipped
     assert all(all(w in s["text"] for w in r["words"]) for r in lines for s in r["sentences"])

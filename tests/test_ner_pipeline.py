@@ -4,22 +4,52 @@ import json
 
 import pytest
 import torch
-
 from util import SAMPLES, run_cli
+
 from nlpcli import api
 from nlpcli.tasks.ie.ner.pipeline import NerConfig, NerPipeline
 
 NER = SAMPLES / "ner"
-TINY = ["--hidden-size", "64", "--dilations", "1,2,4,1", "--head-size", "16", "--word-dim", "32",
-        "--warmup-steps", "10", "--batch-size", "16", "--lr", "5e-3", "--seed", "1"]
+TINY = [
+    "--hidden-size",
+    "64",
+    "--dilations",
+    "1,2,4,1",
+    "--head-size",
+    "16",
+    "--word-dim",
+    "32",
+    "--warmup-steps",
+    "10",
+    "--batch-size",
+    "16",
+    "--lr",
+    "5e-3",
+    "--seed",
+    "1",
+]
 TINY_CFG = dict(hidden_size=64, dilations="1,2,4,1", head_size=16, word_dim=32)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("ner") / "run"
-    run_cli("train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--output", out,
-            "--max-steps", "120", "--eval-every", "40", *TINY, check=True)
+    run_cli(
+        "train",
+        "ner",
+        "--train",
+        NER / "train.jsonl",
+        "--dev",
+        NER / "dev.jsonl",
+        "--output",
+        out,
+        "--max-steps",
+        "120",
+        "--eval-every",
+        "40",
+        *TINY,
+        check=True,
+    )
     return out
 
 
@@ -67,8 +97,9 @@ def test_predict_file_and_stdin_agree_and_keep_fields(trained, tmp_path):
     for r in lines:
         for e in r["entities"]:
             assert r["text"][e["start"] : e["end"] + 1] == e["text"]
-    piped = run_cli("predict", "ner", "--model", trained, input=(NER / "input.jsonl").read_text(encoding="utf-8"),
-                    check=True)
+    piped = run_cli(
+        "predict", "ner", "--model", trained, input=(NER / "input.jsonl").read_text(encoding="utf-8"), check=True
+    )
     assert [json.loads(line) for line in piped.stdout.splitlines()] == lines
     # A prediction file reads back as gold: evaluating the model on its own output gives F1 = 1.
     proc = run_cli("evaluate", "ner", "--model", trained, "--data", out, "--json", check=True)
@@ -89,8 +120,22 @@ def test_long_texts_are_windowed_not_cut(trained):
 
 def test_nested_entities_come_out_nested(tmp_path):
     out = tmp_path / "nested"
-    run_cli("train", "ner", "--train", NER / "nested.json", "--output", out, "--max-steps", "100",
-            "--eval-every", "50", "--dev-ratio", "0.2", *TINY, check=True)
+    run_cli(
+        "train",
+        "ner",
+        "--train",
+        NER / "nested.json",
+        "--output",
+        out,
+        "--max-steps",
+        "100",
+        "--eval-every",
+        "50",
+        "--dev-ratio",
+        "0.2",
+        *TINY,
+        check=True,
+    )
     proc = run_cli("evaluate", "ner", "--model", out, "--data", NER / "nested.json", "--json", check=True)
     metrics = json.loads(proc.stdout)
     assert metrics["nested"]["gold"] == 240
@@ -99,8 +144,22 @@ def test_nested_entities_come_out_nested(tmp_path):
 
 def test_standard_head_trains_too(tmp_path):
     out = tmp_path / "std"
-    run_cli("train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--output", out,
-            "--max-steps", "80", "--head", "standard", *TINY, check=True)
+    run_cli(
+        "train",
+        "ner",
+        "--train",
+        NER / "train.jsonl",
+        "--dev",
+        NER / "dev.jsonl",
+        "--output",
+        out,
+        "--max-steps",
+        "80",
+        "--head",
+        "standard",
+        *TINY,
+        check=True,
+    )
     cfg = json.loads((out / "best" / "config.json").read_text())["config"]
     assert cfg["model"]["head"] == "standard"
     assert json.loads((out / "best" / "metrics.json").read_text())["f1"] > 0.5

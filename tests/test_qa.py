@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-
 from util import SAMPLES, run_cli, shared_data
+
 from nlpcli.errors import DataError
 from nlpcli.nn.dgcnn import DGCNN, GatedDilatedBlock
 from nlpcli.tasks.qa.data import read_qa
@@ -17,8 +17,16 @@ from nlpcli.tasks.qa.metrics import cmrc_scores, normalize_answer, qa_metrics, s
 from nlpcli.tasks.qa.model import AttentionPool, match_ids, pointer_probs, span_loss
 from nlpcli.tasks.qa.pipeline import QaConfig, QaPipeline
 
-TINY = {"hidden_size": 48, "word_dim": 16, "char_min_count": 1, "word_min_count": 1, "dropout": 0.0,
-        "embed_dropout": 0.0, "passage_dilations": "1,2,4,1", "question_dilations": "1,2"}
+TINY = {
+    "hidden_size": 48,
+    "word_dim": 16,
+    "char_min_count": 1,
+    "word_min_count": 1,
+    "dropout": 0.0,
+    "embed_dropout": 0.0,
+    "passage_dilations": "1,2,4,1",
+    "question_dilations": "1,2",
+}
 
 
 # --- blocks -----------------------------------------------------------------------------------
@@ -53,8 +61,11 @@ def test_match_ids_marks_passage_tokens_found_in_their_own_question():
     q = torch.tensor([[5, 6, 0], [7, 1, 0]])  # question 1 holds an unknown char (1) and padding (0)
     p = torch.tensor([[6, 9, 5, 0], [7, 1, 0, 0], [5, 7, 9, 0]])
     owner = torch.tensor([0, 1, 1])
-    assert match_ids(p, q, owner).tolist() == [[True, False, True, False], [True, False, False, False],
-                                                [False, True, False, False]]
+    assert match_ids(p, q, owner).tolist() == [
+        [True, False, True, False],
+        [True, False, False, False],
+        [False, True, False, False],
+    ]
 
 
 def test_span_loss_and_softmax_pointers():
@@ -70,7 +81,9 @@ def test_span_loss_and_softmax_pointers():
 
 
 def test_model_outputs_do_not_depend_on_batch_padding():
-    pipe = QaPipeline.create(QaConfig().updated(TINY), read_qa(SAMPLES / "qa" / "train.jsonl")[0]).to(torch.device("cpu"))
+    pipe = QaPipeline.create(QaConfig().updated(TINY), read_qa(SAMPLES / "qa" / "train.jsonl")[0]).to(
+        torch.device("cpu")
+    )
     pipe.model.eval()
     enc = pipe.encode
     q = [enc("中国的首都是哪里？"), enc("谁写了红楼梦")]
@@ -89,8 +102,12 @@ def test_best_spans_matches_brute_force_and_respects_limits():
     start, end = torch.rand(6, 15), torch.rand(6, 15)
     score, i, j = best_spans(start, end, max_answer_len=4, threshold=0.1)
     for n in range(6):
-        best = max(((start[n, a] * end[n, b]).item(), a, b) for a in range(15) for b in range(a, min(a + 4, 15))
-                   if start[n, a] > 0.1 and end[n, b] > 0.1)
+        best = max(
+            ((start[n, a] * end[n, b]).item(), a, b)
+            for a in range(15)
+            for b in range(a, min(a + 4, 15))
+            if start[n, a] > 0.1 and end[n, b] > 0.1
+        )
         assert score[n].item() == pytest.approx(best[0])
         assert (i[n].item(), j[n].item()) == best[1:]
     # An end before the start or below the threshold never counts; no candidate gives score 0.
@@ -102,8 +119,12 @@ def test_best_spans_matches_brute_force_and_respects_limits():
 
 
 def test_vote_prefers_agreeing_passages_and_max_does_not():
-    cands = [Candidate("北京", 0.7, 0, 0, 1), Candidate("北京。", 0.7, 1, 3, 5), Candidate("北京", 0.7, 2, 0, 1),
-             Candidate("上海", 0.9, 3, 0, 1)]
+    cands = [
+        Candidate("北京", 0.7, 0, 0, 1),
+        Candidate("北京。", 0.7, 1, 3, 5),
+        Candidate("北京", 0.7, 2, 0, 1),
+        Candidate("上海", 0.9, 3, 0, 1),
+    ]
     best, score = vote(cands, "vote")
     assert best.text in ("北京", "北京。") and score == pytest.approx(3 * 0.49 / 3.1)
     assert vote(cands, "max")[0].text == "上海"
@@ -135,9 +156,14 @@ def test_cmrc_metric_and_corpus_metrics():
 
 # --- readers ----------------------------------------------------------------------------------
 def test_readers_all_formats(tmp_path):
-    dgcnn = [{"id": "1", "question": "首都?", "passages": [{"passage": "首都是北京，北京很大", "answer": "北京"},
-                                                           {"passage": "无关", "answer": ""}]},
-             {"passages": [{"passage": "截断", "answer": ""}]}]
+    dgcnn = [
+        {
+            "id": "1",
+            "question": "首都?",
+            "passages": [{"passage": "首都是北京，北京很大", "answer": "北京"}, {"passage": "无关", "answer": ""}],
+        },
+        {"passages": [{"passage": "截断", "answer": ""}]},
+    ]
     (tmp_path / "d.json").write_text(json.dumps(dgcnn, ensure_ascii=False, indent=1), encoding="utf-8")
     with pytest.raises(DataError, match=r"d.json:\d+: missing or empty 'question'"):
         read_qa(tmp_path / "d.json")
@@ -146,8 +172,24 @@ def test_readers_all_formats(tmp_path):
     (tmp_path / "qid_answer_expand").write_text("1\t北京\t北京|北京市\n", encoding="utf-8")
     assert read_qa(tmp_path / "d.json", skip_bad=True)[0][0].answers == ["北京", "北京市"]
 
-    squad = {"data": [{"paragraphs": [{"context": "甲乙丙丁乙丙", "qas": [
-        {"id": "q1", "question": "何?", "answers": [{"text": "乙丙", "answer_start": 4}, {"text": "丁", "answer_start": 9}]}]}]}]}
+    squad = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "甲乙丙丁乙丙",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "何?",
+                                "answers": [{"text": "乙丙", "answer_start": 4}, {"text": "丁", "answer_start": 9}],
+                            }
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
     (tmp_path / "s.json").write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
     ex = read_qa(tmp_path / "s.json")[0][0]
     assert ex.kind == "squad" and ex.passages[0].spans == [(3, 3), (4, 5)]  # misaligned offset re-found
@@ -160,7 +202,7 @@ def test_readers_all_formats(tmp_path):
     (tmp_path / "j.jsonl").write_text("\n".join(lines), encoding="utf-8")
     with pytest.raises(DataError, match=r"j.jsonl:2: empty passage list"):
         read_qa(tmp_path / "j.jsonl")
-    (tmp_path / "bad.jsonl").write_bytes(lines[0].encode() + b"\n{\"question\": \"\xff\xfe\"}\n")
+    (tmp_path / "bad.jsonl").write_bytes(lines[0].encode() + b'\n{"question": "\xff\xfe"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: not UTF-8"):
         read_qa(tmp_path / "bad.jsonl")
 
@@ -193,9 +235,32 @@ def test_overfit_one_batch():
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("qa") / "run"
     opts = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    run_cli("train", "qa", "--train", SAMPLES / "qa" / "train.jsonl", "--dev", SAMPLES / "qa" / "train.jsonl", "--output", out,
-            "--max-steps", "80", "--eval-every", "20", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "5",
-            "--ema-decay", "0", "--epochs", "100", *opts, check=True)
+    run_cli(
+        "train",
+        "qa",
+        "--train",
+        SAMPLES / "qa" / "train.jsonl",
+        "--dev",
+        SAMPLES / "qa" / "train.jsonl",
+        "--output",
+        out,
+        "--max-steps",
+        "80",
+        "--eval-every",
+        "20",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "5",
+        "--ema-decay",
+        "0",
+        "--epochs",
+        "100",
+        *opts,
+        check=True,
+    )
     return out
 
 
@@ -217,15 +282,29 @@ def test_train_predict_evaluate(trained, tmp_path):
 
 
 def test_predict_one_off_and_bad_input(trained, tmp_path):
-    proc = run_cli("predict", "qa", "--model", trained, "--question", "熊猫主要吃什么？",
-                   "--passage", "老虎是肉食动物。", "--passage", "大熊猫主要以竹子为食。", check=True)
+    proc = run_cli(
+        "predict",
+        "qa",
+        "--model",
+        trained,
+        "--question",
+        "熊猫主要吃什么？",
+        "--passage",
+        "老虎是肉食动物。",
+        "--passage",
+        "大熊猫主要以竹子为食。",
+        check=True,
+    )
     row = json.loads(proc.stdout)
     assert row["answer"] == "竹子" and row["passage_index"] == 1 and row["passage"][1] == "大熊猫主要以竹子为食。"
     # A 100k-character passage is windowed, not cut: the answer near its end is found at the right offset.
     long_passage = "这是一段无关的文字。" * 10000 + "大熊猫主要以竹子为食。"
     bad = tmp_path / "bad.jsonl"
-    lines = [json.dumps({"question": "熊猫主要吃什么？", "passages": [long_passage]}, ensure_ascii=False),
-             '{"passages": ["甲"]}', '{"question": "q", "passages": []}']
+    lines = [
+        json.dumps({"question": "熊猫主要吃什么？", "passages": [long_passage]}, ensure_ascii=False),
+        '{"passages": ["甲"]}',
+        '{"question": "q", "passages": []}',
+    ]
     bad.write_bytes(("\n".join(lines) + "\n").encode() + b'{"question": "\xff"}\n')
     proc = run_cli("predict", "qa", "--model", trained, "--input", bad)
     assert proc.returncode == 1 and "bad.jsonl:2: missing or empty 'question'" in proc.stderr

@@ -9,12 +9,27 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from util import ROOT, SAMPLES, cli_env, run_cli
 
 NER = SAMPLES / "ner"
-TINY = ["--hidden-size", "32", "--dilations", "1,2", "--head-size", "8", "--word-dim", "16",
-        "--batch-size", "8", "--warmup-steps", "5", "--seed", "3", "--threads", "1"]
+TINY = [
+    "--hidden-size",
+    "32",
+    "--dilations",
+    "1,2",
+    "--head-size",
+    "8",
+    "--word-dim",
+    "16",
+    "--batch-size",
+    "8",
+    "--warmup-steps",
+    "5",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def _cli_cmd(*args):
@@ -34,14 +49,33 @@ def _wait_for(path, proc, timeout=120):
 
 
 def test_resume_after_kill_reaches_the_same_step_and_weights(tmp_path):
-    args = ["train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--max-steps", "200",
-            "--save-every", "10", "--eval-every", "100", *TINY]
+    args = [
+        "train",
+        "ner",
+        "--train",
+        NER / "train.jsonl",
+        "--dev",
+        NER / "dev.jsonl",
+        "--max-steps",
+        "200",
+        "--save-every",
+        "10",
+        "--eval-every",
+        "100",
+        *TINY,
+    ]
     straight = tmp_path / "straight"
     run_cli(*args, "--output", straight, check=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli_cmd(*args, "--output", killed), env=cli_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli_cmd(*args, "--output", killed),
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(killed / "last" / "train_state.pt", proc)
     proc.kill()  # SIGKILL: no chance to save anything more
     proc.wait()
@@ -58,9 +92,24 @@ def test_resume_after_kill_reaches_the_same_step_and_weights(tmp_path):
 def test_ctrl_c_saves_state_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        _cli_cmd("train", "ner", "--train", NER / "train.jsonl", "--output", run, "--epochs", "1000",
-                 "--save-every", "5", *TINY),
-        env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _cli_cmd(
+            "train",
+            "ner",
+            "--train",
+            NER / "train.jsonl",
+            "--output",
+            run,
+            "--epochs",
+            "1000",
+            "--save-every",
+            "5",
+            *TINY,
+        ),
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for(run / "last" / "train_state.pt", proc)
     proc.send_signal(signal.SIGINT)
@@ -76,10 +125,33 @@ def test_torchrun_two_processes_write_one_checkpoint(tmp_path):
     run = tmp_path / "ddp"
     env = cli_env()
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "nlpcli.cli", "train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl",
-         "--output", run, "--max-steps", "6", *TINY],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "nlpcli.cli",
+            "train",
+            "ner",
+            "--train",
+            NER / "train.jsonl",
+            "--dev",
+            NER / "dev.jsonl",
+            "--output",
+            run,
+            "--max-steps",
+            "6",
+            *TINY,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ends = [r for r in _log(run) if r["event"] == "end"]
@@ -91,8 +163,20 @@ def test_torchrun_two_processes_write_one_checkpoint(tmp_path):
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     run = tmp_path_factory.mktemp("core") / "run"
-    run_cli("train", "ner", "--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--output", run,
-            "--max-steps", "4", *TINY, check=True)
+    run_cli(
+        "train",
+        "ner",
+        "--train",
+        NER / "train.jsonl",
+        "--dev",
+        NER / "dev.jsonl",
+        "--output",
+        run,
+        "--max-steps",
+        "4",
+        *TINY,
+        check=True,
+    )
     return run
 
 
@@ -111,21 +195,35 @@ def test_bad_training_inputs_fail_with_one_line(tmp_path, small_model):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     _one_line_error(run_cli("train", "ner", "--train", empty, "--output", tmp_path / "o"), "empty")
-    _one_line_error(run_cli("train", "ner", "--train", tmp_path / "missing.json", "--output", tmp_path / "o"),
-                    "no such file")
-    _one_line_error(run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", tmp_path / "o",
-                            "--no-such-option", "3"), "--no-such-option")
+    _one_line_error(
+        run_cli("train", "ner", "--train", tmp_path / "missing.json", "--output", tmp_path / "o"), "no such file"
+    )
+    _one_line_error(
+        run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", tmp_path / "o", "--no-such-option", "3"),
+        "--no-such-option",
+    )
     # An existing model is never overwritten by accident.
-    _one_line_error(run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", small_model),
-                    "--overwrite")
+    _one_line_error(run_cli("train", "ner", "--train", NER / "train.jsonl", "--output", small_model), "--overwrite")
 
 
 def test_skip_bad_trains_and_counts(tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     good = (NER / "train.jsonl").read_text(encoding="utf-8").splitlines()[:40]
-    mixed.write_text("\n".join(good[:20] + ["{broken", '{"no_text": 1}'] + good[20:]) + "\n", encoding="utf-8")
-    proc = run_cli("train", "ner", "--train", mixed, "--output", tmp_path / "o", "--max-steps", "2", "--skip-bad",
-                   "--json", *TINY, check=True)
+    mixed.write_text("\n".join([*good[:20], "{broken", '{"no_text": 1}', *good[20:]]) + "\n", encoding="utf-8")
+    proc = run_cli(
+        "train",
+        "ner",
+        "--train",
+        mixed,
+        "--output",
+        tmp_path / "o",
+        "--max-steps",
+        "2",
+        "--skip-bad",
+        "--json",
+        *TINY,
+        check=True,
+    )
     summary = json.loads(proc.stdout)
     assert summary["skipped_bad_records"] == 2 and summary["train_examples"] + summary["dev_examples"] == 40
 

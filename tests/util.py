@@ -24,11 +24,18 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, input: str | None = None, check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, input: str | None = None, check: bool = False, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """`nlpcli ARGS` as a user would run it; returns the completed process (text mode)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nlpcli.cli", *map(str, args)], input=input, capture_output=True, text=True,
-        env=cli_env(), cwd=ROOT, timeout=timeout,
+        [sys.executable, "-m", "nlpcli.cli", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"nlpcli {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
@@ -15,21 +14,28 @@ HELP = "commands: /reset forgets the conversation, /exit (or Ctrl-D) leaves"
 @cli_errors
 def chat(
     model: str = typer.Option(..., "--model", "-m", help="A `chat` checkpoint or training output directory."),
-    max_turns: int = typer.Option(10, "--max-turns", help="History limit: the latest turns kept (yours and the bot's)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature; 0: greedy."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens (0: off)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass (1: off)."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler (default: the checkpoint's)."),
+    max_turns: int = typer.Option(
+        10, "--max-turns", help="History limit: the latest turns kept (yours and the bot's)."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature; 0: greedy."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Sample among the k most likely tokens (0: off)."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling mass (1: off)."),
+    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampler (default: the checkpoint's)."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Chat with a trained model in the terminal; the defaults of the decoding options come from the checkpoint."""
     from .. import api
     from ..errors import NlpcliError
 
-    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-             "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens}
+    given = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "max_new_tokens": max_new_tokens,
+    }
     overrides = {k: v for k, v in given.items() if v is not None}
     pipe = api.load_pipeline("chat", model, device, overrides)
     session = api.chat_session(pipe, max_turns=max_turns, seed=seed)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 err_console = Console(stderr=True)
 out_console = Console(soft_wrap=True)  # long paths stay on one line for scripts
 
 
-def cli_errors(fn):
+def cli_errors(fn: F) -> F:
     """Turn library errors into a one-line message and exit code 1 (130 for Ctrl-C)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..errors import NlpcliError, TrainingInterrupted
 
         try:
@@ -32,7 +35,7 @@ def cli_errors(fn):
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # same signature: functools.wraps
 
 
 def parse_extra(args: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -64,7 +67,10 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 
 
+TASK_HELP = "The task: ner, ie, qa, lm or chat."
+
 EXTRA_HELP = (
-    "Any field of the task's config can be set too, as --field-name VALUE "
-    "(e.g. --head standard, --encoder bert-base-chinese); `nlpcli info TASK` lists them with their defaults."
+    "Any field of the task's config can be set too, as --field-name VALUE or --section.field-name VALUE "
+    "(e.g. --head standard, --encoder bert-base-chinese, --inference.batch-size 128); `nlpcli info TASK` lists "
+    "them by section (trainer, encoder, model, inference) with their defaults; --config FILE reads a preset."
 )

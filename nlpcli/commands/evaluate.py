@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
-from .common import cli_errors, out_console
+from .common import TASK_HELP, cli_errors, out_console
 
 
 @cli_errors
 def evaluate(
-    task: str = typer.Argument(..., help="The task of the model."),
+    task: str = typer.Argument(..., help=TASK_HELP),
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint or training output directory."),
     data: str = typer.Option(..., "--data", help="Gold file in any format the task reads."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object of metrics on stdout, nothing else."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed records."),
-    fmt: Optional[str] = typer.Option(None, "--format"),
+    fmt: str | None = typer.Option(None, "--format"),
 ) -> None:
     """Score a trained model on gold data: micro P/R/F1 and a per-type table."""
     from .. import api

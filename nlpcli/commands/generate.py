@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -15,13 +15,19 @@ from .common import cli_errors, err_console, out_console, parse_extra, stderr_is
 def generate(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="An `lm` checkpoint (nlpcli train lm)."),
-    words: Optional[list[str]] = typer.Option(None, "--words", help="Keywords every sentence must contain: --words 北京 天安门"),
-    num: Optional[int] = typer.Option(None, "--num", help="Sentences per keyword set, best first [default: 3]."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Metropolis-Hastings steps per chain [default: 200]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler [default: 0]."),
+    words: list[str] | None = typer.Option(
+        None, "--words", help="Keywords every sentence must contain: --words 北京 天安门"
+    ),
+    num: int | None = typer.Option(None, "--num", help="Sentences per keyword set, best first [default: 3]."),
+    steps: int | None = typer.Option(None, "--steps", help="Metropolis-Hastings steps per chain [default: 200]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampler [default: 0]."),
     keep_order: bool = typer.Option(False, "--keep-order", help="Keywords appear in the given order."),
-    input_path: Optional[str] = typer.Option(None, "--input", "-i", help="One keyword set per line (words separated by spaces); blank lines are skipped."),
-    output_path: Optional[str] = typer.Option(None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout."),
+    input_path: str | None = typer.Option(
+        None, "--input", "-i", help="One keyword set per line (words separated by spaces); blank lines are skipped."
+    ),
+    output_path: str | None = typer.Option(
+        None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout."
+    ),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N | mps"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
 ) -> None:
@@ -46,7 +52,7 @@ def generate(
     _generate_file(pipe, sets, output_path)
 
 
-def _show(result, as_json: bool) -> None:
+def _show(result: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"words": result.words, "sentences": result.sentences}, ensure_ascii=False))
         return
@@ -60,25 +66,42 @@ def _show(result, as_json: bool) -> None:
     err_console.print("score: mean log-probability per token under the forward LM (higher is better)", style="dim")
 
 
-def _generate_file(pipe, sets, output_path: Optional[str]) -> None:
+def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: str | None) -> None:
     """Stream JSONL records; on Ctrl-C the lines finished so far are kept (the file is still swapped in whole)."""
     import sys
     from contextlib import nullcontext
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .. import api
     from ..data.io import atomic_output
 
     sink = atomic_output(output_path) if output_path and output_path != "-" else nullcontext(sys.stdout)
-    bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), console=err_console, disable=not stderr_is_tty())
+    bar = Progress(
+        TextColumn("[bold]generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not stderr_is_tty(),
+    )
     written, interrupted = 0, False
     with sink as out, bar:
         task = bar.add_task("generate", total=len(sets))
         try:
             for (line, words), result in zip(sets, api.iter_generate(pipe, [w for _, w in sets])):
-                out.write(json.dumps({"line": line, "words": words, "sentences": result.sentences}, ensure_ascii=False) + "\n")
+                out.write(
+                    json.dumps({"line": line, "words": words, "sentences": result.sentences}, ensure_ascii=False) + "\n"
+                )
                 out.flush()
                 written += 1
                 bar.advance(task)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,7 +11,7 @@ from .common import cli_errors, out_console
 
 
 @cli_errors
-def info(task: Optional[str] = typer.Argument(None, help="Show this task's config fields and defaults.")) -> None:
+def info(task: str | None = typer.Argument(None, help="Show this task's config fields and defaults.")) -> None:
     """Show versions, devices and threads; or a task's options."""
     import torch
 
@@ -39,7 +38,12 @@ def info(task: Optional[str] = typer.Argument(None, help="Show this task's confi
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("cuda", f"{torch.cuda.device_count()} device(s)" if torch.cuda.is_available() else "not available"),
-        ("mps", "available" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "not available"),
+        (
+            "mps",
+            "available"
+            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+            else "not available",
+        ),
         ("cpu threads", str(torch.get_num_threads())),
         ("tasks", ", ".join(task_names())),
     ]

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Optional
+from typing import Any
 
 import typer
+from rich.progress import Progress
 
-from .common import cli_errors, err_console, stderr_is_tty
+from .common import TASK_HELP, cli_errors, err_console, stderr_is_tty
 
 
 @cli_errors
 def predict(
     ctx: typer.Context,
-    task: str = typer.Argument(..., help="The task of the model."),
+    task: str = typer.Argument(..., help=TASK_HELP),
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint or training output directory."),
-    input_path: Optional[str] = typer.Option(None, "--input", "-i", help="JSONL file, or - for stdin (the default)."),
+    input_path: str | None = typer.Option(None, "--input", "-i", help="JSONL file, or - for stdin (the default)."),
     output_path: str = typer.Option("-", "--output", "-o", help="JSONL file (written atomically), or - for stdout."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed lines instead of stopping."),
 ) -> None:
     """Add predictions to every input line; each output line keeps the input's fields.
 
-    For ner, a line is {"text": ...} and gains "entities": [{type, start, end (inclusive), text}].
-    For qa, a line is {"question": ..., "passages": [...]} and gains answer, score, passage_index, start, end.
+    ner:  {"text": ...} gains "entities": [{type, start, end (inclusive), text}].
+    ie:   {"text": ...} gains "spo_list": [{subject, predicate, object, subject_type, object_type, offsets}].
+    qa:   {"question": ..., "passages": [...]} gains answer, score, passage_index, start, end.
+    lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
+    chat: {"history": [turn, ...]} gains reply and turns_used.
     One record can also be given as options instead of --input, e.g. `--text "..."` or
     `--question "..." --passage "..." --passage "..."` (an option given twice becomes a list).
     """
@@ -80,23 +85,20 @@ class _progress:
 
     def __init__(self, input_path: str):
         self.input_path = input_path
-        self.bar = None
+        self.bar: Progress | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[], None]:
         if not stderr_is_tty():
             return lambda: None
-        from rich.progress import Progress
-
         total = None
         if self.input_path != "-":
             with open(self.input_path, "rb") as f:
                 total = sum(1 for line in f if line.strip())
-        self.bar = Progress(console=err_console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("predict", total=total)
-        return lambda: self.bar.advance(task)
+        bar = self.bar = Progress(console=err_console, transient=True)
+        bar.start()
+        task = bar.add_task("predict", total=total)
+        return lambda: bar.advance(task)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
-        return False

@@ -3,65 +3,86 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .common import EXTRA_HELP, cli_errors, err_console, out_console, parse_extra
+from ..callbacks import TrainCallbacks
+
+if TYPE_CHECKING:
+    from ..trainer import TrainResult
+
+from .common import EXTRA_HELP, TASK_HELP, cli_errors, err_console, out_console, parse_extra
 
 
-class RichCallbacks:
+class RichCallbacks(TrainCallbacks):
     """Shows training progress on stderr: loss, tokens/s, ETA; a line per dev evaluation."""
 
     def __init__(self, main_metric: str):
         self.metric = main_metric
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
             TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console, transient=False,
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
         )
-        self.bar = None
+        self.bar: TaskID | None = None
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
         # Progress is the larger of steps done and time budget used, so the ETA holds for both.
         self.total_steps = total_steps
-        self.bar = self.progress.add_task("train", total=1.0, completed=start_step / max(total_steps, 1), stats="")
+        done = round(1000 * start_step / max(total_steps, 1))
+        self.bar = self.progress.add_task("train", total=1000, completed=done, stats="")
 
     def on_step(self, step: int, stats: dict[str, float]) -> None:
-        text = (f"step {step}/{self.total_steps} loss {stats['loss']:.4f} "
-                f"{stats['tokens_per_s']:,.0f} tok/s ep {stats['epoch'] + 1}")
-        self.progress.update(self.bar, completed=stats["progress"], stats=text)
+        text = (
+            f"step {step}/{self.total_steps} loss {stats['loss']:.4f} "
+            f"{stats['tokens_per_s']:,.0f} tok/s ep {stats['epoch'] + 1}"
+        )
+        if self.bar is not None:
+            self.progress.update(self.bar, completed=round(1000 * stats["progress"]), stats=text)
 
     def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None:
         value = metrics.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        self.progress.console.print(f"step {step}: dev {self.metric} {shown}" + (" [green](best, saved)[/]" if is_best else ""))
+        self.progress.console.print(
+            f"step {step}: dev {self.metric} {shown}" + (" [green](best, saved)[/]" if is_best else "")
+        )
 
-    def on_end(self, result) -> None:
+    def on_end(self, result: TrainResult) -> None:
         self.progress.stop()
 
 
 @cli_errors
 def train(
     ctx: typer.Context,
-    task: str = typer.Argument(..., help="ner (more tasks as they are built; see `nlpcli info`)."),
+    task: str = typer.Argument(..., help=TASK_HELP),
     train_files: list[str] = typer.Option(..., "--train", help="Training file(s); several may follow --train."),
-    output: str = typer.Option(..., "--output", "-o", help="Output directory: best/ (for --model), last/ (for --resume), train_log.jsonl."),
-    dev: Optional[str] = typer.Option(None, "--dev", help="Dev file; without it a seeded split is carved from train."),
-    config: Optional[str] = typer.Option(None, "--config", help="JSON or TOML file of config fields."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes (the LR decays to fit)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Output directory: best/ (for --model), last/ (for --resume), train_log.jsonl."
+    ),
+    dev: str | None = typer.Option(None, "--dev", help="Dev file; without it a seeded split is carved from train."),
+    config: str | None = typer.Option(None, "--config", help="JSON or TOML file of config fields."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training data."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", help="Stop after this many minutes (the LR decays to fit)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps"),
+    seed: int | None = typer.Option(None, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in OUTPUT."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed records instead of stopping."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Input format, when sniffing the file is not enough."),
+    fmt: str | None = typer.Option(None, "--format", help="Input format, when sniffing the file is not enough."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
 ) -> None:
     """Train TASK on files and keep the best checkpoint by dev score.
@@ -72,20 +93,44 @@ def train(
     from ..registry import get_task
 
     extra, bare = parse_extra(ctx.args)
-    given = {"epochs": epochs, "max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size,
-             "lr": lr, "device": device, "seed": seed}
+    given = {
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "time_budget": time_budget,
+        "batch_size": batch_size,
+        "lr": lr,
+        "device": device,
+        "seed": seed,
+    }
     overrides = {k: v for k, v in given.items() if v is not None} | extra
     callbacks = RichCallbacks(get_task(task).main_metric)
     report = api.train(
-        task, list(train_files) + bare, output, dev_path=dev, config_file=config, overrides=overrides,
-        resume=resume, overwrite=overwrite, skip_bad=skip_bad, fmt=fmt, callbacks=callbacks,
+        task,
+        list(train_files) + bare,
+        output,
+        dev_path=dev,
+        config_file=config,
+        overrides=overrides,
+        resume=resume,
+        overwrite=overwrite,
+        skip_bad=skip_bad,
+        fmt=fmt,
+        callbacks=callbacks,
     )
     r = report.result
     summary = {
-        "task": task, "output": output, "steps": r.step, "epochs_done": r.epoch, "stopped_by": r.stop_reason,
-        "elapsed_s": round(r.elapsed_s, 1), "tokens_per_s": round(r.tokens_per_s, 1),
-        "best_" + callbacks.metric: r.best_metric, "train_examples": report.train_examples,
-        "dev_examples": report.dev_examples, "dev": report.dev_source, "skipped_bad_records": report.skipped,
+        "task": task,
+        "output": output,
+        "steps": r.step,
+        "epochs_done": r.epoch,
+        "stopped_by": r.stop_reason,
+        "elapsed_s": round(r.elapsed_s, 1),
+        "tokens_per_s": round(r.tokens_per_s, 1),
+        "best_" + callbacks.metric: r.best_metric,
+        "train_examples": report.train_examples,
+        "dev_examples": report.dev_examples,
+        "dev": report.dev_source,
+        "skipped_bad_records": report.skipped,
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -96,8 +141,9 @@ def train(
     best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
     out_console.print(
         f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} tok/s, "
-        f"best dev {callbacks.metric} {best} -> {output}/best", highlight=False,
+        f"best dev {callbacks.metric} {best} -> {output}/best",
+        highlight=False,
     )
 
 
-train.__doc__ += "\n\n" + EXTRA_HELP
+train.__doc__ = (train.__doc__ or "") + "\n\n" + EXTRA_HELP

@@ -28,7 +28,7 @@ def bucket_batches(
     return batches
 
 
-def pad_ids(seqs: Sequence[Sequence[int]], pad: int = 0, min_len: int = 1) -> torch.Tensor:
+def pad_ids(seqs: Sequence[Sequence[int] | torch.Tensor], pad: int = 0, min_len: int = 1) -> torch.Tensor:
     """Right-pad integer sequences into a LongTensor [batch, max_len]."""
     width = max([min_len] + [len(s) for s in seqs])
     out = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -63,7 +63,7 @@ def windows(length: int, size: int, overlap: int) -> list[Window]:
     if overlap >= size:
         raise ValueError("window overlap must be smaller than the window size")
     stride = size - overlap
-    starts = list(range(0, length - size, stride)) + [length - size]
+    starts = [*list(range(0, length - size, stride)), length - size]
     out = []
     for k, s in enumerate(starts):
         e = s + size

@@ -9,7 +9,7 @@ import re
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +68,7 @@ def first_char(path: str | Path) -> str:
     return text.lstrip()[:1]
 
 
-def iter_jsonl(
-    lines: Iterator[str] | TextIO, path: str, stats: ReadStats | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(lines: Iterable[str], path: str, stats: ReadStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank JSON line; bad lines raise or are counted."""
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -114,7 +112,7 @@ def iter_json_array(text: str, path: str) -> Iterator[tuple[int, Any]]:
         pos = end
 
 
-def _line_counter(text: str):
+def _line_counter(text: str) -> Callable[[int], int]:
     """Map a character offset to a 1-based line number, for increasing offsets."""
     state = {"pos": 0, "line": 1}
 

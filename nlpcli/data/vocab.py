@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 PAD, UNK = 0, 1
 SPECIALS = ["[PAD]", "[UNK]"]
@@ -21,7 +22,7 @@ class Vocab:
     @classmethod
     def build(
         cls, counts: Counter, min_count: int = 1, max_size: int | None = None, specials: list[str] = SPECIALS
-    ) -> "Vocab":
+    ) -> Vocab:
         items = [(t, c) for t, c in counts.items() if c >= min_count and t not in specials]
         items.sort(key=lambda tc: (-tc[1], tc[0]))
         if max_size is not None:
@@ -53,7 +54,7 @@ def normalize_char(ch: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _t2s():
+def _t2s() -> Any:
     import opencc
 
     return opencc.OpenCC("t2s")
@@ -81,7 +82,7 @@ def char_tokens(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _jieba():
+def _jieba() -> Any:
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

@@ -9,10 +9,14 @@ from torch import nn
 class GatedDilatedBlock(nn.Module):
     """[h, g] = Conv1D(2d, k, dilation r)(x*mask); g = sigmoid(dropout(g)); y = (x(1-g) + h g) * mask."""
 
-    def __init__(self, dim: int, dilation: int = 1, kernel_size: int = 3, dropout: float = 0.1, in_dim: int | None = None):
+    def __init__(
+        self, dim: int, dilation: int = 1, kernel_size: int = 3, dropout: float = 0.1, in_dim: int | None = None
+    ):
         super().__init__()
         in_dim = in_dim or dim
-        self.conv = nn.Conv1d(in_dim, 2 * dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            in_dim, 2 * dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2
+        )
         self.residual = nn.Conv1d(in_dim, dim, 1, bias=False) if in_dim != dim else None
         self.dropout = nn.Dropout(dropout)
 
@@ -52,6 +56,6 @@ class CharWordEmbedding(nn.Module):
 
     def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
         x = self.chars(char_ids)
-        if self.words is not None and word_ids is not None:
+        if self.words is not None and self.word_proj is not None and word_ids is not None:
             x = x + self.word_proj(self.words(word_ids))
         return self.dropout(x)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import Section
 from ..data import vocab as V
+from ..errors import ConfigError
 from . import hf
 from .dgcnn import DGCNN, CharWordEmbedding
 
@@ -42,13 +43,16 @@ class EncoderConfig(Section):
 
     def vocab_assets(self, texts: list[str]) -> dict[str, Any]:
         """Char (and word) vocabularies of a from-scratch encoder, built from training texts."""
-        return V.CharWordVocab.build_assets(texts, self.char_min_count, self.use_words, self.word_min_count,
-                                            self.word_vocab_size)
+        return V.CharWordVocab.build_assets(
+            texts, self.char_min_count, self.use_words, self.word_min_count, self.word_vocab_size
+        )
 
 
 class CharWordDGCNN(nn.Module):
     """Char+word embeddings then a DGCNN. Tasks may add their own inputs between the two stages
     (ie: positions; qa: question features), so both are exposed: `embed(...)` and `encode(x, mask)`."""
+
+    out_dim: int
 
     def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int):
         super().__init__()
@@ -68,13 +72,19 @@ class CharWordDGCNN(nn.Module):
 class HFEncoder(nn.Module):
     """A Hugging Face encoder's last hidden states."""
 
-    def __init__(self, model: nn.Module):
+    out_dim: int
+
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
         self.out_dim = model.config.hidden_size
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out.last_hidden_state
+
+
+Encoder = CharWordDGCNN | HFEncoder
 
 
 @dataclass
@@ -114,7 +124,7 @@ class TextEncoder:
         return Encoded(self.vocab.encode(text), [(i, i + 1) for i in range(len(text))])
 
 
-def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[nn.Module, dict[str, Any], Any]:
+def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[Encoder, dict[str, Any], Any]:
     """A new encoder for training: (module, assets to save, tokenizer or None)."""
     if cfg.scratch:
         assets = cfg.vocab_assets(texts)
@@ -123,12 +133,12 @@ def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[nn.Module, dic
     return HFEncoder(model), {}, tokenizer
 
 
-def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path | None) -> tuple[nn.Module, Any]:
+def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path | None) -> tuple[Encoder, Any]:
     """The encoder of a saved pipeline (untrained weights; the checkpoint's are loaded after): (module, tokenizer)."""
     if cfg.scratch:
         return build_scratch(cfg, assets), None
     if directory is None:
-        raise ValueError("a Hugging Face encoder is rebuilt from a checkpoint directory")
+        raise ConfigError("a Hugging Face encoder is rebuilt from a checkpoint directory")
     model, tokenizer = hf.rebuild(directory, "encoder")
     return HFEncoder(model), tokenizer
 

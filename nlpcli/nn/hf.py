@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
 HF_DIR = "encoder"  # checkpoint subdirectory holding the HF config and tokenizer
 
 
-def _quiet_transformers():
+def _quiet_transformers() -> Any:
     import transformers
 
     transformers.logging.set_verbosity_error()
     return transformers
 
 
-def load_pretrained(name_or_path: str, kind: str = "encoder"):
+def load_pretrained(name_or_path: str, kind: str = "encoder") -> tuple[Any, Any]:
     """(model, tokenizer) from a hub name or a local directory (hub names need internet)."""
     tf = _quiet_transformers()
     auto = tf.AutoModel if kind == "encoder" else tf.AutoModelForCausalLM
@@ -30,7 +31,7 @@ def load_pretrained(name_or_path: str, kind: str = "encoder"):
     return model, tokenizer
 
 
-def rebuild(checkpoint_dir: Path, kind: str = "encoder"):
+def rebuild(checkpoint_dir: Path, kind: str = "encoder") -> tuple[Any, Any]:
     """(model with untrained weights, tokenizer) from files saved in a checkpoint: no download."""
     tf = _quiet_transformers()
     d = Path(checkpoint_dir) / HF_DIR
@@ -39,7 +40,7 @@ def rebuild(checkpoint_dir: Path, kind: str = "encoder"):
     return auto.from_config(config), tf.AutoTokenizer.from_pretrained(d)
 
 
-def save(model, tokenizer, checkpoint_dir: Path) -> None:
+def save(model: Any, tokenizer: Any, checkpoint_dir: Path) -> None:
     d = Path(checkpoint_dir) / HF_DIR
     d.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(d)

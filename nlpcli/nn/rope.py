@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def rope_tables(length: int, dim: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    length: int, dim: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables [length, dim], each frequency repeated for its pair."""
     if dim % 2:
         raise ValueError("RoPE needs an even head size")

@@ -49,6 +49,9 @@ class Pipeline:
     formats: ClassVar[tuple[str, ...]] = ()
     # A `predict` output file reads back as gold with `read` (the contract test holds tasks to it).
     predictions_are_gold: ClassVar[bool] = False
+    # Predictions are sampled: seeded per predict call, so they repeat for the same input and batch size,
+    # but another batching draws other samples.
+    sampled: ClassVar[bool] = False
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
@@ -109,20 +112,35 @@ class Pipeline:
         """Write task files (e.g. a tokenizer) into a checkpoint directory being saved."""
 
     def save(
-        self, directory: str | Path, metrics: dict[str, Any] | None = None, *,
-        weights: dict[str, torch.Tensor] | None = None, train_state: dict[str, Any] | None = None,
+        self,
+        directory: str | Path,
+        metrics: dict[str, Any] | None = None,
+        *,
+        weights: dict[str, torch.Tensor] | None = None,
+        train_state: dict[str, Any] | None = None,
     ) -> Path:
         """Write this pipeline as a checkpoint (atomically): config, assets, weights (`weights` instead of the
         model's own, e.g. EMA averages), metrics, and the trainer's state for --resume."""
         state = weights if weights is not None else self.model.state_dict()
-        return save_checkpoint(directory, self.name, self.config.to_dict(), state, self.assets, metrics=metrics,
-                               train_state=train_state, write_extra=self.write_extra)
+        return save_checkpoint(
+            directory,
+            self.name,
+            self.config.to_dict(),
+            state,
+            self.assets,
+            metrics=metrics,
+            train_state=train_state,
+            write_extra=self.write_extra,
+        )
 
     @classmethod
     def load(
-        cls, directory: str | Path, overrides: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+        cls,
+        directory: str | Path,
+        overrides: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
         resume: bool = False,
-    ) -> "Pipeline":
+    ) -> Pipeline:
         """A trained pipeline from a checkpoint (or training output) directory.
 
         Called on `Pipeline`, the task is read from the checkpoint; on a task class, another task's checkpoint
@@ -157,8 +175,7 @@ class Pipeline:
         return cls.Config.from_dict(ckpt.config, strict=False)
 
     @classmethod
-    def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False
-                               ) -> TaskConfig:
+    def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False) -> TaskConfig:
         """The config with overrides that leave the trained model as it is; others are a ConfigError.
 
         Bare names are looked up in the inference section first (`--max-len` of `generate` is the sampler's),
@@ -174,11 +191,16 @@ class Pipeline:
                 others[key] = value
         fixed = config.updated(others).differences(config)  # the same value as trained is fine
         changed = config.updated(settable, only=runtime)
-        fixed += [name for name in changed.differences(config)
-                  if name.startswith("trainer.") and name.split(".")[1] not in TrainerConfig.RESUMABLE]
+        fixed += [
+            name
+            for name in changed.differences(config)
+            if name.startswith("trainer.") and name.split(".")[1] not in TrainerConfig.RESUMABLE
+        ]
         if fixed:
-            raise ConfigError(f"cannot change {', '.join(fixed)} of a trained model (the model depends on it; "
-                              "inference settings may change, and on --resume the run's length and logging)")
+            raise ConfigError(
+                f"cannot change {', '.join(fixed)} of a trained model (the model depends on it; "
+                "inference settings may change, and on --resume the run's length and logging)"
+            )
         return changed
 
     def to(self: P, device: torch.device) -> P:

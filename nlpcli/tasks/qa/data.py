@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def passages_field(obj: dict, path: str, line: int | None, where: str = "") -> l
     return ps
 
 
-def _guarded(stats: ReadStats | None, fn, *args) -> QAExample | None:
+def _guarded(stats: ReadStats | None, fn: Callable[..., QAExample], *args: Any) -> QAExample | None:
     try:
         return fn(*args)
     except DataError as err:
@@ -150,7 +151,11 @@ def _webqa_item(qid: str, obj: Any, path: str) -> QAExample:
         raise DataError(path, f"{where}missing or empty 'evidences'")
     passages, answers = [], []
     for ev in evidences.values():
-        if not isinstance(ev, dict) or not isinstance(ev.get("evidence"), str) or not isinstance(ev.get("answer"), list):
+        if (
+            not isinstance(ev, dict)
+            or not isinstance(ev.get("evidence"), str)
+            or not isinstance(ev.get("answer"), list)
+        ):
             raise DataError(path, f"{where}an evidence must be {{'evidence': str, 'answer': [str]}}")
         found = [a for a in ev["answer"] if isinstance(a, str) and a and a != "no_answer"]
         passages.append(passage_of(ev["evidence"], found))
@@ -192,8 +197,13 @@ def _squad_question(qa: Any, context: str, path: str, where: str) -> QAExample:
             if found:
                 spans.add(min(found, key=lambda s: abs(s[0] - (start if isinstance(start, int) else 0))))
     labelled = bool(spans) or not texts
-    return QAExample(question, [Passage(context, sorted(spans), labelled)], list(dict.fromkeys(texts)), "squad",
-                     str(qa.get("id")) if "id" in qa else None)
+    return QAExample(
+        question,
+        [Passage(context, sorted(spans), labelled)],
+        list(dict.fromkeys(texts)),
+        "squad",
+        str(qa.get("id")) if "id" in qa else None,
+    )
 
 
 def _read_squad(text: str, path: str, stats: ReadStats | None) -> list[QAExample]:
@@ -209,7 +219,11 @@ def _read_squad(text: str, path: str, stats: ReadStats | None) -> list[QAExample
             continue
         for pi, para in enumerate(paragraphs):
             where = f"data[{ai}].paragraphs[{pi}]: "
-            if not isinstance(para, dict) or not isinstance(para.get("context"), str) or not isinstance(para.get("qas"), list):
+            if (
+                not isinstance(para, dict)
+                or not isinstance(para.get("context"), str)
+                or not isinstance(para.get("qas"), list)
+            ):
                 err = DataError(path, f"{where}expected {{'context': str, 'qas': [...]}}")
                 if stats is None:
                     raise err
@@ -253,7 +267,7 @@ def _add_variants(examples: list[QAExample], path: Path) -> None:
     for line in read_text(key).splitlines():
         parts = line.split("\t")
         if len(parts) == 3:
-            variants[parts[0]] = [parts[1]] + parts[2].split("|")
+            variants[parts[0]] = [parts[1], *parts[2].split("|")]
     for ex in examples:
         if ex.qid in variants and ex.answers:
             ex.answers = list(dict.fromkeys(ex.answers + [v for v in variants[ex.qid] if v]))

@@ -11,14 +11,15 @@ import torch.nn.functional as F
 from .metrics import normalize_answer
 
 
-def best_spans(start: torch.Tensor, end: torch.Tensor, max_answer_len: int, threshold: float
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def best_spans(
+    start: torch.Tensor, end: torch.Tensor, max_answer_len: int, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row, the span (i, j) with j in [i, i + max_answer_len) maximising start[i] * end[j].
 
     Positions at or below the threshold never start or end a span; a score of 0 means no candidate.
     Returns (score, i, j), each [N].
     """
-    n, length = start.shape
+    length = start.shape[1]
     s = start.masked_fill(start <= threshold, 0.0)
     e = end.masked_fill(end <= threshold, 0.0)
     width = max(1, min(max_answer_len, length))

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from ...data.vocab import normalize_char
 
@@ -102,12 +103,11 @@ def qa_metrics(golds: Sequence[Sequence[str]], preds: Sequence[str], kinds: Sequ
         na["gold"] += not gold
         na["predicted"] += empty
         na["correct"] += empty and not gold
-    out = {"score": 0.0, "accuracy": sum(accs) / max(n, 1), "f1": sum(f1s) / max(n, 1), "examples": n}
+    out: dict[str, Any] = {"score": 0.0, "accuracy": sum(accs) / max(n, 1), "f1": sum(f1s) / max(n, 1), "examples": n}
     out["score"] = (out["accuracy"] + out["f1"]) / 2
     if ems:
         out["em"] = sum(ems) / len(ems)
         out["cmrc_f1"] = sum(cf1s) / len(cf1s)
         out["squad_examples"] = len(ems)
-    na["accuracy"] = na["correct"] / na["gold"] if na["gold"] else None
-    out["no_answer"] = na
+    out["no_answer"] = na | {"accuracy": na["correct"] / na["gold"] if na["gold"] else None}
     return out

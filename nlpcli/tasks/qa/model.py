@@ -43,8 +43,14 @@ class QaModel(nn.Module):
     question vector alone cannot tell the model *where* the question's words are; this tells it directly.
     """
 
-    def __init__(self, encoder: CharWordDGCNN, question_dilations: list[int], kernel_size: int = 3,
-                 dropout: float = 0.1, match_features: bool = False):
+    def __init__(
+        self,
+        encoder: CharWordDGCNN,
+        question_dilations: list[int],
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+        match_features: bool = False,
+    ):
         super().__init__()
         dim = encoder.out_dim
         self.encoder = encoder
@@ -77,8 +83,9 @@ class QaModel(nn.Module):
         return {"start": start, "end": end, "gate": gate}
 
 
-def pointer_probs(out: dict[str, torch.Tensor], mask: torch.Tensor, loss: str = "softmax"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def pointer_probs(
+    out: dict[str, torch.Tensor], mask: torch.Tensor, loss: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Start and end probabilities, gated by the passage's 'has answer' score; 0 on padding.
 
     "softmax": a distribution over the passage's positions (as trained by `span_loss`);
@@ -113,8 +120,14 @@ def gate_loss(gate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return F.binary_cross_entropy_with_logits(gate.float(), has.float())
 
 
-def focal_loss(logits: torch.Tensor, gate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-               alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    gate: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
     """Binary focal loss on p = sigmoid(logit) * sigmoid(gate), masked mean over positions."""
     log_p = F.logsigmoid(logits.float()) + F.logsigmoid(gate.float()).unsqueeze(-1)  # stable log of the product
     p = log_p.exp()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -51,11 +51,19 @@ class QaInference(Section):
 class QaConfig(TaskConfig):
     # warm-up short: a 30-minute CPU budget is only a few hundred steps
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.9999))
+        default_factory=lambda: TrainerConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.9999)
+    )
     # dropout 0.3 (not 0.1): a few thousand training questions are memorised within minutes (WebQA dev 0.47 -> 0.49).
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        hidden_size=128, dilations=[1, 2, 4, 8, 16, 1], dropout=0.3, embed_dropout=0.3, word_dim=128,
-        char_min_count=2))
+    encoder: EncoderConfig = field(
+        default_factory=lambda: EncoderConfig(
+            hidden_size=128,
+            dilations=[1, 2, 4, 8, 16, 1],
+            dropout=0.3,
+            embed_dropout=0.3,
+            word_dim=128,
+            char_min_count=2,
+        )
+    )
     model: QaModelConfig = field(default_factory=QaModelConfig)
     inference: QaInference = field(default_factory=QaInference)
     RENAMES = TaskConfig.RENAMES | {"passage_dilations": "encoder.dilations"}
@@ -95,7 +103,8 @@ class QaPipeline(Pipeline):
     Config = QaConfig
     main_metric = "score"
     formats = FORMATS
-    V1_WEIGHTS = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
+    predictions_are_gold = True
+    V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
 
     def __init__(self, config: QaConfig, assets: dict[str, Any], model: nn.Module):
@@ -105,22 +114,28 @@ class QaPipeline(Pipeline):
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
-             ) -> tuple[list[QAExample], ReadStats]:
+    def read(
+        cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+    ) -> tuple[list[QAExample], ReadStats]:
         return read_qa(path, fmt, skip_bad)
 
     @classmethod
-    def create(cls, config: QaConfig, train_examples: list[QAExample]) -> "QaPipeline":
+    def create(cls, config: QaConfig, train_examples: list[QAExample]) -> QaPipeline:
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
         return cls.build(config, config.encoder.vocab_assets(texts))
 
     @classmethod
-    def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> "QaPipeline":
+    def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> QaPipeline:
         if config.model.pointer_loss not in ("softmax", "focal"):
             raise ConfigError(f"pointer_loss must be softmax or focal, not {config.model.pointer_loss!r}")
         enc = config.encoder
-        model = QaModel(build_scratch(enc, assets), config.model.question_dilations, enc.kernel_size, enc.dropout,
-                        config.model.match_features)
+        model = QaModel(
+            build_scratch(enc, assets),
+            config.model.question_dilations,
+            enc.kernel_size,
+            enc.dropout,
+            config.model.match_features,
+        )
         return cls(config, assets, model)
 
     # --- encoding ---------------------------------------------------------------------------
@@ -178,13 +193,16 @@ class QaPipeline(Pipeline):
         return batch
 
     def _tensors(self, questions: list[_Text], passages: list[_Text], p_question: torch.Tensor) -> dict[str, Any]:
-        batch: dict[str, Any] = {"q_chars": pad_ids([q.chars for q in questions]),
-                                 "p_chars": pad_ids([p.chars for p in passages]), "p_question": p_question}
+        batch: dict[str, Any] = {
+            "q_chars": pad_ids([q.chars for q in questions]),
+            "p_chars": pad_ids([p.chars for p in passages]),
+            "p_question": p_question,
+        }
         batch["q_mask"] = _mask([len(q.chars) for q in questions], batch["q_chars"].shape[1])
         batch["p_mask"] = _mask([len(p.chars) for p in passages], batch["p_chars"].shape[1])
         if self.has_words:
-            batch["q_words"] = pad_ids([q.words for q in questions])
-            batch["p_words"] = pad_ids([p.words for p in passages])
+            batch["q_words"] = pad_ids([q.words for q in questions if q.words is not None])
+            batch["p_words"] = pad_ids([p.words for p in passages if p.words is not None])
         batch["_tokens"] = int(batch["p_mask"].sum() + batch["q_mask"].sum())
         return batch
 
@@ -192,12 +210,15 @@ class QaPipeline(Pipeline):
         out = model(batch)
         mask = batch["p_mask"].float()
         if self.config.model.pointer_loss == "softmax":
-            return (span_loss(out["start"], batch["start_labels"], mask)
-                    + span_loss(out["end"], batch["end_labels"], mask)
-                    + gate_loss(out["gate"], batch["start_labels"], mask))
+            return (
+                span_loss(out["start"], batch["start_labels"], mask)
+                + span_loss(out["end"], batch["end_labels"], mask)
+                + gate_loss(out["gate"], batch["start_labels"], mask)
+            )
         a, g = self.config.model.focal_alpha, self.config.model.focal_gamma
-        return (focal_loss(out["start"], out["gate"], batch["start_labels"], mask, a, g)
-                + focal_loss(out["end"], out["gate"], batch["end_labels"], mask, a, g))
+        return focal_loss(out["start"], out["gate"], batch["start_labels"], mask, a, g) + focal_loss(
+            out["end"], out["gate"], batch["end_labels"], mask, a, g
+        )
 
     # --- prediction -------------------------------------------------------------------------
     def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
@@ -217,34 +238,38 @@ class QaPipeline(Pipeline):
             if not text:
                 continue
             encoded = self.encode(text)
-            pieces += [_Piece(question, pi, _slice(encoded, w.start, w.end), w)
-                       for w in windows(len(text), m.max_len, m.window_overlap)]
+            pieces += [
+                _Piece(question, pi, _slice(encoded, w.start, w.end), w)
+                for w in windows(len(text), m.max_len, m.window_overlap)
+            ]
         return pieces
 
     def piece_length(self, piece: _Piece) -> int:
         return piece.window.end - piece.window.start
 
-    def forward(self, pieces: list[_Piece]) -> list[tuple[float, int, int]]:
+    def forward(self, pieces: list[_Piece], **params: Any) -> list[tuple[float, int, int]]:
         """(score, start, end) of the best span owned by each window (score 0: none)."""
         q_index: dict[int, int] = {}
         for p in pieces:
             q_index.setdefault(id(p.question), len(q_index))
         questions = list({id(p.question): p.question for p in pieces}.values())
-        batch = self._tensors(questions, [p.passage for p in pieces],
-                              torch.tensor([q_index[id(p.question)] for p in pieces]))
+        batch = self._tensors(
+            questions, [p.passage for p in pieces], torch.tensor([q_index[id(p.question)] for p in pieces])
+        )
         batch = self.to_device(batch)
         start, end = pointer_probs(self.model(batch), batch["p_mask"], self.config.model.pointer_loss)
         # A window only proposes spans starting in the part it owns, so overlaps are not counted twice.
         pos = torch.arange(start.shape[1], device=start.device)
-        own = torch.tensor([[p.window.own_start - p.window.start, p.window.own_end - p.window.start] for p in pieces],
-                           device=start.device)
+        own = torch.tensor(
+            [[p.window.own_start - p.window.start, p.window.own_end - p.window.start] for p in pieces],
+            device=start.device,
+        )
         start = start * ((pos >= own[:, :1]) & (pos < own[:, 1:]))
         inf = self.config.inference
         score, i, j = best_spans(start, end, inf.max_answer_len, inf.threshold)
         return list(zip(score.tolist(), i.tolist(), j.tolist()))
 
-    def postprocess(self, record: dict[str, Any], parts: list[tuple[_Piece, tuple[float, int, int]]]
-                    ) -> dict[str, Any]:
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[_Piece, tuple[float, int, int]]]) -> dict[str, Any]:
         """Adds answer ("" if none), score, passage_index, start and end (inclusive, in that passage): the best
         span of each window, voted with those of the question's other windows and passages."""
         texts = [passage_text(p, "", None, "")[0] for p in passages_field(record, "", None)]
@@ -256,19 +281,27 @@ class QaPipeline(Pipeline):
         best, score = vote(candidates, self.config.inference.voting)
         if best is None:
             return {**record, "answer": "", "score": 0.0, "passage_index": None, "start": None, "end": None}
-        return {**record, "answer": best.text, "score": round(score, 6), "passage_index": best.passage,
-                "start": best.start, "end": best.end}
+        return {
+            **record,
+            "answer": best.text,
+            "score": round(score, 6),
+            "passage_index": best.passage,
+            "start": best.start,
+            "end": best.end,
+        }
 
-    def answer(self, questions: list[str], passages: list[list[str]], batch_size: int | None = None
-               ) -> list[dict[str, Any]]:
+    def answer(
+        self, questions: list[str], passages: list[list[str]], batch_size: int | None = None
+    ) -> list[dict[str, Any]]:
         """For each question: answer ("" if none), score, passage index and span (end inclusive)."""
         records = ({"question": q, "passages": ps} for q, ps in zip(questions, passages))
         keys = ("answer", "score", "passage_index", "start", "end")
         return [{k: r[k] for k in keys} for r in self.predict_records(records, batch_size)]
 
     def evaluate(self, examples: list[QAExample], batch_size: int | None = None) -> dict[str, Any]:
-        preds = self.answer([ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples],
-                            batch_size)
+        preds = self.answer(
+            [ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples], batch_size
+        )
         return qa_metrics([ex.answers for ex in examples], [p["answer"] for p in preds], [ex.kind for ex in examples])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def detect_format(text: str, split: str | None = None) -> str:
     return "tsv"
 
 
-def read_dialogues(path: str | Path, fmt: str | None = None, skip_bad: bool = False) -> tuple[list[Dialogue], ReadStats]:
+def read_dialogues(
+    path: str | Path, fmt: str | None = None, skip_bad: bool = False
+) -> tuple[list[Dialogue], ReadStats]:
     """Read any supported dialogue file; bad dialogues raise DataError (file, line) or are counted."""
     file, split = split_path(path)
     text = read_text(check_file(file))
@@ -109,7 +112,11 @@ def read_dialogues(path: str | Path, fmt: str | None = None, skip_bad: bool = Fa
     return out, stats
 
 
-def _lccc_items(text: str, path: str, split: str | None):
+# A dialogue not parsed yet: (line or None, a call that returns its turns or raises DataError).
+Item = tuple[int | None, Callable[[], list[str]]]
+
+
+def _lccc_items(text: str, path: str, split: str | None) -> list[Item]:
     """(line, parser) per dialogue of a JSON array, or of one split of a JSON object."""
     stripped = text.lstrip()
     if stripped.startswith("{"):
@@ -128,8 +135,8 @@ def _lccc_items(text: str, path: str, split: str | None):
     return [(line, _bind(clean_turns, d, path, line)) for line, d in iter_json_array(text, path)]
 
 
-def _jsonl_items(text: str, path: str, split: str | None):
-    items = []
+def _jsonl_items(text: str, path: str, split: str | None) -> list[Item]:
+    items: list[Item] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         if raw.strip():
             items.append((lineno, _bind(_parse_jsonl_line, raw, path, lineno)))
@@ -144,7 +151,7 @@ def _parse_jsonl_line(raw: str, path: str, line: int) -> list[str]:
     return record_turns(obj, path, line)
 
 
-def _tsv_items(text: str, path: str, split: str | None):
+def _tsv_items(text: str, path: str, split: str | None) -> list[Item]:
     """One dialogue a line, turns separated by tabs (CDial-GPT toy_train.txt: post<TAB>response)."""
     return [
         (lineno, _bind(clean_turns, raw.rstrip("\r").split("\t"), path, lineno))
@@ -153,5 +160,5 @@ def _tsv_items(text: str, path: str, split: str | None):
     ]
 
 
-def _bind(fn, *args):
+def _bind(fn: Callable[..., list[str]], *args: Any) -> Callable[[], list[str]]:
     return lambda: fn(*args)

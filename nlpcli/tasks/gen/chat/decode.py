@@ -109,8 +109,15 @@ def generate_steps(
 
 
 def generate(
-    model: nn.Module, prompts: Sequence[Prompt], sep_id: int, pad_id: int, banned_ids: Sequence[int],
-    vocab_size: int, dec: Decoding, generator: torch.Generator | None = None, use_cache: bool = True,
+    model: nn.Module,
+    prompts: Sequence[Prompt],
+    sep_id: int,
+    pad_id: int,
+    banned_ids: Sequence[int],
+    vocab_size: int,
+    dec: Decoding,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Reply token ids per prompt (without the closing [SEP])."""
     steps = list(generate_steps(model, prompts, sep_id, pad_id, banned_ids, vocab_size, dec, generator, use_cache))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....errors import ConfigError
+
 Cache = Any  # a tuple of (k, v) per layer for ChatGPT; the model's own cache object for HF
 
 
@@ -60,7 +62,7 @@ class ChatGPT(nn.Module):
     def __init__(self, vocab_size: int, dim: int, layers: int, heads: int, max_len: int, dropout: float):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+            raise ConfigError(f"hidden size {dim} is not divisible by {heads} heads")
         self.max_len = max_len
         self.tok = nn.Embedding(vocab_size, dim)
         self.pos = nn.Embedding(max_len, dim)
@@ -73,8 +75,13 @@ class ChatGPT(nn.Module):
         self.apply(_init_weights)
 
     def forward(
-        self, ids: torch.Tensor, speakers: torch.Tensor, attention_mask: torch.Tensor,
-        positions: torch.Tensor, past: Cache = None, select: torch.Tensor | None = None,
+        self,
+        ids: torch.Tensor,
+        speakers: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        past: Cache = None,
+        select: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache]:
         """ids/speakers/positions [B, q]; attention_mask [B, K] over cached + new positions.
 
@@ -103,7 +110,9 @@ def _init_weights(m: nn.Module) -> None:
 class HFCausalLM(nn.Module):
     """A Hugging Face causal LM; speakers go in as token_type_ids (speaker tokens, as in CDial-GPT)."""
 
-    def __init__(self, model: nn.Module, speaker_token_ids: list[int], max_len: int):
+    speaker_ids: torch.Tensor
+
+    def __init__(self, model: Any, speaker_token_ids: list[int], max_len: int):
         super().__init__()
         self.model = model
         self.max_len = max_len
@@ -111,11 +120,20 @@ class HFCausalLM(nn.Module):
         self.uses_types = model.config.model_type == "gpt2"  # GPT-2 embeds token_type_ids with its wte
 
     def forward(
-        self, ids: torch.Tensor, speakers: torch.Tensor, attention_mask: torch.Tensor,
-        positions: torch.Tensor, past: Cache = None, select: torch.Tensor | None = None,
+        self,
+        ids: torch.Tensor,
+        speakers: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        past: Cache = None,
+        select: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache]:
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention_mask.long(),
-                                  "position_ids": positions.clamp(min=0), "use_cache": not self.training}
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": attention_mask.long(),
+            "position_ids": positions.clamp(min=0),
+            "use_cache": not self.training,
+        }
         if past is not None:
             kwargs["past_key_values"] = past
         if self.uses_types:

@@ -12,18 +12,18 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....config import Section, TaskConfig, TrainerConfig
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....nn import hf
-from ....config import Section, TaskConfig, TrainerConfig
 from ...base import Pipeline
 from .data import FORMATS, Dialogue, clean_turns, read_dialogues
 from .decode import Decoding, Prompt, generate, generate_steps
@@ -68,8 +68,9 @@ class ChatInference(Section):
 
 @dataclass
 class ChatConfig(TaskConfig):
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        epochs=20, batch_size=32, lr=1e-3, warmup_steps=200, schedule="cosine"))
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=200, schedule="cosine")
+    )
     model: ChatModelConfig = field(default_factory=ChatModelConfig)
     inference: ChatInference = field(default_factory=ChatInference)
 
@@ -114,7 +115,7 @@ def fit_latest_turns(turns: list[list[int]], budget: int) -> tuple[list[list[int
         kept.append(t)
         used += len(t) + 1
     if not kept:
-        return [turns[-1][-(budget - 2):]], 1
+        return [turns[-1][-(budget - 2) :]], 1
     return kept[::-1], len(kept)
 
 
@@ -140,7 +141,7 @@ class CharTokenizer:
 class HFTokenizer:
     """A Hugging Face tokenizer with [CLS]/[SEP]-like tokens (its own, or added)."""
 
-    def __init__(self, tokenizer, special: dict[str, Any]):
+    def __init__(self, tokenizer: Any, special: dict[str, Any]):
         self.tok = tokenizer
         ids = tokenizer.convert_tokens_to_ids
         self.cls_id, self.sep_id, self.pad_id = ids(special["cls"]), ids(special["sep"]), ids(special["pad"])
@@ -159,7 +160,7 @@ class HFTokenizer:
         return len(self.decode(ids))
 
 
-def add_chat_tokens(tokenizer, model) -> dict[str, Any]:
+def add_chat_tokens(tokenizer: Any, model: Any) -> dict[str, Any]:
     """Make sure the tokenizer has [CLS]/[SEP]-like, pad and speaker tokens; grow the embeddings to match."""
     cls = tokenizer.cls_token or tokenizer.bos_token
     sep = tokenizer.sep_token or tokenizer.eos_token
@@ -191,21 +192,28 @@ class ChatPipeline(Pipeline):
     main_metric = "ppl"
     higher_is_better = False
     formats = FORMATS
+    predictions_are_gold = True
+    sampled = True
 
     config: ChatConfig
+    model: ChatGPT | HFCausalLM
 
-    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: nn.Module, tokenizer: Any = None):
+    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: ChatGPT | HFCausalLM, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.hf_tokenizer = tokenizer
-        self.tokenizer = HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
-        self.context = model.max_len
+        self.tokenizer = (
+            HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
+        )
+        self.context: int = model.max_len
         if self.context - config.inference.max_new_tokens < 8:
-            raise ConfigError(f"a context of {self.context} tokens leaves no room for the history after "
-                              f"--max-new-tokens {config.inference.max_new_tokens}")
+            raise ConfigError(
+                f"a context of {self.context} tokens leaves no room for the history after "
+                f"--max-new-tokens {config.inference.max_new_tokens}"
+            )
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path, fmt=None, skip_bad=False) -> tuple[list[Dialogue], ReadStats]:
+    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False) -> tuple[list[Dialogue], ReadStats]:
         return read_dialogues(path, fmt, skip_bad)
 
     @classmethod
@@ -216,7 +224,7 @@ class ChatPipeline(Pipeline):
             raise ConfigError(f"--max-new-tokens must be between 1 and max_len - 8 ({cfg.model.max_len - 8})")
 
     @classmethod
-    def create(cls, config: ChatConfig, train_examples: list[Dialogue]) -> "ChatPipeline":
+    def create(cls, config: ChatConfig, train_examples: list[Dialogue]) -> ChatPipeline:
         cls.check_config(config)
         m = config.model
         if not m.init:
@@ -237,14 +245,14 @@ class ChatPipeline(Pipeline):
         return config
 
     @classmethod
-    def build(cls, config: ChatConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> "ChatPipeline":
+    def build(cls, config: ChatConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> ChatPipeline:
         cls.check_config(config)
         m = config.model
         if not m.init:
             model = ChatGPT(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout)
             return cls(config, assets, model)
         if checkpoint_dir is None:
-            raise ValueError("a Hugging Face model is rebuilt from a checkpoint directory")
+            raise ConfigError("a Hugging Face model is rebuilt from a checkpoint directory")
         model, tokenizer = hf.rebuild(checkpoint_dir, "causal")
         speakers = [tokenizer.convert_tokens_to_ids(s) for s in assets["special"]["speakers"]]
         return cls(config, assets, HFCausalLM(model, speakers, _context_limit(model, m)), tokenizer)
@@ -256,8 +264,12 @@ class ChatPipeline(Pipeline):
     def param_groups(self) -> list[dict[str, Any]] | None:
         if self.hf_tokenizer is None:
             return None
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad],
-                 "lr_scale": self.config.model.init_lr / self.config.trainer.lr}]
+        return [
+            {
+                "params": [p for p in self.model.parameters() if p.requires_grad],
+                "lr_scale": self.config.model.init_lr / self.config.trainer.lr,
+            }
+        ]
 
     # --- encoding ---------------------------------------------------------------------------
     def encode_turns(self, turns: list[str]) -> list[list[int]]:
@@ -330,39 +342,51 @@ class ChatPipeline(Pipeline):
 
     def _gen_args(self) -> dict[str, Any]:
         t = self.tokenizer
-        width = self.model.model.get_output_embeddings().weight.shape[0] if self.hf_tokenizer is not None else t.size
+        model = self.model
+        width = model.model.get_output_embeddings().weight.shape[0] if isinstance(model, HFCausalLM) else t.size
         return {"sep_id": t.sep_id, "pad_id": t.pad_id, "banned_ids": t.banned_ids, "vocab_size": width}
 
     def reply_ids(
-        self, histories: list[list[str]], dec: Decoding | None = None, generator: torch.Generator | None = None,
-        use_cache: bool = True, batch_size: int | None = None,
+        self,
+        histories: list[list[str]],
+        dec: Decoding | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        batch_size: int | None = None,
     ) -> list[list[int]]:
         """Reply token ids for each history (turns as text), generated in length-sorted batches."""
         pieces = [self.prompt(h) for h in histories]
-        return self.run_pieces(pieces, batch_size or self.config.inference.batch_size,
-                               dec=dec or self.config.inference.decoding(), generator=generator, use_cache=use_cache)
+        return self.run_pieces(
+            pieces,
+            batch_size or self.config.inference.batch_size,
+            dec=dec or self.config.inference.decoding(),
+            generator=generator,
+            use_cache=use_cache,
+        )
 
     def replies(self, histories: list[list[str]], **kwargs: Any) -> list[str]:
         return [self.tokenizer.decode(r) for r in self.reply_ids(histories, **kwargs)]
 
     @torch.no_grad()
-    def stream_reply(self, history: list[str], dec: Decoding | None = None,
-                     generator: torch.Generator | None = None) -> Iterator[str]:
+    def stream_reply(
+        self, history: list[str], dec: Decoding | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[str]:
         """The reply to one history, piece by piece as tokens are generated."""
         self.model.eval()
         prompt, _ = self.prompt(history)
         args = self._gen_args()
         ids: list[int] = []
         shown = ""
-        for tokens, active in generate_steps(self.model, [prompt], dec=dec or self.config.inference.decoding(),
-                                             generator=generator, **args):
+        for tokens, active in generate_steps(
+            self.model, [prompt], dec=dec or self.config.inference.decoding(), generator=generator, **args
+        ):
             tok = int(tokens[0])
             if not bool(active[0]) or tok == self.tokenizer.sep_id:
                 break
             ids.append(tok)
             text = self.tokenizer.decode(ids)
             if text.startswith(shown) and not text.endswith("\ufffd"):  # wait for whole multi-byte chars
-                yield text[len(shown):]
+                yield text[len(shown) :]
                 shown = text
 
     def seeded_generator(self, seed: int | None = None) -> torch.Generator:
@@ -386,8 +410,11 @@ class ChatPipeline(Pipeline):
                 tokens += int(batch["scored"].sum())
                 chars += sum(windows[i].chars for i in idx)
         metrics: dict[str, Any] = {
-            "ppl": math.exp(nll / chars), "ppl_token": math.exp(nll / tokens), "nll_per_char": nll / chars,
-            "scored_chars": chars, "dialogues": len(examples),
+            "ppl": math.exp(nll / chars),
+            "ppl_token": math.exp(nll / tokens),
+            "nll_per_char": nll / chars,
+            "scored_chars": chars,
+            "dialogues": len(examples),
         }
         return metrics | self.sample_metrics(examples, bs)
 
@@ -402,9 +429,13 @@ class ChatPipeline(Pipeline):
         seconds = time.perf_counter() - t0
         texts = [self.tokenizer.decode(r) for r in ids]
         n_tokens = sum(len(r) + 1 for r in ids)  # + the closing [SEP] each reply also cost
-        return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-                "gen_tokens_per_s": n_tokens / max(seconds, 1e-9), "replies_sampled": len(texts),
-                "mean_reply_chars": sum(map(len, texts)) / len(texts)}
+        return {
+            "distinct_1": distinct_n(texts, 1),
+            "distinct_2": distinct_n(texts, 2),
+            "gen_tokens_per_s": n_tokens / max(seconds, 1e-9),
+            "replies_sampled": len(texts),
+            "mean_reply_chars": sum(map(len, texts)) / len(texts),
+        }
 
     # --- records -------------------------------------------------------------------------------
     def validate_record(self, record: dict[str, Any], path: str, line: int) -> None:
@@ -422,14 +453,25 @@ class ChatPipeline(Pipeline):
     def piece_length(self, piece: tuple[Prompt, int]) -> int:
         return len(piece[0].ids)
 
-    def forward(self, pieces: list[tuple[Prompt, int]], dec: Decoding | None = None,
-                generator: torch.Generator | None = None, use_cache: bool = True) -> list[list[int]]:
+    def forward(
+        self,
+        pieces: list[tuple[Prompt, int]],
+        dec: Decoding | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        **params: Any,
+    ) -> list[list[int]]:
         """Reply token ids of a batch of prompts."""
-        return generate(self.model, [p[0] for p in pieces], dec=dec or self.config.inference.decoding(),
-                        generator=generator, use_cache=use_cache, **self._gen_args())
+        return generate(
+            self.model,
+            [p[0] for p in pieces],
+            dec=dec or self.config.inference.decoding(),
+            generator=generator,
+            use_cache=use_cache,
+            **self._gen_args(),
+        )
 
-    def postprocess(self, record: dict[str, Any], parts: list[tuple[tuple[Prompt, int], list[int]]]
-                    ) -> dict[str, Any]:
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[tuple[Prompt, int], list[int]]]) -> dict[str, Any]:
         """Adds `reply` (and `turns_used`: the latest turns that fit the context)."""
         (_, used), ids = parts[0]
         return {**record, "reply": self.tokenizer.decode(ids), "turns_used": used}
@@ -455,11 +497,11 @@ class ChatSession:
         turn = "".join(text.split())
         if not turn:
             raise DataError("input", "empty message")
-        self.history = (self.history + [turn])[-self.max_turns:]
+        self.history = ([*self.history, turn])[-self.max_turns :]
         pieces = []
         for piece in self.pipe.stream_reply(self.history, self.dec, self.generator):
             pieces.append(piece)
             yield piece
         reply = "".join(pieces)
         if reply:
-            self.history = (self.history + [reply])[-self.max_turns:]
+            self.history = ([*self.history, reply])[-self.max_turns :]

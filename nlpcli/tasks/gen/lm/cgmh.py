@@ -86,7 +86,7 @@ class Chains:
     logp: torch.Tensor  # [C] float: forward-LM log-probability of the whole sentence (with end token)
 
     @classmethod
-    def start(cls, keyword_ids: list[list[list[int]]], width: int, device: torch.device) -> "Chains":
+    def start(cls, keyword_ids: list[list[list[int]]], width: int, device: torch.device) -> Chains:
         """One chain per entry: its keywords (each a token list) in the given order, back to back."""
         n = len(keyword_ids)
         tokens = torch.zeros(n, width, dtype=torch.long)
@@ -111,15 +111,18 @@ class StepStats:
 
 
 @torch.no_grad()
-def score_rows(lm: KeywordLM, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
-               batched: bool = True) -> torch.Tensor:
+def score_rows(
+    lm: KeywordLM, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor, batched: bool = True
+) -> torch.Tensor:
     """Forward-LM log p(x_start.., EOS | prefix) for every row: one batch, or one sentence at a time."""
     width = int(lengths.max()) if len(lengths) else 0
-    tokens = tokens[:, :max(width, 1)]
+    tokens = tokens[:, : max(width, 1)]
     if batched:
         return sentence_logprob(lm.fwd, tokens, lengths, start)
-    out = [sentence_logprob(lm.fwd, tokens[i : i + 1, : int(lengths[i]) or 1], lengths[i : i + 1], start[i : i + 1])
-           for i in range(len(tokens))]
+    out = [
+        sentence_logprob(lm.fwd, tokens[i : i + 1, : int(lengths[i]) or 1], lengths[i : i + 1], start[i : i + 1])
+        for i in range(len(tokens))
+    ]
     return torch.cat(out) if out else torch.zeros(0, device=tokens.device)
 
 
@@ -139,8 +142,9 @@ def read_prefix(lm: KeywordLM, ch: Chains, pos: torch.Tensor) -> Prefix:
 
 
 @torch.no_grad()
-def candidate_logprob(lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor,
-                      pos: torch.Tensor, group: int) -> torch.Tensor:
+def candidate_logprob(
+    lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor, pos: torch.Tensor, group: int
+) -> torch.Tensor:
     """log p_fwd(x'_m.., EOS | x_<m) of rows [C * group, W], `group` consecutive rows per chain sharing the
     prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LSTM.
     Equals score_rows(tokens, lengths, m) (a test checks); a transformer falls back to that."""
@@ -166,8 +170,7 @@ def candidate_logprob(lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengt
 
 
 @torch.no_grad()
-def proposal_logits(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.Tensor,
-                    prefix: Prefix) -> torch.Tensor:
+def proposal_logits(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.Tensor, prefix: Prefix) -> torch.Tensor:
     """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
     width = int(ch.length.max()) + 1
     tokens = ch.tokens[:, : width - 1]
@@ -200,13 +203,16 @@ def build_rows(ch: Chains, pos: torch.Tensor, action: torch.Tensor, cands: torch
     word = torch.cat([cands, torch.zeros(c, 1, dtype=cands.dtype, device=cands.device)], 1).unsqueeze(2)
     tokens = torch.where(at_m, word, tokens)
     kw = torch.where(at_m, torch.full_like(kw, -1), kw)
-    length = ch.length.view(c, 1) + torch.where(is_extra.view(1, -1), -(action == DELETE).long().view(c, 1),
-                                                (action == INSERT).long().view(c, 1))
+    length = ch.length.view(c, 1) + torch.where(
+        is_extra.view(1, -1), -(action == DELETE).long().view(c, 1), (action == INSERT).long().view(c, 1)
+    )
     pad = j >= length.unsqueeze(2)
     return tokens.masked_fill(pad, 0), kw.masked_fill(pad, -1), length
 
 
-def mh_step(lm: KeywordLM, ch: Chains, s: SamplerSettings, gen: torch.Generator, stats: StepStats | None = None) -> torch.Tensor:
+def mh_step(
+    lm: KeywordLM, ch: Chains, s: SamplerSettings, gen: torch.Generator, stats: StepStats | None = None
+) -> torch.Tensor:
     """One Metropolis-Hastings step for every chain, in place; returns the chains whose sentence changed."""
     device = ch.tokens.device
     n, width = ch.tokens.shape
@@ -263,8 +269,16 @@ def _move_is_legal(ch: Chains, pos: torch.Tensor, action: torch.Tensor, max_len:
     return (edit & ~locked_at) | ins_ok
 
 
-def _decide(score: torch.Tensor, cands: torch.Tensor, ch: Chains, m: torch.Tensor, action: torch.Tensor,
-            s: SamplerSettings, u: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _decide(
+    score: torch.Tensor,
+    cands: torch.Tensor,
+    ch: Chains,
+    m: torch.Tensor,
+    action: torch.Tensor,
+    s: SamplerSettings,
+    u: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chosen row, acceptance and log-probability change per chain, by the rules of METHODS section 4."""
     k = cands.shape[1]
     rows = torch.arange(len(m), device=m.device)
@@ -274,8 +288,9 @@ def _decide(score: torch.Tensor, cands: torch.Tensor, ch: Chains, m: torch.Tenso
     log_z = torch.logsumexp(cand_scores, 1)
     extra = score[:, k]
     # Replace is a Gibbs step over the candidates (and the current word, unless it already is one).
-    gibbs = torch.where(torch.cat([torch.zeros_like(in_set), in_set.any(1, keepdim=True)], 1),
-                        torch.full_like(score, -math.inf), score)
+    gibbs = torch.where(
+        torch.cat([torch.zeros_like(in_set), in_set.any(1, keepdim=True)], 1), torch.full_like(score, -math.inf), score
+    )
     pick_gibbs = torch.multinomial(torch.softmax(gibbs, 1).cpu(), 1, generator=gen).squeeze(1).to(m.device)
     pick_ins = torch.multinomial(torch.softmax(cand_scores, 1).cpu(), 1, generator=gen).squeeze(1).to(m.device)
     log_pi, log_pd = math.log(s.p_insert), math.log(s.p_delete)
@@ -294,6 +309,7 @@ def _decide(score: torch.Tensor, cands: torch.Tensor, ch: Chains, m: torch.Tenso
 
 # --- generation: keyword sets in, best visited sentences out ---------------------------------------
 
+
 @dataclass
 class Generation:
     words: list[str]
@@ -310,7 +326,7 @@ def keyword_orders(n_words: int, n_chains: int, keep_order: bool, rng: random.Ra
         rng.shuffle(others)
     else:
         others = [rng.sample(given, n_words) for _ in range(n_chains)]
-    orders = [given] + others
+    orders = [given, *others]
     return [orders[i % len(orders)] for i in range(n_chains)]
 
 
@@ -327,8 +343,9 @@ def render(lm: KeywordLM, tokens: list[int], kw: list[int], words: list[str]) ->
     return "".join(out)
 
 
-def generate(lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings,
-             stats: StepStats | None = None) -> list[Generation]:
+def generate(
+    lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings, stats: StepStats | None = None
+) -> list[Generation]:
     """Up to `s.num` distinct sentences per keyword set, each holding every keyword, best first.
 
     Score = mean forward-LM log-probability per token (end token included); higher is better.
@@ -336,8 +353,9 @@ def generate(lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings,
     return list(iter_generate(lm, keyword_sets, s, stats))
 
 
-def iter_generate(lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings,
-                  stats: StepStats | None = None) -> Iterator[Generation]:
+def iter_generate(
+    lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings, stats: StepStats | None = None
+) -> Iterator[Generation]:
     """`generate`, yielding each keyword set's result as soon as its batch of chains is done."""
     if s.steps < 1:
         raise ConfigError("--steps must be at least 1")
@@ -380,9 +398,16 @@ def read_keyword_file(lm: KeywordLM, path: str) -> list[tuple[int, list[str]]]:
     return out
 
 
-def _run_batch(lm: KeywordLM, sets: list[list[str]], encoded: list[list[list[int]]], n_chains: int,
-               s: SamplerSettings, rng: random.Random, gen: torch.Generator, stats: StepStats | None
-               ) -> list[Generation]:
+def _run_batch(
+    lm: KeywordLM,
+    sets: list[list[str]],
+    encoded: list[list[list[int]]],
+    n_chains: int,
+    s: SamplerSettings,
+    rng: random.Random,
+    gen: torch.Generator,
+    stats: StepStats | None,
+) -> list[Generation]:
     starts, owner, orders = [], [], []
     for i, ids in enumerate(encoded):
         for order in keyword_orders(len(ids), n_chains, s.keep_order, rng):
@@ -407,7 +432,16 @@ def _run_batch(lm: KeywordLM, sets: list[list[str]], encoded: list[list[list[int
     return out
 
 
-def _record(lm, ch: Chains, changed: torch.Tensor, owner, orders, sets, visited, min_len: int) -> None:
+def _record(
+    lm: KeywordLM,
+    ch: Chains,
+    changed: torch.Tensor,
+    owner: list[int],
+    orders: list[list[int]],
+    sets: list[list[str]],
+    visited: list[dict[str, tuple[float, float]]],
+    min_len: int,
+) -> None:
     """Remember each changed chain's sentence with its length-normalised score (short ones rank last)."""
     rows = changed.nonzero()[:, 0].tolist()
     toks, kws = ch.tokens[rows].tolist(), ch.kw[rows].tolist()

@@ -53,7 +53,9 @@ def _tsv_text(line: str) -> str:
     return max(line.split("\t"), key=len)
 
 
-def read_sentences(path: str | Path, fmt: str | None = None, skip_bad: bool = False) -> tuple[list[Sentence], ReadStats]:
+def read_sentences(
+    path: str | Path, fmt: str | None = None, skip_bad: bool = False
+) -> tuple[list[Sentence], ReadStats]:
     """Sentences of a corpus file (a zip gives its first member); bad records raise DataError or are counted."""
     text = read_text(path)
     lines = text.splitlines()
@@ -97,7 +99,7 @@ def _read_conll(lines: list[str]) -> list[Sentence]:
     out: list[Sentence] = []
     chars: list[str] = []
     start = 0
-    for lineno, line in enumerate(lines + [""], 1):
+    for lineno, line in enumerate([*lines, ""], 1):
         parts = line.split()
         if parts:
             if not chars:

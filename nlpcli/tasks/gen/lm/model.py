@@ -40,13 +40,19 @@ class CausalLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=0)
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.arch == "lstm":
-            self.rnn = nn.LSTM(cfg.embed_dim, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                               dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            self.rnn = nn.LSTM(
+                cfg.embed_dim,
+                cfg.hidden_size,
+                cfg.num_layers,
+                batch_first=True,
+                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            )
         elif cfg.arch == "transformer":
             self.inp = nn.Linear(cfg.embed_dim, cfg.hidden_size) if cfg.embed_dim != cfg.hidden_size else nn.Identity()
             self.pos = nn.Embedding(cfg.positions, cfg.hidden_size)
-            layer = nn.TransformerEncoderLayer(cfg.hidden_size, cfg.heads, 4 * cfg.hidden_size, cfg.dropout,
-                                               batch_first=True, norm_first=True)
+            layer = nn.TransformerEncoderLayer(
+                cfg.hidden_size, cfg.heads, 4 * cfg.hidden_size, cfg.dropout, batch_first=True, norm_first=True
+            )
             self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(cfg.hidden_size)
         else:
@@ -76,14 +82,16 @@ class CausalLM(nn.Module):
         if self.arch != "lstm":
             h = self.hidden(inputs)[torch.arange(len(lengths), device=inputs.device), lengths - 1]
             return torch.log_softmax(self.logits(h).float(), -1), None
-        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True,
-                                                   enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         _, state = self.rnn(packed)  # (h, c) at each row's own last input, in the original row order
         top = self.drop(self.out(state[0][-1]))
         return torch.log_softmax(self.logits(top).float(), -1), state
 
-    def continue_logprob(self, state: Any, inputs: torch.Tensor, targets: torch.Tensor,
-                         mask: torch.Tensor, buckets: int = 8) -> torch.Tensor:
+    def continue_logprob(
+        self, state: Any, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, buckets: int = 8
+    ) -> torch.Tensor:
         """Per row: sum over `mask` (a prefix of each row) of log p(target | state, inputs so far); LSTM only.
 
         Suffix lengths vary widely, so rows are sorted by length and run in a few buckets, each padded only
@@ -111,7 +119,7 @@ class BiLM(nn.Module):
 
 def lm_inputs(tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[BOS, x] inputs and [x, EOS] targets (PAD after the end) for right-padded token rows."""
-    n, width = tokens.shape
+    n = tokens.shape[0]
     bos = torch.full((n, 1), BOS, dtype=tokens.dtype, device=tokens.device)
     inputs = torch.cat([bos, tokens], 1)
     targets = torch.cat([tokens, torch.zeros_like(bos)], 1)
@@ -126,8 +134,9 @@ def reverse_rows(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where(pos < lengths.unsqueeze(1), tokens.gather(1, src), torch.zeros_like(tokens))
 
 
-def sentence_logprob(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor,
-                     start: torch.Tensor | None = None) -> torch.Tensor:
+def sentence_logprob(
+    lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor | None = None
+) -> torch.Tensor:
     """log p(x_start.., EOS | x_<start) per row: only the scored positions go through the softmax."""
     inputs, targets = lm_inputs(tokens, lengths)
     pos = torch.arange(inputs.shape[1], device=tokens.device).unsqueeze(0)
@@ -137,8 +146,9 @@ def sentence_logprob(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor,
     return target_logprob(lm, lm.hidden(inputs), targets, keep)
 
 
-def target_logprob(lm: CausalLM, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                   chunk: int = 128) -> torch.Tensor:
+def target_logprob(
+    lm: CausalLM, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, chunk: int = 128
+) -> torch.Tensor:
     """Per row of h [N, L, E]: sum over `mask` of log p(target); the softmax runs on masked positions only,
     a chunk at a time: a big batch of candidates never holds a [N, L, V] tensor, and a chunk's logits stay
     in cache (measured, vocabulary 10k on one CPU thread: 128 positions 2.7x faster than 2,048)."""

@@ -30,11 +30,14 @@ class LmInference(SamplerSettings):
 @dataclass
 class LmConfig(TaskConfig):
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(epochs=10, batch_size=64, lr=2e-3, warmup_steps=200))
+        default_factory=lambda: TrainerConfig(epochs=10, batch_size=64, lr=2e-3, warmup_steps=200)
+    )
     model: LmModelConfig = field(default_factory=LmModelConfig)
     inference: LmInference = field(default_factory=LmInference)
-    RENAMES = TaskConfig.RENAMES | {f"gen_{k}": f"inference.{k}" for k in (
-        "top_k", "p_replace", "p_insert", "p_delete", "min_len", "max_len", "chains", "batch_chains")}
+    RENAMES = TaskConfig.RENAMES | {
+        f"gen_{k}": f"inference.{k}"
+        for k in ("top_k", "p_replace", "p_insert", "p_delete", "min_len", "max_len", "chains", "batch_chains")
+    }
 
 
 class LmPipeline(Pipeline):
@@ -44,6 +47,7 @@ class LmPipeline(Pipeline):
     main_metric = "nll"
     higher_is_better = False
     formats = FORMATS
+    sampled = True
     config: LmConfig
     model: BiLM
 
@@ -66,12 +70,11 @@ class LmPipeline(Pipeline):
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
-             ) -> tuple[list[Sentence], ReadStats]:
+    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False) -> tuple[list[Sentence], ReadStats]:
         return read_sentences(path, fmt, skip_bad)
 
     @classmethod
-    def create(cls, config: LmConfig, train_examples: list[Sentence]) -> "LmPipeline":
+    def create(cls, config: LmConfig, train_examples: list[Sentence]) -> LmPipeline:
         m = config.model
         if m.unit not in ("word", "char"):
             raise ConfigError(f"unknown unit {m.unit!r}; use word or char")
@@ -82,11 +85,13 @@ class LmPipeline(Pipeline):
         return cls.build(config, {"tokens": vocab.to_list()})
 
     @classmethod
-    def build(cls, config: LmConfig, assets: dict[str, Any], directory: Path | None = None) -> "LmPipeline":
+    def build(cls, config: LmConfig, assets: dict[str, Any], directory: Path | None = None) -> LmPipeline:
         m, inf = config.model, config.inference
         if m.arch == "transformer" and inf.max_len + 2 > m.positions:
-            raise ConfigError(f"inference.max_len {inf.max_len} does not fit the model's {m.positions} positions "
-                              f"(at most {m.positions - 2})")
+            raise ConfigError(
+                f"inference.max_len {inf.max_len} does not fit the model's {m.positions} positions "
+                f"(at most {m.positions - 2})"
+            )
         return cls(config, assets, BiLM(m, len(assets["tokens"])))
 
     @classmethod
@@ -103,7 +108,7 @@ class LmPipeline(Pipeline):
 
     def training_examples(self, examples: list[Sentence]) -> list[list[int]]:
         """Token ids per sentence; sentences longer than max_len become consecutive windows."""
-        out = []
+        out: list[list[int]] = []
         for ex in examples:
             ids = self.encode(ex)
             out.extend(ids[w.start : w.end] for w in windows(len(ids), self.config.model.max_len, 0) if w.end > w.start)
@@ -118,7 +123,8 @@ class LmPipeline(Pipeline):
         return {"tokens": tokens, "lengths": lengths, "_tokens": int(lengths.sum()) + len(examples)}
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        model = getattr(model, "module", model)
+        model = getattr(model, "module", model)  # the BiLM inside a DDP wrapper
+        assert isinstance(model, BiLM)
         nll_f, n = nll_sum(model.fwd, batch["tokens"], batch["lengths"])
         nll_b, _ = nll_sum(model.bwd, reverse_rows(batch["tokens"], batch["lengths"]), batch["lengths"])
         return (nll_f + nll_b) / (2 * n)
@@ -127,12 +133,14 @@ class LmPipeline(Pipeline):
     @torch.no_grad()
     def evaluate(self, examples: list[Sentence] | list[list[int]], batch_size: int | None = None) -> dict[str, Any]:
         """Per-token NLL (nats, end token included) and perplexity of both directions."""
-        data = self.training_examples(examples) if examples and isinstance(examples[0], Sentence) else examples
+        data = self._token_ids(examples)
         if not data:
             raise DataError("evaluation data", "no sentences to evaluate")
         self.model.eval()
         sums, n, unk = [0.0, 0.0], 0, 0
-        for idx in bucket_batches([len(e) for e in data], batch_size or self.config.inference.batch_size, shuffle=False):
+        for idx in bucket_batches(
+            [len(e) for e in data], batch_size or self.config.inference.batch_size, shuffle=False
+        ):
             batch = self.to_device(self.collate([data[i] for i in idx]))
             f, n_b = nll_sum(self.model.fwd, batch["tokens"], batch["lengths"])
             b, _ = nll_sum(self.model.bwd, reverse_rows(batch["tokens"], batch["lengths"]), batch["lengths"])
@@ -141,8 +149,22 @@ class LmPipeline(Pipeline):
             n += n_b
             unk += int((batch["tokens"] == V.UNK).sum())
         nll_f, nll_b = sums[0] / n, sums[1] / n
-        return {"nll": (nll_f + nll_b) / 2, "nll_fwd": nll_f, "nll_bwd": nll_b, "ppl_fwd": math.exp(nll_f),
-                "ppl_bwd": math.exp(nll_b), "tokens": n, "sentences": len(data), "unk_rate": unk / max(n - len(data), 1)}
+        return {
+            "nll": (nll_f + nll_b) / 2,
+            "nll_fwd": nll_f,
+            "nll_bwd": nll_b,
+            "ppl_fwd": math.exp(nll_f),
+            "ppl_bwd": math.exp(nll_b),
+            "tokens": n,
+            "sentences": len(data),
+            "unk_rate": unk / max(n - len(data), 1),
+        }
+
+    def _token_ids(self, examples: list[Sentence] | list[list[int]]) -> list[list[int]]:
+        """Sentences as the model's token windows; token ids as they are."""
+        if examples and isinstance(examples[0], Sentence):
+            return self.training_examples(examples)
+        return examples  # type: ignore[return-value]
 
     @torch.no_grad()
     def token_nll(self, texts: list[str], batch_size: int | None = None) -> list[float]:
@@ -170,7 +192,7 @@ class LmPipeline(Pipeline):
     def preprocess(self, record: dict[str, Any]) -> list[list[str]]:
         return [record["words"]]
 
-    def forward(self, pieces: list[list[str]]) -> list[Generation]:
+    def forward(self, pieces: list[list[str]], **params: Any) -> list[Generation]:
         return generate(self, pieces, self.config.inference)
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[list[str], Generation]]) -> dict[str, Any]:
@@ -208,5 +230,3 @@ def tokenize(ex: Sentence, unit: str) -> list[str]:
         pieces = V.words(text) if unit == "word" else list(text)
         ex.tokens = [p for p in pieces if p.strip()]
     return ex.tokens
-
-

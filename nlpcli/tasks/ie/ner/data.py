@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class NerExample:
     record: dict[str, Any] | None = None
     line: int | None = None
     offset: int = 0  # where this text starts in its source text (windows)
+    path: str = ""  # the file it was read from
 
 
 def detect_format(path: str | Path) -> str:
@@ -48,7 +50,9 @@ def read_ner(path: str | Path, fmt: str | None = None, skip_bad: bool = False) -
     return examples, stats
 
 
-def _check_span(text: str, start: Any, end: Any, etype: Any, mention: Any, path: str, line: int) -> tuple[int, int, str]:
+def _check_span(
+    text: str, start: Any, end: Any, etype: Any, mention: Any, path: str, line: int
+) -> tuple[int, int, str]:
     if not isinstance(etype, str) or not etype:
         raise DataError(path, f"entity type must be a non-empty string, got {etype!r}", line)
     if not (isinstance(start, int) and isinstance(end, int)) or isinstance(start, bool):
@@ -57,7 +61,7 @@ def _check_span(text: str, start: Any, end: Any, etype: Any, mention: Any, path:
         raise DataError(path, f"entity [{start}, {end}] lies outside the text (length {len(text)})", line)
     if mention is not None and text[start : end + 1] != mention:
         raise DataError(
-            path, f"entity {mention!r} does not match text[{start}:{end + 1}] = {text[start:end + 1]!r}", line
+            path, f"entity {mention!r} does not match text[{start}:{end + 1}] = {text[start : end + 1]!r}", line
         )
     return start, end, etype
 
@@ -92,10 +96,10 @@ def parse_record(obj: Any, path: str, line: int) -> NerExample:
             end = ent.get("end_idx", ent.get("end"))
             mention = ent.get("entity", ent.get("text"))
             spans.append(_check_span(text, start, end, ent.get("type"), mention, path, line))
-    return NerExample(text=text, spans=sorted(set(spans)), record=obj, line=line)
+    return NerExample(text=text, spans=sorted(set(spans)), record=obj, line=line, path=path)
 
 
-def _collect(items, path: str, stats: ReadStats | None) -> list[NerExample]:
+def _collect(items: Iterable[tuple[int, Any]], path: str, stats: ReadStats | None) -> list[NerExample]:
     out = []
     for line, obj in items:
         try:
@@ -130,7 +134,7 @@ def read_bio(path: str | Path, stats: ReadStats | None = None) -> list[NerExampl
     def flush() -> None:
         nonlocal bad
         if chars and bad is None:
-            out.append(NerExample("".join(chars), _bio_spans(tags, str(path)), line=start_line))
+            out.append(NerExample("".join(chars), _bio_spans(tags, str(path)), line=start_line, path=str(path)))
         elif bad is not None:
             if stats is None:
                 raise bad
@@ -164,18 +168,19 @@ def read_bio(path: str | Path, stats: ReadStats | None = None) -> list[NerExampl
 
 def _bio_spans(tags: list[tuple[str, int]], path: str) -> list[tuple[int, int, str]]:
     """Spans from BIO/BIOES tags; an I- that does not continue an entity starts one (as conlleval)."""
-    spans = []
-    start, etype = None, None
+    spans: list[tuple[int, int, str]] = []
+    start: int | None = None
+    etype = ""
     for i, (tag, _) in enumerate(tags):
-        prefix, kind = (tag[0], tag[2:]) if tag != "O" else ("O", None)
+        prefix, kind = (tag[0], tag[2:]) if tag != "O" else ("O", "")
         continues = prefix in "IEM" and etype == kind and start is not None
         if not continues:
             if start is not None:
                 spans.append((start, i - 1, etype))
-            start, etype = (i, kind) if prefix != "O" else (None, None)
+            start, etype = (i, kind) if prefix != "O" else (None, "")
         if prefix in "ES" and start is not None:
             spans.append((start, i, etype))
-            start, etype = None, None
+            start, etype = None, ""
     if start is not None:
         spans.append((start, len(tags) - 1, etype))
     return spans

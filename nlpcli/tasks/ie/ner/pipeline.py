@@ -16,7 +16,7 @@ from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_prf
 from ....nn import hf
-from ....nn.encoder import EncoderConfig, TextEncoder, create_encoder, rebuild_encoder
+from ....nn.encoder import Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
 from ....nn.globalpointer import decode_spans, globalpointer_loss
 from ....tables import prf_table
 from ...base import Pipeline, TextPiece
@@ -46,7 +46,8 @@ class NerInference(Section):
 @dataclass
 class NerConfig(TaskConfig):
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(epochs=30, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.0))
+        default_factory=lambda: TrainerConfig(epochs=30, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.0)
+    )
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(embed_dropout=0.2, char_min_count=1))
     model: NerModelConfig = field(default_factory=NerModelConfig)
     inference: NerInference = field(default_factory=NerInference)
@@ -60,8 +61,9 @@ class NerPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     config: NerConfig
+    model: NerModel
 
-    def __init__(self, config: NerConfig, assets: dict[str, Any], model: nn.Module, tokenizer: Any = None):
+    def __init__(self, config: NerConfig, assets: dict[str, Any], model: NerModel, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.types: list[str] = assets["types"]
         self.type_ids = {t: i for i, t in enumerate(self.types)}
@@ -70,32 +72,33 @@ class NerPipeline(Pipeline):
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
-             ) -> tuple[list[NerExample], ReadStats]:
+    def read(
+        cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+    ) -> tuple[list[NerExample], ReadStats]:
         return read_ner(path, fmt, skip_bad)
 
     @classmethod
-    def create(cls, config: NerConfig, train_examples: list[NerExample]) -> "NerPipeline":
+    def create(cls, config: NerConfig, train_examples: list[NerExample]) -> NerPipeline:
         types = sorted({t for ex in train_examples for _, _, t in ex.spans})
         if not types:
-            raise DataError("training data", "no entities in the training data")
+            raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
         encoder, vocab, tokenizer = create_encoder(config.encoder, [ex.text for ex in train_examples])
         assets: dict[str, Any] = {"types": types, "longest_entity": longest} | vocab
         return cls(config, assets, cls._model(config, encoder, len(types)), tokenizer)
 
     @classmethod
-    def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> "NerPipeline":
+    def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> NerPipeline:
         encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
         return cls(config, assets, cls._model(config, encoder, len(assets["types"])), tokenizer)
 
     @staticmethod
-    def _model(config: NerConfig, encoder: nn.Module, num_types: int) -> NerModel:
+    def _model(config: NerConfig, encoder: Encoder, num_types: int) -> NerModel:
         m = config.model
         return NerModel(encoder, num_types, m.head, m.head_size, m.rope)
 
     def write_extra(self, directory: Path) -> None:
-        if self.tokenizer is not None:
+        if isinstance(self.model.encoder, HFEncoder):
             hf.save(self.model.encoder.model, self.tokenizer, directory)
 
     def param_groups(self) -> list[dict[str, Any]] | None:
@@ -113,7 +116,7 @@ class NerPipeline(Pipeline):
         for ex in examples:
             for w in windows(len(ex.text), inf.max_len, inf.window_overlap):
                 spans = [(s - w.start, e - w.start, t) for s, e, t in ex.spans if s >= w.start and e < w.end]
-                out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start))
+                out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start, path=ex.path))
         return out
 
     def example_length(self, example: NerExample) -> int:
@@ -129,7 +132,8 @@ class NerPipeline(Pipeline):
         index: list[tuple[int, int, int, int]] = []
         for b, (ex, enc) in enumerate(zip(examples, encoded)):
             attention[b, : len(enc.offsets)] = True
-            start_pos, end_pos = {}, {}
+            start_pos: dict[int, int] = {}
+            end_pos: dict[int, int] = {}
             for p, (s, e) in enumerate(enc.offsets):
                 if e > s:
                     spannable[b, p] = True
@@ -140,8 +144,13 @@ class NerPipeline(Pipeline):
                     index.append((b, self.type_ids[t], start_pos[s], end_pos[e]))
         if index:
             labels[tuple(torch.tensor(index).T)] = True
-        batch.update(attention_mask=attention, span_mask=spannable, labels=labels,
-                     _offsets=[e.offsets for e in encoded], _tokens=int(attention.sum()))
+        batch.update(
+            attention_mask=attention,
+            span_mask=spannable,
+            labels=labels,
+            _offsets=[e.offsets for e in encoded],
+            _tokens=int(attention.sum()),
+        )
         return batch
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -155,7 +164,7 @@ class NerPipeline(Pipeline):
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
 
-    def forward(self, pieces: list[TextPiece]) -> list[list[tuple[int, int, str]]]:
+    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[tuple[int, int, str]]]:
         """Spans (start, end inclusive, type) in each window's own characters."""
         batch = self.collate([NerExample(p.text) for p in pieces])
         logits = self.model(self.to_device(batch))
@@ -165,15 +174,23 @@ class NerPipeline(Pipeline):
             too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
             logits = logits.masked_fill(too_long, float("-inf"))
         found = decode_spans(logits, self.config.inference.threshold)
-        return [[(offsets[i][0], offsets[j][1] - 1, self.types[t]) for t, i, j in spans]
-                for offsets, spans in zip(batch["_offsets"], found)]
+        return [
+            [(offsets[i][0], offsets[j][1] - 1, self.types[t]) for t, i, j in spans]
+            for offsets, spans in zip(batch["_offsets"], found)
+        ]
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, Any]]) -> dict[str, Any]:
         """Adds `entities`: [{type, start, end (inclusive), text}]; a window gives the entities starting in
         the part of the text it owns."""
         text = record["text"]
-        spans = sorted({(p.window.start + s, p.window.start + e, t) for p, found in parts for s, e, t in found
-                        if p.window.owns(p.window.start + s)})
+        spans = sorted(
+            {
+                (p.window.start + s, p.window.start + e, t)
+                for p, found in parts
+                for s, e, t in found
+                if p.window.owns(p.window.start + s)
+            }
+        )
         return {**record, "entities": [{"type": t, "start": s, "end": e, "text": text[s : e + 1]} for s, e, t in spans]}
 
     def predict_spans(self, texts: list[str], batch_size: int | None = None) -> list[list[tuple[int, int, str]]]:
@@ -186,9 +203,7 @@ class NerPipeline(Pipeline):
         for ex in examples:
             for _, _, t in ex.spans:
                 if t not in self.type_ids:
-                    raise DataError(
-                        "evaluation data", f"unknown entity type {t!r} (line {ex.line}); model knows {self.types}"
-                    )
+                    raise DataError(ex.path, f"unknown entity type {t!r}; the model knows {self.types}", ex.line)
         preds = self.predict_spans([ex.text for ex in examples], batch_size)
         gold = [ex.spans for ex in examples]
         metrics = set_prf(gold, preds, type_of=lambda span: span[2])
@@ -207,7 +222,7 @@ def _nested_counts(gold: list[list[tuple]], preds: list[list[tuple]]) -> dict[st
     for g, p in zip(gold, preds):
         pset = set(p)
         for a in g:
-            if any(b != a and (b[0] <= a[0] and a[1] <= b[1] or a[0] <= b[0] and b[1] <= a[1]) for b in g):
+            if any(b != a and ((b[0] <= a[0] and a[1] <= b[1]) or (a[0] <= b[0] and b[1] <= a[1])) for b in g):
                 n_gold += 1
                 n_hit += a in pset
     return {"gold": n_gold, "correct": n_hit}

@@ -173,7 +173,7 @@ def predicate_types(examples: list[IeExample], schema: Schema | None) -> dict[st
     for p in sorted(preds):
         if p in counts:
             out[p] = list(counts[p].most_common(1)[0][0])
-        else:
+        elif schema is not None:
             out[p] = list(schema.types[p][0])
     return out
 

@@ -13,14 +13,23 @@ from ....nn.encoder import CharWordDGCNN
 class IeModel(nn.Module):
     """Char+word+position embedding, gated dilated convolutions, self-attention, subject and object heads."""
 
-    def __init__(self, encoder: CharWordDGCNN, num_predicates: int, max_len: int = 512, attention_heads: int = 4,
-                 max_relative: int = 64, kernel_size: int = 3, dropout: float = 0.1):
+    def __init__(
+        self,
+        encoder: CharWordDGCNN,
+        num_predicates: int,
+        max_len: int = 512,
+        attention_heads: int = 4,
+        max_relative: int = 64,
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         d = encoder.out_dim
         self.encoder = encoder
         self.position = nn.Embedding(max_len, d)
-        self.attention = nn.MultiheadAttention(d, attention_heads, dropout, batch_first=True) \
-            if attention_heads else None
+        self.attention = (
+            nn.MultiheadAttention(d, attention_heads, dropout, batch_first=True) if attention_heads else None
+        )
         self.attention_norm = nn.LayerNorm(d)
         self.subject_head = nn.Linear(d, 2)
         self.subject_proj = nn.Linear(2 * d, d)
@@ -48,7 +57,9 @@ class IeModel(nn.Module):
         """[B, L, 2]: start and end logits."""
         return self.subject_head(h)
 
-    def object_logits(self, h: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    def object_logits(
+        self, h: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+    ) -> torch.Tensor:
         """Object start/end logits [N, L, P, 2] for N (features, subject) pairs: h [N, L, d], start/end [N]."""
         rows = torch.arange(h.shape[0], device=h.device)
         subject = self.subject_proj(torch.cat([h[rows, start], h[rows, end]], -1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,16 @@ from ....nn.encoder import EncoderConfig, TextEncoder, build_scratch
 from ....tables import prf_table
 from ...base import Pipeline, TextPiece
 from .data import (
-    FORMATS, IeExample, Triple, check_predicates, gold_key, location_counts, normalize_mention, predicate_types,
-    read_schema, read_ske,
+    FORMATS,
+    IeExample,
+    Triple,
+    check_predicates,
+    gold_key,
+    location_counts,
+    normalize_mention,
+    predicate_types,
+    read_schema,
+    read_ske,
 )
 from .decode import decode_objects, pointer_spans
 from .model import IeModel
@@ -56,11 +64,18 @@ class IeInference(Section):
 @dataclass
 class IeConfig(TaskConfig):
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(epochs=300, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.999))
+        default_factory=lambda: TrainerConfig(epochs=300, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.999)
+    )
     # hidden 64: 128 learns no better on 2.6k sentences and runs ~3x slower on CPU
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        hidden_size=64, dilations=[1, 2, 5, 1, 2, 5, 1, 2, 5, 1, 1, 1], embed_dropout=0.25, word_dim=64,
-        char_min_count=1))
+    encoder: EncoderConfig = field(
+        default_factory=lambda: EncoderConfig(
+            hidden_size=64,
+            dilations=[1, 2, 5, 1, 2, 5, 1, 2, 5, 1, 1, 1],
+            embed_dropout=0.25,
+            word_dim=64,
+            char_min_count=1,
+        )
+    )
     model: IeModelConfig = field(default_factory=IeModelConfig)
     inference: IeInference = field(default_factory=IeInference)
 
@@ -72,10 +87,11 @@ class IePipeline(Pipeline):
     main_metric = "f1"
     formats = FORMATS
     predictions_are_gold = True
-    V1_WEIGHTS = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
+    V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
     config: IeConfig
+    model: IeModel
 
-    def __init__(self, config: IeConfig, assets: dict[str, Any], model: nn.Module):
+    def __init__(self, config: IeConfig, assets: dict[str, Any], model: IeModel):
         super().__init__(config, assets, model)
         self.predicates: list[str] = assets["predicates"]
         self.predicate_ids = {p: i for i, p in enumerate(self.predicates)}
@@ -84,8 +100,9 @@ class IePipeline(Pipeline):
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
-             ) -> tuple[list[IeExample], ReadStats]:
+    def read(
+        cls, path: str | Path, fmt: str | None = None, skip_bad: bool = False
+    ) -> tuple[list[IeExample], ReadStats]:
         return read_ske(path, fmt, skip_bad)
 
     @classmethod
@@ -97,23 +114,34 @@ class IePipeline(Pipeline):
         return check_predicates(examples, set(read_schema(schema).types), schema, stats)
 
     @classmethod
-    def create(cls, config: IeConfig, train_examples: list[IeExample]) -> "IePipeline":
+    def create(cls, config: IeConfig, train_examples: list[IeExample]) -> IePipeline:
         schema = read_schema(config.model.schema) if config.model.schema else None
         types = predicate_types(train_examples, schema)
         predicates = schema.predicates if schema else sorted({t.predicate for ex in train_examples for t in ex.triples})
         if not predicates:
-            raise DataError("training data", "no triples in the training data and no --schema")
+            raise DataError(
+                ", ".join(sorted({ex.path for ex in train_examples})), "no triples in the training data and no --schema"
+            )
         texts = [ex.text for ex in train_examples]
         assets: dict[str, Any] = {
-            "predicates": predicates, "types": types, "train_triples": location_counts(train_examples),
+            "predicates": predicates,
+            "types": types,
+            "train_triples": location_counts(train_examples),
         } | config.encoder.vocab_assets(texts)
         return cls.build(config, assets)
 
     @classmethod
-    def build(cls, config: IeConfig, assets: dict[str, Any], directory: Path | None = None) -> "IePipeline":
+    def build(cls, config: IeConfig, assets: dict[str, Any], directory: Path | None = None) -> IePipeline:
         enc, m = config.encoder, config.model
-        model = IeModel(build_scratch(enc, assets), len(assets["predicates"]), m.max_len, m.attention_heads,
-                        m.max_relative, enc.kernel_size, enc.dropout)
+        model = IeModel(
+            build_scratch(enc, assets),
+            len(assets["predicates"]),
+            m.max_len,
+            m.attention_heads,
+            m.max_relative,
+            enc.kernel_size,
+            enc.dropout,
+        )
         return cls(config, assets, model)
 
     # --- encoding ---------------------------------------------------------------------------
@@ -146,7 +174,8 @@ class IePipeline(Pipeline):
         subject_labels = torch.zeros(b, width, 2)
         object_labels = torch.zeros(b, width, len(self.predicates), 2)
         sampled = torch.zeros(b, 2, dtype=torch.long)
-        s_index, o_index = [], []
+        s_index: list[tuple[int, int, int]] = []
+        o_index: list[tuple[int, int, int, int]] = []
         for i, ex in enumerate(examples):
             spans = sorted({s for t in ex.triples for s in t.subject_spans})
             s_index.extend((i, s, e) for s, e in spans)
@@ -187,7 +216,7 @@ class IePipeline(Pipeline):
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
 
-    def forward(self, pieces: list[TextPiece]) -> list[list[Found]]:
+    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[Found]]:
         """Triples (offsets within each window) for one batch: all subjects decoded, their objects in one pass."""
         inf, model = self.config.inference, self.model
         batch = self.to_device(self.collate_inputs([p.text for p in pieces]))
@@ -209,11 +238,12 @@ class IePipeline(Pipeline):
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Found]]]) -> dict[str, Any]:
         """Adds `spo_list` [{subject, predicate, object, subject_type, object_type, subject_start,
         subject_end, object_start, object_end}] (ends inclusive); a triple belongs to its subject's window."""
-        triples = set()
+        triples: set[Found] = set()
         for piece, found in parts:
             w = piece.window.start
-            triples.update((ss + w, se + w, p, os_ + w, oe + w) for ss, se, p, os_, oe in found
-                           if piece.window.owns(ss + w))
+            triples.update(
+                (ss + w, se + w, p, os_ + w, oe + w) for ss, se, p, os_, oe in found if piece.window.owns(ss + w)
+            )
         return {**record, "spo_list": self.spo_list(record["text"], sorted(triples))}
 
     def spo_list(self, text: str, found: list[Found]) -> list[dict[str, Any]]:
@@ -226,16 +256,28 @@ class IePipeline(Pipeline):
                 continue
             seen.add((subject, pred, obj))
             s_type, o_type = self.types.get(pred, ["", ""])
-            out.append({"subject": subject, "predicate": pred, "object": obj, "subject_type": s_type,
-                        "object_type": o_type, "subject_start": ss, "subject_end": se,
-                        "object_start": os_, "object_end": oe})
+            out.append(
+                {
+                    "subject": subject,
+                    "predicate": pred,
+                    "object": obj,
+                    "subject_type": s_type,
+                    "object_type": o_type,
+                    "subject_start": ss,
+                    "subject_end": se,
+                    "object_start": os_,
+                    "object_end": oe,
+                }
+            )
         return out
 
     def evaluate(self, examples: list[IeExample], batch_size: int | None = None) -> dict[str, Any]:
         """Triple-level exact-match micro P/R/F1 (official normalisation) and a per-predicate table."""
         records = self.predict_records(({"text": ex.text} for ex in examples), batch_size)
-        preds = [{(normalize_mention(d["subject"]), d["predicate"], normalize_mention(d["object"]))
-                  for d in r["spo_list"]} for r in records]
+        preds = [
+            {(normalize_mention(d["subject"]), d["predicate"], normalize_mention(d["object"])) for d in r["spo_list"]}
+            for r in records
+        ]
         gold = [{gold_key(t) for t in ex.triples} for ex in examples]
         metrics = set_prf(gold, preds, type_of=lambda triple: triple[1])
         unknown = sum(t.predicate not in self.predicate_ids for ex in examples for t in ex.triples)
@@ -251,8 +293,17 @@ class IePipeline(Pipeline):
 
 def _shift(t: Triple, start: int, end: int) -> Triple:
     """The triple's mentions inside [start, end), in window coordinates."""
-    def inside(spans):
+
+    def inside(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [(s - start, e - start) for s, e in spans if s >= start and e < end]
 
-    return Triple(t.subject, t.predicate, t.object, t.subject_type, t.object_type,
-                  inside(t.subject_spans), inside(t.object_spans), t.case_folded)
+    return Triple(
+        t.subject,
+        t.predicate,
+        t.object,
+        t.subject_type,
+        t.object_type,
+        inside(t.subject_spans),
+        inside(t.object_spans),
+        t.case_folded,
+    )
