@@ -44,7 +44,7 @@ def read_word_vectors(path: str | Path) -> tuple[list[str], torch.Tensor]:
     if p.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_ours(p)
     data = p.read_bytes()
-    words, vectors = parse_word2vec_binary(data, p) if _is_binary(data) else parse_word2vec_text(data, p)
+    words, vectors = parse_word2vec_binary(data, p) if _is_binary(data, p) else parse_word2vec_text(data, p)
     return words, torch.from_numpy(vectors)
 
 
@@ -77,9 +77,9 @@ def _header(data: bytes, source) -> tuple[int, int, int]:
     return int(parts[0]), int(parts[1]), end + 1
 
 
-def _is_binary(data: bytes) -> bool:
+def _is_binary(data: bytes, source) -> bool:
     """Binary when the first record's bytes after the word are not 'D numbers' of text."""
-    n, dim, pos = _header(data, "word2vec")
+    _, dim, pos = _header(data, source)
     line = data[pos:data.find(b"\n", pos) if data.find(b"\n", pos) > 0 else len(data)]
     fields = line.split(b" ")
     if len(fields) < dim + 1:
