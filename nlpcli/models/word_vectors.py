@@ -40,7 +40,7 @@ def read_word_vectors(path: str | Path) -> tuple[list[str], torch.Tensor]:
     if not p.is_file():
         raise DataError(p, "no such file")
     with open(p, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
     if p.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_ours(p)
     data = p.read_bytes()
@@ -49,8 +49,9 @@ def read_word_vectors(path: str | Path) -> tuple[list[str], torch.Tensor]:
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
-    # A safetensors file starts with a little-endian uint64 header length, then "{"; word2vec with digits.
-    return len(head) == 8 and not head[:1].isdigit() and 0 < int.from_bytes(head, "little") < 100_000_000
+    # A safetensors file starts with a little-endian uint64 header length, then the JSON header's "{";
+    # a word2vec file with "WORDS DIMENSIONS", where no "{" can stand at byte 8.
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def _read_ours(p: Path) -> tuple[list[str], torch.Tensor]:
@@ -68,7 +69,7 @@ def _read_ours(p: Path) -> tuple[list[str], torch.Tensor]:
     return words, vectors.float()
 
 
-def _header(data: bytes, source) -> tuple[int, int, int]:
+def _header(data: bytes, source: str | Path) -> tuple[int, int, int]:
     """(words, dimensions, offset after the header line) of a word2vec file."""
     end = data.find(b"\n")
     parts = data[:end].split() if end > 0 else []
@@ -77,7 +78,7 @@ def _header(data: bytes, source) -> tuple[int, int, int]:
     return int(parts[0]), int(parts[1]), end + 1
 
 
-def _is_binary(data: bytes, source) -> bool:
+def _is_binary(data: bytes, source: str | Path) -> bool:
     """Binary when the first record's bytes after the word are not 'D numbers' of text."""
     _, dim, pos = _header(data, source)
     line = data[pos:data.find(b"\n", pos) if data.find(b"\n", pos) > 0 else len(data)]
@@ -91,7 +92,7 @@ def _is_binary(data: bytes, source) -> bool:
     return False
 
 
-def parse_word2vec_binary(data: bytes, source) -> tuple[list[str], np.ndarray]:
+def parse_word2vec_binary(data: bytes, source: str | Path) -> tuple[list[str], np.ndarray]:
     """word2vec's binary format: 'N D' line, then per word its UTF-8 bytes, a space, D little-endian float32."""
     n, dim, pos = _header(data, source)
     width = 4 * dim
@@ -108,7 +109,7 @@ def parse_word2vec_binary(data: bytes, source) -> tuple[list[str], np.ndarray]:
     return words, rows
 
 
-def parse_word2vec_text(data: bytes, source) -> tuple[list[str], np.ndarray]:
+def parse_word2vec_text(data: bytes, source: str | Path) -> tuple[list[str], np.ndarray]:
     """word2vec's text format: 'N D' line, then 'word v1 ... vD' per line."""
     n, dim, pos = _header(data, source)
     lines = data[pos:].decode("utf-8", errors="replace").splitlines()
