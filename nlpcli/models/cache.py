@@ -25,7 +25,8 @@ MARKER = "nlpcli-model.json"
 def home() -> Path:
     """$NLPCLI_HOME, else ~/.cache/nlpcli."""
     env = os.environ.get("NLPCLI_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nlpcli"
+    # Absolute: resolve_encoder's answer may be stored and used from another working directory.
+    return Path(env).expanduser().absolute() if env else Path.home() / ".cache" / "nlpcli"
 
 
 def models_root() -> Path:

@@ -155,6 +155,8 @@ def _local_dir(location: str) -> Path | None:
 
 def _page_links(url: str, settings: PipSettings) -> dict[str, Link]:
     """filename -> Link for a simple-API project page (JSON or HTML), or a find-links HTML page."""
+    if url.startswith("file:") and not Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)).exists():
+        return {}  # a file:// index without the project: "not listed", as a 404 would say
     try:
         with _open(url, settings) as resp:
             body = resp.read()

@@ -27,6 +27,10 @@ def resolve_encoder(name_or_path: str) -> str:
       ConfigError, since the hub would only answer "not found" for it later.
     - Anything else is returned unchanged, to be looked up on the Hugging Face hub (which needs network).
     Nothing is downloaded or loaded here.
+
+    For callers: both catalogue encoders are sentence encoders used with mean pooling over
+    last_hidden_state. e5-small's pooler_output is all zeros (its 4-bit file has no pooler), and e5 was
+    trained with "query: " / "passage: " before each text. m3e-small is for non-commercial research only.
     """
     entry = CATALOGUE.get(name_or_path)
     if entry is not None:
