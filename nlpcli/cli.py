@@ -24,6 +24,7 @@ app.command(context_settings=EXTRA_ARGS)(predict)  # one record as --key value o
 app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)
 app.command()(info)
+from .commands.models import models_app; app.add_typer(models_app, name="models")  # noqa: E402,E702 (one line)
 
 
 def main() -> None:
