@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread for the tokenizer too
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,11 +108,16 @@ def pull(name: str, home: Path, *extra: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"pull {name} failed: {proc.stderr.strip()}")
     result = json.loads(proc.stdout)
-    return {"archive_mb": round(result["archive_bytes"] / 2**20, 1),
-            "converted_mb": round(result["converted_bytes"] / 2**20, 1),
-            "pull_convert_s": round(result["seconds"], 1), "pull_process_s": round(time.perf_counter() - start, 1),
-            "verified": result["verified"], "licence": result["licence"], "info": result["info"],
-            "path": result["path"]}
+    return {
+        "archive_mb": round(result["archive_bytes"] / 2**20, 1),
+        "converted_mb": round(result["converted_bytes"] / 2**20, 1),
+        "pull_convert_s": round(result["seconds"], 1),
+        "pull_process_s": round(time.perf_counter() - start, 1),
+        "verified": result["verified"],
+        "licence": result["licence"],
+        "info": result["info"],
+        "path": result["path"],
+    }
 
 
 _LOAD_PROBE = """
@@ -142,8 +147,12 @@ print(json.dumps({"load_s": round(seconds, 2), "peak_rss_mb": status("VmHWM"), "
 
 def load_probe(path: str) -> dict:
     """Load time (tokenizer + model + one forward) and peak memory, in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", _LOAD_PROBE, path], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_PROBE, path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"loading {path} failed: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout)
@@ -156,7 +165,7 @@ def mean_pooled(model, tok, texts: list[str], batch: int = 16) -> tuple[torch.Te
     tokens, start = 0, time.perf_counter()
     with torch.no_grad():
         for b in range(0, len(order), batch):
-            idx = order[b:b + batch]
+            idx = order[b : b + batch]
             enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=512, return_tensors="pt")
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -172,10 +181,13 @@ def similarity_check(model, tok, prefix: str) -> dict:
     b, _ = mean_pooled(model, tok, [prefix + y for _, y in PAIRS])
     related = (a * b).sum(-1)
     unrelated = (a * b.roll(-1, 0)).sum(-1)
-    return {"related_mean_cos": round(float(related.mean()), 4),
-            "unrelated_mean_cos": round(float(unrelated.mean()), 4),
-            "related_above_unrelated": f"{int((related > unrelated).sum())}/{len(PAIRS)}", "prefix": prefix,
-            "pairs": len(PAIRS)}
+    return {
+        "related_mean_cos": round(float(related.mean()), 4),
+        "unrelated_mean_cos": round(float(unrelated.mean()), 4),
+        "related_above_unrelated": f"{int((related > unrelated).sum())}/{len(PAIRS)}",
+        "prefix": prefix,
+        "pairs": len(PAIRS),
+    }
 
 
 def encoder_report(path: str, prefix: str, sample: list[str]) -> tuple[dict, object, object, torch.Tensor]:
@@ -195,13 +207,16 @@ def vocab_cut_check(cut_tok, full_tok, cut_emb: torch.Tensor, full_emb: torch.Te
     """Outputs on the sample, and token sequences over every corpus text (as pieces, since the ids differ)."""
     same = 0
     for start in range(0, len(texts), 2000):
-        chunk = texts[start:start + 2000]
+        chunk = texts[start : start + 2000]
         a = cut_tok(chunk, add_special_tokens=False)["input_ids"]
         b = full_tok(chunk, add_special_tokens=False)["input_ids"]
         same += sum(cut_tok.convert_ids_to_tokens(x) == full_tok.convert_ids_to_tokens(y) for x, y in zip(a, b))
-    return {"sample_embeddings_max_abs_diff": float((cut_emb - full_emb).abs().max()),
-            "corpus_texts": len(texts), "corpus_texts_same_tokens": same,
-            "corpus_texts_same_tokens_pct": round(100 * same / len(texts), 3)}
+    return {
+        "sample_embeddings_max_abs_diff": float((cut_emb - full_emb).abs().max()),
+        "corpus_texts": len(texts),
+        "corpus_texts_same_tokens": same,
+        "corpus_texts_same_tokens_pct": round(100 * same / len(texts), 3),
+    }
 
 
 def word_vector_report(home: Path) -> dict:
@@ -218,15 +233,21 @@ def word_vector_report(home: Path) -> dict:
     for _ in range(20):
         neighbours = {q: [words[i] for i in (unit @ unit[index[q]]).topk(6).indices[1:].tolist()] for q in queries}
     qps = 20 * len(queries) / (time.perf_counter() - start)
-    return {"load_s": round(load_s, 3), "words": len(words), "dimensions": vectors.shape[1],
-            "single_characters": sum(len(w) == 1 for w in words),
-            "nearest_neighbour_queries_per_s_1_thread": round(qps), "neighbours": neighbours}
+    return {
+        "load_s": round(load_s, 3),
+        "words": len(words),
+        "dimensions": vectors.shape[1],
+        "single_characters": sum(len(w) == 1 for w in words),
+        "nearest_neighbour_queries_per_s_1_thread": round(qps),
+        "neighbours": neighbours,
+    }
 
 
 def git_commit() -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     return proc.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -239,12 +260,18 @@ def main() -> None:
     torch.set_num_threads(1)
     import transformers
 
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *sys.argv[1:]])
     print(f"$ {command}")
     home, full_home = Path(args.home).resolve(), Path(args.home + "-full").resolve()
-    result: dict = {"command": command, "git_commit": git_commit(), "torch": torch.__version__,
-                    "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-                    "loadavg_start": os.getloadavg(), "scratch_home": str(home)}
+    result: dict = {
+        "command": command,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": os.getloadavg(),
+        "scratch_home": str(home),
+    }
 
     result["pulls"] = {name: pull(name, home) for name in ("m3e-small", "e5-small", "word2vec-zhwiki")}
     result["pulls"]["e5-small --full-vocab"] = pull("e5-small", full_home, "--full-vocab")

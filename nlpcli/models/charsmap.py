@@ -49,7 +49,8 @@ def _trie(values: dict[bytes, int]) -> tuple[list[dict[int, int]], list[int | No
 def _double_array(values: dict[bytes, int]) -> list[int]:
     """darts-clone units: a child with label c of the node at p sits at p ^ offset(p) ^ c; label 0 is the leaf."""
     children, leaf = _trie(values)
-    units, used, bases = [0], bytearray(b"\1"), set()
+    units, used = [0], bytearray(b"\1")
+    bases: set[int] = set()
     position = {0: 0}
     queue = deque([0])
     while queue:
@@ -68,9 +69,10 @@ def _double_array(values: dict[bytes, int]) -> list[int]:
         if p ^ base >= _MAX_OFFSET:
             raise ValueError("normalisation table too large for a charsmap")
         units[p] |= (p ^ base) << 10
-        if leaf[node] is not None:
+        value = leaf[node]
+        if value is not None:
             units[p] |= _HAS_LEAF
-            units[base] = leaf[node] | _IS_LEAF
+            units[base] = value | _IS_LEAF
         for label, child in children[node].items():
             units[base ^ label] = label
             position[child] = base ^ label

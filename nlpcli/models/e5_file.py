@@ -65,7 +65,7 @@ class _Cursor:
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
             raise ArchiveError(f"{self.source}: truncated model file (needs {n} bytes at offset {self.pos})")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -101,7 +101,7 @@ def _read_vocab(cur: _Cursor) -> E5Vocab:
     blob = bytes(cur.take(blob_len))
     if n <= 0 or offsets[-1] > blob_len or np.any(np.diff(offsets.astype(np.int64)) < 0):
         raise ArchiveError(f"{cur.source}: corrupt tokenizer table")
-    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
+    pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n)]
     return E5Vocab(pieces, scores, bos, eos, pad, unk)
 
 
@@ -124,7 +124,7 @@ def _read_tensors(cur: _Cursor, data: bytes, source: str) -> tuple[dict[str, np.
         _dtype, n, offset, nbytes = cur.unpack("BIQQ")
         if offset + nbytes > len(data):
             raise ArchiveError(f"{source}: truncated model file (tensor {name} ends past the end)")
-        raw = memoryview(data)[offset:offset + nbytes]
+        raw = memoryview(data)[offset : offset + nbytes]
         if nbytes == 4 * n:
             tensors[name] = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         elif n % QK == 0 and nbytes == n // QK * Q4_BLOCK_BYTES:

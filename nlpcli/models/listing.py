@@ -13,13 +13,15 @@ def listing() -> list[dict[str, Any]]:
     for entry in CATALOGUE.values():
         path = cache.cached_path(entry.name)
         marker = cache.read_marker(entry.name) if path else None
-        rows.append({
-            **entry.to_dict(),
-            "members": list(entry.members),
-            "cached": path is not None,
-            "path": str(path) if path else None,
-            "cached_bytes": cache.disk_bytes(path) if path else None,
-            "verified": marker.get("verified") if marker else None,
-            "options": marker.get("options") if marker else None,
-        })
+        rows.append(
+            {
+                **entry.to_dict(),
+                "members": list(entry.members),
+                "cached": path is not None,
+                "path": str(path) if path else None,
+                "cached_bytes": cache.disk_bytes(path) if path else None,
+                "verified": marker.get("verified") if marker else None,
+                "options": marker.get("options") if marker else None,
+            }
+        )
     return rows

@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from .errors import FetchError
 
@@ -78,8 +79,9 @@ def pip_settings() -> PipSettings:
 def _pip_config_values() -> dict[str, str]:
     """`pip config list` as a dict ('global.index-url' -> value); PIP_* variables alone when pip is missing."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired):
         proc = None
     if proc is None or proc.returncode != 0:
@@ -170,8 +172,9 @@ def _page_links(url: str, settings: PipSettings) -> dict[str, Link]:
         raise FetchError(f"cannot reach {_redact(url)}: {_reason(e)}") from None
     if "json" in ctype:
         files = json.loads(body).get("files", [])
-        return {f["filename"]: Link(urllib.parse.urljoin(base, f["url"]), f.get("hashes", {}).get("sha256"))
-                for f in files}
+        return {
+            f["filename"]: Link(urllib.parse.urljoin(base, f["url"]), f.get("hashes", {}).get("sha256")) for f in files
+        }
     return _html_links(body.decode("utf-8", errors="replace"), base)
 
 
@@ -180,7 +183,7 @@ class _Anchors(HTMLParser):
         super().__init__()
         self.hrefs: list[str] = []
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         href = dict(attrs).get("href")
         if tag == "a" and href:
             self.hrefs.append(href)
@@ -198,7 +201,7 @@ def _html_links(html: str, base: str) -> dict[str, Link]:
     return links
 
 
-def _open(url: str, settings: PipSettings):
+def _open(url: str, settings: PipSettings) -> Any:
     """urlopen with pip's certificate, proxy, trusted hosts and timeout; credentials from the URL or ~/.netrc."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "file":
@@ -210,7 +213,8 @@ def _open(url: str, settings: PipSettings):
     auth = _credentials(parts)
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     handlers: list = [urllib.request.HTTPSHandler(context=_ssl_context(parts.hostname, settings))]
     if settings.proxy:
         handlers.append(urllib.request.ProxyHandler({"http": settings.proxy, "https": settings.proxy}))

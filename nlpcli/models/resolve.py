@@ -38,8 +38,10 @@ def resolve_encoder(name_or_path: str) -> str:
             raise ConfigError(f"{name_or_path} is {entry.kind}, not an encoder")
         path = cache.cached_path(entry.name)
         if path is None:
-            raise ConfigError(f"encoder {name_or_path} is not in the cache ({cache.entry_path(entry.name)}); "
-                              f"run: nlpcli models pull {name_or_path}")
+            raise ConfigError(
+                f"encoder {name_or_path} is not in the cache ({cache.entry_path(entry.name)}); "
+                f"run: nlpcli models pull {name_or_path}"
+            )
         return str(path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -66,8 +68,10 @@ def load_word_vectors(name_or_path: str) -> tuple[list[str], torch.Tensor]:
             raise ConfigError(f"{name_or_path} is an {entry.kind}, not word vectors")
         path = cache.cached_path(entry.name)
         if path is None:
-            raise ConfigError(f"word vectors {name_or_path} are not in the cache ({cache.entry_path(entry.name)}); "
-                              f"run: nlpcli models pull {name_or_path}")
+            raise ConfigError(
+                f"word vectors {name_or_path} are not in the cache ({cache.entry_path(entry.name)}); "
+                f"run: nlpcli models pull {name_or_path}"
+            )
         return read_word_vectors(path / VECTORS_FILE)
     path = Path(name_or_path).expanduser()
     if path.is_dir():

@@ -81,12 +81,12 @@ def _header(data: bytes, source: str | Path) -> tuple[int, int, int]:
 def _is_binary(data: bytes, source: str | Path) -> bool:
     """Binary when the first record's bytes after the word are not 'D numbers' of text."""
     _, dim, pos = _header(data, source)
-    line = data[pos:data.find(b"\n", pos) if data.find(b"\n", pos) > 0 else len(data)]
+    line = data[pos : data.find(b"\n", pos) if data.find(b"\n", pos) > 0 else len(data)]
     fields = line.split(b" ")
     if len(fields) < dim + 1:
         return True
     try:
-        [float(x) for x in fields[1:dim + 1]]
+        [float(x) for x in fields[1 : dim + 1]]
     except ValueError:
         return True
     return False
