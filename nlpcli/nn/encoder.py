@@ -4,6 +4,7 @@ Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,10 @@ class HFEncoder(nn.Module):
         self.out_dim = model.config.hidden_size
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return out.last_hidden_state
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch:  # question / passage pairs
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        return self.model(**inputs).last_hidden_state
 
 
 Encoder = CharWordDGCNN | HFEncoder
@@ -89,10 +92,38 @@ Encoder = CharWordDGCNN | HFEncoder
 
 @dataclass
 class Encoded:
-    """Model inputs of one text and, per position, the [start, end) characters it covers."""
+    """Model inputs of one text and, per position, the [start, end) characters it covers.
+
+    Spans move between characters and positions here, the same way for the char vocabulary (one position a
+    character) and for a tokenizer (a position a piece; special tokens cover no character)."""
 
     ids: dict[str, list[int]]
     offsets: list[tuple[int, int]]  # (0, 0) marks special tokens, which never start or end a span
+
+    @cached_property
+    def _starts(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for p, (s, e) in enumerate(self.offsets):
+            if e > s:
+                out.setdefault(s, p)
+        return out
+
+    @cached_property
+    def _ends(self) -> dict[int, int]:
+        return {e - 1: p for p, (s, e) in enumerate(self.offsets) if e > s}
+
+    def positions(self, start: int, end: int) -> tuple[int, int] | None:
+        """Positions of the character span [start, end] (inclusive); None when a piece boundary cuts it."""
+        first, last = self._starts.get(start), self._ends.get(end)
+        return None if first is None or last is None else (first, last)
+
+    def chars(self, first: int, last: int) -> tuple[int, int]:
+        """The character span [start, end] (inclusive) of positions first..last."""
+        return self.offsets[first][0], self.offsets[last][1] - 1
+
+    def spannable(self) -> list[bool]:
+        """Which positions cover characters (may start or end a span)."""
+        return [e > s for s, e in self.offsets]
 
 
 class TextEncoder:
@@ -129,7 +160,9 @@ def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[Encoder, dict[
     if cfg.scratch:
         assets = cfg.vocab_assets(texts)
         return build_scratch(cfg, assets), assets, None
-    model, tokenizer = hf.load_pretrained(cfg.name, "encoder")
+    from ..models import resolve_encoder
+
+    model, tokenizer = hf.load_pretrained(resolve_encoder(cfg.name), "encoder")
     return HFEncoder(model), {}, tokenizer
 
 

@@ -132,16 +132,11 @@ class NerPipeline(Pipeline):
         index: list[tuple[int, int, int, int]] = []
         for b, (ex, enc) in enumerate(zip(examples, encoded)):
             attention[b, : len(enc.offsets)] = True
-            start_pos: dict[int, int] = {}
-            end_pos: dict[int, int] = {}
-            for p, (s, e) in enumerate(enc.offsets):
-                if e > s:
-                    spannable[b, p] = True
-                    start_pos.setdefault(s, p)
-                    end_pos[e - 1] = p
+            spannable[b, : len(enc.offsets)] = torch.tensor(enc.spannable())
             for s, e, t in ex.spans:
-                if s in start_pos and e in end_pos and t in self.type_ids:
-                    index.append((b, self.type_ids[t], start_pos[s], end_pos[e]))
+                pos = enc.positions(s, e)
+                if pos is not None and t in self.type_ids:
+                    index.append((b, self.type_ids[t], *pos))
         if index:
             labels[tuple(torch.tensor(index).T)] = True
         batch.update(
