@@ -45,17 +45,25 @@ class DGCNN(nn.Module):
 
 
 class CharWordEmbedding(nn.Module):
-    """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to."""
+    """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to.
 
-    def __init__(self, num_chars: int, dim: int, num_words: int = 0, word_dim: int = 0, dropout: float = 0.1):
+    A char width other than `dim` (pretrained char vectors are narrower) is projected to `dim` too."""
+
+    def __init__(
+        self, num_chars: int, dim: int, num_words: int = 0, word_dim: int = 0, dropout: float = 0.1, char_dim: int = 0
+    ):
         super().__init__()
-        self.chars = nn.Embedding(num_chars, dim, padding_idx=0)
+        char_dim = char_dim or dim
+        self.chars = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.char_proj = nn.Linear(char_dim, dim, bias=False) if char_dim != dim else None
         self.words = nn.Embedding(num_words, word_dim, padding_idx=0) if num_words and word_dim else None
         self.word_proj = nn.Linear(word_dim, dim, bias=False) if self.words is not None else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
         x = self.chars(char_ids)
+        if self.char_proj is not None:
+            x = self.char_proj(x)
         if self.words is not None and self.word_proj is not None and word_ids is not None:
             x = x + self.word_proj(self.words(word_ids))
         return self.dropout(x)

@@ -36,6 +36,13 @@ class EncoderConfig(Section):
     word_min_count: int = 2
     word_vocab_size: int = 50000
     char_min_count: int = 1
+    char_dim: int = 0  # char embedding width; 0: hidden_size (pretrained vectors set their own width)
+    # Pretrained word vectors for the from-scratch encoder: a catalogue name (word2vec-zhwiki) or a word2vec
+    # text/binary file. They initialise the jieba-word embeddings and the char embeddings of the chars they
+    # have, and their words join the word vocabulary (up to word_vocab_size), so words never seen in training
+    # still get a meaningful vector.
+    word_vectors: str = ""
+    freeze_word_vectors: bool = False  # keep the pretrained word table fixed (its projection still trains)
     lr: float = 3e-5  # learning rate of a Hugging Face encoder (the task's heads use trainer.lr)
 
     @property
@@ -58,7 +65,11 @@ class CharWordDGCNN(nn.Module):
     def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int):
         super().__init__()
         word_dim = cfg.word_dim if cfg.use_words and num_words else 0
-        self.embed = CharWordEmbedding(num_chars, cfg.hidden_size, num_words, word_dim, cfg.embed_dropout)
+        self.embed = CharWordEmbedding(
+            num_chars, cfg.hidden_size, num_words, word_dim, cfg.embed_dropout, char_dim=cfg.char_dim
+        )
+        if cfg.freeze_word_vectors and self.embed.words is not None:
+            self.embed.words.weight.requires_grad_(False)
         self.dgcnn = DGCNN(cfg.hidden_size, list(cfg.dilations), cfg.kernel_size, cfg.dropout)
         self.out_dim = cfg.hidden_size
 
@@ -155,15 +166,65 @@ class TextEncoder:
         return Encoded(self.vocab.encode(text), [(i, i + 1) for i in range(len(text))])
 
 
-def create_encoder(cfg: EncoderConfig, texts: list[str]) -> tuple[Encoder, dict[str, Any], Any]:
-    """A new encoder for training: (module, assets to save, tokenizer or None)."""
+@dataclass
+class NewEncoder:
+    """A freshly made encoder: its config (pretrained vectors fix some widths), module, assets and tokenizer."""
+
+    config: EncoderConfig
+    module: Encoder
+    assets: dict[str, Any]
+    tokenizer: Any = None
+
+
+def create_encoder(cfg: EncoderConfig, texts: list[str]) -> NewEncoder:
+    """A new encoder for training from its config and the training texts."""
     if cfg.scratch:
+        if cfg.word_vectors:
+            return _scratch_from_vectors(cfg, texts)
         assets = cfg.vocab_assets(texts)
-        return build_scratch(cfg, assets), assets, None
+        return NewEncoder(cfg, build_scratch(cfg, assets), assets)
     from ..models import resolve_encoder
 
     model, tokenizer = hf.load_pretrained(resolve_encoder(cfg.name), "encoder")
-    return HFEncoder(model), {}, tokenizer
+    return NewEncoder(cfg, HFEncoder(model), {}, tokenizer)
+
+
+def _scratch_from_vectors(cfg: EncoderConfig, texts: list[str]) -> NewEncoder:
+    """A from-scratch encoder whose char and word tables start from pretrained word vectors (METHODS §1).
+
+    The vectors' words join the word vocabulary after the training words (most frequent first, up to
+    word_vocab_size) and their single characters the char vocabulary; rows without a vector start random at
+    the vectors' scale. Char and word tables take the vectors' width and are projected to hidden_size."""
+    from ..models import load_word_vectors
+
+    words, vectors = load_word_vectors(cfg.word_vectors)
+    dim = int(vectors.shape[1])
+    cfg = cfg.updated({"use_words": True, "word_dim": dim, "char_dim": dim})
+    assets = cfg.vocab_assets(texts)
+    known = set(assets["words"])
+    extra = [w for w in words if w not in known][: max(0, cfg.word_vocab_size - len(assets["words"]))]
+    assets["words"] = assets["words"] + extra
+    chars = set(assets["chars"])
+    assets["chars"] = assets["chars"] + [w for w in words if len(w) == 1 and w not in chars and not w.isspace()]
+    module = build_scratch(cfg, assets)
+    row = {w: i for i, w in enumerate(words)}
+    scale = float(vectors.std())
+    with torch.no_grad():
+        for table, vocab in ((module.embed.chars, assets["chars"]), (module.embed.words, assets["words"])):
+            assert table is not None
+            table.weight.normal_(0.0, scale)
+            found = [(i, row[t]) for i, t in enumerate(vocab) if t in row and i >= len(V.SPECIALS)]
+            if found:
+                ids, rows = zip(*found)
+                table.weight[list(ids)] = vectors[list(rows)]
+            table.weight[0] = 0.0  # padding
+    assets["word_vectors"] = {
+        "source": cfg.word_vectors,
+        "dim": dim,
+        "words_with_vector": sum(w in row for w in assets["words"]),
+        "chars_with_vector": sum(c in row for c in assets["chars"]),
+    }
+    return NewEncoder(cfg, module, assets)
 
 
 def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path | None) -> tuple[Encoder, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,10 @@ class NerPipeline(Pipeline):
         if not types:
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
-        encoder, vocab, tokenizer = create_encoder(config.encoder, [ex.text for ex in train_examples])
-        assets: dict[str, Any] = {"types": types, "longest_entity": longest} | vocab
-        return cls(config, assets, cls._model(config, encoder, len(types)), tokenizer)
+        new = create_encoder(config.encoder, [ex.text for ex in train_examples])
+        config = dataclasses.replace(config, encoder=new.config)
+        assets: dict[str, Any] = {"types": types, "longest_entity": longest} | new.assets
+        return cls(config, assets, cls._model(config, new.module, len(types)), new.tokenizer)
 
     @classmethod
     def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> NerPipeline:
