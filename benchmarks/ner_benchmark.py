@@ -2,10 +2,16 @@
 
     python benchmarks/ner_benchmark.py cluener     # preset configs/ner-cluener.toml (20 minutes, one thread)
     python benchmarks/ner_benchmark.py cmeee       # preset configs/ner-cmeee.toml
+    python benchmarks/ner_benchmark.py msra        # preset configs/ner-msra.toml
+    python benchmarks/ner_benchmark.py cluener --encoder m3e-small        # -> results/ner_cluener_m3e-small.json
+    python benchmarks/ner_benchmark.py cluener --word-vectors word2vec-zhwiki   # -> ..._word2vec-zhwiki.json
 
 cluener: CLUENER train.json split 90/10 with seed 42 (the official dev set is not in ../shared).
 cmeee:   the first 3,000 texts of ../shared/data/cmeee/CMeEE_dev.json train, the other 1,000 test;
          it also reports how many nested gold entities were predicted exactly.
+msra:    trained on MSRA NER (msra_ner_news, 55k sentences; a seeded 2,000 carved as dev to pick the best
+         checkpoint; sentences that also occur in the test file removed), scored on People's Daily
+         people_daily_ner/example.dev (PER/LOC/ORG, 2,318 sentences).
 Extra `nlpcli train` options may follow (e.g. --head standard). Every step runs the `nlpcli` command it
 prints; the result lands in benchmarks/results/ner_DATASET.json.
 """
@@ -17,12 +23,24 @@ import json
 import random
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from _common import DATA, ROOT, Run, nlpcli, preset, write_jsonl
 
+from nlpcli.tasks.ie.ner.pipeline import NerPipeline
+
+SPLITS = {
+    "cluener": "CLUENER train.json shuffled (seed 42): 90% train, 10% dev (scored)",
+    "cmeee": "CMeEE_dev.json: first 3,000 texts train, the other 1,000 test (scored)",
+    "msra": "train: msra_ner_news (sentences also in the test file removed; 2,000 carved as dev, seed 42); "
+    "scored: people_daily_ner/example.dev",
+}
+
 
 def split(name: str, work: Path) -> tuple[Path, Path]:
+    if name == "msra":
+        return _msra(work)
     if name == "cluener":
         rows = [json.loads(line) for line in (DATA / "cluener2020" / "train.json").open(encoding="utf-8")]
         random.Random(42).shuffle(rows)
@@ -34,6 +52,25 @@ def split(name: str, work: Path) -> tuple[Path, Path]:
     write_jsonl(work / "train.jsonl", train)
     write_jsonl(work / "dev.jsonl", dev)
     return work / "train.jsonl", work / "dev.jsonl"
+
+
+def _msra(work: Path) -> tuple[Path, Path]:
+    """MSRA for training (test sentences left out), People's Daily dev as the test set (both char-per-line BIO)."""
+    test = DATA / "people_daily_ner" / "example.dev"
+
+    def blocks(text: str) -> list[str]:
+        return [b for b in text.replace("\r", "").split("\n\n") if b.strip()]
+
+    def sentence(block: str) -> str:
+        return "".join(line.split(" ")[0] for line in block.splitlines())
+
+    held = {sentence(b) for b in blocks(test.read_text(encoding="utf-8"))}
+    with zipfile.ZipFile(DATA / "msra_ner_news" / "dh_msra.zip") as zf:
+        train = blocks(zf.read(zf.namelist()[0]).decode("utf-8"))
+    kept = [b for b in train if sentence(b) not in held]
+    print(f"msra: {len(train)} sentences, {len(train) - len(kept)} also in the test file left out", flush=True)
+    (work / "train.bio").write_text("\n\n".join(kept) + "\n", encoding="utf-8")
+    return work / "train.bio", test
 
 
 def predict_in_process(run: Path, texts: list[str]) -> float:
@@ -52,77 +89,53 @@ def predict_in_process(run: Path, texts: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=["cluener", "cmeee"])
-    ap.add_argument("--run", default=None, help="output directory (default runs/bench-ner-DATASET)")
+    ap.add_argument("dataset", choices=sorted(SPLITS))
+    ap.add_argument("--run", default=None, help="output directory (default runs/bench-RESULT_NAME)")
     ap.add_argument("--skip-train", action="store_true", help="measure an already trained --run")
     args, extra = ap.parse_known_args()
     bench = Run()
-    run = Path(args.run or ROOT / "runs" / f"bench-ner-{args.dataset}")
+    # Runs with another encoder or word vectors get their own result file.
+    tag = "".join(f"_{extra[i + 1]}" for i, a in enumerate(extra[:-1]) if a in ("--encoder", "--word-vectors"))
+    name = f"ner_{args.dataset}{tag}"
+    run = Path(args.run or ROOT / "runs" / f"bench-{name}")
     config = preset(f"ner-{args.dataset}.toml")
     with tempfile.TemporaryDirectory() as tmp:
-        train, dev = split(args.dataset, Path(tmp))
+        train, test = split(args.dataset, Path(tmp))
         if args.skip_train:
             end = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()][-1]
             summary = {"steps": end["step"], "tokens_per_s": end["tokens_per_s"]}
         else:
-            summary = json.loads(
-                nlpcli(
-                    "train",
-                    "ner",
-                    "--config",
-                    config,
-                    "--train",
-                    train,
-                    "--dev",
-                    dev,
-                    "--output",
-                    run,
-                    "--overwrite",
-                    "--json",
-                    *extra,
-                )
-            )
-        metrics = json.loads(nlpcli("evaluate", "ner", "--model", run, "--data", dev, "--json"))
-        texts = [{"text": json.loads(line)["text"]} for line in dev.read_text(encoding="utf-8").splitlines()]
+            # msra picks its best checkpoint on a dev split carved from train; the others on the scored split.
+            dev = [] if args.dataset == "msra" else ["--dev", test]
+            train_args = ["--config", config, "--train", train, *dev, "--output", run, "--overwrite", "--json"]
+            summary = json.loads(nlpcli("train", "ner", *train_args, *extra))
+        metrics = json.loads(nlpcli("evaluate", "ner", "--model", run, "--data", test, "--json"))
+        texts = [{"text": ex.text} for ex in NerPipeline.read(test)[0]]
         write_jsonl(Path(tmp) / "input.jsonl", texts)
         start = time.perf_counter()
-        nlpcli(
-            "predict",
-            "ner",
-            "--model",
-            run,
-            "--input",
-            Path(tmp) / "input.jsonl",
-            "--output",
-            Path(tmp) / "pred.jsonl",
-            "--batch-size",
-            "64",
-        )
+        pred = ["--input", Path(tmp) / "input.jsonl", "--output", Path(tmp) / "pred.jsonl", "--batch-size", "64"]
+        nlpcli("predict", "ner", "--model", run, *pred)
         predict_s = time.perf_counter() - start
         batched = predict_in_process(run, [t["text"] for t in texts])
-    bench.finish(
-        f"ner_{args.dataset}",
-        {
-            "dataset": args.dataset,
-            "preset": config,
-            "extra_options": extra,
-            "split": "CLUENER train.json shuffled (seed 42): 90% train, 10% dev"
-            if args.dataset == "cluener"
-            else "CMeEE_dev.json: first 3,000 texts train, the other 1,000 test",
-            "steps": summary["steps"],
-            "train_tokens_per_s": summary["tokens_per_s"],
-            "dev_examples": len(texts),
-            "micro_precision": metrics["precision"],
-            "micro_recall": metrics["recall"],
-            "micro_f1": metrics["f1"],
-            "nested_gold": metrics["nested"]["gold"],
-            "nested_correct": metrics["nested"]["correct"],
-            # Whole command: process start, torch import and model load included.
-            "predict_command_sentences_per_s": len(texts) / predict_s,
-            "predict_batched_sentences_per_s": batched,
-            "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
-        },
-    )
+    figures = {
+        "dataset": args.dataset,
+        "preset": config,
+        "extra_options": extra,
+        "split": SPLITS[args.dataset],
+        "steps": summary["steps"],
+        "train_tokens_per_s": summary["tokens_per_s"],
+        "test_examples": len(texts),
+        "micro_precision": metrics["precision"],
+        "micro_recall": metrics["recall"],
+        "micro_f1": metrics["f1"],
+        "nested_gold": metrics["nested"]["gold"],
+        "nested_correct": metrics["nested"]["correct"],
+        # Whole command: process start, torch import and model load included.
+        "predict_command_sentences_per_s": len(texts) / predict_s,
+        "predict_batched_sentences_per_s": batched,
+        "per_type_f1": {t: round(m["f1"], 4) for t, m in metrics["per_type"].items()},
+    }
+    bench.finish(name, figures)
 
 
 if __name__ == "__main__":
