@@ -77,11 +77,9 @@ def main() -> None:
     out = Path(args.out)
     train_path, test_path, n_train, n_test = split(LCCC, args.test, args.seed, out)
     overrides = dict(zip([a.lstrip("-") for a in extra[::2]], extra[1::2])) | {"seed": args.seed}
-    report = api.train(
-        "chat", [str(train_path)], str(out / "model"), config_file=config, overrides=overrides, overwrite=True
-    )
+    report = api.train("chat", train_path, out / "model", config=config, overwrite=True, **overrides)
     r = report.result
-    pipe = api.load_pipeline("chat", str(out / "model"), "cpu", {"eval_samples": args.samples})
+    pipe = api.load(str(out / "model"), task="chat", device="cpu", eval_samples=args.samples)
     test, _ = pipe.read(test_path)
     with torch.no_grad():
         metrics = pipe.evaluate(test)

@@ -43,7 +43,7 @@ def split(train_file: Path, out: Path, fractions: list[float], seed: int) -> tup
 
 
 def predict_speed(model_dir: Path, texts_file: Path, threads: int) -> dict[str, float]:
-    pipe = api.load_pipeline("ie", str(model_dir), "cpu")
+    pipe = api.load(str(model_dir), task="ie", device="cpu")
     lines = texts_file.read_text(encoding="utf-8").splitlines()
     records = [{"text": json.loads(x)["text"]} for x in lines if x.strip()]
     t0 = time.perf_counter()
@@ -78,17 +78,9 @@ def main() -> None:
     for k, (f, budget) in enumerate(plan):
         out = work / f"run_{k}_{int(f * 100)}"
         overrides = {"schema": str(DATA / "all_50_schemas"), "time_budget": budget, "seed": args.seed}
-        report = api.train(
-            "ie",
-            [str(train_files[f])],
-            str(out),
-            dev_path=str(dev_file),
-            config_file=config,
-            overrides=overrides,
-            overwrite=True,
-        )
+        report = api.train("ie", train_files[f], out, dev_file, config, overwrite=True, **overrides)
         r = report.result
-        metrics = api.evaluate("ie", str(out), str(dev_file), "cpu")
+        metrics = api.evaluate(out, dev_file, task="ie", device="cpu")
         run = {
             "fraction": f,
             "train_sentences": report.train_examples,

@@ -115,7 +115,7 @@ def main() -> None:
         model = str(work / "run")
         overrides = dict(kv.split("=", 1) for kv in args.lm.split(",") if kv)
         t0 = time.time()
-        rep = api.train("lm", [str(train_file)], model, config_file=config, overrides=overrides, overwrite=True)
+        rep = api.train("lm", train_file, model, config=config, overwrite=True, **overrides)
         result["train"] = {
             "steps": rep.result.step,
             "seconds": round(time.time() - t0, 1),
@@ -123,7 +123,7 @@ def main() -> None:
             "tokens_per_s": round(rep.result.tokens_per_s, 1),
             "config": rep.config,
         }
-    pipe = api.load_pipeline("lm", model, "cpu")
+    pipe = api.load(model, task="lm", device="cpu")
     result["held_out_lm"] = {
         k: round(v, 4) if isinstance(v, float) else v for k, v in pipe.evaluate([Sentence(s) for s in held]).items()
     }

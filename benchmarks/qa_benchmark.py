@@ -54,7 +54,7 @@ def split_webqa(work: Path, n_dev: int, n_test: int, seed: int) -> dict[str, Pat
 
 
 def predict_speed(run: str, path: Path, repeats: int = 1) -> dict:
-    pipe = api.load_pipeline("qa", run, "cpu")
+    pipe = api.load(run, task="qa", device="cpu")
     lines = path.read_text(encoding="utf-8").splitlines()
     t = time.perf_counter()
     n = 0
@@ -105,12 +105,12 @@ def main() -> None:
     end = [r for r in log if r.get("event") == "end"][-1]
     results["train"] = {k: end[k] for k in ("step", "stop_reason", "elapsed_s", "best_metric", "steps_per_s")}
     with torch.no_grad():
-        results["webqa_test"] = api.evaluate("qa", args.run, str(splits["test"]), "cpu")
+        results["webqa_test"] = api.evaluate(args.run, splits["test"], task="qa", device="cpu")
         results["predict_speed_webqa_test"] = predict_speed(args.run, splits["test"])
         voting = {}
         for path in MULTI:
             for mode in ("vote", "max"):
-                pipe = api.load_pipeline("qa", args.run, "cpu", {"voting": mode})
+                pipe = api.load(args.run, task="qa", device="cpu", voting=mode)
                 examples, _ = pipe.read(path, None, skip_bad=True)  # the last list item is truncated
                 voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
         results["voting"] = voting

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,12 @@ from .checkpoint import BEST, LAST, load_checkpoint
 from .config import TaskConfig, read_config_file
 from .data.io import ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import DataError, NlpcliError
+from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
 from .tasks.base import Pipeline
 from .trainer import Trainer, TrainResult
+
+PathLike = str | Path
 
 
 @dataclass
@@ -63,43 +65,51 @@ def carve_dev(examples: list, ratio: float, cap: int, seed: int) -> tuple[list, 
 
 def train(
     task: str,
-    train_paths: list[str],
-    output: str,
-    dev_path: str | None = None,
-    config_file: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    train: PathLike | Sequence[PathLike],
+    output: PathLike,
+    dev: PathLike | None = None,
+    config: PathLike | None = None,
+    *,
     resume: bool = False,
     overwrite: bool = False,
     skip_bad: bool = False,
     fmt: str | None = None,
     callbacks: TrainCallbacks | None = None,
+    **fields: Any,
 ) -> TrainReport:
-    """Train a task from files into `output` (best/ and last/ checkpoints, train_log.jsonl)."""
+    """Train TASK on files into `output` (best/ and last/ checkpoints, train_log.jsonl), as `nlpcli train`.
+
+    `fields` set config values over the task's defaults and the `config` file: flat names (`epochs=3`),
+    dotted ones through a dict (`**{"encoder.name": "m3e-small"}`) or whole sections (`encoder={...}`).
+    """
     pipe_cls = get_task(task)
     out = Path(output)
-    overrides = dict(overrides or {})
+    train_paths = [str(train)] if isinstance(train, (str, Path)) else [str(p) for p in train]
+    dev_path = str(dev) if dev is not None else None
+    config_file = str(config) if config is not None else None
+    overrides = dict(fields)
     resume_state = None
     if resume:
         resumed = pipe_cls.load(out / LAST, overrides, resume=True)
-        config = resumed.config
+        task_config = resumed.config
         resume_state = load_checkpoint(out / LAST).train_state()
         if resume_state is None:
             raise NlpcliError(f"{out / LAST}: no train_state.pt to resume from")
     else:
         if ((out / BEST).exists() or (out / LAST).exists()) and not overwrite:
             raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
-        config = make_config(task, config_file, overrides)
-    trainer_cfg = config.trainer
+        task_config = make_config(task, config_file, overrides)
+    trainer_cfg = task_config.trainer
     device = resolve_device(trainer_cfg.device)
     set_threads(trainer_cfg.threads)
     seed_everything(trainer_cfg.seed)
     dist = init_distributed(device)
     try:
         train_ex, stats = read_many(pipe_cls, train_paths, fmt, skip_bad)
-        train_ex = pipe_cls.check_examples(config, train_ex, stats if skip_bad else None)
+        train_ex = pipe_cls.check_examples(task_config, train_ex, stats if skip_bad else None)
         if dev_path:
             dev_ex, dev_stats = pipe_cls.read(dev_path, fmt, skip_bad)
-            dev_ex = pipe_cls.check_examples(config, dev_ex, dev_stats if skip_bad else None)
+            dev_ex = pipe_cls.check_examples(task_config, dev_ex, dev_stats if skip_bad else None)
             stats.skipped += dev_stats.skipped
             dev_source = dev_path
         else:
@@ -113,12 +123,14 @@ def train(
             if overwrite and dist.is_main:
                 _clear_run(out)
             dist.barrier()
-            pipe = pipe_cls.create(config, train_ex)
+            pipe = pipe_cls.create(task_config, train_ex)
         trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist)
         result = trainer.fit()
     finally:
         shutdown_distributed()
-    return TrainReport(result, len(train_ex), len(dev_ex), dev_source, stats.skipped, stats.reasons, config.to_dict())
+    return TrainReport(
+        result, len(train_ex), len(dev_ex), dev_source, stats.skipped, stats.reasons, pipe.config.to_dict()
+    )
 
 
 def _clear_run(out: Path) -> None:
@@ -129,23 +141,33 @@ def _clear_run(out: Path) -> None:
     (out / "train_log.jsonl").unlink(missing_ok=True)
 
 
-def load_pipeline(task: str, model_dir: str, device: str = "auto", overrides: dict[str, Any] | None = None) -> Pipeline:
-    """A trained pipeline from a checkpoint (or training output) directory, on a device."""
-    return get_task(task).load(model_dir, overrides, device)
+def load(model: PathLike, *, task: str | None = None, device: str = "auto", **overrides: Any) -> Pipeline:
+    """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`
+    refuses another task's checkpoint). `overrides` change inference settings (`threshold=0.5`, ...).
+
+    The object is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
+    `qa(question=..., passages=[...])`, `lm.generate(["北京", "游客"])`, `chat.reply(history)`."""
+    cls = get_task(task) if task else Pipeline
+    return cls.load(model, overrides or None, device)
 
 
 def evaluate(
-    task: str,
-    model_dir: str,
-    data_path: str,
+    model: PathLike | Pipeline,
+    data: PathLike,
+    *,
+    task: str | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     skip_bad: bool = False,
     fmt: str | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Metrics of a trained model on a gold file."""
-    pipe = load_pipeline(task, model_dir, device)
-    examples, stats = pipe.read(data_path, fmt, skip_bad)
+    """Metrics of a trained model (a directory or a loaded model) on a gold file, as `nlpcli evaluate`."""
+    if isinstance(model, Pipeline):
+        pipe = model.configured(**overrides) if overrides else model
+    else:
+        pipe = load(model, task=task, device=device, **overrides)
+    examples, stats = pipe.read(str(data), fmt, skip_bad)
     import torch
 
     with torch.no_grad():
@@ -153,6 +175,24 @@ def evaluate(
     if stats.skipped:
         metrics["skipped_bad_records"] = stats.skipped
     return metrics
+
+
+def evaluate_thresholds(
+    model: PathLike | Pipeline, data: PathLike, thresholds: Sequence[float], **options: Any
+) -> list[dict[str, Any]]:
+    """`evaluate` at each threshold (the task's `threshold_fields`, set together): one metrics dict each, with
+    its `threshold`. `options` as for `evaluate`."""
+    pipe = (
+        model
+        if isinstance(model, Pipeline)
+        else load(model, task=options.pop("task", None), device=options.pop("device", "auto"))
+    )
+    fields = pipe.threshold_fields
+    if not fields:
+        raise ConfigError(f"the {pipe.name} task has no threshold to sweep")
+    return [
+        {"threshold": t} | evaluate(pipe.configured(**dict.fromkeys(fields, t)), data, **options) for t in thresholds
+    ]
 
 
 @dataclass
@@ -223,10 +263,3 @@ def read_keyword_file(pipe: Pipeline, path: str) -> list[tuple[int, list[str]]]:
     from .tasks.gen.lm.cgmh import read_keyword_file as read
 
     return read(pipe, path)  # type: ignore[arg-type]
-
-
-def chat_session(pipe: Pipeline, max_turns: int = 10, seed: int | None = None) -> Any:
-    """A multi-turn conversation with a `chat` pipeline (streamed replies, bounded history)."""
-    from .tasks.gen.chat.pipeline import ChatSession
-
-    return ChatSession(pipe, max_turns=max_turns, seed=seed)  # type: ignore[arg-type]

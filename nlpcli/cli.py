@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command(context_settings=EXTRA_ARGS)(train)
-app.command()(evaluate)
+app.command(context_settings=EXTRA_ARGS)(evaluate)  # inference settings as --name value
 app.command(context_settings=EXTRA_ARGS)(predict)  # one record as --key value options
 app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)

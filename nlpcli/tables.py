@@ -45,3 +45,15 @@ def _prf_cells(m: dict[str, Any]) -> list[str]:
 
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def threshold_table(rows: list[dict[str, Any]], main_metric: str, title: str) -> Table:
+    """One row per threshold: precision, recall, F1 (and the task's main metric when it is another)."""
+    cols = ["precision", "recall", "f1"] + ([main_metric] if main_metric not in ("precision", "recall", "f1") else [])
+    table = Table(title=title)
+    table.add_column("threshold", justify="right")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(_cell(row["threshold"]), *(_cell(row.get(c, "")) for c in cols))
+    return table

@@ -255,7 +255,7 @@ def test_cli_predict_bad_input_and_long_history(trained, tmp_path):
     proc = run_cli("predict", "chat", "--model", trained, "--input", bad, "--skip-bad", check=True)
     assert len(proc.stdout.splitlines()) == 1 and "skipped 4" in proc.stderr
     history = ["很长的一句话" * 5] * 6 + ["晚上吃什么？"]
-    pipe = api.load_pipeline("chat", str(trained), "cpu")
+    pipe = api.load(str(trained), task="chat", device="cpu")
     line = json.dumps({"history": history}, ensure_ascii=False)
     row = next(api.predict(pipe, [line], "long.jsonl"))
     assert row["history"] == history and 1 <= row["turns_used"] < len(history) and row["reply"]
@@ -381,7 +381,7 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
         "predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl", check=True
     ).stdout.splitlines()
     assert len(rows) == 4 and all(isinstance(json.loads(r)["reply"], str) for r in rows)
-    pipe = api.load_pipeline("chat", str(out), "cpu")  # rebuilt offline from the checkpoint's own files
+    pipe = api.load(str(out), task="chat", device="cpu")  # rebuilt offline from the checkpoint's own files
     metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat" / "dev.json")[0])
     assert metrics["ppl"] < 10 and metrics["scored_chars"] == 26
     prompts = [pipe.prompt(h)[0] for h in (["你好"], ["早上好", "早，吃早饭了吗？"])]

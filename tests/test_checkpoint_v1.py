@@ -11,6 +11,16 @@ from util import run_cli
 FIXTURES = Path(__file__).parent / "fixtures" / "v1"
 
 
+def _without_scores(record: dict) -> dict:
+    """The record without the per-entity / per-triple `score` that format 1 did not write (added since)."""
+    return {
+        k: [{f: v for f, v in item.items() if f != "score"} for item in value]
+        if k in ("entities", "spo_list")
+        else value
+        for k, value in record.items()
+    }
+
+
 @pytest.mark.parametrize("task", ["ner", "ie", "qa", "lm", "chat"])
 def test_v1_checkpoint_predicts_what_it_predicted(task, tmp_path):
     ckpt = FIXTURES / task
@@ -19,7 +29,8 @@ def test_v1_checkpoint_predicts_what_it_predicted(task, tmp_path):
     out = tmp_path / "pred.jsonl"
     run_cli("predict", task, "--model", ckpt, "--input", ckpt / "input.jsonl", "--output", out, check=True)
     expected = (ckpt / "expected.jsonl").read_text(encoding="utf-8")
-    assert out.read_text(encoding="utf-8") == expected
+    got = [_without_scores(json.loads(line)) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert got == [json.loads(line) for line in expected.splitlines()]
     assert any(
         v
         for line in expected.splitlines()

@@ -101,5 +101,7 @@ def test_decode_returns_nested_spans():
     logits[0, 0, 1, 3] = 2.0  # outer span, type 0
     logits[0, 1, 1, 1] = 0.5  # nested inner span, type 1
     logits[1, 1, 0, 4] = 0.1
-    assert decode_spans(logits) == [[(0, 1, 3), (1, 1, 1)], [(1, 0, 4)]]
-    assert decode_spans(logits, threshold=1.0) == [[(0, 1, 3)], []]
+    spans = [[s[:3] for s in row] for row in decode_spans(logits)]
+    assert spans == [[(0, 1, 3), (1, 1, 1)], [(1, 0, 4)]]
+    assert [[s[:3] for s in row] for row in decode_spans(logits, threshold=1.0)] == [[(0, 1, 3)], []]
+    assert [s[3] for s in decode_spans(logits)[0]] == [logits[0, 0, 1, 3].item(), logits[0, 1, 1, 1].item()]

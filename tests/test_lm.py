@@ -42,7 +42,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm") / "run"
-    report = api.train("lm", [str(SAMPLES / "lm" / "train.txt")], str(out), overrides=dict(TINY))
+    report = api.train("lm", SAMPLES / "lm" / "train.txt", out, **TINY)
     return out, report
 
 
@@ -239,12 +239,12 @@ def test_training_lowers_nll(trained):
     evals = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     nll = [e["nll"] for e in evals if e["event"] == "eval"]
     assert report.result.best_metric < nll[0] - 0.5
-    pipe = api.load_pipeline("lm", str(out), "cpu")
+    pipe = api.load(str(out), task="lm", device="cpu")
     assert report.result.best_metric < math.log(len(pipe.vocab))  # better than a uniform guess
 
 
 def test_keywords_always_present_over_seeds(trained):
-    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu")
     sets = [["北京", "游客"], ["上海"], ["北京天安门", "学生"], ["经济", "科技", "公司", "发展"], ["龘北京"]]
     assert len(pipe.keyword_ids("北京天安门")) >= 2  # a keyword that is several tokens
     for seed in range(5):
@@ -255,7 +255,7 @@ def test_keywords_always_present_over_seeds(trained):
 
 
 def test_generation_is_deterministic_and_improves_on_the_start(trained):
-    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu")
     sets = [["北京", "游客"], ["学校"]]
     a = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
     b = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
@@ -267,7 +267,7 @@ def test_generation_is_deterministic_and_improves_on_the_start(trained):
 
 
 def test_keyword_errors(trained):
-    pipe = api.load_pipeline("lm", str(trained[0]), "cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu")
     with pytest.raises(ConfigError, match="no keywords"):
         pipe.encode_keywords([])
     with pytest.raises(ConfigError, match="empty"):

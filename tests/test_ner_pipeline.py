@@ -110,8 +110,8 @@ def test_long_texts_are_windowed_not_cut(trained):
     examples, _ = NerPipeline.read(NER / "dev.jsonl")
     long_text = "".join(ex.text for ex in examples[:12])
     assert len(long_text) > 200
-    whole = api.load_pipeline("ner", str(trained), "cpu", {"max_len": 1000})
-    windowed = api.load_pipeline("ner", str(trained), "cpu", {"max_len": 40, "window_overlap": 20})
+    whole = api.load(str(trained), task="ner", device="cpu", max_len=1000)
+    windowed = api.load(str(trained), task="ner", device="cpu", max_len=40, window_overlap=20)
     spans_whole = whole.predict_spans([long_text])[0]
     spans_windowed = windowed.predict_spans([long_text])[0]
     assert spans_whole and spans_whole == spans_windowed

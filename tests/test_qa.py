@@ -296,7 +296,7 @@ def test_predict_one_off_and_bad_input(trained, tmp_path):
         check=True,
     )
     row = json.loads(proc.stdout)
-    assert row["answer"] == "竹子" and row["passage_index"] == 1 and row["passage"][1] == "大熊猫主要以竹子为食。"
+    assert row["answer"] == "竹子" and row["passage_index"] == 1 and row["passages"][1] == "大熊猫主要以竹子为食。"
     # A 100k-character passage is windowed, not cut: the answer near its end is found at the right offset.
     long_passage = "这是一段无关的文字。" * 10000 + "大熊猫主要以竹子为食。"
     bad = tmp_path / "bad.jsonl"

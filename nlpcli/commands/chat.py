@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -37,8 +38,8 @@ def chat(
         "max_new_tokens": max_new_tokens,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
-    pipe = api.load_pipeline("chat", model, device, overrides)
-    session = api.chat_session(pipe, max_turns=max_turns, seed=seed)
+    pipe: Any = api.load(model, task="chat", device=device, **overrides)
+    session = pipe.session(max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()
     if interactive:
         err_console.print(HELP, highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 from collections.abc import Callable
@@ -38,9 +39,11 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]  # same signature: functools.wraps
 
 
-def parse_extra(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """`--field value`, `--field=value`, bare `--flag` (true) and `--no-flag` (false); bare words are returned apart."""
-    options: dict[str, Any] = {}
+def parse_options(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """`--name value`, `--name=value`, a bare `--flag` ("true") and `--no-flag` (`flag`: "false"), in order
+    (a name may repeat); words that are no option's value are returned apart. Names keep their dashes
+    as underscores."""
+    pairs: list[tuple[str, str]] = []
     bare: list[str] = []
     i = 0
     while i < len(args):
@@ -49,18 +52,46 @@ def parse_extra(args: list[str]) -> tuple[dict[str, Any], list[str]]:
             key, eq, value = tok[2:].partition("=")
             key = key.replace("-", "_")
             if eq:
-                options[key] = value
+                pairs.append((key, value))
             elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-                options[key] = args[i + 1]
+                pairs.append((key, args[i + 1]))
                 i += 1
             elif key.startswith("no_"):
-                options[key[3:]] = "false"
+                pairs.append((key[3:], "false"))
             else:
-                options[key] = "true"
+                pairs.append((key, "true"))
         else:
             bare.append(tok)
         i += 1
-    return options, bare
+    return pairs, bare
+
+
+def parse_extra(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Config options (`--field value`; the last of a repeated one wins) and the bare words apart."""
+    pairs, bare = parse_options(args)
+    return dict(pairs), bare
+
+
+def inference_options(task_cls: Any, args: list[str]) -> dict[str, str]:
+    """Extra `--name value` options that must each be an inference setting of the task (a usage error else)."""
+    from ..errors import ConfigError
+
+    config = task_cls.Config()
+    pairs, bare = parse_options(args)
+    if bare:
+        raise typer.BadParameter(f"unexpected argument {bare[0]!r}")
+    for key, _ in pairs:
+        try:
+            config.locate(key, ("inference",))
+        except ConfigError:
+            known = config.sections()["inference"].field_names()
+            raise typer.BadParameter(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
+    return dict(pairs)
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean --{close[0].replace('_', '-')}?" if close else ""
 
 
 def stderr_is_tty() -> bool:

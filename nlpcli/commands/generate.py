@@ -44,7 +44,7 @@ def generate(
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise typer.BadParameter("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load_pipeline("lm", model, device, overrides=overrides)
+    pipe = api.load(model, task="lm", device=device, **overrides)
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)
         return

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.progress import Progress
 
-from .common import TASK_HELP, cli_errors, err_console, stderr_is_tty
+from .common import TASK_HELP, cli_errors, did_you_mean, err_console, parse_options, stderr_is_tty
 
 
 @cli_errors
@@ -33,16 +33,18 @@ def predict(
     lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
     chat: {"history": [turn, ...]} gains reply and turns_used.
     One record can also be given as options instead of --input, e.g. `--text "..."` or
-    `--question "..." --passage "..." --passage "..."` (an option given twice becomes a list).
+    `--question "..." --passage "..." --passage "..."` (`--passage` given twice fills `passages`).
+    Inference settings of the model may follow too (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`).
     """
     from .. import api
     from ..data.io import atomic_output, open_input
+    from ..registry import get_task
 
-    record = record_from_options(ctx.args)
+    overrides, record = split_predict_options(get_task(task), ctx.args)
     if record and input_path is not None:
         raise typer.BadParameter("give either --input or a record as options, not both")
     input_path = input_path or "-"
-    pipe = api.load_pipeline(task, model, device)
+    pipe = api.load(model, task=task, device=device, **overrides)
     stats = api.PredictStats()
     source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path)
     sink = nullcontext(sys.stdout) if output_path == "-" else atomic_output(output_path)
@@ -58,26 +60,29 @@ def predict(
         err_console.print(f"wrote {stats.written} line(s) to {output_path}", highlight=False)
 
 
-def record_from_options(args: list[str]) -> dict[str, Any]:
-    """`--key value` pairs as one input record; a key given more than once collects a list."""
+def split_predict_options(task_cls: Any, args: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Extra options of `predict`: inference settings of the task (`--threshold 0.4`), and the fields of one
+    input record (`--text ...`; `--passage` given twice fills `passages`). Anything else is a usage error."""
+    from ..errors import ConfigError
+
+    config = task_cls.Config()
+    pairs, bare = parse_options(args)
+    if bare:
+        raise typer.BadParameter(f"unexpected argument {bare[0]!r}")
+    overrides: dict[str, str] = {}
     record: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        if not tok.startswith("--") or len(tok) == 2:
-            raise typer.BadParameter(f"unexpected argument {tok!r}")
-        key, eq, value = tok[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(args):
-                raise typer.BadParameter(f"option {tok} needs a value")
-            value, i = args[i + 1], i + 1
-        if key in record:
-            prev = record[key]
-            record[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-        else:
-            record[key] = value
-        i += 1
-    return record
+    for key, value in pairs:
+        if key in task_cls.record_options:
+            name, repeats = task_cls.record_options[key]
+            record[name] = [*record.get(name, []), value] if repeats else value
+            continue
+        try:
+            config.locate(key, ("inference",))
+        except ConfigError:
+            known = list(task_cls.record_options) + config.sections()["inference"].field_names()
+            raise typer.BadParameter(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
+        overrides[key] = value
+    return overrides, record
 
 
 class _progress:

@@ -106,16 +106,16 @@ def train(
     callbacks = RichCallbacks(get_task(task).main_metric)
     report = api.train(
         task,
-        list(train_files) + bare,
+        [*train_files, *bare],
         output,
-        dev_path=dev,
-        config_file=config,
-        overrides=overrides,
+        dev,
+        config,
         resume=resume,
         overwrite=overwrite,
         skip_bad=skip_bad,
         fmt=fmt,
         callbacks=callbacks,
+        **overrides,
     )
     r = report.result
     summary = {

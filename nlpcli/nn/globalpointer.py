@@ -81,10 +81,12 @@ def globalpointer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return multilabel_categorical_crossentropy(logits.reshape(b * t, -1), labels.reshape(b * t, -1))
 
 
-def decode_spans(logits: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int]]]:
-    """Every (type, start, end) with score > threshold, per batch row; nested spans come out as they are."""
-    hits = (logits > threshold).nonzero().tolist()
-    out: list[list[tuple[int, int, int]]] = [[] for _ in range(logits.shape[0])]
-    for b, t, i, j in hits:
-        out[b].append((t, i, j))
+def decode_spans(logits: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
+    """Every (type, start, end, logit) with logit > threshold, per batch row; nested spans come out as they are."""
+    hit = logits > threshold
+    rows = hit.nonzero().tolist()
+    values = logits[hit].tolist()
+    out: list[list[tuple[int, int, int, float]]] = [[] for _ in range(logits.shape[0])]
+    for (b, t, i, j), v in zip(rows, values):
+        out[b].append((t, i, j, v))
     return out

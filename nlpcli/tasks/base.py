@@ -7,7 +7,8 @@ prediction loop here, its metrics, and `save` / `load` as a pair.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import copy
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -52,6 +53,10 @@ class Pipeline:
     # Predictions are sampled: seeded per predict call, so they repeat for the same input and batch size,
     # but another batching draws other samples.
     sampled: ClassVar[bool] = False
+    # One input record given as `predict` options: option -> (record field, whether it repeats into a list).
+    record_options: ClassVar[dict[str, tuple[str, bool]]] = {"text": ("text", False)}
+    # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
+    threshold_fields: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
@@ -203,6 +208,12 @@ class Pipeline:
             )
         return changed
 
+    def configured(self: P, **inference: Any) -> P:
+        """This pipeline (the same model, not a copy of it) with other inference settings."""
+        other = copy.copy(self)
+        other.config = self.with_runtime_overrides(self.config, inference)
+        return other
+
     def to(self: P, device: torch.device) -> P:
         self.device = device
         self.model.to(device)
@@ -219,6 +230,28 @@ class Pipeline:
         """
         if not isinstance(record.get("text"), str):
             raise DataError(path, "missing string field 'text'", line)
+
+    def __call__(self, inputs: dict[str, Any] | Sequence[dict[str, Any]]) -> Any:
+        """Predictions for one input record (a dict) or a list of them, as `nlpcli predict` writes them.
+        Tasks also take their natural inputs here (`ner("text")`, `qa(question=..., passages=[...])`)."""
+        if isinstance(inputs, dict):
+            return self.predict_checked([inputs])[0]
+        return self.predict_checked(list(inputs))
+
+    def predict_checked(self, records: list[dict[str, Any]], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """`predict_records` for records from Python: each is validated first (a DataError names its index)."""
+        for i, record in enumerate(records, 1):
+            if not isinstance(record, dict):
+                raise DataError("input", f"expected a dict, got {type(record).__name__}", i)
+            self.validate_record(record, "input", i)
+        return list(self.predict_records(records, batch_size))
+
+    def _predict_texts(self, inputs: str | Sequence[str], field: str, batch_size: int | None = None) -> Any:
+        """`field` of the predictions for one text, or a list of them for a list of texts (batched)."""
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        out = [r[field] for r in self.predict_checked([{"text": t} for t in texts], batch_size)]
+        return out[0] if single else out
 
     def preprocess(self, record: dict[str, Any]) -> list[Any]:
         """A validated record -> the pieces the model reads (e.g. one per window of a long text)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -104,6 +105,12 @@ class QaPipeline(Pipeline):
     main_metric = "score"
     formats = FORMATS
     predictions_are_gold = True
+    threshold_fields = ("threshold",)
+    record_options: ClassVar[dict[str, tuple[str, bool]]] = {
+        "question": ("question", False),
+        "passage": ("passages", True),
+        "passages": ("passages", True),
+    }
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
 
@@ -289,6 +296,22 @@ class QaPipeline(Pipeline):
             "start": best.start,
             "end": best.end,
         }
+
+    def __call__(  # type: ignore[override]
+        self,
+        question: str | Sequence[dict[str, Any]] | None = None,
+        passages: Sequence[Any] | None = None,
+        batch_size: int | None = None,
+    ) -> Any:
+        """`qa(question=..., passages=[...])` -> {answer, score, passage_index, start, end}; a list of
+        {"question", "passages"} records -> a list of those (batched as `predict` batches)."""
+        keys = ("answer", "score", "passage_index", "start", "end")
+        if isinstance(question, str):
+            record = {"question": question, "passages": list(passages or [])}
+            return {k: self.predict_checked([record], batch_size)[0][k] for k in keys}
+        if question is None or passages is not None:
+            raise ConfigError("give qa(question=..., passages=[...]) or a list of {question, passages} records")
+        return [{k: r[k] for k in keys} for r in self.predict_checked(list(question), batch_size)]
 
     def answer(
         self, questions: list[str], passages: list[list[str]], batch_size: int | None = None

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +194,7 @@ class ChatPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     sampled = True
+    record_options: ClassVar[dict[str, tuple[str, bool]]] = {"history": ("history", True), "turn": ("history", True)}
 
     config: ChatConfig
     model: ChatGPT | HFCausalLM
@@ -443,6 +444,17 @@ class ChatPipeline(Pipeline):
             raise DataError(path, "missing field 'history' (a list of turns)", line)
         clean_turns(record["history"], path, line, "history")
 
+    def reply(self, history: Sequence[str] | Sequence[Sequence[str]]) -> Any:
+        """The reply to one history (a list of turns), or a list of replies to a list of histories."""
+        single = bool(history) and all(isinstance(t, str) for t in history)
+        histories = [list(history)] if single else [list(h) for h in history]
+        out = [r["reply"] for r in self.predict_checked([{"history": h} for h in histories])]
+        return out[0] if single else out
+
+    def session(self, max_turns: int = 10, seed: int | None = None) -> ChatSession:
+        """A multi-turn conversation: `s.say("你好")` -> reply; `s.send(text)` streams it."""
+        return ChatSession(self, max_turns=max_turns, seed=seed)
+
     def forward_params(self) -> dict[str, Any]:
         # One seeded sampler per predict call: a file gets the same replies wherever it is predicted.
         return {"dec": self.config.inference.decoding(), "generator": self.seeded_generator(), "use_cache": True}
@@ -491,6 +503,10 @@ class ChatSession:
 
     def reset(self) -> None:
         self.history = []
+
+    def say(self, text: str) -> str:
+        """Add the user's turn and return the whole reply (which joins the history)."""
+        return "".join(self.send(text))
 
     def send(self, text: str) -> Iterator[str]:
         """Add the user's turn, stream the reply; the reply joins the history when it is done."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -48,6 +49,7 @@ class LmPipeline(Pipeline):
     higher_is_better = False
     formats = FORMATS
     sampled = True
+    record_options: ClassVar[dict[str, tuple[str, bool]]] = {"words": ("words", True), "word": ("words", True)}
     config: LmConfig
     model: BiLM
 
@@ -198,6 +200,15 @@ class LmPipeline(Pipeline):
     def postprocess(self, record: dict[str, Any], parts: list[tuple[list[str], Generation]]) -> dict[str, Any]:
         """Adds `sentences`: [{text, score}] (best first) to a {"words": [...]} record."""
         return {**record, "sentences": parts[0][1].sentences}
+
+    def generate(self, words: Sequence[str] | Sequence[Sequence[str]], **settings: Any) -> Any:
+        """Sentences holding every keyword, best first ([{text, score}]) for one keyword list, or a list of
+        those for a list of keyword lists; `settings` override the sampler's (`num=5`, `steps=400`, `seed=1`)."""
+        single = bool(words) and all(isinstance(w, str) for w in words)
+        sets = [list(words)] if single else [list(ws) for ws in words]
+        sampler = self.config.inference.updated(settings, "inference.") if settings else self.config.inference
+        out = [g.sentences for g in generate(self, sets, sampler)]  # type: ignore[arg-type]
+        return out[0] if single else out
 
     # --- keywords -------------------------------------------------------------------------------
     def encode_keywords(self, words: list[str]) -> list[list[int]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from torch import nn
 from ....config import Section, TaskConfig, TrainerConfig
 from ....data.batching import pad_ids, windows
 from ....data.io import ReadStats
-from ....errors import DataError
+from ....errors import ConfigError, DataError
 from ....metrics import set_prf
 from ....nn import hf
 from ....nn.encoder import Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
@@ -23,6 +25,19 @@ from ....tables import prf_table
 from ...base import Pipeline, TextPiece
 from .data import FORMATS, NerExample, read_ner
 from .model import NerModel
+
+# A predicted entity: start, end (inclusive), type, score.
+Span = tuple[int, int, str, float]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _logit(p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"threshold {p} is not a probability between 0 and 1")
+    return -math.inf if p == 0.0 else math.inf if p == 1.0 else math.log(p / (1.0 - p))
 
 
 @dataclass
@@ -34,7 +49,9 @@ class NerModelConfig(Section):
 
 @dataclass
 class NerInference(Section):
-    threshold: float = 0.0
+    # Entities scoring above it are predicted; score = sigmoid(GlobalPointer logit), so 0.5 is the paper's
+    # "logit > 0". (Format-1 checkpoints kept a logit threshold; it is converted on load.)
+    threshold: float = 0.5
     # Longest span predicted; 0: the longest entity seen in training. Spans longer than any
     # trained on get untrained (often positive) scores, e.g. on texts longer than the training ones.
     max_span_len: int = 0
@@ -61,6 +78,7 @@ class NerPipeline(Pipeline):
     main_metric = "f1"
     formats = FORMATS
     predictions_are_gold = True
+    threshold_fields = ("threshold",)
     config: NerConfig
     model: NerModel
 
@@ -93,6 +111,13 @@ class NerPipeline(Pipeline):
     def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> NerPipeline:
         encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
         return cls(config, assets, cls._model(config, encoder, len(assets["types"])), tokenizer)
+
+    @classmethod
+    def saved_config(cls, ckpt: Any) -> TaskConfig:
+        config = super().saved_config(ckpt)
+        if ckpt.format_version == 1:  # format 1 thresholded the logit; now the score, sigmoid(logit)
+            config = config.updated({"inference.threshold": _sigmoid(float(ckpt.config.get("threshold", 0.0)))})
+        return config
 
     @staticmethod
     def _model(config: NerConfig, encoder: Encoder, num_types: int) -> NerModel:
@@ -161,8 +186,8 @@ class NerPipeline(Pipeline):
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
 
-    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[tuple[int, int, str]]]:
-        """Spans (start, end inclusive, type) in each window's own characters."""
+    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[Span]]:
+        """Spans (start, end inclusive, type, score) in each window's own characters."""
         batch = self.collate([NerExample(p.text) for p in pieces])
         logits = self.model(self.to_device(batch))
         limit = self.config.inference.max_span_len or self.assets.get("longest_entity", 0)
@@ -170,25 +195,33 @@ class NerPipeline(Pipeline):
             n = logits.shape[-1]
             too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
             logits = logits.masked_fill(too_long, float("-inf"))
-        found = decode_spans(logits, self.config.inference.threshold)
+        found = decode_spans(logits, _logit(self.config.inference.threshold))
         return [
-            [(offsets[i][0], offsets[j][1] - 1, self.types[t]) for t, i, j in spans]
+            [(offsets[i][0], offsets[j][1] - 1, self.types[t], _sigmoid(v)) for t, i, j, v in spans]
             for offsets, spans in zip(batch["_offsets"], found)
         ]
 
-    def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, Any]]) -> dict[str, Any]:
-        """Adds `entities`: [{type, start, end (inclusive), text}]; a window gives the entities starting in
-        the part of the text it owns."""
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Span]]]) -> dict[str, Any]:
+        """Adds `entities`: [{type, start, end (inclusive), text, score}]; a window gives the entities starting
+        in the part of the text it owns. `score` is the sigmoid of the span's GlobalPointer logit, in (0, 1):
+        every entity scores above the inference threshold (0.5 by default)."""
         text = record["text"]
-        spans = sorted(
-            {
-                (p.window.start + s, p.window.start + e, t)
-                for p, found in parts
-                for s, e, t in found
-                if p.window.owns(p.window.start + s)
-            }
-        )
-        return {**record, "entities": [{"type": t, "start": s, "end": e, "text": text[s : e + 1]} for s, e, t in spans]}
+        best: dict[tuple[int, int, str], float] = {}
+        for p, found in parts:
+            w = p.window.start
+            for s, e, t, score in found:
+                if p.window.owns(w + s):
+                    key = (w + s, w + e, t)
+                    best[key] = max(score, best.get(key, 0.0))
+        entities = [
+            {"type": t, "start": s, "end": e, "text": text[s : e + 1], "score": round(v, 4)}
+            for (s, e, t), v in sorted(best.items())
+        ]
+        return {**record, "entities": entities}
+
+    def __call__(self, text: str | Sequence[str], batch_size: int | None = None) -> Any:  # type: ignore[override]
+        """Entities of one text ([{type, start, end, text, score}]) or, for a list of texts, a list of those."""
+        return self._predict_texts(text, "entities", batch_size)
 
     def predict_spans(self, texts: list[str], batch_size: int | None = None) -> list[list[tuple[int, int, str]]]:
         """Entity spans (start, end inclusive, type) of each text."""

@@ -8,6 +8,7 @@ batch and scores all their objects in one batched pass.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,6 +88,7 @@ class IePipeline(Pipeline):
     main_metric = "f1"
     formats = FORMATS
     predictions_are_gold = True
+    threshold_fields = ("start_threshold", "end_threshold")
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
     config: IeConfig
     model: IeModel
@@ -245,6 +247,10 @@ class IePipeline(Pipeline):
                 (ss + w, se + w, p, os_ + w, oe + w) for ss, se, p, os_, oe in found if piece.window.owns(ss + w)
             )
         return {**record, "spo_list": self.spo_list(record["text"], sorted(triples))}
+
+    def __call__(self, text: str | Sequence[str], batch_size: int | None = None) -> Any:  # type: ignore[override]
+        """Triples of one text ([{subject, predicate, object, ..., offsets}]) or a list of those for a list."""
+        return self._predict_texts(text, "spo_list", batch_size)
 
     def spo_list(self, text: str, found: list[Found]) -> list[dict[str, Any]]:
         """Predictions in the training format plus offsets; one entry per distinct (s, p, o) string triple."""

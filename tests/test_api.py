@@ -1,0 +1,161 @@
+"""The Python API: `nlpcli.load / train / evaluate`, and each task's one-liner, equal to what `predict` writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from util import ROOT, SAMPLES, cli_env, run_cli
+
+import nlpcli
+from nlpcli.errors import CheckpointError, ConfigError, DataError
+
+TRAIN = {"ner": "train.jsonl", "ie": "train.jsonl", "qa": "train.jsonl", "lm": "train.txt", "chat": "train.json"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny trained model per task, each trained through `nlpcli.train`."""
+    root = tmp_path_factory.mktemp("api")
+    out = {}
+    for task, train in TRAIN.items():
+        report = nlpcli.train(
+            task,
+            train=SAMPLES / task / train,
+            output=root / task,
+            config=ROOT / "configs" / "tiny" / f"{task}.toml",
+            max_steps=30,
+            epochs=100,
+        )
+        assert report.result.step == 30 and (root / task / "best" / "config.json").is_file()
+        out[task] = root / task
+    return out
+
+
+def _predict_cli(task: str, model, records: list[dict]) -> list[dict]:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    proc = run_cli("predict", task, "--model", model, input=lines, check=True)
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+def test_import_is_light_and_exports_only_the_api():
+    code = "import sys, nlpcli; print('torch' in sys.modules, sorted(nlpcli.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=ROOT)
+    assert out.stdout.split(maxsplit=1) == ["False", "['__version__', 'evaluate', 'load', 'train']\n"]
+
+
+def test_ner_one_liner(models):
+    ner = nlpcli.load(models["ner"], threshold=0.2)  # inference overrides as keywords
+    texts = ["张伟在北京的华为公司担任工程师。", "上海浦东的游客很多。"]
+    one = ner(texts[0])
+    assert one and all(set(e) == {"type", "start", "end", "text", "score"} for e in one)
+    assert all(texts[0][e["start"] : e["end"] + 1] == e["text"] and 0 < e["score"] < 1 for e in one)
+    assert ner(texts) == [ner(t) for t in texts]  # a list is batched, with the same results
+    cli = _predict_cli("ner", models["ner"], [{"text": t} for t in texts])
+    default = nlpcli.load(models["ner"])  # the CLI ran with the checkpoint's own threshold
+    assert [r["entities"] for r in cli] == default(texts)
+    assert min(e["score"] for e in one) < 0.5 <= min((e["score"] for e in default(texts[0])), default=0.5)
+
+
+def test_ie_one_liner(models):
+    ie = nlpcli.load(models["ie"])
+    text = "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"
+    triples = ie(text)
+    assert triples == _predict_cli("ie", models["ie"], [{"text": text}])[0]["spo_list"]
+    assert ie([text, text]) == [triples, triples]
+
+
+def test_qa_one_liner(models):
+    qa = nlpcli.load(models["qa"], task="qa")
+    q, ps = "熊猫主要吃什么？", ["老虎是肉食动物，主要捕食鹿和野猪。", "大熊猫主要以竹子为食，每天要吃大量的竹子。"]
+    ans = qa(question=q, passages=ps)
+    assert set(ans) == {"answer", "score", "passage_index", "start", "end"}
+    cli = _predict_cli("qa", models["qa"], [{"question": q, "passages": ps}])[0]
+    assert ans == {k: cli[k] for k in ans}
+    assert qa([{"question": q, "passages": ps}] * 2) == [ans, ans]
+    if ans["answer"]:
+        assert ps[ans["passage_index"]][ans["start"] : ans["end"] + 1] == ans["answer"]
+    with pytest.raises(ConfigError):
+        qa(passages=ps)
+
+
+def test_lm_and_chat_one_liners(models):
+    lm = nlpcli.load(models["lm"])
+    sentences = lm.generate(["北京", "游客"], num=2, steps=20)
+    assert 1 <= len(sentences) <= 2 and all("北京" in s["text"] and "游客" in s["text"] for s in sentences)
+    many = lm.generate([["北京"], ["天安门"]], num=1, steps=10)
+    assert len(many) == 2 and "天安门" in many[1][0]["text"]
+    chat = nlpcli.load(models["chat"])
+    history = ["你好"]
+    reply = chat.reply(history)
+    assert isinstance(reply, str) and reply == _predict_cli("chat", models["chat"], [{"history": history}])[0]["reply"]
+    session = chat.session()
+    first = session.say("你好")
+    session.say("晚上吃什么？")
+    assert session.history[:2] == ["你好", first] and len(session.history) >= 3
+
+
+def test_evaluate_takes_a_directory_or_a_loaded_model(models):
+    dev = SAMPLES / "ner" / "dev.jsonl"
+    from_dir = nlpcli.evaluate(models["ner"], dev)
+    loaded = nlpcli.load(models["ner"])
+    assert nlpcli.evaluate(loaded, dev) == from_dir
+    proc = run_cli("evaluate", "ner", "--model", models["ner"], "--data", dev, "--json", check=True)
+    assert json.loads(proc.stdout)["f1"] == pytest.approx(from_dir["f1"])
+
+
+def test_api_errors_are_clear(models):
+    with pytest.raises(CheckpointError, match="'ner' checkpoint, not 'qa'"):
+        nlpcli.load(models["ner"], task="qa")
+    with pytest.raises(ConfigError, match="did you mean --threshold"):
+        nlpcli.load(models["ner"], treshold=0.5)
+    with pytest.raises(ConfigError, match="cannot change"):
+        nlpcli.load(models["ner"], hidden_size=8)
+    ner = nlpcli.load(models["ner"])
+    with pytest.raises(DataError, match="input:2: missing string field 'text'"):
+        ner(["好", 3])
+
+
+def test_cli_inference_options_with_input_and_usage_errors(models, tmp_path):
+    inp = SAMPLES / "ner" / "input.jsonl"
+    low = run_cli("predict", "ner", "--model", models["ner"], "--input", inp, "--threshold", "0.1", check=True)
+    high = run_cli("predict", "ner", "--model", models["ner"], "--input", inp, "--threshold", "0.9", check=True)
+    count = [sum(len(json.loads(x)["entities"]) for x in p.stdout.splitlines()) for p in (low, high)]
+    assert count[0] > count[1]
+    bad = run_cli("predict", "ner", "--model", models["ner"], "--input", inp, "--hiden-size", "3")
+    assert bad.returncode == 2 and "unknown option --hiden-size" in bad.stderr
+    typo = run_cli("predict", "qa", "--model", models["qa"], "--qustion", "谁？", "--passage", "张三。")
+    assert typo.returncode == 2 and "did you mean --question?" in typo.stderr
+    one = run_cli(
+        "predict",
+        "qa",
+        "--model",
+        models["qa"],
+        "--question",
+        "谁？",
+        "--passage",
+        "张三。",
+        "--passage",
+        "李四。",
+        check=True,
+    )
+    assert json.loads(one.stdout)["passages"] == ["张三。", "李四。"]
+
+
+def test_evaluate_thresholds(models):
+    dev = SAMPLES / "ner" / "dev.jsonl"
+    proc = run_cli(
+        "evaluate", "ner", "--model", models["ner"], "--data", dev, "--thresholds", "0.2,0.5,0.9", "--json", check=True
+    )
+    rows = json.loads(proc.stdout)["thresholds"]
+    assert [r["threshold"] for r in rows] == [0.2, 0.5, 0.9]
+    assert rows[0]["predicted"] >= rows[1]["predicted"] >= rows[2]["predicted"]  # a higher bar keeps fewer
+    assert rows[1]["f1"] == pytest.approx(nlpcli.evaluate(models["ner"], dev)["f1"])  # 0.5 is the default
+    table = run_cli("evaluate", "ner", "--model", models["ner"], "--data", dev, "--thresholds", "0.5", check=True)
+    assert "threshold" in table.stdout and "recall" in table.stdout
+    none = run_cli(
+        "evaluate", "lm", "--model", models["lm"], "--data", SAMPLES / "lm" / "train.txt", "--thresholds", "0.5"
+    )
+    assert none.returncode == 1 and "no threshold" in none.stderr
