@@ -1,5 +1,7 @@
-"""The relation model: shared encoder (+ positions and one self-attention layer), subject pointers, and
-subject-conditioned object pointers per predicate."""
+"""The relation model: the shared encoder, subject pointers, and subject-conditioned object pointers per predicate.
+
+Over the from-scratch DGCNN it adds a position embedding and one self-attention layer (METHODS §2); a pretrained
+(Hugging Face) encoder has its own positions and attention, so the heads read its output directly."""
 
 from __future__ import annotations
 
@@ -7,15 +9,15 @@ import torch
 from torch import nn
 
 from ....nn.dgcnn import GatedDilatedBlock
-from ....nn.encoder import CharWordDGCNN
+from ....nn.encoder import CharWordDGCNN, Encoder
 
 
 class IeModel(nn.Module):
-    """Char+word+position embedding, gated dilated convolutions, self-attention, subject and object heads."""
+    """Encoder (DGCNN: + positions and self-attention), subject heads, subject-conditioned object heads."""
 
     def __init__(
         self,
-        encoder: CharWordDGCNN,
+        encoder: Encoder,
         num_predicates: int,
         max_len: int = 512,
         attention_heads: int = 4,
@@ -25,12 +27,15 @@ class IeModel(nn.Module):
     ):
         super().__init__()
         d = encoder.out_dim
+        scratch = isinstance(encoder, CharWordDGCNN)
         self.encoder = encoder
-        self.position = nn.Embedding(max_len, d)
+        self.position = nn.Embedding(max_len, d) if scratch else None
         self.attention = (
-            nn.MultiheadAttention(d, attention_heads, dropout, batch_first=True) if attention_heads else None
+            nn.MultiheadAttention(d, attention_heads, dropout, batch_first=True)
+            if scratch and attention_heads
+            else None
         )
-        self.attention_norm = nn.LayerNorm(d)
+        self.attention_norm = nn.LayerNorm(d) if scratch else None
         self.subject_head = nn.Linear(d, 2)
         self.subject_proj = nn.Linear(2 * d, d)
         self.relative = nn.Embedding(max_relative + 1, d)
@@ -43,14 +48,21 @@ class IeModel(nn.Module):
         nn.init.constant_(self.subject_head.bias, -3.0)
         nn.init.constant_(self.object_head.bias, -5.0)
 
-    def encode(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
-        """Shared features [B, L, d]."""
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Shared features [B, L, d], zero at padding."""
+        mask = batch["attention_mask"]
+        keep = mask.unsqueeze(-1)
+        if not isinstance(self.encoder, CharWordDGCNN):  # a pretrained encoder: its own positions and attention
+            h = self.encoder(batch)
+            return h * keep.to(h.dtype)
+        assert self.position is not None and self.attention_norm is not None
+        char_ids = batch["char_ids"]
         pos = torch.arange(char_ids.shape[1], device=char_ids.device)
-        x = self.encoder.embed(char_ids, word_ids) + self.position(pos)
+        x = self.encoder.embed(char_ids, batch.get("word_ids")) + self.position(pos)
         h = self.encoder.encode(x, mask)
         if self.attention is not None:
             a, _ = self.attention(h, h, h, key_padding_mask=~mask, need_weights=False)
-            h = self.attention_norm(h + a) * mask.unsqueeze(-1).to(h.dtype)
+            h = self.attention_norm(h + a) * keep.to(h.dtype)
         return h
 
     def subject_logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -72,7 +84,6 @@ class IeModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: subject logits [B, L, 2] and object logits [B, L, P, 2] for the sampled subjects."""
-        mask = batch["attention_mask"]
-        h = self.encode(batch["char_ids"], batch.get("word_ids"), mask)
+        h = self.encode(batch)
         subject = batch["subject"]
-        return self.subject_logits(h), self.object_logits(h, mask, subject[:, 0], subject[:, 1])
+        return self.subject_logits(h), self.object_logits(h, batch["attention_mask"], subject[:, 0], subject[:, 1])

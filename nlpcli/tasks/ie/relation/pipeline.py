@@ -1,12 +1,15 @@
-"""Relation (SPO triple) extraction: DGCNN + "probabilistic graph", P(s, p, o) = P(s) P(o, p | s).
+"""Relation (SPO triple) extraction: "probabilistic graph", P(s, p, o) = P(s) P(o, p | s), over the shared
+encoder (the from-scratch DGCNN, or a pretrained Hugging Face encoder with `--encoder NAME_OR_PATH`).
 
-Subject start/end pointers over the text; for one subject, object start/end pointers per predicate.
-Training samples one gold subject per sentence per step; prediction decodes every subject of a
-batch and scores all their objects in one batched pass.
+Subject start/end pointers over the positions (characters, or a tokenizer's tokens); for one subject, object
+start/end pointers per predicate. Gold character spans map to positions and decoded positions back to
+characters through `Encoded`, so offsets always index the text as given. Training samples one gold subject per
+sentence per step; prediction decodes every subject of a batch and scores all their objects in one batched pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,11 +22,12 @@ from rich.console import RenderableType
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig
-from ....data.batching import pad_ids, windows
+from ....data.batching import Window, pad_ids, windows
 from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_prf
-from ....nn.encoder import EncoderConfig, TextEncoder, build_scratch
+from ....nn import hf
+from ....nn.encoder import Encoded, Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
 from ....tables import prf_table
 from ...base import Pipeline, TextPiece
 from .data import (
@@ -43,15 +47,18 @@ from .model import IeModel
 
 # A predicted triple: (subject start, subject end, predicate index, object start, object end), ends inclusive.
 Found = tuple[int, int, int, int, int]
+Span = tuple[int, int]
 
 
 @dataclass
 class IeModelConfig(Section):
     schema: str = ""  # the schema file (JSON Lines); without it, predicates come from the training data
-    attention_heads: int = 4  # one self-attention layer before the heads; 0: none
-    max_len: int = 512  # window size in characters (and position-embedding size); longer texts are windowed
+    attention_heads: int = 4  # one self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none
+    # Window size in characters (and the DGCNN's position-embedding size); longer texts are windowed. With a
+    # pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
+    max_len: int = 512
     window_overlap: int = 64
-    max_relative: int = 64  # relative distances to the subject are clipped here
+    max_relative: int = 64  # relative distances (in positions) to the subject are clipped here
 
 
 @dataclass
@@ -83,7 +90,7 @@ class IeConfig(TaskConfig):
 
 class IePipeline(Pipeline):
     name = "ie"
-    summary = "DGCNN + probabilistic-graph relation (SPO triple) extraction"
+    summary = "probabilistic-graph relation (SPO triple) extraction over a DGCNN or a pretrained encoder"
     Config = IeConfig
     main_metric = "f1"
     formats = FORMATS
@@ -93,12 +100,15 @@ class IePipeline(Pipeline):
     config: IeConfig
     model: IeModel
 
-    def __init__(self, config: IeConfig, assets: dict[str, Any], model: IeModel):
+    def __init__(self, config: IeConfig, assets: dict[str, Any], model: IeModel, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.predicates: list[str] = assets["predicates"]
         self.predicate_ids = {p: i for i, p in enumerate(self.predicates)}
         self.types: dict[str, list[str]] = assets.get("types", {})
-        self.encode = TextEncoder(assets)
+        self.tokenizer = tokenizer
+        self.encode = TextEncoder(assets, tokenizer)
+        # Tokens (special ones included) one input of a pretrained encoder may hold; 0: no limit but max_len
+        self.max_tokens = _max_tokens(model.encoder, tokenizer) if isinstance(model.encoder, HFEncoder) else 0
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -124,71 +134,123 @@ class IePipeline(Pipeline):
             raise DataError(
                 ", ".join(sorted({ex.path for ex in train_examples})), "no triples in the training data and no --schema"
             )
-        texts = [ex.text for ex in train_examples]
-        assets: dict[str, Any] = {
-            "predicates": predicates,
-            "types": types,
-            "train_triples": location_counts(train_examples),
-        } | config.encoder.vocab_assets(texts)
-        return cls.build(config, assets)
+        new = create_encoder(config.encoder, [ex.text for ex in train_examples])
+        config = dataclasses.replace(config, encoder=new.config)
+        counts = location_counts(train_examples)
+        assets: dict[str, Any] = {"predicates": predicates, "types": types, "train_triples": counts} | new.assets
+        pipe = cls(config, assets, cls._model(config, new.module, len(predicates)), new.tokenizer)
+        counts["cut_by_tokens"] = pipe.cut_by_tokens(train_examples)
+        return pipe
 
     @classmethod
     def build(cls, config: IeConfig, assets: dict[str, Any], directory: Path | None = None) -> IePipeline:
+        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        return cls(config, assets, cls._model(config, encoder, len(assets["predicates"])), tokenizer)
+
+    @staticmethod
+    def _model(config: IeConfig, encoder: Encoder, num_predicates: int) -> IeModel:
         enc, m = config.encoder, config.model
-        model = IeModel(
-            build_scratch(enc, assets),
-            len(assets["predicates"]),
-            m.max_len,
-            m.attention_heads,
-            m.max_relative,
-            enc.kernel_size,
-            enc.dropout,
+        return IeModel(
+            encoder, num_predicates, m.max_len, m.attention_heads, m.max_relative, enc.kernel_size, enc.dropout
         )
-        return cls(config, assets, model)
+
+    def write_extra(self, directory: Path) -> None:
+        if isinstance(self.model.encoder, HFEncoder):
+            hf.save(self.model.encoder.model, self.tokenizer, directory)
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        """A pretrained encoder trains at `encoder.lr`, the heads at `trainer.lr`."""
+        if not isinstance(self.model.encoder, HFEncoder):
+            return None
+        encoder = list(self.model.encoder.parameters())
+        heads = [p for name, p in self.model.named_parameters() if not name.startswith("encoder.")]
+        return [{"params": encoder, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": heads}]
 
     # --- encoding ---------------------------------------------------------------------------
+    def text_windows(self, text: str) -> list[Window]:
+        """Overlapping windows of `max_len` characters; with a pretrained encoder, small enough that every
+        window's tokens fit its positions."""
+        m = self.config.model
+        if self.tokenizer is None:
+            return windows(len(text), m.max_len, m.window_overlap)
+        size = min(m.max_len, self.max_tokens - self.tokenizer.num_special_tokens_to_add())
+        while True:  # a character is usually at most one token, but e.g. NFKC may expand one into several
+            found = windows(len(text), size, min(m.window_overlap, size // 2))
+            longest = max(len(self.tokenizer(text[w.start : w.end])["input_ids"]) for w in found)
+            if longest <= self.max_tokens or size <= 16:
+                return found
+            size = max(16, min(size - 1, size * self.max_tokens // longest))
+
     def training_examples(self, examples: list[IeExample]) -> list[IeExample]:
         """Long texts become overlapping windows; a triple stays where both its ends fit whole."""
         out = []
-        m = self.config.model
         for ex in examples:
-            for w in windows(len(ex.text), m.max_len, m.window_overlap):
+            for w in self.text_windows(ex.text):
                 triples = [_shift(t, w.start, w.end) for t in ex.triples]
                 kept = [t for t in triples if t.subject_spans and t.object_spans]
                 out.append(IeExample(ex.text[w.start : w.end], kept, ex.line, w.start, ex.path))
         return out
 
+    def cut_by_tokens(self, examples: list[IeExample]) -> int:
+        """Triples that fit a training window but can never be trained on: in every window, no mention of the
+        subject or none of the object starts and ends on token boundaries (0 for the character DGCNN)."""
+        if self.tokenizer is None:
+            return 0
+        cut = 0
+        for ex in examples:
+            fits, kept = set(), set()
+            for w in self.training_examples([ex]):
+                enc = self.encode(w.text)
+                for t in w.triples:
+                    fits.add((t.subject, t.predicate, t.object))
+                    if _positions(enc, t.subject_spans) and _positions(enc, t.object_spans):
+                        kept.add((t.subject, t.predicate, t.object))
+            cut += len(fits - kept)
+        return cut
+
     def example_length(self, example: IeExample) -> int:
         return len(example.text)
 
     def collate_inputs(self, texts: list[str]) -> dict[str, Any]:
-        encoded = [self.encode(t).ids for t in texts]
-        batch: dict[str, Any] = {k: pad_ids([e[k] for e in encoded]) for k in encoded[0]}
-        lengths = torch.tensor([len(t) for t in texts])
-        batch["attention_mask"] = torch.arange(batch["char_ids"].shape[1])[None] < lengths[:, None]
+        """Model inputs; `attention_mask` marks real positions, `span_mask` those that cover characters (not a
+        tokenizer's special tokens), `_encoded` maps positions back to characters."""
+        encoded = [self.encode(t) for t in texts]
+        batch: dict[str, Any] = {k: pad_ids([e.ids[k] for e in encoded]) for k in encoded[0].ids}
+        lengths = torch.tensor([len(e.offsets) for e in encoded])
+        width = next(iter(batch.values())).shape[1]
+        batch["attention_mask"] = torch.arange(width)[None] < lengths[:, None]
+        span_mask = batch["attention_mask"].clone()
+        if self.tokenizer is not None:
+            for b, e in enumerate(encoded):
+                span_mask[b, : len(e.offsets)] = torch.tensor(e.spannable())
+        batch["span_mask"] = span_mask
+        batch["_encoded"] = encoded
         batch["_tokens"] = int(lengths.sum())
         return batch
 
     def collate(self, examples: list[IeExample]) -> dict[str, Any]:
-        """Inputs plus targets: all gold subjects, one sampled subject per text and its objects per predicate."""
+        """Inputs plus targets: all gold subjects, one sampled subject per text and its objects per predicate.
+        Character spans become positions; a mention cut by a token boundary is left out."""
         batch = self.collate_inputs([ex.text for ex in examples])
-        b, width = batch["char_ids"].shape
+        b, width = batch["attention_mask"].shape
         subject_labels = torch.zeros(b, width, 2)
         object_labels = torch.zeros(b, width, len(self.predicates), 2)
         sampled = torch.zeros(b, 2, dtype=torch.long)
         s_index: list[tuple[int, int, int]] = []
         o_index: list[tuple[int, int, int, int]] = []
-        for i, ex in enumerate(examples):
-            spans = sorted({s for t in ex.triples for s in t.subject_spans})
+        for i, (ex, enc) in enumerate(zip(examples, batch["_encoded"])):
+            triples = [(t, _positions(enc, t.subject_spans), _positions(enc, t.object_spans)) for t in ex.triples]
+            triples = [(t, subs, objs) for t, subs, objs in triples if subs and objs]
+            spans = sorted({s for _, subs, _ in triples for s in subs})
             s_index.extend((i, s, e) for s, e in spans)
             if not spans:
                 continue
             chosen = random.choice(spans)
             sampled[i] = torch.tensor(chosen)
-            for t in ex.triples:
-                if chosen in t.subject_spans and t.predicate in self.predicate_ids:
+            for t, subs, objs in triples:
+                if chosen in subs and t.predicate in self.predicate_ids:
                     p = self.predicate_ids[t.predicate]
-                    o_index.extend((i, s, e, p) for s, e in t.object_spans)
+                    o_index.extend((i, s, e, p) for s, e in objs)
         if s_index:
             idx = torch.tensor(s_index)
             subject_labels[idx[:, 0], idx[:, 1], 0] = 1
@@ -203,7 +265,7 @@ class IePipeline(Pipeline):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """BCE on subject pointers plus BCE on object pointers (summed over predicates), masked means, 1:1."""
         subject_logits, object_logits = model(batch)
-        mask = batch["attention_mask"].to(subject_logits.dtype)
+        mask = batch["span_mask"].to(subject_logits.dtype)
         s_loss = F.binary_cross_entropy_with_logits(subject_logits, batch["subject_labels"], reduction="none").sum(-1)
         o_loss = F.binary_cross_entropy_with_logits(object_logits.float(), batch["object_labels"], reduction="none")
         o_loss = o_loss.sum((-2, -1))
@@ -212,29 +274,31 @@ class IePipeline(Pipeline):
 
     # --- prediction -------------------------------------------------------------------------
     def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
-        m = self.config.model
-        return self.text_pieces(record["text"], m.max_len, m.window_overlap)
+        text = record["text"]
+        return [TextPiece(text[w.start : w.end], w) for w in self.text_windows(text) if w.end > w.start]
 
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
 
     def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[Found]]:
-        """Triples (offsets within each window) for one batch: all subjects decoded, their objects in one pass."""
+        """Triples (character offsets within each window) for one batch: all subjects decoded, their objects in
+        one pass (`max_subjects` at a time); decoded positions map back to characters."""
         inf, model = self.config.inference, self.model
         batch = self.to_device(self.collate_inputs([p.text for p in pieces]))
-        mask = batch["attention_mask"]
-        h = model.encode(batch["char_ids"], batch.get("word_ids"), mask)
+        mask, spannable, encoded = batch["attention_mask"], batch["span_mask"], batch["_encoded"]
+        h = model.encode(batch)
         s_prob = torch.sigmoid(model.subject_logits(h).float())
-        subjects = pointer_spans(s_prob[..., 0], s_prob[..., 1], mask, inf.start_threshold, inf.end_threshold)
+        subjects = pointer_spans(s_prob[..., 0], s_prob[..., 1], spannable, inf.start_threshold, inf.end_threshold)
         found: list[list[Found]] = [[] for _ in pieces]
         for c in range(0, subjects.shape[0], inf.max_subjects):
             subs = subjects[c : c + inf.max_subjects]
             rows = subs[:, 0]
             o_prob = torch.sigmoid(model.object_logits(h[rows], mask[rows], subs[:, 1], subs[:, 2]).float())
-            objects = decode_objects(o_prob, mask[rows], inf.start_threshold, inf.end_threshold)
+            objects = decode_objects(o_prob, spannable[rows], inf.start_threshold, inf.end_threshold)
             triples = torch.cat([subs[objects[:, 0]], objects[:, 1:]], -1).tolist()  # [b, ss, se, p, os, oe]
             for b, ss, se, p, os_, oe in triples:
-                found[b].append((ss, se, p, os_, oe))
+                enc: Encoded = encoded[b]
+                found[b].append((*enc.chars(ss, se), p, *enc.chars(os_, oe)))
         return found
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Found]]]) -> dict[str, Any]:
@@ -295,6 +359,22 @@ class IePipeline(Pipeline):
     @classmethod
     def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
         return prf_table(metrics, title, "predicate")
+
+
+def _positions(enc: Encoded, spans: list[Span]) -> list[Span]:
+    """The positions of the character spans that start and end on position boundaries."""
+    return [p for s, e in spans if (p := enc.positions(s, e)) is not None]
+
+
+def _max_tokens(encoder: HFEncoder, tokenizer: Any) -> int:
+    """Tokens (special ones included) one input of a pretrained encoder may hold: its position table (RoBERTa
+    models count positions from the padding id + 1), the tokenizer's own limit, and 512, where `TextEncoder`
+    truncates."""
+    config = encoder.model.config
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if "roberta" in str(getattr(config, "model_type", "")):
+        positions -= int(config.pad_token_id) + 1
+    return min(positions, int(getattr(tokenizer, "model_max_length", positions)), 512)
 
 
 def _shift(t: Triple, start: int, end: int) -> Triple:
