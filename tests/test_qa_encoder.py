@@ -1,4 +1,6 @@
-"""`qa --encoder PATH`: the pretrained-encoder reader, on tiny random local BERTs (no downloads)."""
+"""`qa --encoder PATH`: the pretrained-encoder reader, on tiny random local encoders (no downloads): BERTs
+(WordPiece, a character a token, token types) and an XLM-R (e5-small's kind: SentencePiece pieces of
+several characters, a bare "▁", `<s> q </s></s> p </s>` without token types, positions from padding_idx + 1)."""
 
 from __future__ import annotations
 
@@ -24,27 +26,53 @@ FILLER = "这是一段无关的文字。"
 WINDOWS = {"max_len": 48, "window_overlap": 16}
 
 
+def _chars() -> list[str]:
+    text = "".join(f.read_text(encoding="utf-8") for f in sorted(QA.glob("*.jsonl"))) + FILLER
+    return sorted({c for c in text if not c.isspace() and not c.isascii()})
+
+
+SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+
+
 def make_bert(d: Path, positions: int) -> Path:
     """A random 2-layer BERT whose vocabulary holds every character of samples/qa and of these tests."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    text = "".join(f.read_text(encoding="utf-8") for f in sorted(QA.glob("*.jsonl"))) + FILLER
-    chars = sorted({c for c in text if not c.isspace() and not c.isascii()})
+    chars = _chars()
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + letters + ["##" + c for c in letters]
     d.mkdir(parents=True)
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab=str(d / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=positions,
-    )
+    config = BertConfig(vocab_size=len(vocab), max_position_embeddings=positions, **SMALL)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+def make_xlmr(d: Path) -> Path:
+    """A random 2-layer XLM-R with a SentencePiece (Unigram) tokenizer over the same characters, plus a few
+    multi-character pieces as e5-small has them ("竹子", "▁北京")."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in _chars()] + [("竹子", -1.0), ("▁北京", -1.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>"}
+    tokenizer = XLMRobertaTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", mask_token="<unk>", **specials
+    )
+    config = XLMRobertaConfig(vocab_size=len(pieces), max_position_embeddings=514, pad_token_id=1, **SMALL)
+    d.mkdir(parents=True)
+    torch.manual_seed(0)
+    XLMRobertaModel(config).save_pretrained(d)
     tokenizer.save_pretrained(d)
     return d
 
@@ -52,6 +80,11 @@ def make_bert(d: Path, positions: int) -> Path:
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bert(tmp_path_factory.mktemp("bert") / "bert-512", 512)
+
+
+@pytest.fixture(scope="module")
+def tiny_xlmr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_xlmr(tmp_path_factory.mktemp("xlmr") / "xlmr")
 
 
 def _pipeline(bert: Path, **settings: object) -> QaPipeline:
@@ -88,11 +121,24 @@ def test_pair_fits_the_positions_by_cutting_the_question_never_the_window(tiny_b
 def test_position_limits_of_bert_and_roberta_style_encoders():
     from transformers import BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
-    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
-    bert = BertModel(BertConfig(vocab_size=30, max_position_embeddings=64, **small))
-    roberta = XLMRobertaModel(XLMRobertaConfig(vocab_size=30, max_position_embeddings=66, pad_token_id=1, **small))
+    bert = BertModel(BertConfig(vocab_size=30, max_position_embeddings=64, **SMALL))
+    roberta = XLMRobertaModel(XLMRobertaConfig(vocab_size=30, max_position_embeddings=66, pad_token_id=1, **SMALL))
     assert EncoderReader(HFEncoder(bert)).max_tokens() == 64
     assert EncoderReader(HFEncoder(roberta)).max_tokens() == 64  # positions count from padding_idx + 1
+
+
+def test_xlmr_pairs_have_no_token_types_and_pad_with_its_pad_id(tiny_xlmr):
+    pipe = _pipeline(tiny_xlmr)
+    assert isinstance(pipe.inputs, EncoderInputs) and pipe.inputs.limit == 512
+    record = {"question": "熊猫主要吃什么？", "passages": ["大熊猫主要以竹子为食。", "北京是中华人民共和国的首都。"]}
+    rows = [p.row for p in pipe.preprocess(record)]
+    batch = pipe.inputs.batch(rows)
+    assert "token_type_ids" not in batch and batch["input_ids"][0, -1] == pipe.tokenizer.pad_token_id == 1
+    # The piece "竹子" is one position covering two characters; "▁北京" covers "北京" (not the added "▁").
+    first = rows[0].encoded
+    assert first.positions(6, 7) is not None and first.positions(6, 6) is None
+    i, j = rows[1].encoded.positions(0, 1)
+    assert i == j and rows[1].encoded.chars(i, j) == (0, 1)
 
 
 def test_long_question_and_passage_stay_within_a_small_encoder(tmp_path):
@@ -124,13 +170,17 @@ class _ContextFree(nn.Module):
 
 
 @pytest.mark.parametrize("at", [5, 38, 40, 47, 70, 200])
-def test_windows_and_ownership_give_what_one_large_window_gives(tiny_bert, at):
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_xlmr"])
+def test_windows_and_ownership_give_what_one_large_window_gives(encoder, at, request):
     """Every window that holds the answer sees it, but only the window owning its start proposes it: the
     windowed answer, offsets and voted score equal those of one window over the whole passage (a double
     count would vote 2/3 instead of 1/2)."""
-    pipe = _pipeline(tiny_bert)
+    pipe = _pipeline(request.getfixturevalue(encoder))
     vocab = pipe.tokenizer.get_vocab()
-    pipe.model = _ContextFree(vocab["竹"], vocab["子"])  # type: ignore[assignment]
+    if "竹子" in vocab:  # one piece: it starts and ends the answer
+        pipe.model = _ContextFree(vocab["竹子"], vocab["竹子"])  # type: ignore[assignment]
+    else:
+        pipe.model = _ContextFree(vocab["竹"], vocab["子"])  # type: ignore[assignment]
     passage = (FILLER * 25)[:at] + "竹子" + (FILLER * 25)[at:]
     record = {"question": "熊猫吃什么？", "passages": ["老虎吃肉。", passage]}
     assert len(pipe.preprocess(record)) > 6
@@ -144,11 +194,12 @@ def test_windows_and_ownership_give_what_one_large_window_gives(tiny_bert, at):
 
 
 # --- learning ------------------------------------------------------------------------------------------
-def test_encoder_reader_learns_exact_answers(tiny_bert):
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_xlmr"])
+def test_encoder_reader_learns_exact_answers(encoder, request):
     random.seed(0)
     torch.manual_seed(0)
     examples = read_qa(QA / "train.jsonl")[0][:8]
-    pipe = _pipeline(tiny_bert, lr=3e-3, encoder_lr=1e-3)
+    pipe = _pipeline(request.getfixturevalue(encoder), lr=3e-3, encoder_lr=1e-3)
     items = pipe.training_examples(examples)
     before = pipe.evaluate(examples)
     groups = pipe.param_groups()
