@@ -127,6 +127,7 @@ class EncoderInputs(ReaderInputs):
             )
         self.token_types = "token_type_ids" in tokenizer.model_input_names and type_vocab_size > 1
         self.pad_id = tokenizer.pad_token_id or 0
+        self._last: tuple[str, Encoded] = ("", Encoded({}, []))
 
     def question(self, text: str) -> str:
         return text
@@ -135,8 +136,10 @@ class EncoderInputs(ReaderInputs):
         return text
 
     def spans(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        encoded = Encoded({}, [(s, e) for s, e in enc["offset_mapping"]])
+        if text != self._last[0]:  # SQuAD-style files give a paragraph's questions one after another
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            self._last = (text, Encoded({}, [(s, e) for s, e in enc["offset_mapping"]]))
+        encoded = self._last[1]
         return [(s, e) for s, e in spans if encoded.positions(s, e) is not None]
 
     def row(self, question: str, passage: str, lo: int, hi: int) -> Row:
