@@ -19,6 +19,7 @@ from nlpcli.nn.encoder import HFEncoder
 from nlpcli.tasks.qa.data import read_qa
 from nlpcli.tasks.qa.inputs import EncoderInputs
 from nlpcli.tasks.qa.model import EncoderReader
+from nlpcli.tasks.base import Pipeline
 from nlpcli.tasks.qa.pipeline import QaConfig, QaPipeline
 
 QA = SAMPLES / "qa"
@@ -195,7 +196,7 @@ def test_windows_and_ownership_give_what_one_large_window_gives(encoder, at, req
 
 # --- learning ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_xlmr"])
-def test_encoder_reader_learns_exact_answers(encoder, request):
+def test_encoder_reader_learns_exact_answers(encoder, request, tmp_path):
     random.seed(0)
     torch.manual_seed(0)
     examples = read_qa(QA / "train.jsonl")[0][:8]
@@ -218,6 +219,12 @@ def test_encoder_reader_learns_exact_answers(encoder, request):
     after = pipe.evaluate(examples)
     assert losses[-1] < losses[0] / 5
     assert after["accuracy"] == 1.0 > before["accuracy"]
+    # Saved and loaded as a pair: the same predictions, batched or one window at a time.
+    records = [{"question": ex.question, "passages": [p.text for p in ex.passages]} for ex in examples]
+    predicted = list(pipe.predict_records(records))
+    loaded = Pipeline.load(pipe.save(tmp_path / "ckpt"))
+    assert isinstance(loaded.model, EncoderReader) and loaded.config == pipe.config
+    assert list(loaded.predict_records(records)) == predicted == list(loaded.predict_records(records, batch_size=1))
 
 
 # --- CLI end to end ------------------------------------------------------------------------------------
