@@ -16,10 +16,10 @@ from util import SAMPLES, run_cli
 
 from nlpcli.errors import ConfigError
 from nlpcli.nn.encoder import HFEncoder
+from nlpcli.tasks.base import Pipeline
 from nlpcli.tasks.qa.data import read_qa
 from nlpcli.tasks.qa.inputs import EncoderInputs
 from nlpcli.tasks.qa.model import EncoderReader
-from nlpcli.tasks.base import Pipeline
 from nlpcli.tasks.qa.pipeline import QaConfig, QaPipeline
 
 QA = SAMPLES / "qa"
