@@ -85,11 +85,11 @@ def test_model_outputs_do_not_depend_on_batch_padding():
         torch.device("cpu")
     )
     pipe.model.eval()
-    enc = pipe.encode
+    enc = pipe.inputs.encode
     q = [enc("中国的首都是哪里？"), enc("谁写了红楼梦")]
     ps = [enc("北京是首都。"), enc("《红楼梦》是清代作家曹雪芹创作的章回体长篇小说。")]
-    both = pipe.model(pipe._tensors(q, ps, torch.tensor([0, 1])))
-    alone = pipe.model(pipe._tensors(q[:1], ps[:1], torch.tensor([0])))
+    both = pipe.model(pipe.inputs.tensors(q, ps, torch.tensor([0, 1])))
+    alone = pipe.model(pipe.inputs.tensors(q[:1], ps[:1], torch.tensor([0])))
     n = len(ps[0].chars)
     for key in ("start", "end"):
         assert torch.allclose(both[key][0, :n], alone[key][0], atol=1e-5)

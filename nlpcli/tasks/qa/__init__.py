@@ -1,1 +1,1 @@
-"""DGCNN reading-comprehension QA (`nlpcli train|evaluate|predict qa`)."""
+"""Reading-comprehension QA, DGCNN or a pretrained encoder (`nlpcli train|evaluate|predict qa`)."""

@@ -1,4 +1,5 @@
-"""The DGCNN reader: question attention-pooled into the passage, start/end pointers gated by 'has answer'."""
+"""The readers: DGCNN (question attention-pooled into the passage) or a pretrained encoder over the question /
+passage pair; both give start/end pointer logits gated by a 'has answer' logit, trained and decoded alike."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...nn.dgcnn import DGCNN
-from ...nn.encoder import CharWordDGCNN
+from ...nn.encoder import CharWordDGCNN, HFEncoder
 
 
 class AttentionPool(nn.Module):
@@ -81,6 +82,32 @@ class QaModel(nn.Module):
         gate = self.has_answer(self.p_pool(h, p_mask)).squeeze(-1)
         start, end = self.pointers(h).unbind(-1)
         return {"start": start, "end": end, "gate": gate}
+
+
+class EncoderReader(nn.Module):
+    """A pretrained encoder reading a question and a passage window as one pair (`[CLS] q [SEP] window [SEP]`):
+    start/end logits at every position (the pipeline masks all but the window's tokens) and the has-answer
+    gate from the first token ([CLS])."""
+
+    def __init__(self, encoder: HFEncoder):
+        super().__init__()
+        self.encoder = encoder
+        self.pointers = nn.Linear(encoder.out_dim, 2)
+        self.has_answer = nn.Linear(encoder.out_dim, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = self.encoder(batch)
+        start, end = self.pointers(h).unbind(-1)
+        return {"start": start, "end": end, "gate": self.has_answer(h[:, 0]).squeeze(-1)}
+
+    def max_tokens(self) -> int:
+        """Tokens the encoder reads at most: its position table, less the rows that RoBERTa-style models skip
+        (their positions count from padding_idx + 1)."""
+        model = self.encoder.model
+        n = int(model.config.max_position_embeddings)
+        table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+        pad = getattr(table, "padding_idx", None)
+        return n - (pad + 1) if pad is not None else n
 
 
 def pointer_probs(

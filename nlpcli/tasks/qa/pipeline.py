@@ -1,4 +1,6 @@
-"""DGCNN reading comprehension: the `qa` task (METHODS.md §1)."""
+"""Reading comprehension: the `qa` task. The DGCNN reader of METHODS.md §1 (default), or a pretrained Hugging Face
+encoder over each question / passage-window pair (`--encoder NAME_OR_PATH`); windows, labels, losses, decoding
+and voting are shared, and an adapter per encoder kind (`inputs.py`) turns text into model inputs."""
 
 from __future__ import annotations
 
@@ -15,16 +17,19 @@ from ...config import Section, TaskConfig, TrainerConfig
 from ...data.batching import Window, pad_ids, windows
 from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
-from ...nn.encoder import EncoderConfig, TextEncoder, build_scratch
+from ...nn import hf
+from ...nn.encoder import Encoder, EncoderConfig, HFEncoder, create_encoder, rebuild_encoder
 from ..base import Pipeline
 from .data import FORMATS, QAExample, passage_text, passages_field, read_qa
 from .decode import Candidate, best_spans, vote
+from .inputs import EncoderInputs, ReaderInputs, Row, ScratchInputs
 from .metrics import qa_metrics
-from .model import QaModel, focal_loss, gate_loss, pointer_probs, span_loss
+from .model import EncoderReader, QaModel, focal_loss, gate_loss, pointer_probs, span_loss
 
 
 @dataclass
 class QaModelConfig(Section):
+    # DGCNN only (an encoder reads the question and the passage as one pair):
     question_dilations: list[int] = field(default_factory=lambda: [1, 2, 1])  # passage: encoder.dilations
     match_features: bool = True  # embed whether each passage char / word occurs in the question
     answer_crop_prob: float = 0.8  # training crops of long passages keep an answer this often
@@ -37,7 +42,7 @@ class QaModelConfig(Section):
 
 @dataclass
 class QaInference(Section):
-    max_answer_len: int = 32
+    max_answer_len: int = 32  # in the model's positions: characters (DGCNN) or tokens (encoder)
     threshold: float = 0.1  # start/end probabilities at or below it never make a candidate
     voting: str = "vote"  # vote | max: how candidates of several passages/windows become one answer
     batch_size: int = 128  # passage windows per forward pass
@@ -71,20 +76,15 @@ class QaConfig(TaskConfig):
 
 
 @dataclass
-class _Text:
-    chars: torch.Tensor
-    words: torch.Tensor | None
-
-
-@dataclass
 class _TrainPassage:
-    text: _Text
+    passage: Any  # as the inputs adapter gives it
+    length: int  # characters
     spans: list[tuple[int, int]]
 
 
 @dataclass
 class _TrainItem:
-    question: _Text
+    question: Any
     passages: list[_TrainPassage]
 
 
@@ -92,15 +92,14 @@ class _TrainItem:
 class _Piece:
     """One window of one passage of a question."""
 
-    question: _Text
     passage_index: int
-    passage: _Text  # the window's part of the passage
     window: Window
+    row: Row  # what the model reads of it
 
 
 class QaPipeline(Pipeline):
     name = "qa"
-    summary = "DGCNN reading-comprehension QA with answer voting across passages"
+    summary = "Reading-comprehension QA (DGCNN or a pretrained encoder) with answer voting across passages"
     Config = QaConfig
     main_metric = "score"
     formats = FORMATS
@@ -113,11 +112,18 @@ class QaPipeline(Pipeline):
     }
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
+    model: QaModel | EncoderReader
 
-    def __init__(self, config: QaConfig, assets: dict[str, Any], model: nn.Module):
+    def __init__(self, config: QaConfig, assets: dict[str, Any], model: QaModel | EncoderReader, tokenizer: Any = None):
         super().__init__(config, assets, model)
-        self.text_encoder = TextEncoder(assets)
-        self.has_words = bool(assets.get("words"))
+        self.tokenizer = tokenizer
+        self.inputs: ReaderInputs
+        if isinstance(model, EncoderReader):
+            limit = min(model.max_tokens(), getattr(tokenizer, "model_max_length", None) or 10**9)
+            types = int(getattr(model.encoder.model.config, "type_vocab_size", 1))
+            self.inputs = EncoderInputs(tokenizer, limit, config.inference.max_len, types)
+        else:
+            self.inputs = ScratchInputs(assets)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -128,45 +134,65 @@ class QaPipeline(Pipeline):
 
     @classmethod
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> QaPipeline:
+        cls._check(config)
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        return cls.build(config, config.encoder.vocab_assets(texts))
+        encoder, assets, tokenizer = create_encoder(config.encoder, texts)
+        return cls(config, assets, cls._model(config, encoder), tokenizer)
 
     @classmethod
     def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> QaPipeline:
+        cls._check(config)
+        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        return cls(config, assets, cls._model(config, encoder), tokenizer)
+
+    @staticmethod
+    def _check(config: QaConfig) -> None:
         if config.model.pointer_loss not in ("softmax", "focal"):
             raise ConfigError(f"pointer_loss must be softmax or focal, not {config.model.pointer_loss!r}")
-        enc = config.encoder
-        model = QaModel(
-            build_scratch(enc, assets),
-            config.model.question_dilations,
-            enc.kernel_size,
-            enc.dropout,
-            config.model.match_features,
-        )
-        return cls(config, assets, model)
+
+    @staticmethod
+    def _model(config: QaConfig, encoder: Encoder) -> QaModel | EncoderReader:
+        if isinstance(encoder, HFEncoder):
+            return EncoderReader(encoder)
+        enc, m = config.encoder, config.model
+        return QaModel(encoder, m.question_dilations, enc.kernel_size, enc.dropout, m.match_features)
+
+    def write_extra(self, directory: Path) -> None:
+        if isinstance(self.model, EncoderReader):
+            hf.save(self.model.encoder.model, self.tokenizer, directory)
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        """An encoder trains at encoder.lr, the heads at trainer.lr."""
+        if not isinstance(self.model, EncoderReader):
+            return None
+        encoder = list(self.model.encoder.parameters())
+        heads = [p for name, p in self.model.named_parameters() if not name.startswith("encoder.")]
+        return [{"params": encoder, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": heads}]
 
     # --- encoding ---------------------------------------------------------------------------
-    def encode(self, text: str) -> _Text:
-        ids = self.text_encoder(text).ids
-        words = torch.tensor(ids["word_ids"], dtype=torch.long) if "word_ids" in ids else None
-        return _Text(torch.tensor(ids["char_ids"], dtype=torch.long), words)
-
     def training_examples(self, examples: list[QAExample]) -> list[_TrainItem]:
-        """One item per question with its usable passages (answers that cannot be located are left out)."""
-        enc = self.encode
+        """One item per question with its usable passages (answers that cannot be located, or that an encoder's
+        tokens cut through, are left out)."""
+        inputs = self.inputs
         items = []
         for ex in examples:
-            ps = [_TrainPassage(enc(p.text), p.spans) for p in ex.passages if p.labelled and p.text]
+            ps = []
+            for p in ex.passages:
+                if not (p.labelled and p.text):
+                    continue
+                spans = inputs.spans(p.text, p.spans)
+                if spans or not p.spans:
+                    ps.append(_TrainPassage(inputs.passage(p.text), len(p.text), spans))
             if ps:
-                items.append(_TrainItem(enc(ex.question), ps))
+                items.append(_TrainItem(inputs.question(ex.question), ps))
         return items
 
     def example_length(self, item: _TrainItem) -> int:
-        return min(self.config.inference.max_len, max(len(p.text.chars) for p in item.passages))
+        return min(self.config.inference.max_len, max(p.length for p in item.passages))
 
     def _crop(self, p: _TrainPassage) -> int:
         """Start of a random max_len window over a long passage, usually one holding an answer."""
-        length, size = len(p.text.chars), self.config.inference.max_len
+        length, size = p.length, self.config.inference.max_len
         if p.spans and random.random() < self.config.model.answer_crop_prob:
             s, e = random.choice(p.spans)
             lo, hi = max(0, e - size + 1), min(s, length - size)
@@ -180,37 +206,28 @@ class QaPipeline(Pipeline):
         rows, starts, ends = [], [], []
         for b, item in enumerate(items):
             p = random.choice(item.passages)
-            lo = self._crop(p) if len(p.text.chars) > size else 0
-            hi = min(len(p.text.chars), lo + size)
-            rows.append(_slice(p.text, lo, hi))
-            inside = sorted((s - lo, e - lo) for s, e in p.spans if s >= lo and e < hi)
+            lo = self._crop(p) if p.length > size else 0
+            hi = min(p.length, lo + size)
+            row = self.inputs.row(item.question, p.passage, lo, hi)
+            rows.append(row)
+            inside = [
+                pos
+                for s, e in sorted(p.spans)
+                if s >= lo and e < hi and (pos := row.encoded.positions(s - lo, e - lo)) is not None
+            ]
             if self.config.model.pointer_loss == "softmax":
                 # One occurrence: with every occurrence gold, start and end may learn different ones,
                 # and a span from the first to the last occurrence wins.
                 inside = inside[:1]
             starts += [(b, s) for s, _ in inside]
             ends += [(b, e) for _, e in inside]
-        batch = self._tensors([it.question for it in items], rows, torch.arange(len(items)))
+        batch = self.inputs.batch(rows)
         start_t = torch.zeros_like(batch["p_mask"])
         end_t = torch.zeros_like(batch["p_mask"])
         if starts:
             start_t[tuple(torch.tensor(starts).T)] = True
             end_t[tuple(torch.tensor(ends).T)] = True
         batch.update(start_labels=start_t, end_labels=end_t)
-        return batch
-
-    def _tensors(self, questions: list[_Text], passages: list[_Text], p_question: torch.Tensor) -> dict[str, Any]:
-        batch: dict[str, Any] = {
-            "q_chars": pad_ids([q.chars for q in questions]),
-            "p_chars": pad_ids([p.chars for p in passages]),
-            "p_question": p_question,
-        }
-        batch["q_mask"] = _mask([len(q.chars) for q in questions], batch["q_chars"].shape[1])
-        batch["p_mask"] = _mask([len(p.chars) for p in passages], batch["p_chars"].shape[1])
-        if self.has_words:
-            batch["q_words"] = pad_ids([q.words for q in questions if q.words is not None])
-            batch["p_words"] = pad_ids([p.words for p in passages if p.words is not None])
-        batch["_tokens"] = int(batch["p_mask"].sum() + batch["q_mask"].sum())
         return batch
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -238,15 +255,15 @@ class QaPipeline(Pipeline):
     def preprocess(self, record: dict[str, Any]) -> list[_Piece]:
         """Every window of every passage of the record's question."""
         m = self.config.inference
-        question = self.encode(record["question"])
+        question = self.inputs.question(record["question"])
         pieces = []
         for pi, p in enumerate(passages_field(record, "", None)):
             text = passage_text(p, "", None, "")[0]
             if not text:
                 continue
-            encoded = self.encode(text)
+            passage = self.inputs.passage(text)
             pieces += [
-                _Piece(question, pi, _slice(encoded, w.start, w.end), w)
+                _Piece(pi, w, self.inputs.row(question, passage, w.start, w.end))
                 for w in windows(len(text), m.max_len, m.window_overlap)
             ]
         return pieces
@@ -255,26 +272,24 @@ class QaPipeline(Pipeline):
         return piece.window.end - piece.window.start
 
     def forward(self, pieces: list[_Piece], **params: Any) -> list[tuple[float, int, int]]:
-        """(score, start, end) of the best span owned by each window (score 0: none)."""
-        q_index: dict[int, int] = {}
-        for p in pieces:
-            q_index.setdefault(id(p.question), len(q_index))
-        questions = list({id(p.question): p.question for p in pieces}.values())
-        batch = self._tensors(
-            questions, [p.passage for p in pieces], torch.tensor([q_index[id(p.question)] for p in pieces])
-        )
-        batch = self.to_device(batch)
+        """(score, start, end) of the best span owned by each window, in the window's characters (end inclusive;
+        score 0: none)."""
+        rows = [p.row for p in pieces]
+        batch = self.to_device(self.inputs.batch(rows))
         start, end = pointer_probs(self.model(batch), batch["p_mask"], self.config.model.pointer_loss)
         # A window only proposes spans starting in the part it owns, so overlaps are not counted twice.
-        pos = torch.arange(start.shape[1], device=start.device)
+        first = pad_ids([[s for s, _ in r.encoded.offsets] for r in rows]).to(start.device)  # a position's 1st char
         own = torch.tensor(
             [[p.window.own_start - p.window.start, p.window.own_end - p.window.start] for p in pieces],
             device=start.device,
         )
-        start = start * ((pos >= own[:, :1]) & (pos < own[:, 1:]))
+        start = start * ((first >= own[:, :1]) & (first < own[:, 1:]))
         inf = self.config.inference
         score, i, j = best_spans(start, end, inf.max_answer_len, inf.threshold)
-        return list(zip(score.tolist(), i.tolist(), j.tolist()))
+        return [
+            (sc, *r.encoded.chars(a, b)) if sc > 0 else (sc, a, b)
+            for r, sc, a, b in zip(rows, score.tolist(), i.tolist(), j.tolist())
+        ]
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[_Piece, tuple[float, int, int]]]) -> dict[str, Any]:
         """Adds answer ("" if none), score, passage_index, start and end (inclusive, in that passage): the best
@@ -326,11 +341,3 @@ class QaPipeline(Pipeline):
             [ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples], batch_size
         )
         return qa_metrics([ex.answers for ex in examples], [p["answer"] for p in preds], [ex.kind for ex in examples])
-
-
-def _slice(t: _Text, lo: int, hi: int) -> _Text:
-    return _Text(t.chars[lo:hi], t.words[lo:hi] if t.words is not None else None)
-
-
-def _mask(lengths: list[int], width: int) -> torch.Tensor:
-    return torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
