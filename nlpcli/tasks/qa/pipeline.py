@@ -4,6 +4,7 @@ and voting are shared, and an adapter per encoder kind (`inputs.py`) turns text 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ class QaPipeline(Pipeline):
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> QaPipeline:
         cls._check(config)
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        encoder, assets, tokenizer = create_encoder(config.encoder, texts)
-        return cls(config, assets, cls._model(config, encoder), tokenizer)
+        new = create_encoder(config.encoder, texts)
+        config = dataclasses.replace(config, encoder=new.config)
+        return cls(config, new.assets, cls._model(config, new.module), new.tokenizer)
 
     @classmethod
     def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> QaPipeline:
