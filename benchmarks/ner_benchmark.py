@@ -92,11 +92,12 @@ def main() -> None:
     ap.add_argument("dataset", choices=sorted(SPLITS))
     ap.add_argument("--run", default=None, help="output directory (default runs/bench-RESULT_NAME)")
     ap.add_argument("--skip-train", action="store_true", help="measure an already trained --run")
+    ap.add_argument("--result", default=None, help="result name (default: ner_DATASET[_ENCODER][_VECTORS])")
     args, extra = ap.parse_known_args()
     bench = Run()
     # Runs with another encoder or word vectors get their own result file.
     tag = "".join(f"_{extra[i + 1]}" for i, a in enumerate(extra[:-1]) if a in ("--encoder", "--word-vectors"))
-    name = f"ner_{args.dataset}{tag}"
+    name = args.result or f"ner_{args.dataset}{tag}"
     run = Path(args.run or ROOT / "runs" / f"bench-{name}")
     config = preset(f"ner-{args.dataset}.toml")
     with tempfile.TemporaryDirectory() as tmp:
