@@ -131,9 +131,9 @@ def test_metric_matches_hand_computed(tmp_path):
     ids = pipe.predicate_ids
     found = [
         # 《Sweet Room》 with the brackets (case and one outer 《》 are normalised away): correct
-        [(0, 11, ids["歌手"], 13, 14)],
+        [(0, 11, ids["歌手"], 13, 14, 0.9)],
         # 青石巷/作者/林晚舟 correct; 青石巷/出版社/林晚舟 wrong; the publisher triple is missed
-        [(1, 3, ids["作者"], 7, 9), (1, 3, ids["出版社"], 7, 9)],
+        [(1, 3, ids["作者"], 7, 9, 0.8), (1, 3, ids["出版社"], 7, 9, 0.7)],
     ]
     by_text = {ex.text: f for ex, f in zip(examples, found)}
     pipe.forward = lambda pieces: [by_text[p.text] for p in pieces]  # the model's part of the one prediction loop
@@ -172,7 +172,9 @@ def test_predict_scores_all_subjects_in_one_object_pass():
     model.subject_logits, model.object_logits = subject_logits, object_logits
     found = pipe.forward([pipe.preprocess({"text": t})[0] for t in texts])
     assert calls == [[0, 0, 3]]  # one pass for the three subjects of both texts
-    assert found == [[(0, 1, 1, 3, 3)], [(0, 0, 1, 3, 3), (3, 4, 1, 3, 3)]]
+    assert [[f[:5] for f in row] for row in found] == [[(0, 1, 1, 3, 3)], [(0, 0, 1, 3, 3), (3, 4, 1, 3, 3)]]
+    # Every pointer sits at sigmoid(20): the triple's score is their product.
+    assert all(f[5] == pytest.approx(torch.sigmoid(torch.tensor(big)).item() ** 4) for row in found for f in row)
     spo = pipe.spo_list(texts[1], found[1])
     assert spo[0] == {
         "subject": "子",
@@ -184,6 +186,7 @@ def test_predict_scores_all_subjects_in_one_object_pass():
         "subject_end": 0,
         "object_start": 3,
         "object_end": 3,
+        "score": 1.0,
     }
 
 

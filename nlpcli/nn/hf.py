@@ -14,6 +14,7 @@ def _quiet_transformers() -> Any:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars would fill logs and stderr
     return transformers
 
 

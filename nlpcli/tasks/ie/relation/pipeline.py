@@ -47,6 +47,8 @@ from .model import IeModel
 
 # A predicted triple: (subject start, subject end, predicate index, object start, object end), ends inclusive.
 Found = tuple[int, int, int, int, int]
+# With its score: the product of the four pointer probabilities (subject start and end, object start and end).
+Scored = tuple[int, int, int, int, int, float]
 Span = tuple[int, int]
 
 
@@ -280,7 +282,7 @@ class IePipeline(Pipeline):
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
 
-    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[Found]]:
+    def forward(self, pieces: list[TextPiece], **params: Any) -> list[list[Scored]]:
         """Triples (character offsets within each window) for one batch: all subjects decoded, their objects in
         one pass (`max_subjects` at a time); decoded positions map back to characters."""
         inf, model = self.config.inference, self.model
@@ -289,42 +291,51 @@ class IePipeline(Pipeline):
         h = model.encode(batch)
         s_prob = torch.sigmoid(model.subject_logits(h).float())
         subjects = pointer_spans(s_prob[..., 0], s_prob[..., 1], spannable, inf.start_threshold, inf.end_threshold)
-        found: list[list[Found]] = [[] for _ in pieces]
+        found: list[list[Scored]] = [[] for _ in pieces]
         for c in range(0, subjects.shape[0], inf.max_subjects):
             subs = subjects[c : c + inf.max_subjects]
             rows = subs[:, 0]
             o_prob = torch.sigmoid(model.object_logits(h[rows], mask[rows], subs[:, 1], subs[:, 2]).float())
             objects = decode_objects(o_prob, spannable[rows], inf.start_threshold, inf.end_threshold)
             triples = torch.cat([subs[objects[:, 0]], objects[:, 1:]], -1).tolist()  # [b, ss, se, p, os, oe]
-            for b, ss, se, p, os_, oe in triples:
+            s_score = s_prob[rows, subs[:, 1], 0] * s_prob[rows, subs[:, 2], 1]
+            n, p_, o_s, o_e = objects.unbind(-1)
+            scores = (s_score[n] * o_prob[n, o_s, p_, 0] * o_prob[n, o_e, p_, 1]).tolist()
+            for (b, ss, se, p, os_, oe), score in zip(triples, scores):
                 enc: Encoded = encoded[b]
-                found[b].append((*enc.chars(ss, se), p, *enc.chars(os_, oe)))
+                found[b].append((*enc.chars(ss, se), p, *enc.chars(os_, oe), score))
         return found
 
-    def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Found]]]) -> dict[str, Any]:
+    def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Scored]]]) -> dict[str, Any]:
         """Adds `spo_list` [{subject, predicate, object, subject_type, object_type, subject_start,
-        subject_end, object_start, object_end}] (ends inclusive); a triple belongs to its subject's window."""
-        triples: set[Found] = set()
+        subject_end, object_start, object_end, score}] (ends inclusive); a triple belongs to its subject's
+        window. `score` is the product of its four pointer probabilities, in (0, 1)."""
+        best: dict[Found, float] = {}
         for piece, found in parts:
             w = piece.window.start
-            triples.update(
-                (ss + w, se + w, p, os_ + w, oe + w) for ss, se, p, os_, oe in found if piece.window.owns(ss + w)
-            )
-        return {**record, "spo_list": self.spo_list(record["text"], sorted(triples))}
+            for ss, se, p, os_, oe, score in found:
+                if piece.window.owns(ss + w):
+                    key = (ss + w, se + w, p, os_ + w, oe + w)
+                    best[key] = max(score, best.get(key, 0.0))
+        scored = [(*key, score) for key, score in sorted(best.items())]
+        return {**record, "spo_list": self.spo_list(record["text"], scored)}
 
     def __call__(self, text: str | Sequence[str], batch_size: int | None = None) -> Any:  # type: ignore[override]
         """Triples of one text ([{subject, predicate, object, ..., offsets}]) or a list of those for a list."""
         return self._predict_texts(text, "spo_list", batch_size)
 
-    def spo_list(self, text: str, found: list[Found]) -> list[dict[str, Any]]:
-        """Predictions in the training format plus offsets; one entry per distinct (s, p, o) string triple."""
-        out, seen = [], set()
-        for ss, se, p, os_, oe in found:
+    def spo_list(self, text: str, found: list[Scored]) -> list[dict[str, Any]]:
+        """Predictions in the training format plus offsets and score; one entry per distinct (s, p, o) string
+        triple (its first place in the text, its best score)."""
+        out: list[dict[str, Any]] = []
+        seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for ss, se, p, os_, oe, score in found:
             pred = self.predicates[p]
             subject, obj = text[ss : se + 1], text[os_ : oe + 1]
-            if (subject, pred, obj) in seen:
+            key = (subject, pred, obj)
+            if key in seen:
+                seen[key]["score"] = max(seen[key]["score"], round(score, 4))
                 continue
-            seen.add((subject, pred, obj))
             s_type, o_type = self.types.get(pred, ["", ""])
             out.append(
                 {
@@ -337,8 +348,10 @@ class IePipeline(Pipeline):
                     "subject_end": se,
                     "object_start": os_,
                     "object_end": oe,
+                    "score": round(score, 4),
                 }
             )
+            seen[key] = out[-1]
         return out
 
     def evaluate(self, examples: list[IeExample], batch_size: int | None = None) -> dict[str, Any]:
