@@ -155,7 +155,11 @@ class Pipeline:
         config = task_cls.saved_config(ckpt)
         if overrides:
             config = task_cls.with_runtime_overrides(config, overrides, resume)
-        pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+        try:
+            pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            what = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise CheckpointError(f"{ckpt.path}: config.json or vocab.json does not fit the task ({what})") from None
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, task_cls.V1_WEIGHTS)
