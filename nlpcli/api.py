@@ -15,7 +15,7 @@ from typing import Any
 from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
-from .data.io import ReadStats, has_bad_bytes
+from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import DataError, NlpcliError
 from .registry import get_task
@@ -210,8 +210,15 @@ class PredictStats:
 def read_records(
     lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats
 ) -> Iterator[dict]:
-    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted."""
-    for lineno, line in enumerate(lines, 1):
+    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted.
+
+    Where the input stalls (STALL_LINE), a STALL marker is passed on for the prediction loop."""
+    lineno = 0
+    for line in lines:
+        if line is STALL_LINE:
+            yield STALL
+            continue
+        lineno += 1
         if not line.strip():
             continue
         try:

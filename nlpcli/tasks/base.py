@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -20,7 +19,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
-from ..data.io import ReadStats
+from ..data.io import STALL, ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
 from ..tables import metrics_table
 
@@ -255,7 +254,7 @@ class Pipeline:
         bs = batch_size or self.config.inference.batch_size  # type: ignore[attr-defined]
         params = self.forward_params()
         it = iter(records)
-        while chunk := list(islice(it, max(256, 4 * bs))):
+        while chunk := _next_chunk(it, max(256, 4 * bs)):
             pieces = [(r, piece) for r, record in enumerate(chunk) for piece in self.preprocess(record)]
             outputs = self.run_pieces([piece for _, piece in pieces], bs, **params)
             parts: list[list[tuple[Any, Any]]] = [[] for _ in chunk]
@@ -289,6 +288,21 @@ class Pipeline:
     def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
         """Metrics as a table for the terminal (tasks with per-type P/R/F1 show those)."""
         return metrics_table(metrics, title)
+
+
+def _next_chunk(records: Iterator[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Up to `size` records; fewer when the input stalls with some in hand (a STALL marker), so a slow
+    producer gets its answers without waiting for a full chunk."""
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        if record is STALL:
+            if chunk:
+                break
+            continue
+        chunk.append(record)
+        if len(chunk) >= size:
+            break
+    return chunk
 
 
 def _renamed(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
