@@ -20,7 +20,6 @@ finishing or rolling back whatever swap was cut short (`recover_run`); `.NAME.*`
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import shutil
@@ -30,12 +29,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .data.io import fsync_dir, os_reason, umask
@@ -101,13 +99,11 @@ def save_checkpoint(
         _write_json(tmp / "vocab.json", assets)
         # Clones break weight sharing (tied embeddings), which safetensors refuses to store.
         weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
-        _write_bytes(tmp / "model.safetensors", safetensors_bytes(weights, metadata={"task": task}))
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"task": task})
         if metrics is not None:
             _write_json(tmp / "metrics.json", metrics, indent=2)
         if train_state is not None:
-            buf = io.BytesIO()
-            torch.save(train_state, buf)
-            _write_bytes(tmp / "train_state.pt", buf.getvalue())
+            _torch_save(train_state, tmp / "train_state.pt")
         if write_extra is not None:
             write_extra(tmp)
         _sync_tree(tmp)
@@ -123,6 +119,35 @@ def save_checkpoint(
 def _write_bytes(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+class _RecordingWriter:
+    """A file for torch.save that keeps the OS error of a failed write (torch reports only its own)."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)  # type: ignore[arg-type]  # a write/flush object is all it uses
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
 
 
 def _write_json(path: Path, obj: Any, indent: int | None = None) -> None:

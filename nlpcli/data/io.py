@@ -41,10 +41,11 @@ def check_file(path: str | Path) -> Path:
         raise DataError(p, "no such file")
     if p.is_dir():
         raise DataError(p, "is a directory, expected a file")
-    try:
-        os.close(os.open(p, os.O_RDONLY))
-    except OSError as e:
-        raise DataError(p, f"cannot read ({os_reason(e)})") from None
+    if p.is_file():  # (opening a FIFO would block, or cost its writer the data)
+        try:
+            os.close(os.open(p, os.O_RDONLY))
+        except OSError as e:
+            raise DataError(p, f"cannot read ({os_reason(e)})") from None
     return p
 
 
