@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .callbacks import TrainCallbacks
-from .checkpoint import BEST, LAST, load_checkpoint
+from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
-from .data.io import ReadStats, has_bad_bytes
+from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
@@ -81,13 +84,43 @@ def train(
 
     `fields` set config values over the task's defaults and the `config` file: flat names (`epochs=3`),
     dotted ones through a dict (`**{"encoder.name": "m3e-small"}`) or whole sections (`encoder={...}`).
+    One run writes an output directory at a time (a lock, taken by the launcher's rank 0), and a run starts
+    by repairing a checkpoint swap that a kill cut short. Resuming a run that already reached its end
+    trains nothing (the report's stop reason says so).
     """
     pipe_cls = get_task(task)
     out = Path(output)
     train_paths = [str(train)] if isinstance(train, (str, Path)) else [str(p) for p in train]
     dev_path = str(dev) if dev is not None else None
     config_file = str(config) if config is not None else None
-    overrides = dict(fields)
+    if out.exists() and not out.is_dir():
+        raise NlpcliError(f"{out}: exists and is not a directory (--output names the run's directory)")
+    main = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(out) if main else nullcontext():
+        if main:
+            recover_run(out)
+        else:
+            _wait_for_recovery(out)
+        return _train(
+            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks
+        )
+
+
+def _train(
+    pipe_cls: type[Pipeline],
+    train_paths: list[str],
+    out: Path,
+    dev_path: str | None,
+    config_file: str | None,
+    overrides: dict[str, Any] | None,
+    resume: bool,
+    overwrite: bool,
+    skip_bad: bool,
+    fmt: str | None,
+    callbacks: TrainCallbacks | None,
+) -> TrainReport:
+    task = pipe_cls.name
+    overrides = dict(overrides or {})
     resume_state = None
     if resume:
         resumed = pipe_cls.load(out / LAST, overrides, resume=True)
@@ -96,7 +129,7 @@ def train(
         if resume_state is None:
             raise NlpcliError(f"{out / LAST}: no train_state.pt to resume from")
     else:
-        if ((out / BEST).exists() or (out / LAST).exists()) and not overwrite:
+        if (current_version(out / BEST) or current_version(out / LAST)) and not overwrite:
             raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
         task_config = make_config(task, config_file, overrides)
     trainer_cfg = task_config.trainer
@@ -125,7 +158,8 @@ def train(
             dist.barrier()
             pipe = pipe_cls.create(task_config, train_ex)
         trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist)
-        result = trainer.fit()
+        finished = trainer.finished_reason() if resume else None
+        result = trainer.finished_result(finished) if finished else trainer.fit()
     finally:
         shutdown_distributed()
     return TrainReport(
@@ -133,10 +167,18 @@ def train(
     )
 
 
+def _wait_for_recovery(out: Path, timeout_s: float = 60.0) -> None:
+    """Ranks other than 0 read last/ only after rank 0 has repaired a swap cut short (it renames)."""
+    deadline = time.monotonic() + timeout_s
+    pending = [out / (name + suffix) for name in (BEST, LAST) for suffix in (NEW, OLD)]
+    while any(p.exists() for p in pending) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def _clear_run(out: Path) -> None:
     import shutil
 
-    for name in (BEST, LAST, BEST + ".old", LAST + ".old"):
+    for name in (BEST, LAST, BEST + NEW, LAST + NEW, BEST + OLD, LAST + OLD):
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "train_log.jsonl").unlink(missing_ok=True)
 
@@ -206,8 +248,15 @@ class PredictStats:
 def read_records(
     lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats
 ) -> Iterator[dict]:
-    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted."""
-    for lineno, line in enumerate(lines, 1):
+    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted.
+
+    Where the input stalls (STALL_LINE), a STALL marker is passed on for the prediction loop."""
+    lineno = 0
+    for line in lines:
+        if line is STALL_LINE:
+            yield STALL
+            continue
+        lineno += 1
         if not line.strip():
             continue
         try:

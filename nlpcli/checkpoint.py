@@ -9,26 +9,40 @@
     <extra>/           task files such as a Hugging Face tokenizer and config
 
 A training output directory holds `best/` (what --model loads) and `last/` (what --resume loads).
+
+Saving survives a kill (or a power cut) at any point. A checkpoint is written into `.NAME.XXXX`, synced
+to disk, renamed to `NAME.new`, then `NAME` becomes `NAME.old`, `NAME.new` becomes `NAME`, and `NAME.old`
+is renamed to a `.NAME.*` name and deleted. So `NAME.new`, `NAME` and `NAME.old` only ever hold complete
+checkpoints, the newest first: readers take the first that exists (`current_version`) and a run starts by
+finishing or rolling back whatever swap was cut short (`recover_run`); `.NAME.*` entries are debris.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .data.io import fsync_dir, os_reason, umask
 from .errors import CheckpointError
 
 FORMAT_VERSION = 2
 BEST, LAST = "best", "last"
+NEW, OLD = ".new", ".old"  # suffixes of a checkpoint's next and previous versions during a swap
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -43,11 +57,25 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return load_file(str(self.path / "model.safetensors"))
+        p = self.path / "model.safetensors"
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{p}: damaged weights file ({_first_line(e)})") from None
 
     def train_state(self) -> dict[str, Any] | None:
         p = self.path / "train_state.pt"
-        return torch.load(p, map_location="cpu", weights_only=True) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:
+            state = None
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"{p}: damaged or unsafe training state (only tensors and plain values are read; not loaded)"
+            )
+        return state
 
 
 def save_checkpoint(
@@ -62,57 +90,227 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint into a temp dir, then swap it into place (never a half checkpoint)."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp: Path | None = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         meta = {"format_version": FORMAT_VERSION, "nlpcli_version": __version__, "task": task, "config": config}
-        (tmp / "config.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        (tmp / "vocab.json").write_text(json.dumps(assets, ensure_ascii=False), encoding="utf-8")
+        _write_json(tmp / "config.json", meta, indent=2)
+        _write_json(tmp / "vocab.json", assets)
         # Clones break weight sharing (tied embeddings), which safetensors refuses to store.
         weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
         save_file(weights, str(tmp / "model.safetensors"), metadata={"task": task})
         if metrics is not None:
-            (tmp / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+            _write_json(tmp / "metrics.json", metrics, indent=2)
         if train_state is not None:
-            torch.save(train_state, tmp / "train_state.pt")
+            _torch_save(train_state, tmp / "train_state.pt")
         if write_extra is not None:
             write_extra(tmp)
+        _sync_tree(tmp)
         _swap_into_place(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{dest}: cannot save the checkpoint ({os_reason(e)})") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class _RecordingWriter:
+    """A file for torch.save that keeps the OS error of a failed write (torch reports only its own)."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)  # type: ignore[arg-type]  # a write/flush object is all it uses
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
+def _write_json(path: Path, obj: Any, indent: int | None = None) -> None:
+    _write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
+
+
+def _sync_tree(root: Path) -> None:
+    """Modes as the umask says (temp dirs are made 0700) and every file and directory flushed to disk."""
+    mask = umask()
+    for dirpath, _, files in os.walk(root, topdown=False):
+        for name in files:
+            f = os.path.join(dirpath, name)
+            os.chmod(f, 0o666 & ~mask)
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(dirpath, 0o777 & ~mask)
+        fsync_dir(dirpath)
+
+
+def _versions(dest: Path) -> tuple[Path, Path]:
+    return dest.with_name(dest.name + NEW), dest.with_name(dest.name + OLD)
+
+
 def _swap_into_place(tmp: Path, dest: Path) -> None:
-    old = dest.with_name(dest.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
+    """Rename a complete, synced checkpoint in `tmp` to `dest`; every intermediate state is recoverable."""
+    new, old = _versions(dest)
+    _settle(dest)  # a swap cut short earlier is finished first: from here on only `dest` may exist
+    os.replace(tmp, new)
+    fsync_dir(dest.parent)
     if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(new, dest)
+    fsync_dir(dest.parent)
+    _discard(old, dest.name)
+
+
+def _settle(dest: Path) -> None:
+    """Finish a swap of `dest` that was cut short (roll forward to `.new`), or roll back to `.old`."""
+    new, old = _versions(dest)
+    if new.is_dir():
+        if dest.exists():
+            _discard(old, dest.name)
+            os.replace(dest, old)
+        os.replace(new, dest)
+        fsync_dir(dest.parent)
+    elif old.is_dir() and not dest.exists():
+        os.replace(old, dest)
+        fsync_dir(dest.parent)
+    _discard(old, dest.name)
+
+
+def _discard(path: Path, name: str) -> None:
+    """Delete a checkpoint directory: renamed out of the way first, so a kill never leaves half of it
+    under a name that readers trust."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".{name}.{uuid.uuid4().hex[:8]}.del")
+    os.replace(path, trash)
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def current_version(dest: str | Path) -> Path | None:
+    """The complete checkpoint that `dest` stands for, also in the middle of a swap: `dest.new` (written,
+    not yet in place), `dest`, or `dest.old` (moved aside, the new one not yet in place); None if none."""
+    dest = Path(dest)
+    new, old = _versions(dest)
+    for candidate in (new, dest, old):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def recover_run(output_dir: str | Path) -> None:
+    """Finish or roll back the swaps of `best/` and `last/` that a killed run left, and remove its debris."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    try:
+        for name in (BEST, LAST):
+            _settle(out / name)
+            for debris in out.glob(f".{name}.*"):
+                if debris.is_dir() and not debris.is_symlink():
+                    shutil.rmtree(debris, ignore_errors=True)
+                else:
+                    debris.unlink(missing_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"{out}: cannot repair an interrupted checkpoint save ({os_reason(e)})") from None
+
+
+@contextmanager
+def run_lock(output_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a training output directory: one writer per run.
+
+    The lock is an flock on `DIR/.lock` (which holds the pid), so it dies with its process, kill -9 included:
+    a lock file left by a dead run is taken over. A second run gets a CheckpointError naming the holder.
+    """
+    out = Path(output_dir)
+    created = not out.exists()
+    path = out / LOCK_FILE
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise CheckpointError(
+                    f"{out}: another training is writing here (pid {holder or 'unknown'}); "
+                    "wait for it to end or choose another --output"
+                ) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # else its holder removed the file between our open and flock: take the new one
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError as e:
+        raise CheckpointError(f"{out}: cannot lock the output directory ({os_reason(e)})") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding the lock (see the inode check above)
+        os.close(fd)
+        if created:
+            with suppress(OSError):
+                out.rmdir()  # a run that stopped before writing anything leaves no empty directory
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A checkpoint dir itself, or a training output dir (its best/, else last/)."""
+    """A checkpoint dir itself, or a training output dir (its best/, else last/); a swap cut short by a kill
+    still resolves, to the newest complete version (see `current_version`)."""
     p = Path(path)
+    found = current_version(p)
+    if found is not None:
+        return found
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint directory")
-    for candidate in (p, p / BEST, p / (BEST + ".old"), p / LAST):
-        if (candidate / "config.json").is_file():
-            return candidate
+    for name in (BEST, LAST):
+        found = current_version(p / name)
+        if found is not None:
+            return found
     raise CheckpointError(f"{p}: not an nlpcli checkpoint (no config.json)")
 
 
 def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpoint:
-    """Read config and assets; refuse checkpoints of another task or a newer format."""
+    """Read config and assets; refuse checkpoints of another task or a newer format, and damaged files."""
     d = resolve_checkpoint_dir(path)
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        assets = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{d}: unreadable checkpoint ({e})") from None
+    meta = _read_json(d / "config.json")
+    assets = _read_json(d / "vocab.json")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -121,10 +319,25 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpo
     task = meta.get("task")
     if expect_task is not None and task != expect_task:
         raise CheckpointError(f"{d}: this is a '{task}' checkpoint, not '{expect_task}'")
+    if not isinstance(task, str) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{d / 'config.json'}: not an nlpcli checkpoint config (no task or config)")
     if not (d / "model.safetensors").is_file():
         raise CheckpointError(f"{d}: model.safetensors is missing")
     metrics_path = d / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    metrics = _read_json(metrics_path) if metrics_path.exists() else {}
     return Checkpoint(
         path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics, format_version=version
     )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a checkpoint file; anything else is a CheckpointError naming the file."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({os_reason(e)})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint file ({_first_line(e)})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint file (expected a JSON object)")
+    return obj

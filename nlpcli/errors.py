@@ -28,8 +28,12 @@ class ConfigError(NlpcliError):
     """An option or config value that does not fit the task."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (training saves last/, outputs roll back)."""
+
+
 class TrainingInterrupted(NlpcliError):
-    """Ctrl-C during training; the state was saved before raising."""
+    """Ctrl-C (or SIGTERM) during training; the state was saved before raising."""
 
     def __init__(self, step: int, saved_to: str):
         self.step = step

@@ -23,9 +23,10 @@ from torch import nn
 from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
+from .data.io import os_reason
 from .device import DistContext, autocast, autocast_dtype
 from .ema import EMA
-from .errors import NlpcliError, TrainingInterrupted
+from .errors import CheckpointError, NlpcliError, TrainingInterrupted
 from .tasks.base import Pipeline
 
 LOG_FILE = "train_log.jsonl"
@@ -205,6 +206,32 @@ class Trainer:
         self.cb.on_end(result)
         return result
 
+    def finished_reason(self) -> str | None:
+        """Why a resumed run has nothing left to do (its state already meets a stop condition), or None."""
+        cfg, st = self.cfg, self.state
+        if cfg.max_steps and st.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.time_budget and st.elapsed_before >= cfg.time_budget * 60:
+            return "time_budget"
+        if cfg.patience and st.bad_evals >= cfg.patience:
+            return "early_stopping"
+        if st.epoch >= cfg.epochs:
+            return "epochs"
+        return None
+
+    def finished_result(self, reason: str) -> TrainResult:
+        """The result of a run that had already finished: nothing trained, nothing written."""
+        st = self.state
+        return TrainResult(
+            step=st.step,
+            epoch=st.epoch,
+            stop_reason=f"already finished at {reason}, nothing trained",
+            elapsed_s=st.elapsed_before,
+            best_metric=st.best,
+            best_metrics=st.best_metrics,
+            output=str(self.out),
+        )
+
     def _should_stop(self, current: str, budget_s: float, t0: float) -> str | None:
         cfg, st = self.cfg, self.state
         flags = [
@@ -299,6 +326,13 @@ class Trainer:
         }
 
     def _restore(self, ts: dict[str, Any]) -> None:
+        try:
+            self._restore_state(ts)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            what = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise CheckpointError(f"{self.out / LAST / 'train_state.pt'}: does not fit this run ({what})") from None
+
+    def _restore_state(self, ts: dict[str, Any]) -> None:
         st = self.state
         st.step, st.epoch, st.batch_in_epoch = ts["step"], ts["epoch"], ts["batch_in_epoch"]
         st.best, st.bad_evals, st.elapsed_before = ts["best"], ts["bad_evals"], ts["elapsed"]
@@ -313,9 +347,12 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / LOG_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / LOG_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        except OSError as e:
+            raise NlpcliError(f"{self.out / LOG_FILE}: cannot write ({os_reason(e)})") from None
 
 
 class _Stop(Exception):

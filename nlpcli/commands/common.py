@@ -4,39 +4,121 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-err_console = Console(stderr=True)
+# Messages are printed without soft wrapping: one message stays one line for scripts, whatever the width.
+err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)  # long paths stay on one line for scripts
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+DEBUG_HELP = "On an internal error, show the traceback."
 
 
 def cli_errors(fn: F) -> F:
-    """Turn library errors into a one-line message and exit code 1 (130 for Ctrl-C)."""
+    """Turn every failure into one line on stderr and an exit code: 1 (failure), 130 (Ctrl-C), 143 (SIGTERM).
+
+    Library errors are already one line; anything else is reported as an internal error with a hint to rerun
+    with --debug (which the wrapped command gains) for the traceback. SIGTERM is raised like Ctrl-C, so a
+    training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2).
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         from ..errors import NlpcliError, TrainingInterrupted
 
+        signals = _SigtermAsInterrupt()
         try:
-            return fn(*args, **kwargs)
+            with signals:
+                return fn(*args, **kwargs)
         except TrainingInterrupted as e:
-            err_console.print(f"[yellow]stopped:[/] {e}", highlight=False)
-            raise typer.Exit(130) from None
+            _fail(f"[yellow]stopped:[/] {escape(str(e))}")
+            raise typer.Exit(signals.exit_code) from None
         except NlpcliError as e:
-            err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            _fail(f"[red]error:[/] {escape(str(e))}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+            _fail("[yellow]terminated[/]" if signals.terminated else "[yellow]interrupted[/]")
+            raise typer.Exit(signals.exit_code) from None
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors (exit code 2) and deliberate exits
+        except OSError as e:
+            if debug:
+                traceback.print_exc()
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"[red]error:[/] {escape(where + (e.strerror or str(e)))}")
+            raise typer.Exit(1) from None
+        except Exception as e:
+            if debug:
+                traceback.print_exc()
+            text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+            hint = "" if debug else " (rerun with --debug for the traceback)"
+            _fail(f"[red]error:[/] internal error: {escape(text)}{hint}")
+            raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]  # same signature: functools.wraps
+    sig = inspect.signature(fn, eval_str=True)
+    if "debug" not in sig.parameters:
+        option = typer.Option(False, "--debug", help=DEBUG_HELP)
+        extra = inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool)
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, "debug": bool}
+    return wrapper  # type: ignore[return-value]  # same signature plus --debug
+
+
+def _fail(message: str) -> None:
+    """Print a failure line; a broken stdout (full disk, closed pipe) is detached so the exit stays quiet."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    err_console.print(message, highlight=False)
+
+
+class _SigtermAsInterrupt:
+    """While active, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, once."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+        self.previous: Any = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.terminated else EXIT_INTERRUPTED
+
+    def _handle(self, signum: int, frame: object) -> None:
+        from ..errors import Terminated
+
+        if self.terminated:
+            return  # already stopping: let the clean-up finish
+        self.terminated = True
+        raise Terminated()
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def parse_options(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:

@@ -13,6 +13,8 @@ from rich.progress import Progress
 
 from .common import TASK_HELP, cli_errors, did_you_mean, err_console, parse_options, stderr_is_tty
 
+STALL_S = 0.1  # seconds without a new stdin line after which the lines in hand are answered
+
 
 @cli_errors
 def predict(
@@ -37,23 +39,32 @@ def predict(
     Inference settings of the model may follow too (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`).
     """
     from .. import api
-    from ..data.io import atomic_output, open_input
+    from ..data.io import atomic_output, check_output_file, open_input, os_reason
+    from ..errors import DataError
     from ..registry import get_task
 
     overrides, record = split_predict_options(get_task(task), ctx.args)
     if record and input_path is not None:
         raise typer.BadParameter("give either --input or a record as options, not both")
     input_path = input_path or "-"
+    if output_path != "-":
+        check_output_file(output_path)  # before the model loads and the input is read
     pipe = api.load(model, task=task, device=device, **overrides)
     stats = api.PredictStats()
-    source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path)
+    # stdin is answered as it arrives: when it stalls, the records in hand run without waiting for more.
+    source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path, STALL_S)
     sink = nullcontext(sys.stdout) if output_path == "-" else atomic_output(output_path)
     with source as lines, sink as out, _progress(input_path) as advance:
         for record in api.predict(pipe, lines, input_path, batch_size, skip_bad, stats):
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if output_path == "-":
-                out.flush()
+            try:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if output_path == "-":
+                    out.flush()
+            except OSError as e:
+                raise DataError("stdout", f"cannot write ({os_reason(e)})") from None
             advance()
+        if stats.read == 0 and stats.skipped == 0:
+            raise DataError("stdin" if input_path == "-" else input_path, "no input records (the input is empty)")
     if stats.skipped:
         err_console.print(f"skipped {stats.skipped} bad line(s); first: {stats.reasons[0]}", highlight=False)
     if output_path != "-":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
+import select
 import sys
 import tempfile
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,20 +41,30 @@ def check_file(path: str | Path) -> Path:
         raise DataError(p, "no such file")
     if p.is_dir():
         raise DataError(p, "is a directory, expected a file")
+    if p.is_file():  # (opening a FIFO would block, or cost its writer the data)
+        try:
+            os.close(os.open(p, os.O_RDONLY))
+        except OSError as e:
+            raise DataError(p, f"cannot read ({os_reason(e)})") from None
     return p
 
 
 def read_text(path: str | Path) -> str:
     """Whole file as text; a zip gives its first member. Non-UTF-8 bytes are an error."""
     p = check_file(path)
-    if p.suffix.lower() == ".zip":
-        with zipfile.ZipFile(p) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
-            if not names:
-                raise DataError(p, "zip archive is empty")
-            raw = zf.read(names[0])
-    else:
-        raw = p.read_bytes()
+    try:
+        if p.suffix.lower() == ".zip":
+            with zipfile.ZipFile(p) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if not names:
+                    raise DataError(p, "zip archive is empty")
+                raw = zf.read(names[0])
+        else:
+            raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(p, f"cannot read ({os_reason(e)})") from None
+    except zipfile.BadZipFile as e:
+        raise DataError(p, f"damaged zip archive ({e})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -126,19 +139,109 @@ def _line_counter(text: str) -> Callable[[int], int]:
     return line_at
 
 
+def os_reason(e: BaseException) -> str:
+    """The short reason of an OS error ("No space left on device"), or an error's first line."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def umask() -> int:
+    """The process umask, read without changing it where /proc allows (setting it races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries (renames in it) to disk; filesystems that cannot are left as they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def check_output_file(path: str | Path) -> Path:
+    """The path of an output file to be written, refused up front when it names a directory."""
+    text = str(path)
+    p = Path(path)
+    if text.endswith(("/", os.sep)) or p.is_dir():
+        raise DataError(text, "is a directory, expected a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(text, f"cannot write here: {parent} is not a directory")
+            break
+    return p
+
+
+class _OutputFile(io.TextIOWrapper):
+    """A text file whose write errors (full disk, file-size limit) name the output, not the temp file."""
+
+    target: str = ""
+
+    def write(self, s: str) -> int:
+        try:
+            return super().write(s)
+        except OSError as e:
+            raise DataError(self.target, f"cannot write ({os_reason(e)})") from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as e:
+            raise DataError(self.target, f"cannot write ({os_reason(e)})") from None
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[TextIO]:
-    """Open a text file for writing; it only replaces `path` when the block succeeds."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    """Open a text file for writing; it only replaces `path` when the block succeeds.
+
+    The file gets the mode an ordinary write would (an existing file's, else 0666 less the umask) and is on
+    disk before the rename; a directory as `path` is refused before anything is written.
+    """
+    p = check_output_file(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        mode = (os.stat(p).st_mode & 0o7777) if p.exists() else 0o666 & ~umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise DataError(path, f"cannot write ({os_reason(e)})") from None
+    try:
+        f = _OutputFile(os.fdopen(fd, "wb"), encoding="utf-8")
+        f.target = str(path)
+        with f:
+            os.fchmod(fd, mode)
             yield f
-        os.replace(tmp, p)
+            f.flush()
+            _or_write_error(path, lambda: os.fsync(fd))
+        _or_write_error(path, lambda: os.replace(tmp, p))
+        fsync_dir(p.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _or_write_error(path: str | Path, op: Callable[[], None]) -> None:
+    try:
+        op()
+    except OSError as e:
+        raise DataError(path, f"cannot write ({os_reason(e)})") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -148,15 +251,91 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
-def open_input(spec: str) -> TextIO:
+class _StallLine(str):
+    """The type of `STALL_LINE`."""
+
+
+class _Stall(dict):
+    """The type of `STALL`."""
+
+
+# Markers in a stream whose source has no more input ready for now (a pipe or terminal that stalls): the
+# line reader yields STALL_LINE, the record reader turns it into STALL, and the prediction loop runs the
+# records it holds instead of waiting for a full chunk. Both are empty, so readers that skip blank lines
+# and empty records pass over them.
+STALL_LINE: str = _StallLine()
+STALL: dict[str, Any] = _Stall()
+
+
+class LineReader:
+    """Lines of a file descriptor as text (UTF-8, BOM dropped, bad bytes kept as in `open_input`).
+
+    With `stall_s`, a STALL_LINE is yielded whenever no complete line arrives within that many seconds;
+    a regular file is always ready, so it never stalls.
+    """
+
+    def __init__(self, fd: int, stall_s: float | None = None):
+        self.fd = fd
+        self.stall_s = stall_s
+
+    def __enter__(self) -> LineReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        ready: deque[bytes] = deque()
+        partial: list[bytes] = []
+        first, stalled = True, False
+        while True:
+            while ready:
+                line = ready.popleft().decode("utf-8", "surrogateescape")
+                if first:
+                    line, first = line.removeprefix("\ufeff"), False
+                yield line[:-2] + "\n" if line.endswith("\r\n") else line
+                stalled = False
+            if self.stall_s is not None and not stalled and not self._readable(self.stall_s):
+                stalled = True
+                yield STALL_LINE
+                continue
+            data = os.read(self.fd, 1 << 16)
+            if not data:
+                break
+            stalled = False
+            if b"\n" in data:
+                *lines, rest = (b"".join(partial) + data).split(b"\n")
+                ready.extend(line + b"\n" for line in lines)
+                partial = [rest] if rest else []
+            else:
+                partial.append(data)
+        if partial:
+            ready.append(b"".join(partial))
+            line = ready.popleft().decode("utf-8", "surrogateescape")
+            yield line.removeprefix("\ufeff") if first else line
+
+    def _readable(self, timeout: float) -> bool:
+        try:
+            return bool(select.select([self.fd], [], [], timeout)[0])
+        except (OSError, ValueError):  # not selectable here: never report a stall
+            return True
+
+
+def open_input(spec: str, stall_s: float | None = None) -> TextIO | LineReader:
     """`-` means stdin; otherwise a UTF-8 file (BOM tolerated).
 
-    Bad bytes decode to lone surrogates (see `has_bad_bytes`), so the reader can name the line.
+    Bad bytes decode to lone surrogates (see `has_bad_bytes`), so the reader can name the line. With
+    `stall_s`, stdin is read as it arrives and STALL_LINE marks where it stalled (see `LineReader`).
     """
     if spec == "-":
+        if stall_s is not None:
+            return LineReader(sys.stdin.fileno(), stall_s)
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
     p = check_file(spec)
-    return open(p, encoding="utf-8-sig", errors="surrogateescape")
+    try:
+        return open(p, encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as e:
+        raise DataError(p, f"cannot read ({os_reason(e)})") from None
 
 
 def has_bad_bytes(line: str) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 HF_DIR = "encoder"  # checkpoint subdirectory holding the HF config and tokenizer
 
@@ -33,12 +34,39 @@ def load_pretrained(name_or_path: str, kind: str = "encoder") -> tuple[Any, Any]
 
 
 def rebuild(checkpoint_dir: Path, kind: str = "encoder") -> tuple[Any, Any]:
-    """(model with untrained weights, tokenizer) from files saved in a checkpoint: no download."""
-    tf = _quiet_transformers()
+    """(model with untrained weights, tokenizer) from files saved in a checkpoint.
+
+    Never downloads and never runs code: the folder must be there (a missing one would read as a hub name),
+    transformers gets local_files_only, and a config or tokenizer that asks for custom code is refused.
+    """
     d = Path(checkpoint_dir) / HF_DIR
-    config = tf.AutoConfig.from_pretrained(d)
+    if not (d / "config.json").is_file():
+        raise CheckpointError(
+            f"{d}: missing (a checkpoint of a Hugging Face model keeps its config and tokenizer here)"
+        )
+    for name in ("config.json", "tokenizer_config.json"):
+        if _asks_for_code(d / name):
+            raise CheckpointError(
+                f"{d / name}: asks to run custom code (auto_map); nlpcli never runs code from a checkpoint"
+            )
+    tf = _quiet_transformers()
     auto = tf.AutoModel if kind == "encoder" else tf.AutoModelForCausalLM
-    return auto.from_config(config), tf.AutoTokenizer.from_pretrained(d)
+    offline = {"local_files_only": True, "trust_remote_code": False}
+    try:
+        config = tf.AutoConfig.from_pretrained(d, **offline)
+        return auto.from_config(config, trust_remote_code=False), tf.AutoTokenizer.from_pretrained(d, **offline)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        text = str(e).strip()
+        reason = text.splitlines()[0] if text else type(e).__name__
+        raise CheckpointError(f"{d}: cannot rebuild the Hugging Face model ({reason})") from None
+
+
+def _asks_for_code(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a missing or broken file is transformers' to report
+    return isinstance(obj, dict) and bool(obj.get("auto_map"))
 
 
 def save(model: Any, tokenizer: Any, checkpoint_dir: Path) -> None:

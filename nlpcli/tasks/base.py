@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -21,7 +20,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
-from ..data.io import ReadStats
+from ..data.io import STALL, ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
 from ..tables import metrics_table
 
@@ -160,7 +159,11 @@ class Pipeline:
         config = task_cls.saved_config(ckpt)
         if overrides:
             config = task_cls.with_runtime_overrides(config, overrides, resume)
-        pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+        try:
+            pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            what = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise CheckpointError(f"{ckpt.path}: config.json or vocab.json does not fit the task ({what})") from None
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, task_cls.V1_WEIGHTS)
@@ -284,7 +287,7 @@ class Pipeline:
         bs = batch_size or self.config.inference.batch_size  # type: ignore[attr-defined]
         params = self.forward_params()
         it = iter(records)
-        while chunk := list(islice(it, max(256, 4 * bs))):
+        while chunk := _next_chunk(it, max(256, 4 * bs)):
             pieces = [(r, piece) for r, record in enumerate(chunk) for piece in self.preprocess(record)]
             outputs = self.run_pieces([piece for _, piece in pieces], bs, **params)
             parts: list[list[tuple[Any, Any]]] = [[] for _ in chunk]
@@ -318,6 +321,21 @@ class Pipeline:
     def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
         """Metrics as a table for the terminal (tasks with per-type P/R/F1 show those)."""
         return metrics_table(metrics, title)
+
+
+def _next_chunk(records: Iterator[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Up to `size` records; fewer when the input stalls with some in hand (a STALL marker), so a slow
+    producer gets its answers without waiting for a full chunk."""
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        if record is STALL:
+            if chunk:
+                break
+            continue
+        chunk.append(record)
+        if len(chunk) >= size:
+            break
+    return chunk
 
 
 def _renamed(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:

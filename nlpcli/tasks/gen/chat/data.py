@@ -20,6 +20,7 @@ class Dialogue:
 
     turns: list[str]
     line: int | None = None
+    path: str = ""  # the file it came from (errors name it)
 
 
 def clean_turn(turn: Any, path: str, line: int | None, index: int) -> str:
@@ -102,7 +103,7 @@ def read_dialogues(
     out: list[Dialogue] = []
     for line, parse in items:
         try:
-            out.append(Dialogue(parse(), line))
+            out.append(Dialogue(parse(), line, str(path)))
         except DataError as err:
             if not skip_bad:
                 raise

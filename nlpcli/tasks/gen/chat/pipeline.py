@@ -400,7 +400,8 @@ class ChatPipeline(Pipeline):
         """Response perplexity per character, distinct-1/2 of sampled replies, generation tokens/s."""
         windows = self.windows(examples, "responses")  # whatever the training loss, score responses
         if not windows:
-            raise DataError("evaluation data", "no dialogue with a response (2+ turns) to score")
+            files = ", ".join(sorted({d.path for d in examples if d.path})) or "evaluation data"
+            raise DataError(files, "no dialogue with a response (2+ turns) to score")
         bs = batch_size or self.config.inference.batch_size
         nll, chars, tokens = 0.0, 0, 0
         self.model.eval()

@@ -23,6 +23,7 @@ class Sentence:
     text: str
     line: int = 0
     tokens: list[str] | None = field(default=None, repr=False)
+    path: str = ""  # the file it came from (errors name it)
 
 
 def sniff_format(lines: list[str]) -> str:
@@ -64,7 +65,7 @@ def read_sentences(
         raise DataError(path, f"unknown format {fmt!r} for lm; use one of {', '.join(FORMATS)}")
     stats = ReadStats()
     if fmt == "conll":
-        return _read_conll(lines), stats
+        return _read_conll(lines, str(path)), stats
     out: list[Sentence] = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -78,7 +79,7 @@ def read_sentences(
             continue
         sentence = clean_sentence(raw)
         if sentence:
-            out.append(Sentence(sentence, lineno))
+            out.append(Sentence(sentence, lineno, path=str(path)))
     if not out:
         raise DataError(path, "no sentences found")
     return out, stats
@@ -94,7 +95,7 @@ def _jsonl_text(line: str, path: str | Path, lineno: int) -> str:
     return obj["text"]
 
 
-def _read_conll(lines: list[str]) -> list[Sentence]:
+def _read_conll(lines: list[str], path: str) -> list[Sentence]:
     """Blocks of `char TAG` lines separated by blank lines; a sentence is its first column joined."""
     out: list[Sentence] = []
     chars: list[str] = []
@@ -106,6 +107,6 @@ def _read_conll(lines: list[str]) -> list[Sentence]:
                 start = lineno
             chars.append(parts[0])
         elif chars:
-            out.append(Sentence("".join(chars), start))
+            out.append(Sentence("".join(chars), start, path=path))
             chars = []
     return out

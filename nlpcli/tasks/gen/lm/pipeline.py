@@ -137,7 +137,8 @@ class LmPipeline(Pipeline):
         """Per-token NLL (nats, end token included) and perplexity of both directions."""
         data = self._token_ids(examples)
         if not data:
-            raise DataError("evaluation data", "no sentences to evaluate")
+            files = sorted({ex.path for ex in examples if isinstance(ex, Sentence) and ex.path})
+            raise DataError(", ".join(files) or "evaluation data", "no sentences to evaluate")
         self.model.eval()
         sums, n, unk = [0.0, 0.0], 0, 0
         for idx in bucket_batches(
