@@ -43,7 +43,9 @@ class EncoderConfig(Section):
     # still get a meaningful vector.
     word_vectors: str = ""
     freeze_word_vectors: bool = False  # keep the pretrained word table fixed (its projection still trains)
-    lr: float = 3e-5  # learning rate of a Hugging Face encoder (the task's heads use trainer.lr)
+    # Learning rate of a pretrained encoder (the heads use trainer.lr). 1e-4, not the usual 3e-5: in a 20-minute
+    # CPU budget (about 1,000 steps) m3e-small reached CLUENER F1 0.761 with it, 0.707 with 3e-5.
+    lr: float = 1e-4
 
     @property
     def scratch(self) -> bool:
