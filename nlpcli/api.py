@@ -34,6 +34,7 @@ class TrainReport:
     skipped: int = 0
     skip_reasons: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    encoder_note: str = ""  # what `--encoder auto` took, and what a pull would give when it fell back
 
 
 def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
@@ -163,7 +164,14 @@ def _train(
     finally:
         shutdown_distributed()
     return TrainReport(
-        result, len(train_ex), len(dev_ex), dev_source, stats.skipped, stats.reasons, pipe.config.to_dict()
+        result,
+        len(train_ex),
+        len(dev_ex),
+        dev_source,
+        stats.skipped,
+        stats.reasons,
+        pipe.config.to_dict(),
+        pipe.assets.get("encoder_note", ""),
     )
 
 

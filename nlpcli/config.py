@@ -101,6 +101,8 @@ class TaskConfig:
     inference: Section = field(default_factory=Section)
     encoder: Section | None = None
 
+    # What `--encoder auto` may take, best first (nn.encoder.AutoChoice; tasks with the encoder block).
+    AUTO_ENCODER: ClassVar[tuple[Any, ...]] = ()
     # Lookup order of a bare `--field`: the first section that has it.
     ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "inference")
     # Flat names of format-1 checkpoints and older option spellings -> "section.field".

@@ -131,6 +131,7 @@ def train(
         "dev_examples": report.dev_examples,
         "dev": report.dev_source,
         "skipped_bad_records": report.skipped,
+        "encoder": (report.config.get("encoder") or {}).get("name"),
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -138,6 +139,8 @@ def train(
     if report.skipped:
         err_console.print(f"skipped {report.skipped} bad record(s); first: {report.skip_reasons[:1]}", highlight=False)
     out_console.print(f"dev: {report.dev_source}", highlight=False)
+    if report.encoder_note:
+        err_console.print(report.encoder_note, highlight=False, soft_wrap=True)
     best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
     out_console.print(
         f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} tok/s, "

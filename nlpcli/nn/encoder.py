@@ -3,6 +3,7 @@ Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,17 @@ from . import hf
 from .dgcnn import DGCNN, CharWordEmbedding
 
 SCRATCH = "dgcnn"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """A candidate of `--encoder auto` (a task lists them best first, as measured): the encoder settings it
+    takes, the catalogue entry it needs in the cache, and what it measured (said when it is not pulled)."""
+
+    settings: tuple[tuple[str, Any], ...]
+    needs: str
+    gain: str
 
 
 @dataclass
@@ -170,16 +182,36 @@ class TextEncoder:
 
 @dataclass
 class NewEncoder:
-    """A freshly made encoder: its config (pretrained vectors fix some widths), module, assets and tokenizer."""
+    """A freshly made encoder: its config (pretrained vectors fix some widths), module, assets and tokenizer,
+    and a note of what `auto` chose."""
 
     config: EncoderConfig
     module: Encoder
     assets: dict[str, Any]
     tokenizer: Any = None
+    note: str = ""
 
 
-def create_encoder(cfg: EncoderConfig, texts: list[str]) -> NewEncoder:
-    """A new encoder for training from its config and the training texts."""
+def resolve_auto(cfg: EncoderConfig, choices: Sequence[AutoChoice]) -> tuple[EncoderConfig, str]:
+    """`auto`: the first choice whose catalogue entry is in the cache, else the from-scratch DGCNN; and a
+    one-line note saying what was taken (and, when it fell back, what a pull would give)."""
+    from ..models.cache import cached_path
+
+    for choice in choices:
+        if cached_path(choice.needs) is not None:
+            return cfg.updated(dict(choice.settings)), f"encoder auto: {choice.needs} ({choice.gain})"
+    hint = f"; `nlpcli models pull {choices[0].needs}` would give {choices[0].gain}" if choices else ""
+    return cfg.updated({"name": SCRATCH}), f"encoder auto: dgcnn from scratch{hint}"
+
+
+def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoice] = ()) -> NewEncoder:
+    """A new encoder for training from its config and the training texts (`auto`: the task's choices)."""
+    if cfg.name == AUTO:
+        cfg, note = resolve_auto(cfg, auto)
+        new = create_encoder(cfg, texts)
+        new.note = note
+        new.assets["encoder_note"] = note  # kept in the checkpoint: what auto chose and why
+        return new
     if cfg.scratch:
         if cfg.word_vectors:
             return _scratch_from_vectors(cfg, texts)

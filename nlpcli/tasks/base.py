@@ -179,7 +179,10 @@ class Pipeline:
     def saved_config(cls, ckpt: Checkpoint) -> TaskConfig:
         """The config a checkpoint was trained with; format 1 kept one flat dict, mapped into sections here."""
         if ckpt.format_version == 1:
-            return cls.Config().updated(ckpt.config, strict=False)
+            config = cls.Config().updated(ckpt.config, strict=False)
+            if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
+                config = config.updated({"encoder.name": ckpt.config.get("encoder", "dgcnn")})
+            return config
         return cls.Config.from_dict(ckpt.config, strict=False)
 
     @classmethod

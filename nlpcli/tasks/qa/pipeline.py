@@ -137,7 +137,7 @@ class QaPipeline(Pipeline):
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> QaPipeline:
         cls._check(config)
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        new = create_encoder(config.encoder, texts)
+        new = create_encoder(config.encoder, texts, config.AUTO_ENCODER)
         config = dataclasses.replace(config, encoder=new.config)
         return cls(config, new.assets, cls._model(config, new.module), new.tokenizer)
 

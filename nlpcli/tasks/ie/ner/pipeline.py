@@ -102,7 +102,7 @@ class NerPipeline(Pipeline):
         if not types:
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
-        new = create_encoder(config.encoder, [ex.text for ex in train_examples])
+        new = create_encoder(config.encoder, [ex.text for ex in train_examples], config.AUTO_ENCODER)
         config = dataclasses.replace(config, encoder=new.config)
         assets: dict[str, Any] = {"types": types, "longest_entity": longest} | new.assets
         return cls(config, assets, cls._model(config, new.module, len(types)), new.tokenizer)

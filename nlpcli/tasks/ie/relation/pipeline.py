@@ -136,7 +136,7 @@ class IePipeline(Pipeline):
             raise DataError(
                 ", ".join(sorted({ex.path for ex in train_examples})), "no triples in the training data and no --schema"
             )
-        new = create_encoder(config.encoder, [ex.text for ex in train_examples])
+        new = create_encoder(config.encoder, [ex.text for ex in train_examples], config.AUTO_ENCODER)
         config = dataclasses.replace(config, encoder=new.config)
         counts = location_counts(train_examples)
         assets: dict[str, Any] = {"predicates": predicates, "types": types, "train_triples": counts} | new.assets
