@@ -191,14 +191,16 @@ def _clear_run(out: Path) -> None:
     (out / "train_log.jsonl").unlink(missing_ok=True)
 
 
-def load(model: PathLike, *, task: str | None = None, device: str = "auto", **overrides: Any) -> Pipeline:
+def load(
+    model: PathLike, *, task: str | None = None, device: str = "auto", quantize: bool = False, **overrides: Any
+) -> Pipeline:
     """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`
     refuses another task's checkpoint). `overrides` change inference settings (`threshold=0.5`, ...).
 
     The object is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
     `qa(question=..., passages=[...])`, `lm.generate(["北京", "游客"])`, `chat.reply(history)`."""
     cls = get_task(task) if task else Pipeline
-    return cls.load(model, overrides or None, device)
+    return cls.load(model, overrides or None, device, quantize=quantize)
 
 
 def evaluate(

@@ -159,3 +159,15 @@ def test_evaluate_thresholds(models):
         "evaluate", "lm", "--model", models["lm"], "--data", SAMPLES / "lm" / "train.txt", "--thresholds", "0.5"
     )
     assert none.returncode == 1 and "no threshold" in none.stderr
+
+
+def test_quantized_prediction_is_close(models):
+    import torch
+
+    plain = nlpcli.load(models["ie"], start_threshold=0.02, end_threshold=0.02)
+    quick = nlpcli.load(models["ie"], quantize=True, start_threshold=0.02, end_threshold=0.02)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.model.modules())
+    text = "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"
+    a, b = plain(text), quick(text)
+    keys = {(t["subject"], t["predicate"], t["object"]) for t in a}
+    assert a and len(keys & {(t["subject"], t["predicate"], t["object"]) for t in b}) >= 0.8 * len(keys)

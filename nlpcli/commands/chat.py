@@ -37,7 +37,7 @@ def chat(
         "repetition_penalty": repetition_penalty,
         "max_new_tokens": max_new_tokens,
     }
-    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     pipe: Any = api.load(model, task="chat", device=device, **overrides)
     session = pipe.session(max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()
