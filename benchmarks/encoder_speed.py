@@ -1,6 +1,6 @@
 """CPU levers for prediction with a trained NER model, measured side by side on one thread.
 
-    python benchmarks/encoder_speed.py --model runs/bench-ner_cluener_m3e-small_lr1e-4 [--scratch runs/bench-ner_cluener]
+    python benchmarks/encoder_speed.py --model runs/bench-ner_cluener_m3e-small --scratch runs/bench-ner_cluener
 
 On the CLUENER split of benchmarks/ner_benchmark.py (its 1,074 dev sentences): predict sentences/s and micro F1
 for the model as trained (fp32), with dynamic int8 Linear layers (`--quantize`), under bf16 autocast, with
