@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--webqa-only", action="store_true", help="leave out CMRC 2018 dev and DRCD dev")
     ap.add_argument("--webqa-repeat", type=int, default=1, help="list the WebQA train split this many times")
+    ap.add_argument("--result", default=None, help="result name (default qa[_ENCODER][_webqa...])")
     args, extra = ap.parse_known_args()
     encoder = encoder_option(extra)
     tag = "" if encoder == "dgcnn" else "_" + re.sub(r"[^\w.-]+", "-", Path(encoder).name or encoder)
@@ -131,6 +132,9 @@ def main() -> None:
     with torch.no_grad():
         results["webqa_test"] = api.evaluate(args.run, splits["test"], task="qa", device="cpu")
         results["predict_speed_webqa_test"] = predict_speed(args.run, splits["test"])
+        # DRCD test: never trained on (the train mix has DRCD dev), and not in m3e-small's contrastive data.
+        drcd = api.evaluate(args.run, DATA / "drcd" / "DRCD_test.json", task="qa", device="cpu")
+        results["drcd_test"] = {k: drcd[k] for k in ("score", "em", "cmrc_f1", "examples") if k in drcd}
         voting = {}
         for path in MULTI:
             for mode in ("vote", "max"):
@@ -138,7 +142,7 @@ def main() -> None:
                 examples, _ = pipe.read(path, None, skip_bad=True)  # the last list item is truncated
                 voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
         results["voting"] = voting
-    name = (
+    name = args.result or (
         "qa"
         + tag
         + ("_webqa_only" if args.webqa_only else "")
