@@ -19,7 +19,16 @@ from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....metrics import set_prf
 from ....nn import hf
-from ....nn.encoder import Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
+from ....nn.encoder import (
+    AUTO,
+    AutoChoice,
+    Encoder,
+    EncoderConfig,
+    HFEncoder,
+    TextEncoder,
+    create_encoder,
+    rebuild_encoder,
+)
 from ....nn.globalpointer import decode_spans, globalpointer_loss
 from ....tables import prf_table
 from ...base import Pipeline, TextPiece
@@ -66,9 +75,19 @@ class NerConfig(TaskConfig):
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(epochs=30, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.0)
     )
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(embed_dropout=0.2, char_min_count=1))
+    encoder: EncoderConfig = field(
+        default_factory=lambda: EncoderConfig(name=AUTO, embed_dropout=0.2, char_min_count=1)
+    )
     model: NerModelConfig = field(default_factory=NerModelConfig)
     inference: NerInference = field(default_factory=NerInference)
+    # Measured on CLUENER (our 90/10 split, 20 CPU minutes, one thread; README): DGCNN 0.726,
+    # + word2vec 0.736, m3e-small 0.761, e5-small 0.508 micro F1.
+    AUTO_ENCODER = (
+        AutoChoice((("name", "m3e-small"),), "m3e-small", "+0.035 micro F1 on CLUENER"),
+        AutoChoice(
+            (("name", "dgcnn"), ("word_vectors", "word2vec-zhwiki")), "word2vec-zhwiki", "+0.010 micro F1 on CLUENER"
+        ),
+    )
 
 
 class NerPipeline(Pipeline):
