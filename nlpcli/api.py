@@ -7,8 +7,9 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
 from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
-from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
+from .device import DistContext, init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
 from .tasks.base import Pipeline
@@ -270,15 +271,7 @@ def read_records(
         if not line.strip():
             continue
         try:
-            if has_bad_bytes(line):
-                raise DataError(path, "not UTF-8 text", lineno)
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"malformed JSON ({e.msg})", lineno) from None
-            if not isinstance(record, dict):
-                raise DataError(path, "expected a JSON object", lineno)
-            pipe.validate_record(record, path, lineno)
+            record = parse_record(line, path, lineno, pipe)
         except DataError as err:
             if not skip_bad:
                 raise
@@ -288,6 +281,20 @@ def read_records(
             continue
         stats.read += 1
         yield record
+
+
+def parse_record(line: str, path: str, lineno: int, pipe: Pipeline) -> dict[str, Any]:
+    """One JSONL line -> a record the task can predict; DataError naming path and line otherwise."""
+    if has_bad_bytes(line):
+        raise DataError(path, "not UTF-8 text", lineno)
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"malformed JSON ({e.msg})", lineno) from None
+    if not isinstance(record, dict):
+        raise DataError(path, "expected a JSON object", lineno)
+    pipe.validate_record(record, path, lineno)
+    return record
 
 
 def predict(
@@ -304,6 +311,107 @@ def predict(
     for out in pipe.predict_records(records, batch_size):
         stats.written += 1
         yield out
+
+
+@contextmanager
+def predict_ranks(pipe: Pipeline) -> Iterator[RankedPredict]:
+    """`predict` over the ranks of a torchrun launch (a plain run is one rank, and `predict` itself).
+
+    Under torchrun the process group is joined (gloo on CPU, nccl on CUDA) and left on the way out."""
+    dist = init_distributed(pipe.device)
+    try:
+        yield RankedPredict(pipe, dist)
+    finally:
+        shutdown_distributed()
+
+
+@dataclass
+class RankedPredict:
+    """Prediction sharded over ranks: line i of the input goes to rank (i - 1) % N, and rank 0 gets every
+    output back, in input order, to write one file. Every rank reads the same input file (a shared or copied
+    path), so the line numbers of errors are the file's, and one bad line stops every rank with its message.
+
+    The input is taken a round of lines at a time (`round_records` per rank), so memory stays bounded on
+    every rank: after each round rank 0 gathers the round's outputs (over the process group, so no shared
+    filesystem is needed for them) and yields them sorted by line."""
+
+    pipe: Pipeline
+    dist: DistContext
+    round_records: int | None = None  # records per rank and round (default: as a prediction chunk)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def predict(
+        self,
+        lines: Iterable[str],
+        path: str,
+        batch_size: int | None = None,
+        skip_bad: bool = False,
+        stats: PredictStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """As `predict`; with several ranks, outputs come out of rank 0 only (the others yield nothing), and
+        `stats` hold the totals over all ranks on every rank."""
+        stats = stats if stats is not None else PredictStats()
+        if not self.dist.enabled:
+            yield from predict(self.pipe, lines, path, batch_size, skip_bad, stats)
+            return
+        import torch.distributed as tdist
+
+        world, rank = self.dist.world_size, self.dist.rank
+        per_rank = self.round_records or max(256, 4 * (batch_size or self.pipe.config.inference.batch_size))  # type: ignore[attr-defined]
+        numbered = ((n, line) for n, line in enumerate(lines, 1) if line is not STALL_LINE)
+        while block := list(islice(numbered, per_rank * world)):  # the same blocks on every rank: same file
+            mine = [(n, line) for n, line in block if (n - 1) % world == rank]
+            outputs, status = self._round(mine, path, batch_size, skip_bad)
+            statuses: list[Any] = [None] * world
+            tdist.all_gather_object(statuses, status)
+            errors = sorted(s["error"] for s in statuses if s["error"] is not None)
+            if errors:
+                raise NlpcliError(errors[0][1])  # the first bad line of the file, as a single process reports
+            stats.read += sum(s["read"] for s in statuses)
+            stats.skipped += sum(s["skipped"] for s in statuses)
+            reasons = sorted(r for s in statuses for r in s["reasons"])
+            stats.reasons.extend(text for _, text in reasons[: 5 - len(stats.reasons)])
+            gathered: list[Any] = [None] * world if self.is_main else []
+            tdist.gather_object(outputs, gathered if self.is_main else None, dst=0)
+            if self.is_main:
+                for _, record in sorted((pair for part in gathered for pair in part), key=lambda p: p[0]):
+                    stats.written += 1
+                    yield record
+            else:
+                stats.written += sum(s["read"] for s in statuses)
+
+    def _round(
+        self, mine: list[tuple[int, str]], path: str, batch_size: int | None, skip_bad: bool
+    ) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, Any]]:
+        """This rank's share of a round: (line, output) pairs, and what the other ranks need to know (records
+        read, skipped with their reasons, or the error that stops every rank: (line, message))."""
+        records: list[tuple[int, dict[str, Any]]] = []
+        status: dict[str, Any] = {"read": 0, "skipped": 0, "reasons": [], "error": None}
+        try:
+            for n, line in mine:
+                if not line.strip():
+                    continue
+                try:
+                    records.append((n, parse_record(line, path, n, self.pipe)))
+                except DataError as err:
+                    if not skip_bad:
+                        raise
+                    status["skipped"] += 1
+                    status["reasons"].append((n, str(err)))
+            outputs = list(self.pipe.predict_records([r for _, r in records], batch_size))
+        except NlpcliError as e:  # caught, so that every rank stops together instead of waiting on this one
+            status["error"] = (getattr(e, "line", None) or 0, str(e))
+            return [], status
+        except Exception as e:
+            text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+            status["error"] = (0, f"internal error on rank {self.dist.rank}: {text}")
+            return [], status
+        status["read"] = len(records)
+        status["reasons"] = status["reasons"][:5]
+        return [(n, out) for (n, _), out in zip(records, outputs)], status
 
 
 def iter_generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> Iterator[Any]:

@@ -10,6 +10,7 @@ from .commands.generate import generate
 from .commands.info import info
 from .commands.models import models_app
 from .commands.predict import predict
+from .commands.serve import serve
 from .commands.train import train
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command(context_settings=EXTRA_ARGS)(predict)  # one record as --key value o
 app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)
 app.command()(info)
+app.command()(serve)  # HTTP: nlpcli/serve/
 app.add_typer(models_app, name="models")
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import typer
@@ -43,12 +44,15 @@ def predict(
     """
     from .. import api
     from ..data.io import atomic_output, check_output_file, open_input, os_reason
+    from ..device import is_distributed
     from ..errors import DataError
     from ..registry import get_task
 
     overrides, record = split_predict_options(get_task(task), ctx.args)
     if record and input_path is not None:
         raise typer.BadParameter("give either --input or a record as options, not both")
+    if is_distributed() and (record or input_path in (None, "-")):
+        raise typer.BadParameter("under torchrun, give --input FILE (every rank reads it and predicts its share)")
     input_path = input_path or "-"
     if output_path != "-":
         check_output_file(output_path)  # before the model loads and the input is read
@@ -57,9 +61,17 @@ def predict(
     stats = api.PredictStats()
     # stdin is answered as it arrives: when it stalls, the records in hand run without waiting for more.
     source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path, STALL_S)
-    sink = nullcontext(sys.stdout) if output_path == "-" else atomic_output(output_path)
-    with source as lines, sink as out, _progress(input_path) as advance:
-        for record in api.predict(pipe, lines, input_path, batch_size, skip_bad, stats):
+    # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
+    main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0
+    sink = nullcontext(sys.stdout) if output_path == "-" or not main else atomic_output(output_path)
+    with (
+        _errors_told_by_rank_0(main),
+        api.predict_ranks(pipe) as ranks,
+        source as lines,
+        sink as out,
+        _progress(input_path if main else None) as advance,
+    ):
+        for record in ranks.predict(lines, input_path, batch_size, skip_bad, stats):
             try:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 if output_path == "-":
@@ -69,6 +81,8 @@ def predict(
             advance()
         if stats.read == 0 and stats.skipped == 0:
             raise DataError("stdin" if input_path == "-" else input_path, "no input records (the input is empty)")
+    if not main:
+        return
     if stats.skipped:
         err_console.print(f"skipped {stats.skipped} bad line(s); first: {stats.reasons[0]}", highlight=False)
     if output_path != "-":
@@ -100,15 +114,28 @@ def split_predict_options(task_cls: Any, args: list[str]) -> tuple[dict[str, str
     return overrides, record
 
 
-class _progress:
-    """A progress bar on stderr, only when stderr is a terminal."""
+@contextmanager
+def _errors_told_by_rank_0(main: bool) -> Iterator[None]:
+    """Under torchrun every rank stops on the same error; rank 0 alone prints it."""
+    from ..errors import NlpcliError
 
-    def __init__(self, input_path: str):
+    try:
+        yield
+    except NlpcliError:
+        if main:
+            raise
+        raise typer.Exit(1) from None
+
+
+class _progress:
+    """A progress bar on stderr, only when stderr is a terminal (and `input_path` given: not on other ranks)."""
+
+    def __init__(self, input_path: str | None):
         self.input_path = input_path
         self.bar: Progress | None = None
 
     def __enter__(self) -> Callable[[], None]:
-        if not stderr_is_tty():
+        if self.input_path is None or not stderr_is_tty():
             return lambda: None
         total = None
         if self.input_path != "-":

@@ -1,0 +1,276 @@
+"""Serving benchmark: `nlpcli serve` with and without micro-batching at 1, 8 and 32 concurrent clients, against
+one `nlpcli predict` process per request and against the Python API called in the benchmark's own process.
+
+    python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
+    python benchmarks/serve_benchmark.py --skip-train     # reuse the models under --work
+
+Models: the default ner and qa models (the architecture a user serves), trained for --train-minutes each on a
+slice of real data (CLUENER train, WebQA), so the speed is that of the real model; its scores are beside the
+point here. Requests: one record each: a CLUENER test sentence (ner), a WebQA question with its evidence
+passages (qa). Clients are one asyncio loop in this process speaking HTTP/1.1 with keep-alive (one connection
+per client), each sending its next request as soon as the last is answered, for --seconds per level. Server,
+API and `predict` processes run one torch thread (OMP_NUM_THREADS=1); everything shares this machine's cores
+with the clients, so the figures are for a 2-core box doing all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from _common import DATA, ROOT, Run, nlpcli, write_jsonl
+
+LEVELS = (1, 8, 32)
+MODES = {  # server options of each mode
+    "micro_batching": ["--micro-batching"],  # wait up to 5 ms (the default) for more records
+    "micro_batching_no_wait": ["--micro-batching", "--max-wait-ms", "0"],  # batch what queued while the model ran
+    "no_micro_batching": ["--no-micro-batching"],  # one request per model call
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nlpcli-serve-bench"))
+    parser.add_argument("--seconds", type=float, default=6.0, help="per concurrency level and mode")
+    parser.add_argument("--train-minutes", type=float, default=1.0)
+    parser.add_argument("--cli-runs", type=int, default=3, help="`nlpcli predict` processes timed per task")
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the server and predict processes started from here
+    import torch
+
+    torch.set_num_threads(1)
+    run = Run()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = prepare(args.work)
+    if not args.skip_train:
+        for task in ("ner", "qa"):
+            train = data[task]["train"]
+            nlpcli("train", task, "--train", train, "--output", args.work / task, "--overwrite",
+                   "--time-budget", args.train_minutes, "--threads", 1)  # fmt: skip
+    figures: dict[str, Any] = {
+        "setup": {
+            "models": "the default ner and qa models, trained "
+            f"{args.train_minutes:g} min on {data['ner']['what']} / {data['qa']['what']}",
+            "requests": "one record each: a CLUENER test sentence (ner); a WebQA question with its evidence "
+            "passages (qa)",
+            "clients": "one asyncio loop in the benchmark process, HTTP/1.1 keep-alive, a connection per client",
+            "seconds_per_level": args.seconds,
+            "server": "nlpcli serve --threads 1 (--max-wait-ms 5 --max-batch 64 by default)",
+            "torch_threads_everywhere": 1,
+        },
+        "tasks": {},
+    }
+    for task in ("ner", "qa"):
+        records = data[task]["requests"]
+        model = args.work / task
+        result: dict[str, Any] = {"request_chars": round(statistics.mean(len(json.dumps(r)) for r in records))}
+        result["in_process"] = in_process(model, records, args.seconds)
+        result["predict_process_per_request"] = predict_processes(task, model, records[: args.cli_runs])
+        for mode, flags in MODES.items():
+            with server(model, flags) as url:
+                result[mode] = {str(c): http_level(url, records, c, args.seconds) for c in LEVELS}
+                result[mode]["answers_equal_in_process"] = same_answers(url, model, records[:50])
+        figures["tasks"][task] = result
+        print(json.dumps({task: result}, indent=1), flush=True)
+    run.finish("serve", figures)
+
+
+# --- data and models --------------------------------------------------------------------------
+def prepare(work: Path) -> dict[str, dict[str, Any]]:
+    """Training slices and request records from ../shared/data."""
+    cluener = [json.loads(x) for x in (DATA / "cluener2020" / "train.json").open(encoding="utf-8")]
+    write_jsonl(work / "ner_train.jsonl", cluener[:3000])
+    ner_requests = [
+        {"text": json.loads(x)["text"]} for x in (DATA / "cluener2020" / "test.json").open(encoding="utf-8")
+    ]
+    webqa = json.loads((DATA / "webqa" / "me_test.ann.json").read_text(encoding="utf-8"))
+    rows = []
+    for key in sorted(webqa):
+        ev = list(webqa[key]["evidences"].values())
+        rows.append(
+            {
+                "question": webqa[key]["question"],
+                "passages": [{"passage": e["evidence"], "answer": e["answer"][0]} for e in ev],
+            }
+        )
+    write_jsonl(work / "qa_train.jsonl", rows[:1500])
+    qa_requests = [{"question": r["question"], "passages": [p["passage"] for p in r["passages"]]} for r in rows[-1000:]]
+    return {
+        "ner": {"train": work / "ner_train.jsonl", "requests": ner_requests[:1000], "what": "3,000 CLUENER sentences"},
+        "qa": {"train": work / "qa_train.jsonl", "requests": qa_requests, "what": "1,500 WebQA questions"},
+    }
+
+
+# --- the three ways to get predictions ----------------------------------------------------------
+def in_process(model: Path, records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """`nlpcli.load(model).predict_checked([record])` (what `pipe(record)` does with a record), one record per
+    call in a loop; and all records in one call."""
+    import nlpcli
+
+    pipe = nlpcli.load(model, device="cpu")
+    pipe.predict_checked(records[:1])  # warm up
+    latencies, deadline = [], time.perf_counter() + seconds
+    for record in itertools.cycle(records):
+        t0 = time.perf_counter()
+        pipe.predict_checked([record])
+        latencies.append(time.perf_counter() - t0)
+        if t0 > deadline:
+            break
+    t0 = time.perf_counter()
+    pipe.predict_checked(records)
+    batched = len(records) / (time.perf_counter() - t0)
+    return {
+        "one_record_per_call": summary(latencies, sum(latencies)),
+        "all_in_one_call_records_per_s": round(batched, 1),
+    }
+
+
+def predict_processes(task: str, model: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One `nlpcli predict` process per request (start, load, predict one line, exit)."""
+    latencies = []
+    for record in records:
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "nlpcli.cli", "predict", task, "--model", str(model)],
+            input=json.dumps(record, ensure_ascii=False),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        latencies.append(time.perf_counter() - t0)
+    return summary(latencies, sum(latencies))
+
+
+@contextmanager
+def server(model: Path, flags: list[str]) -> Iterator[str]:
+    cmd = [sys.executable, "-m", "nlpcli.cli", "serve", "--model", str(model), "--port", "0", "--threads", "1"]
+    log_path = model.parent / "serve.log"  # a file, not a pipe: a server that logs much never blocks on it
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([*cmd, *flags, "--log-level", "warning"], cwd=ROOT, stderr=log)
+    try:
+        while not (found := re.search(r"at (http://[^ ]+) ", log_path.read_text())):
+            if proc.poll() is not None:
+                sys.exit(f"server did not start: {log_path.read_text()}")
+            time.sleep(0.1)
+        url = found.group(1)
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        if proc.wait(60) != 0:
+            sys.exit(f"server exited with {proc.returncode}")
+
+
+def http_level(url: str, records: list[dict[str, Any]], clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` concurrent keep-alive clients for `seconds`: requests/s, latency, mean records per model call."""
+    before = _batches(url)
+    load = os.getloadavg()[0]
+    latencies, errors, elapsed = asyncio.run(_drive(url, records, clients, seconds))
+    after = _batches(url)
+    calls = after["batches"] - before["batches"]
+    out = summary(latencies, elapsed)
+    out["errors"] = errors
+    out["records_per_model_call"] = round((after["records"] - before["records"]) / max(1, calls), 2)
+    out["load_average_1min"] = round(load, 2)
+    return out
+
+
+def same_answers(url: str, model: Path, records: list[dict[str, Any]]) -> bool:
+    import nlpcli
+
+    body = json.dumps(records, ensure_ascii=False).encode()
+    req = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return bool(json.loads(resp.read()) == nlpcli.load(model, device="cpu").predict_checked(records))
+
+
+def _batches(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(url + "/info", timeout=30) as resp:
+        info = json.loads(resp.read())
+    return next(iter(info["models"].values()))["batches"]
+
+
+async def _drive(
+    url: str, records: list[dict[str, Any]], clients: int, seconds: float
+) -> tuple[list[float], int, float]:
+    host, port = url.removeprefix("http://").split(":")
+    bodies = itertools.cycle([json.dumps(r, ensure_ascii=False).encode() for r in records])
+    latencies: list[float] = []
+    errors = 0
+
+    async def client() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            await _post(reader, writer, next(bodies))  # warm-up, not counted
+            await ready.wait()
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                status = await _post(reader, writer, next(bodies))
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+        finally:
+            writer.close()
+
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(0.5)  # connections open, warm-up requests answered
+    start = time.perf_counter()
+    deadline = start + seconds
+    ready.set()
+    await asyncio.gather(*tasks)
+    return latencies, errors, time.perf_counter() - start
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> int:
+    head = f"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "requests": len(ms),
+        "requests_per_s": round(len(ms) / elapsed, 1) if elapsed > 0 else None,
+        "p50_ms": round(_quantile(ms, 0.50), 1),
+        "p99_ms": round(_quantile(ms, 0.99), 1),
+    }
+
+
+def _quantile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
+
+
+if __name__ == "__main__":
+    main()
