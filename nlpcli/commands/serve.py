@@ -19,7 +19,9 @@ def serve(
     micro_batching: bool = typer.Option(
         True, "--micro-batching/--no-micro-batching", help="Batch the records of concurrent requests together."
     ),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch waits for more requests."),
+    max_wait_ms: float = typer.Option(
+        0.0, "--max-wait-ms", help="How long a batch waits for more requests (0: it takes what queued while busy)."
+    ),
     max_batch: int = typer.Option(64, "--max-batch", help="Records in one micro-batch (requests are not split)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="The model's forward batch size."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),

@@ -31,7 +31,9 @@ class ServeSettings:
     """Micro-batching and the limits on a request (the `nlpcli serve` options of the same names)."""
 
     micro_batching: bool = True
-    max_wait_ms: float = 5.0  # how long the first record of a batch waits for company
+    # How long the first record of a batch waits for company. 0: a batch is what queued while the model was
+    # busy; measured (README) as fast as waiting 5 ms under load, and 2.7x faster for a lone client.
+    max_wait_ms: float = 0.0
     max_batch: int = 64  # records in one micro-batch (a request is never split, so one may hold more)
     batch_size: int | None = None  # the model's forward batch inside a micro-batch (None: its inference setting)
     max_body_bytes: int = 1 << 20
