@@ -193,7 +193,13 @@ def _clear_run(out: Path) -> None:
 
 
 def load(
-    model: PathLike, *, task: str | None = None, device: str = "auto", quantize: bool = False, **overrides: Any
+    model: PathLike,
+    *,
+    task: str | None = None,
+    device: str = "auto",
+    quantize: bool = False,
+    precision: str = "auto",
+    **overrides: Any,
 ) -> Pipeline:
     """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`
     refuses another task's checkpoint). `overrides` change inference settings (`threshold=0.5`, ...).
@@ -201,7 +207,7 @@ def load(
     The object is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
     `qa(question=..., passages=[...])`, `lm.generate(["北京", "游客"])`, `chat.reply(history)`."""
     cls = get_task(task) if task else Pipeline
-    return cls.load(model, overrides or None, device, quantize=quantize)
+    return cls.load(model, overrides or None, device, quantize=quantize, precision=precision)
 
 
 def evaluate(

@@ -171,3 +171,15 @@ def test_quantized_prediction_is_close(models):
     a, b = plain(text), quick(text)
     keys = {(t["subject"], t["predicate"], t["object"]) for t in a}
     assert a and len(keys & {(t["subject"], t["predicate"], t["object"]) for t in b}) >= 0.8 * len(keys)
+
+
+def test_bf16_prediction_is_opt_in(models):
+    import torch
+
+    assert nlpcli.load(models["ner"], device="cpu").precision is None  # fp32 unless asked
+    fast = nlpcli.load(models["ner"], device="cpu", precision="bf16")
+    assert fast.precision == torch.bfloat16
+    text = "张伟在北京的华为公司担任工程师。"
+    assert all(0 < e["score"] < 1 for e in fast(text))
+    with pytest.raises(ConfigError, match="unknown precision"):
+        nlpcli.load(models["ner"], device="cpu", precision="fp8")

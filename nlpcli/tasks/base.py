@@ -64,6 +64,7 @@ class Pipeline:
         self.assets = assets
         self.model = model
         self.device = torch.device("cpu")
+        self.precision: torch.dtype | None = None  # autocast dtype of prediction (set by `load`)
 
     # --- data -------------------------------------------------------------------------
     @classmethod
@@ -145,6 +146,7 @@ class Pipeline:
         device: str | torch.device = "cpu",
         resume: bool = False,
         quantize: bool = False,
+        precision: str = "auto",
     ) -> Pipeline:
         """A trained pipeline from a checkpoint (or training output) directory.
 
@@ -152,6 +154,7 @@ class Pipeline:
         is refused. `overrides` may change inference settings and the trainer's resumable fields only; a bare
         name is looked up in the inference section first, or in the trainer's when `resume`. `quantize`:
         dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; see README).
+        `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (README: speed).
         """
         from ..device import resolve_device
         from ..registry import get_task
@@ -176,6 +179,9 @@ class Pipeline:
         pipe.model.eval()
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         pipe = pipe.to(dev)
+        from ..device import predict_dtype
+
+        pipe.precision = predict_dtype(dev, precision)
         if quantize:
             pipe.quantize()
         return pipe
@@ -314,7 +320,9 @@ class Pipeline:
         order = sorted(range(len(pieces)), key=lambda k: self.piece_length(pieces[k]))
         outputs: list[Any] = [None] * len(pieces)
         self.model.eval()
-        with torch.no_grad():
+        from ..device import autocast
+
+        with torch.no_grad(), autocast(self.device, self.precision):
             for s in range(0, len(order), batch_size):
                 batch = order[s : s + batch_size]
                 for k, out in zip(batch, self.forward([pieces[k] for k in batch], **params)):
