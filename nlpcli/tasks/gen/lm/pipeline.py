@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ....config import TaskConfig, TrainerConfig
+from ....config import TaskConfig, TrainerConfig, opt
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids, windows
 from ....data.io import ReadStats
@@ -25,7 +25,7 @@ from .model import SPECIALS, BiLM, CausalLM, LmModelConfig, nll_sum, reverse_row
 
 @dataclass
 class LmInference(SamplerSettings):
-    batch_size: int = 128  # sentences per forward pass when scoring; keyword sets per sampler call
+    batch_size: int = opt(128, "Sentences per forward pass when scoring; keyword sets per sampler call.")
 
 
 @dataclass
