@@ -22,7 +22,7 @@ from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
 from ..data.io import STALL, ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
-from ..tables import metrics_table
+from ..tables import Report, metrics_report, render
 
 P = TypeVar("P", bound="Pipeline")
 
@@ -318,9 +318,15 @@ class Pipeline:
         raise NotImplementedError
 
     @classmethod
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        """Metrics as one table (`evaluate` prints it, `--report` writes it): one row per metric by default;
+        tasks with per-type P/R/F1 give a row per type and the micro and macro rows."""
+        return metrics_report(metrics, title)
+
+    @classmethod
     def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        """Metrics as a table for the terminal (tasks with per-type P/R/F1 show those)."""
-        return metrics_table(metrics, title)
+        """Metrics as a table for the terminal."""
+        return render(cls.report(metrics, title))
 
 
 def _next_chunk(records: Iterator[dict[str, Any]], size: int) -> list[dict[str, Any]]:

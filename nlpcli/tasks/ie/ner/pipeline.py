@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import RenderableType
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
@@ -21,7 +20,7 @@ from ....metrics import set_prf
 from ....nn import hf
 from ....nn.encoder import Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
 from ....nn.globalpointer import decode_spans, globalpointer_loss
-from ....tables import prf_table
+from ....tables import Report, prf_report
 from ...base import Pipeline, TextPiece
 from .data import FORMATS, NerExample, read_ner
 from .model import NerModel
@@ -241,8 +240,8 @@ class NerPipeline(Pipeline):
         return metrics
 
     @classmethod
-    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        return prf_table(metrics, title, "type")
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        return prf_report(metrics, title, "type")
 
 
 def _nested_counts(gold: list[list[tuple]], preds: list[list[tuple]]) -> dict[str, int]:

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from rich.console import RenderableType
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
@@ -28,7 +27,7 @@ from ....errors import DataError
 from ....metrics import set_prf
 from ....nn import hf
 from ....nn.encoder import Encoded, Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
-from ....tables import prf_table
+from ....tables import Report, prf_report
 from ...base import Pipeline, TextPiece
 from .data import (
     FORMATS,
@@ -371,8 +370,8 @@ class IePipeline(Pipeline):
         return metrics
 
     @classmethod
-    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        return prf_table(metrics, title, "predicate")
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        return prf_report(metrics, title, "predicate")
 
 
 def _positions(enc: Encoded, spans: list[Span]) -> list[Span]:
