@@ -54,6 +54,10 @@ class Pipeline:
     sampled: ClassVar[bool] = False
     # One input record given as `predict` options: option -> (record field, whether it repeats into a list).
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"text": ("text", False)}
+    # The fields of an input record that `predict` reads from table columns (CSV, TSV, Excel, Parquet), in order,
+    # with the kind of cell: "text" (one text), "list" (a JSON list of texts, or one text) or "words" (a JSON
+    # list, or words separated by spaces). The first is what --text-column names.
+    table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).

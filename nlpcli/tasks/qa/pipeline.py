@@ -112,6 +112,7 @@ class QaPipeline(Pipeline):
         "passage": ("passages", True),
         "passages": ("passages", True),
     }
+    table_fields: ClassVar[dict[str, str]] = {"question": "text", "passages": "list"}
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
     model: QaModel | EncoderReader

@@ -195,6 +195,7 @@ class ChatPipeline(Pipeline):
     predictions_are_gold = True
     sampled = True
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"history": ("history", True), "turn": ("history", True)}
+    table_fields: ClassVar[dict[str, str]] = {"history": "list"}
 
     config: ChatConfig
     model: ChatGPT | HFCausalLM

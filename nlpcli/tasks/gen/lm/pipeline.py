@@ -50,6 +50,7 @@ class LmPipeline(Pipeline):
     formats = FORMATS
     sampled = True
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"words": ("words", True), "word": ("words", True)}
+    table_fields: ClassVar[dict[str, str]] = {"words": "words"}
     config: LmConfig
     model: BiLM
 
