@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,7 +21,7 @@ from .config import TaskConfig, read_config_file
 from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
 from .data.tables import Table
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, DataError, NlpcliError
+from .errors import ConfigError, DataError, NlpcliError, UnknownOption
 from .registry import get_task
 from .tasks.base import Pipeline
 from .trainer import Trainer, TrainResult
@@ -39,10 +41,14 @@ class TrainReport:
 
 
 def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
-    """Task defaults, then a config file, then command-line overrides."""
+    """Task defaults, then a config file, then command-line overrides. An unknown field in the file is a
+    ConfigError naming the file; an unknown override an `UnknownOption` (a usage error on the command line)."""
     cfg = get_task(task).Config()
     if config_file:
-        cfg = cfg.updated(read_config_file(config_file))
+        try:
+            cfg = cfg.updated(read_config_file(config_file))
+        except UnknownOption as e:
+            raise ConfigError(f"{config_file}: {e}") from None
     return cfg.updated(overrides)
 
 
@@ -80,6 +86,7 @@ def train(
     skip_bad: bool = False,
     fmt: str | None = None,
     callbacks: TrainCallbacks | None = None,
+    command: str | None = None,
     **fields: Any,
 ) -> TrainReport:
     """Train TASK on files into `output` (best/ and last/ checkpoints, train_log.jsonl), as `nlpcli train`.
@@ -88,7 +95,8 @@ def train(
     dotted ones through a dict (`**{"encoder.name": "m3e-small"}`) or whole sections (`encoder={...}`).
     One run writes an output directory at a time (a lock, taken by the launcher's rank 0), and a run starts
     by repairing a checkpoint swap that a kill cut short. Resuming a run that already reached its end
-    trains nothing (the report's stop reason says so).
+    trains nothing (the report's stop reason says so). Every checkpoint carries a model card (README.md)
+    naming `command` (default: this process's command line) and the data files with their sha256.
     """
     pipe_cls = get_task(task)
     out = Path(output)
@@ -103,8 +111,9 @@ def train(
             recover_run(out)
         else:
             _wait_for_recovery(out)
+        run = {"command": command or shlex.join(sys.argv), "cwd": os.getcwd()}
         return _train(
-            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks
+            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks, run
         )
 
 
@@ -120,6 +129,7 @@ def _train(
     skip_bad: bool,
     fmt: str | None,
     callbacks: TrainCallbacks | None,
+    run: dict[str, Any],
 ) -> TrainReport:
     task = pipe_cls.name
     overrides = dict(overrides or {})
@@ -135,6 +145,10 @@ def _train(
             raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
         task_config = make_config(task, config_file, overrides)
     trainer_cfg = task_config.trainer
+    if trainer_cfg.tensorboard:
+        from .tblog import require
+
+        require()
     device = resolve_device(trainer_cfg.device)
     set_threads(trainer_cfg.threads)
     seed_everything(trainer_cfg.seed)
@@ -159,7 +173,12 @@ def _train(
                 _clear_run(out)
             dist.barrier()
             pipe = pipe_cls.create(task_config, train_ex)
-        trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist)
+        if dist.is_main:
+            from .card import file_facts
+
+            files = [("train", p) for p in train_paths] + ([("dev", dev_path)] if dev_path else [])
+            run = run | {"data": [file_facts(p, role) for role, p in files], "dev": dev_source}
+        trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist, run)
         finished = trainer.finished_reason() if resume else None
         result = trainer.finished_result(finished) if finished else trainer.fit()
     finally:

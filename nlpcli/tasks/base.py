@@ -126,10 +126,15 @@ class Pipeline:
         *,
         weights: dict[str, torch.Tensor] | None = None,
         train_state: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
     ) -> Path:
         """Write this pipeline as a checkpoint (atomically): config, assets, weights (`weights` instead of the
-        model's own, e.g. EMA averages), metrics, and the trainer's state for --resume."""
+        model's own, e.g. EMA averages), metrics, the trainer's state for --resume, and a model card
+        (README.md; `run` is what the trainer knows of the run: data files, commands, steps, time)."""
+        from ..card import render_card
+
         state = weights if weights is not None else self.model.state_dict()
+        card = render_card(self.name, self.summary, self.main_metric, self.config, metrics, run)
         return save_checkpoint(
             directory,
             self.name,
@@ -139,6 +144,7 @@ class Pipeline:
             metrics=metrics,
             train_state=train_state,
             write_extra=self.write_extra,
+            readme=card,
         )
 
     @classmethod
