@@ -143,26 +143,26 @@ class _Outputs:
             raise DataError("stdin" if self.source == "-" else self.source, "no input records (the input is empty)")
 
 
+QA_COLUMN_OPTIONS = {"question": "--question-column", "passages": "--passage-column"}
+
+
 def _columns(
     cls: Any, text: str | None, question: str | None, passages: list[str] | None
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Table column options as field -> columns, and field -> the option that names it (for messages)."""
     fields = list(cls.table_fields)
-    options = {fields[0]: "--text-column"}
-    if "question" in fields:
-        options = {"question": "--question-column", "passages": "--passage-column"}
+    qa = "question" in fields
+    options = dict(QA_COLUMN_OPTIONS) if qa else {fields[0]: "--text-column"}
     columns: dict[str, list[str]] = {}
     if text is not None:
-        if "question" in fields:
+        if qa:
             raise UsageError("qa reads --question-column and --passage-column, not --text-column")
         columns[fields[0]] = [text]
     for name, value in (("question", [question] if question else []), ("passages", passages or [])):
         if value:
-            if name not in fields:
-                raise UsageError(f"{options.get(name, '--' + name[:-1] + '-column')}: only for qa")
+            if not qa:
+                raise UsageError(f"{QA_COLUMN_OPTIONS[name]}: only for qa (the text is --text-column)")
             columns[name] = value
-    if question is not None and "question" not in fields:
-        raise UsageError("--question-column: only for qa")
     return columns, options
 
 

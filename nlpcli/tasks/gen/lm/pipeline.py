@@ -102,7 +102,8 @@ class LmPipeline(Pipeline):
         config = super().saved_config(ckpt)
         if ckpt.format_version == 1:  # format 1 sized the position table from both lengths
             positions = max(ckpt.config.get("max_len", 64), ckpt.config.get("gen_max_len", 40)) + 2
-            config = config.updated({"model.positions": positions})
+            # ... and kept no sampler seed: it sampled with 0, the default then (42 now, like every seed)
+            config = config.updated({"model.positions": positions, "inference.seed": 0})
         return config
 
     # --- encoding ---------------------------------------------------------------------------
