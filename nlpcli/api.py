@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
+import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -17,8 +20,9 @@ from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
 from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
+from .data.tables import Table
 from .device import DistContext, init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, DataError, NlpcliError
+from .errors import ConfigError, DataError, NlpcliError, UnknownOption
 from .registry import get_task
 from .tasks.base import Pipeline
 from .trainer import Trainer, TrainResult
@@ -39,10 +43,14 @@ class TrainReport:
 
 
 def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
-    """Task defaults, then a config file, then command-line overrides."""
+    """Task defaults, then a config file, then command-line overrides. An unknown field in the file is a
+    ConfigError naming the file; an unknown override an `UnknownOption` (a usage error on the command line)."""
     cfg = get_task(task).Config()
     if config_file:
-        cfg = cfg.updated(read_config_file(config_file))
+        try:
+            cfg = cfg.updated(read_config_file(config_file))
+        except UnknownOption as e:
+            raise ConfigError(f"{config_file}: {e}") from None
     return cfg.updated(overrides)
 
 
@@ -80,6 +88,7 @@ def train(
     skip_bad: bool = False,
     fmt: str | None = None,
     callbacks: TrainCallbacks | None = None,
+    command: str | None = None,
     **fields: Any,
 ) -> TrainReport:
     """Train TASK on files into `output` (best/ and last/ checkpoints, train_log.jsonl), as `nlpcli train`.
@@ -88,7 +97,8 @@ def train(
     dotted ones through a dict (`**{"encoder.name": "m3e-small"}`) or whole sections (`encoder={...}`).
     One run writes an output directory at a time (a lock, taken by the launcher's rank 0), and a run starts
     by repairing a checkpoint swap that a kill cut short. Resuming a run that already reached its end
-    trains nothing (the report's stop reason says so).
+    trains nothing (the report's stop reason says so). Every checkpoint carries a model card (README.md)
+    naming `command` (default: this process's command line) and the data files with their sha256.
     """
     pipe_cls = get_task(task)
     out = Path(output)
@@ -103,8 +113,9 @@ def train(
             recover_run(out)
         else:
             _wait_for_recovery(out)
+        run = {"command": command or shlex.join(sys.argv), "cwd": os.getcwd()}
         return _train(
-            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks
+            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks, run
         )
 
 
@@ -120,6 +131,7 @@ def _train(
     skip_bad: bool,
     fmt: str | None,
     callbacks: TrainCallbacks | None,
+    run: dict[str, Any],
 ) -> TrainReport:
     task = pipe_cls.name
     overrides = dict(overrides or {})
@@ -135,6 +147,10 @@ def _train(
             raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
         task_config = make_config(task, config_file, overrides)
     trainer_cfg = task_config.trainer
+    if trainer_cfg.tensorboard:
+        from .tblog import require
+
+        require()
     device = resolve_device(trainer_cfg.device)
     set_threads(trainer_cfg.threads)
     seed_everything(trainer_cfg.seed)
@@ -159,7 +175,12 @@ def _train(
                 _clear_run(out)
             dist.barrier()
             pipe = pipe_cls.create(task_config, train_ex)
-        trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist)
+        if dist.is_main:
+            from .card import file_facts
+
+            files = [("train", p) for p in train_paths] + ([("dev", dev_path)] if dev_path else [])
+            run = run | {"data": [file_facts(p, role) for role, p in files], "dev": dev_source}
+        trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist, run)
         finished = trainer.finished_reason() if resume else None
         result = trainer.finished_result(finished) if finished else trainer.fit()
     finally:
@@ -418,6 +439,81 @@ class RankedPredict:
         status["read"] = len(records)
         status["reasons"] = status["reasons"][:5]
         return [(n, out) for (n, _), out in zip(records, outputs)], status
+
+
+def table_records(
+    pipe: Pipeline,
+    table: Table,
+    columns: dict[str, list[str]] | None = None,
+    skip_bad: bool = False,
+    stats: PredictStats | None = None,
+    options: dict[str, str] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row index, input record) for each good row of a table: the task's `table_fields` read from their
+    columns (`columns`: field -> column names; by default the field's own name, and for `passages` also
+    `passage`). A missing column is a DataError (naming `options[field]`, the option that sets it); a bad cell
+    one naming file, row and column, or with `skip_bad` a skipped row."""
+    from .data.tables import list_cell, missing_column, text_cell
+
+    stats = stats if stats is not None else PredictStats()
+    chosen: dict[str, list[str]] = {}
+    for name in pipe.table_fields:
+        wanted = (columns or {}).get(name)
+        if not wanted:
+            singular = name[:-1] if name.endswith("s") else name
+            wanted = [name if name in table.columns or singular not in table.columns else singular]
+        for col in wanted:
+            if col not in table.columns:
+                raise missing_column(table, col, (options or {}).get(name, f"--{name}-column"))
+        chosen[name] = wanted
+    for index, row in enumerate(table.rows):
+        try:
+            record: dict[str, Any] = {}
+            for name, kind in pipe.table_fields.items():
+                if kind == "text":
+                    record[name] = text_cell(table, index, chosen[name][0], row[chosen[name][0]])
+                else:
+                    record[name] = [
+                        item for col in chosen[name] for item in list_cell(table, index, col, row[col], kind == "words")
+                    ]
+            try:
+                pipe.validate_record(record, table.path, None)  # type: ignore[arg-type]  # no line: rows say
+            except DataError as e:
+                raise DataError(table.path, f"row {table.row_number(index)}: {e.reason}") from None
+        except DataError as err:
+            if not skip_bad:
+                raise
+            stats.skipped += 1
+            if len(stats.reasons) < 5:
+                stats.reasons.append(str(err))
+            continue
+        stats.read += 1
+        yield index, record
+
+
+def predict_table(
+    pipe: Pipeline,
+    table: Table,
+    columns: dict[str, list[str]] | None = None,
+    batch_size: int | None = None,
+    skip_bad: bool = False,
+    stats: PredictStats | None = None,
+    options: dict[str, str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Each good row of a table with the prediction columns added (its own cells as read, every column kept;
+    a prediction column of the same name as an input column replaces it), in order. See `table_records`."""
+    stats = stats if stats is not None else PredictStats()
+    fed: deque[int] = deque()
+
+    def records() -> Iterator[dict[str, Any]]:
+        for index, record in table_records(pipe, table, columns, skip_bad, stats, options):
+            fed.append(index)
+            yield record
+
+    for out in pipe.predict_records(records(), batch_size):
+        row = table.rows[fed.popleft()]
+        stats.written += 1
+        yield row | {k: v for k, v in out.items() if k not in pipe.table_fields}
 
 
 def iter_generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> Iterator[Any]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .trainer import TrainResult
 
 
 class TrainCallbacks:
-    """Hooks for showing progress; the default does nothing."""
+    """Hooks for showing progress; the default does nothing.
+
+    `on_start` gets the planned steps, the step a resumed run starts from, and `info`: train_examples,
+    dev_examples, log_every, main_metric."""
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None: ...
 
@@ -18,3 +22,72 @@ class TrainCallbacks:
     def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None: ...
 
     def on_end(self, result: TrainResult) -> None: ...
+
+
+class LogLines(TrainCallbacks):
+    """Plain progress lines for logs (CI, nohup, a file): one every `log_every` steps with the step, loss,
+    learning rate, tokens/s, elapsed time and ETA, and one per dev evaluation. Flushed as written."""
+
+    def __init__(self, main_metric: str, stream: TextIO | None = None):
+        self.metric = main_metric
+        self.stream = stream
+        self.total = 0
+        self.every = 0
+
+    def _print(self, line: str) -> None:
+        out = self.stream or sys.stderr
+        out.write(line + "\n")
+        out.flush()
+
+    def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
+        self.total = total_steps
+        self.every = int(info.get("log_every", 20))
+        resumed = f", resuming at step {start_step}" if start_step else ""
+        self._print(
+            f"train: {total_steps} steps planned, {info.get('train_examples', '?')} train / "
+            f"{info.get('dev_examples', '?')} dev examples{resumed}"
+        )
+
+    def on_step(self, step: int, stats: dict[str, float]) -> None:
+        if not self.every or step % self.every:
+            return
+        eta = stats.get("eta_s")
+        self._print(
+            f"step {step}/{self.total} ({100 * stats.get('progress', 0.0):.0f}%) loss {stats['loss']:.4f} "
+            f"lr {stats['lr']:.2e} {stats['tokens_per_s']:,.0f} tok/s elapsed {clock(stats.get('elapsed_s', 0.0))} "
+            f"eta {clock(eta) if eta is not None else '?'}"
+        )
+
+    def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None:
+        value = metrics.get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        self._print(f"step {step}: dev {self.metric} {shown}" + (" (best, saved)" if is_best else ""))
+
+
+class CallbackList(TrainCallbacks):
+    """Several callbacks as one."""
+
+    def __init__(self, *callbacks: TrainCallbacks):
+        self.callbacks = callbacks
+
+    def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_start(total_steps, start_step, info)
+
+    def on_step(self, step: int, stats: dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_step(step, stats)
+
+    def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None:
+        for cb in self.callbacks:
+            cb.on_eval(step, metrics, is_best)
+
+    def on_end(self, result: TrainResult) -> None:
+        for cb in self.callbacks:
+            cb.on_end(result)
+
+
+def clock(seconds: float) -> str:
+    """Seconds as h:mm:ss."""
+    s = max(round(seconds), 0)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

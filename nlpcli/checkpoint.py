@@ -5,6 +5,8 @@
     vocab.json         the task's assets (vocabularies, label sets)
     model.safetensors  weights (no pickle)
     metrics.json       metrics of this checkpoint (optional)
+    README.md          the model card: task, dev metrics, data files (size, sha256), commands, config,
+                       versions, training time, base encoder and its licence (`nlpcli.card`)
     train_state.pt     optimizer/scheduler/step/RNG for --resume (optional; weights_only load)
     <extra>/           task files such as a Hugging Face tokenizer and config
 
@@ -87,8 +89,10 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
     write_extra: Callable[[Path], None] | None = None,
+    readme: str | None = None,
 ) -> Path:
-    """Write a checkpoint into a temp dir, then swap it into place (never a half checkpoint)."""
+    """Write a checkpoint into a temp dir, then swap it into place (never a half checkpoint); `readme` is its
+    model card (README.md)."""
     dest = Path(path)
     tmp: Path | None = None
     try:
@@ -106,6 +110,8 @@ def save_checkpoint(
             _torch_save(train_state, tmp / "train_state.pt")
         if write_extra is not None:
             write_extra(tmp)
+        if readme is not None:
+            _write_bytes(tmp / "README.md", readme.encode("utf-8"))
         _sync_tree(tmp)
         _swap_into_place(tmp, dest)
     except (OSError, SafetensorError) as e:

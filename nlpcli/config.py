@@ -19,12 +19,35 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownOption
 
 S = TypeVar("S", bound="Section")
 C = TypeVar("C", bound="TaskConfig")
+T = TypeVar("T")
+
+
+def opt(default: T, help: str) -> T:
+    """A config field with its one-line description (`nlpcli info TASK` and `--toml` show it).
+
+    Every field of every section is declared this way (a test holds them to it); a list default is copied
+    for each instance."""
+    if isinstance(default, list):
+        items = list(default)
+        return cast(T, field(default_factory=lambda: list(items), metadata={"help": help}))
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What `nlpcli info TASK` shows of a config field."""
+
+    section: str
+    name: str
+    type: str
+    default: Any
+    help: str
 
 
 @dataclass
@@ -38,13 +61,22 @@ class Section:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    def describe(self, section: str = "") -> list[FieldInfo]:
+        """Each field with its type, value (the default, for a fresh section) and one-line description."""
+        return [
+            FieldInfo(section, f.name, str(f.type), getattr(self, f.name), f.metadata.get("help", ""))
+            for f in dataclasses.fields(self)
+        ]
+
     def updated(self: S, values: dict[str, Any], where: str = "") -> S:
         """A copy with values set; strings (command line) are converted to the field's type."""
         names = set(self.field_names())
         changes = {}
         for key, value in values.items():
             if key not in names:
-                raise ConfigError(f"unknown option '{where}{key}'")
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                hint = f"; did you mean {where}{close[0]}?" if close else ""
+                raise UnknownOption(f"unknown option '{where}{key}'{hint}")
             changes[key] = convert(where + key, value, getattr(self, key))
         return dataclasses.replace(self, **changes)
 
@@ -53,26 +85,27 @@ class Section:
 class TrainerConfig(Section):
     """How to train; shared by every task (tasks change the defaults)."""
 
-    epochs: int = 10
-    max_steps: int = 0  # 0: no limit
-    time_budget: float = 0.0  # minutes, 0: no limit
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    schedule: str = "linear"  # linear | cosine | constant (decay follows steps or the time budget)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # 0: off; evaluation and the best checkpoint use the EMA weights
-    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
-    patience: int = 0  # evaluations without improvement before stopping; 0: never
-    dev_ratio: float = 0.1  # share of train carved out as dev when no --dev is given
-    dev_max: int = 2000  # cap on the carved dev size
-    save_every: int = 200  # steps between resume states in last/
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    threads: int = 0  # torch intra-op threads; 0: torch default
-    log_every: int = 20
+    epochs: int = opt(10, "Passes over the training data.")
+    max_steps: int = opt(0, "Stop after this many optimiser steps; 0: no limit.")
+    time_budget: float = opt(0.0, "Stop after this many minutes (the learning rate decays to fit); 0: no limit.")
+    batch_size: int = opt(32, "Training examples per optimiser step.")
+    lr: float = opt(1e-3, "Peak learning rate (AdamW).")
+    weight_decay: float = opt(0.01, "AdamW weight decay (never on biases, norms and other 1-d parameters).")
+    warmup_steps: int = opt(100, "Steps of linear learning-rate warm-up.")
+    schedule: str = opt("linear", "Decay after warm-up: linear | cosine | constant (over the steps or time budget).")
+    grad_clip: float = opt(1.0, "Clip the gradient norm to this; 0: off.")
+    ema_decay: float = opt(0.0, "EMA of the weights (evaluation and the best checkpoint use it); 0: off.")
+    eval_every: int = opt(0, "Steps between dev evaluations; 0: once per epoch.")
+    patience: int = opt(0, "Evaluations without improvement before stopping early; 0: never.")
+    dev_ratio: float = opt(0.1, "Share of train carved out as dev when no --dev is given.")
+    dev_max: int = opt(2000, "Cap on the size of the carved dev split.")
+    save_every: int = opt(200, "Steps between resume states saved in last/.")
+    seed: int = opt(42, "Seed of the data order, the carved dev split and the initial weights.")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU).")
+    precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 or fp16 autocast on CUDA, fp32 elsewhere).")
+    threads: int = opt(0, "Torch intra-op threads; 0: torch's default.")
+    log_every: int = opt(20, "Steps between train_log.jsonl lines (and progress lines when stderr is no terminal).")
+    tensorboard: str = opt("", "Directory for TensorBoard event files (needs the tensorboard package); empty: off.")
 
     # What may change on --resume without changing the run's model or its optimisation path.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
@@ -87,6 +120,7 @@ class TrainerConfig(Section):
             "patience",
             "save_every",
             "log_every",
+            "tensorboard",
         }
     )
 
@@ -122,6 +156,28 @@ class TaskConfig:
     def from_dict(cls: type[C], values: dict[str, Any], strict: bool = True) -> C:
         return cls().updated(values, strict=strict)
 
+    def describe(self) -> list[FieldInfo]:
+        """Every field of every section, in section order, with type, value and description."""
+        return [info for name, section in self.sections().items() for info in section.describe(name)]
+
+    def option_name(self, section: str, name: str) -> str:
+        """The shortest command-line option that reaches a field: `--name` when the bare name finds this
+        section first, else `--section.name`."""
+        bare = self.locate(name) == (section, name)
+        return "--" + (name if bare else f"{section}.{name}").replace("_", "-")
+
+    def to_toml(self, header: str = "", comments: bool = True) -> str:
+        """The whole config as TOML (`[section]` tables, every field, its description as a comment above it),
+        which `--config` reads back to the same config."""
+        lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+        for name, section in self.sections().items():
+            lines += ["", f"[{name}]"] if lines else [f"[{name}]"]
+            for info in section.describe(name):
+                if comments and info.help:
+                    lines.append(f"# {info.help}")
+                lines.append(f"{info.name} = {toml_value(info.default)}")
+        return "\n".join(lines) + "\n"
+
     def dotted_names(self) -> list[str]:
         return [f"{name}.{f}" for name, s in self.sections().items() for f in s.field_names()]
 
@@ -139,7 +195,7 @@ class TaskConfig:
             for name in allowed:
                 if name in sections and key in sections[name].field_names():
                     return name, key
-        raise ConfigError(self._unknown(key, allowed))
+        raise UnknownOption(self._unknown(key, allowed))
 
     def _unknown(self, key: str, allowed: tuple[str, ...]) -> str:
         names = [n for n in self.dotted_names() if n.split(".")[0] in allowed]
@@ -213,6 +269,25 @@ def _element(key: str, value: Any, default: list) -> Any:
         return kind(value.strip()) if isinstance(value, str) else kind(value)
     except ValueError:
         raise ConfigError(f"option '{key}': {value!r} is not a valid {kind.__name__}") from None
+
+
+def toml_value(value: Any) -> str:
+    """A config value as a TOML literal (strings as basic strings: JSON's escapes are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ValueError(f"no TOML form for {value!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -39,3 +39,7 @@ class TrainingInterrupted(NlpcliError):
         self.step = step
         self.saved_to = saved_to
         super().__init__(f"interrupted at step {step}; state saved to {saved_to} (continue with --resume)")
+
+
+class UnknownOption(ConfigError):
+    """An option or config field that no section of the task has (a usage error on the command line: exit 2)."""

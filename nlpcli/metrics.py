@@ -21,7 +21,8 @@ def set_prf(
 ) -> dict[str, Any]:
     """Micro P/R/F1 of exact matches between per-example gold and predicted sets.
 
-    `type_of(item)` names an item's type for the per-type table (omit for none).
+    `type_of(item)` names an item's type for the per-type table (`per_type`) and the macro averages (`macro`);
+    omit it for neither.
     """
     if len(gold) != len(pred):
         raise ValueError("gold and predictions differ in length")
@@ -43,4 +44,14 @@ def set_prf(
         out["per_type"] = {
             t: prf(c[0], c[1], c[2]) | {"tp": c[0], "predicted": c[1], "gold": c[2]} for t, c in sorted(counts.items())
         }
+        out["macro"] = macro(out["per_type"])
     return out
+
+
+def macro(per_type: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Unweighted means of the per-type precision, recall and F1 (over the types in gold or predictions), the
+    way CLUENER's leaderboard ranks: a rare type counts as much as a frequent one."""
+    n = len(per_type)
+    if not n:
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    return {k: sum(m[k] for m in per_type.values()) / n for k in ("precision", "recall", "f1")}

@@ -1,59 +1,140 @@
-"""Metrics as rich tables (returned, never printed: the commands print them)."""
+"""Metrics as tables: one `Report` (title, columns, rows, notes) per evaluation, rendered for the terminal
+(rich, returned and never printed: the commands print) or written as CSV, Markdown or JSON (`--report FILE`)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 
-PRF_KEYS = ("precision", "recall", "f1", "gold", "predicted", "tp", "per_type")
+PRF_KEYS = ("precision", "recall", "f1", "gold", "predicted", "tp", "per_type", "macro")
+PRF_COLUMNS = ["precision", "recall", "f1", "support", "predicted", "correct"]
+REPORT_SUFFIXES = (".csv", ".md", ".json")
 
 
-def metrics_table(metrics: dict[str, Any], title: str) -> Table:
-    """One row per metric."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+@dataclass
+class Report:
+    """A metrics table: `rows` hold the cells under `columns`; `notes` are the other metrics (a caption)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    notes: dict[str, Any] = field(default_factory=dict)
+    bold_from: int | None = None  # rows from here on are summary rows (micro, macro)
+
+
+def prf_report(metrics: dict[str, Any], title: str, label: str = "type") -> Report:
+    """Per-type (per-predicate) precision, recall, F1 and support (gold count), then the micro row (over all
+    items) and the macro row (the unweighted mean over types, as CLUENER ranks)."""
+    rows = [[name, *_prf_cells(m)] for name, m in metrics.get("per_type", {}).items()]
+    summary = len(rows)
+    rows.append(["micro", *_prf_cells(metrics)])
+    if "macro" in metrics:
+        m = metrics["macro"]
+        rows.append(["macro", m["precision"], m["recall"], m["f1"], metrics.get("gold", ""), "", ""])
+    notes = {k: v for k, v in metrics.items() if k not in PRF_KEYS}
+    return Report(title, [label, *PRF_COLUMNS], rows, notes, summary)
+
+
+def metrics_report(metrics: dict[str, Any], title: str) -> Report:
+    """One row per metric (nested values as dotted names)."""
+    return Report(title, ["metric", "value"], [[k, v] for k, v in _flat(metrics).items()])
+
+
+def threshold_report(rows: list[dict[str, Any]], main_metric: str, title: str) -> Report:
+    """One row per threshold: precision, recall, F1 (and the task's main metric when it is another)."""
+    cols = ["precision", "recall", "f1"] + ([main_metric] if main_metric not in ("precision", "recall", "f1") else [])
+    return Report(title, ["threshold", *cols], [[row["threshold"], *(row.get(c, "") for c in cols)] for row in rows])
+
+
+def _prf_cells(m: dict[str, Any]) -> list[Any]:
+    return [m["precision"], m["recall"], m["f1"], m.get("gold", ""), m.get("predicted", ""), m.get("tp", "")]
+
+
+def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in metrics.items():
-        table.add_row(key, _cell(value))
-    return table
-
-
-def prf_table(metrics: dict[str, Any], title: str, label: str = "type") -> RenderableType:
-    """Per-type precision/recall/F1 rows, the micro row, then any other metrics as lines."""
-    table = Table(title=title)
-    table.add_column(label)
-    for col in ("precision", "recall", "f1", "gold", "predicted"):
-        table.add_column(col, justify="right")
-    for name, m in metrics.get("per_type", {}).items():
-        table.add_row(name, *_prf_cells(m))
-    table.add_row("[bold]micro[/]", *_prf_cells(metrics), end_section=True)
-    rest = {k: v for k, v in metrics.items() if k not in PRF_KEYS}
-    return Group(table, *(f"{k}: {_cell(v)}" for k, v in rest.items()))
-
-
-def _prf_cells(m: dict[str, Any]) -> list[str]:
-    return [
-        f"{m['precision']:.4f}",
-        f"{m['recall']:.4f}",
-        f"{m['f1']:.4f}",
-        str(m.get("gold", "")),
-        str(m.get("predicted", "")),
-    ]
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def threshold_table(rows: list[dict[str, Any]], main_metric: str, title: str) -> Table:
-    """One row per threshold: precision, recall, F1 (and the task's main metric when it is another)."""
-    cols = ["precision", "recall", "f1"] + ([main_metric] if main_metric not in ("precision", "recall", "f1") else [])
-    table = Table(title=title)
-    table.add_column("threshold", justify="right")
-    for col in cols:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(_cell(row["threshold"]), *(_cell(row.get(c, "")) for c in cols))
+def render(report: Report) -> Table:
+    """The report as one rich table; the other metrics go into its caption."""
+    notes = "; ".join(f"{k}: {_cell(v)}" for k, v in _flat(report.notes).items())
+    table = Table(title=escape(report.title), caption=escape(notes) or None)
+    for i, col in enumerate(report.columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, row in enumerate(report.rows):
+        cells = [escape(_cell(v)) for v in row]
+        if report.bold_from is not None and i >= report.bold_from:
+            cells[0] = f"[bold]{cells[0]}[/]"
+        table.add_row(*cells, end_section=report.bold_from is not None and i == report.bold_from - 1)
     return table
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    return render(metrics_report(metrics, title))
+
+
+def prf_table(metrics: dict[str, Any], title: str, label: str = "type") -> Table:
+    return render(prf_report(metrics, title, label))
+
+
+def threshold_table(rows: list[dict[str, Any]], main_metric: str, title: str) -> Table:
+    return render(threshold_report(rows, main_metric, title))
+
+
+def report_text(report: Report, fmt: str, metrics: dict[str, Any] | None = None) -> str:
+    """The report as CSV, Markdown or JSON text (`fmt`: csv | md | json); JSON adds the whole `metrics`."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(report.columns)
+        writer.writerows([[round(v, 6) if isinstance(v, float) else v for v in row] for row in report.rows])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = [f"**{report.title}**", "", "| " + " | ".join(report.columns) + " |"]
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(report.columns) - 1)) + "|")
+        lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in report.rows]
+        if report.notes:
+            lines += ["", "; ".join(f"{k}: {_cell(v)}" for k, v in _flat(report.notes).items())]
+        return "\n".join(lines) + "\n"
+    if fmt == "json":
+        obj = {
+            "title": report.title,
+            "columns": report.columns,
+            "rows": [dict(zip(report.columns, row)) for row in report.rows],
+            "metrics": metrics if metrics is not None else {},
+        }
+        return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    raise ValueError(f"unknown report format {fmt!r}")
+
+
+def report_format(path: str | Path) -> str | None:
+    """csv | md | json by the file's suffix; None for another suffix."""
+    suffix = Path(path).suffix.lower()
+    return suffix[1:] if suffix in REPORT_SUFFIXES else None
+
+
+def write_report(report: Report, path: str | Path, metrics: dict[str, Any] | None = None) -> None:
+    """Write the report atomically, in the format its suffix names (.csv, .md or .json)."""
+    from .data.io import atomic_output
+
+    fmt = report_format(path)
+    if fmt is None:
+        raise ValueError(f"{path}: a report is .csv, .md or .json")
+    with atomic_output(path) as f:
+        f.write(report_text(report, fmt, metrics))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .callbacks import TrainCallbacks
+from .card import commands_from_json
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
 from .data.io import os_reason
@@ -68,7 +69,10 @@ class Trainer:
         callbacks: TrainCallbacks | None = None,
         resume_state: dict[str, Any] | None = None,
         dist: DistContext | None = None,
+        run_info: dict[str, Any] | None = None,
     ):
+        """`run_info` goes into every checkpoint's model card: `data` (the files with size and sha256), `dev`
+        (where dev came from) and `command` (this invocation, added to those of the runs it resumes)."""
         self.pipe = pipeline
         self.cfg = pipeline.config.trainer
         self.train = pipeline.training_examples(train_examples)
@@ -91,8 +95,15 @@ class Trainer:
         self.ema = EMA(self.pipe.model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.lengths = [self.pipe.example_length(e) for e in self.train]
         self.state = _State()
+        self.run_info = dict(run_info or {})
+        self.commands: list[dict[str, Any]] = []
+        self._t0 = time.time()
+        self._tokens_per_s = 0.0
+        self.tb: Any = None
         if resume_state is not None:
             self._restore(resume_state)
+        if self.run_info.get("command"):
+            self.commands.append({"command": self.run_info["command"], "step": self.state.step})
 
     # --- plan ---------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
@@ -127,7 +138,18 @@ class Trainer:
         tokens_run, steps_run = 0, 0
         last_eval_step = st.step if st.step else -1
         stop_reason = "epochs"
-        self.cb.on_start(total, st.step, {"train_examples": len(self.train), "dev_examples": len(self.dev)})
+        self._t0 = t0
+        if self.cfg.tensorboard and self.dist.is_main:
+            from .tblog import open_writer
+
+            self.tb = open_writer(self.cfg.tensorboard)
+        info = {
+            "train_examples": len(self.train),
+            "dev_examples": len(self.dev),
+            "log_every": cfg.log_every,
+            "main_metric": self.pipe.main_metric,
+        }
+        self.cb.on_start(total, st.step, info)
         nan_run = 0
         try:
             while st.epoch < cfg.epochs:
@@ -151,8 +173,13 @@ class Trainer:
                     steps_run += 1
                     tokens_run += int(batch.get("_tokens", 0))
                     run_s = max(time.time() - t0, 1e-9)
+                    self._tokens_per_s = tokens_run / run_s
                     elapsed = st.elapsed_before + run_s
                     progress = max(st.step / max(total, 1), elapsed / budget_s if budget_s else 0.0)
+                    # Time left: the steps left at this run's pace, or the budget left, whichever ends first.
+                    eta = max(total - st.step, 0) * run_s / steps_run
+                    if budget_s:
+                        eta = min(eta, max(budget_s - elapsed, 0.0))
                     stats = {
                         "loss": loss,
                         "lr": lr,
@@ -160,7 +187,8 @@ class Trainer:
                         "tokens_per_s": tokens_run / run_s,
                         "progress": min(progress, 1.0),
                         "steps_per_s": steps_run / run_s,
-                        "elapsed_s": st.elapsed_before + run_s,
+                        "elapsed_s": elapsed,
+                        "eta_s": eta,
                     }
                     self.cb.on_step(st.step, stats)
                     if cfg.log_every and st.step % cfg.log_every == 0:
@@ -186,7 +214,11 @@ class Trainer:
             pass
         except KeyboardInterrupt:
             self._save_last(t0)
+            self._close_tb()
             raise TrainingInterrupted(st.step, str(self.out / LAST)) from None
+        except BaseException:
+            self._close_tb()
+            raise
         if last_eval_step != st.step:
             self._evaluate()
         self._save_last(t0)
@@ -203,8 +235,14 @@ class Trainer:
             output=str(self.out),
         )
         self._log({"event": "end", **result.__dict__})
+        self._close_tb()
         self.cb.on_end(result)
         return result
+
+    def _close_tb(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
     def finished_reason(self) -> str | None:
         """Why a resumed run has nothing left to do (its state already meets a stop condition), or None."""
@@ -285,7 +323,9 @@ class Trainer:
                 self._save(BEST, metrics=metrics | {"step": st.step}, with_state=False)
             else:
                 st.bad_evals += 1
-            self._log({"event": "eval", "step": st.step, "is_best": better, **metrics})
+            elapsed = st.elapsed_before + time.time() - self._t0
+            record = {"event": "eval", "step": st.step, "is_best": better, "elapsed_s": elapsed}
+            self._log(record | {"main_metric": self.pipe.main_metric} | metrics)
             self.cb.on_eval(st.step, metrics, better)
             stop = float(bool(cfg.patience) and st.bad_evals >= cfg.patience)
         self.dist.barrier()
@@ -301,8 +341,29 @@ class Trainer:
             return
         train_state = self._train_state(t0) if with_state else None
         self.pipe.save(
-            self.out / which, metrics, weights=self._model_state(averaged=not with_state), train_state=train_state
+            self.out / which,
+            metrics,
+            weights=self._model_state(averaged=not with_state),
+            train_state=train_state,
+            run=self._card_run(which),
         )
+
+    def _card_run(self, which: str) -> dict[str, Any]:
+        """What the model card of a checkpoint saved now says about the run."""
+        st = self.state
+        return {
+            "checkpoint": which,
+            "step": st.step,
+            "epoch": st.epoch,
+            "elapsed_s": st.elapsed_before + time.time() - self._t0,
+            "tokens_per_s": self._tokens_per_s,
+            "device": str(self.device),
+            "precision": str(self.dtype).replace("torch.", "") if self.dtype is not None else "fp32",
+            "dev": self.run_info.get("dev"),
+            "cwd": self.run_info.get("cwd"),
+            "data": self.run_info.get("data", []),
+            "commands": self.commands,
+        }
 
     def _save_last(self, t0: float) -> None:
         self._save(LAST, metrics=self.state.best_metrics or None, with_state=True, t0=t0)
@@ -323,6 +384,7 @@ class Trainer:
             "ema": self.ema.shadow if self.ema is not None else None,
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
+            "commands_json": json.dumps(self.commands, ensure_ascii=False),
         }
 
     def _restore(self, ts: dict[str, Any]) -> None:
@@ -343,10 +405,15 @@ class Trainer:
             self.ema.shadow = {k: v.to(self.device) for k, v in ts["ema"].items()}
         torch.set_rng_state(ts["torch_rng"])
         random.setstate(ts["python_rng"])
+        self.commands = commands_from_json(ts.get("commands_json"))
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
+        if self.tb is not None and record["event"] in ("step", "eval"):
+            from .tblog import write_scalars
+
+            write_scalars(self.tb, record)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / LOG_FILE, "a", encoding="utf-8") as f:

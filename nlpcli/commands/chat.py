@@ -7,24 +7,32 @@ from typing import Any
 
 import typer
 
-from .common import cli_errors, err_console
+from .common import DEVICE_HELP, SAVED_SEED_HELP, cli_errors, err_console
 
 HELP = "commands: /reset forgets the conversation, /exit (or Ctrl-D) leaves"
 
 
 @cli_errors
 def chat(
-    model: str = typer.Option(..., "--model", "-m", help="A `chat` checkpoint or training output directory."),
-    max_turns: int = typer.Option(
-        10, "--max-turns", help="History limit: the latest turns kept (yours and the bot's)."
+    model: str = typer.Option(
+        ..., "--model", "-m", help="A `chat` checkpoint or training output directory.", metavar="DIR"
     ),
-    temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature; 0: greedy."),
-    top_k: int | None = typer.Option(None, "--top-k", help="Sample among the k most likely tokens (0: off)."),
-    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling mass (1: off)."),
-    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampler (default: the checkpoint's)."),
-    device: str = typer.Option("auto", "--device"),
+    max_turns: int = typer.Option(
+        10, "--max-turns", help="History limit: the latest turns kept (yours and the bot's).", metavar="N"
+    ),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Sampling temperature; 0: greedy.", metavar="T"
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="Sample among the k most likely tokens (0: off).", metavar="K"
+    ),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling mass (1: off).", metavar="P"),
+    repetition_penalty: float | None = typer.Option(
+        None, "--repetition-penalty", help="> 1 discourages repeats.", metavar="R"
+    ),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens.", metavar="N"),
+    seed: int | None = typer.Option(None, "--seed", help=SAVED_SEED_HELP, metavar="N"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
 ) -> None:
     """Chat with a trained model in the terminal; the defaults of the decoding options come from the checkpoint."""
     from .. import api

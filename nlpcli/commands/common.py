@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..registry import TASKS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Messages are printed without soft wrapping: one message stays one line for scripts, whatever the width.
@@ -23,25 +25,42 @@ err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)  # long paths stay on one line for scripts
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+# A closed stdout (`nlpcli predict ... | head -1`) ends the command quietly with the status of a process that
+# SIGPIPE ended, 128 + 13, as `cat`, `grep` or `seq` end there: a shell shows it only under `set -o pipefail`.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEBUG_HELP = "On an internal error, show the traceback."
 
 
+class UsageError(typer.BadParameter):
+    """A usage error (exit code 2) shown as its message alone: an unknown option, a bad combination."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
 def cli_errors(fn: F) -> F:
-    """Turn every failure into one line on stderr and an exit code: 1 (failure), 130 (Ctrl-C), 143 (SIGTERM).
+    """Turn every failure into one line on stderr and an exit code: 1 (failure), 130 (Ctrl-C), 143 (SIGTERM),
+    141 (stdout closed by its reader, quietly).
 
     Library errors are already one line; anything else is reported as an internal error with a hint to rerun
     with --debug (which the wrapped command gains) for the traceback. SIGTERM is raised like Ctrl-C, so a
-    training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2).
+    training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2), and an
+    option or config field that the task does not have (`UnknownOption`, with its did-you-mean) is one too.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        from ..errors import NlpcliError, TrainingInterrupted
+        from ..errors import NlpcliError, TrainingInterrupted, UnknownOption
 
         signals = _SigtermAsInterrupt()
         try:
             with signals:
                 return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _detach_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except UnknownOption as e:
+            raise UsageError(str(e)) from None
         except TrainingInterrupted as e:
             _fail(f"[yellow]stopped:[/] {escape(str(e))}")
             raise typer.Exit(signals.exit_code) from None
@@ -69,7 +88,7 @@ def cli_errors(fn: F) -> F:
 
     sig = inspect.signature(fn, eval_str=True)
     if "debug" not in sig.parameters:
-        option = typer.Option(False, "--debug", help=DEBUG_HELP)
+        option = typer.Option(False, "--debug", help=DEBUG_HELP, metavar="")
         extra = inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool)
         wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {**fn.__annotations__, "debug": bool}
@@ -81,13 +100,19 @@ def _fail(message: str) -> None:
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _detach_stdout()
     err_console.print(message, highlight=False)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still buffered cannot fail
+    (Python would print 'Exception ignored ... BrokenPipeError' and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 class _SigtermAsInterrupt:
@@ -161,13 +186,13 @@ def inference_options(task_cls: Any, args: list[str]) -> dict[str, str]:
     config = task_cls.Config()
     pairs, bare = parse_options(args)
     if bare:
-        raise typer.BadParameter(f"unexpected argument {bare[0]!r}")
+        raise UsageError(f"unexpected argument {bare[0]!r}")
     for key, _ in pairs:
         try:
             config.locate(key, ("inference",))
         except ConfigError:
             known = config.sections()["inference"].field_names()
-            raise typer.BadParameter(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
+            raise UsageError(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
     return dict(pairs)
 
 
@@ -180,7 +205,50 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-TASK_HELP = "The task: ner, ie, qa, lm or chat."
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+TASK_HELP = "The task: " + ", ".join(TASKS) + "."
+TASK_ARGUMENT_HELP = "TASK: " + ", ".join(TASKS) + "."
+
+
+def check_task(value: str) -> str:
+    """The TASK argument: one of the registered tasks; anything else is a usage error with a did-you-mean."""
+    names = task_names()
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"unknown task {value!r}{hint} (the tasks: {', '.join(names)})")
+    return value
+
+
+def optional_task(value: str | None) -> str | None:
+    return None if value is None else check_task(value)
+
+
+def complete_task(incomplete: str) -> list[str]:
+    """Shell completion of TASK."""
+    return [name for name in task_names() if name.startswith(incomplete)]
+
+
+def task_argument() -> Any:
+    """The TASK argument of train / evaluate / predict: a fixed choice, checked and completed."""
+    return typer.Argument(
+        ...,
+        help=TASK_HELP,
+        metavar="TASK",
+        callback=check_task,
+        autocompletion=complete_task,
+        show_default=False,
+    )
+
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps."
+# One seed rule for every verb: --seed N seeds everything random the verb does; left out, the seed saved with
+# the model is used (every seed defaults to 42), so the same input, settings and batching give the same output.
+SEED_HELP = "Seed of everything random here; the same seed and input give the same output."
+SAVED_SEED_HELP = SEED_HELP + " (default: the checkpoint's, 42 unless set in training)"
 
 EXTRA_HELP = (
     "Any field of the task's config can be set too, as --field-name VALUE or --section.field-name VALUE "

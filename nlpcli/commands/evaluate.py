@@ -1,4 +1,4 @@
-"""`nlpcli evaluate TASK`: metrics of a trained model on a gold file (a table, or --json)."""
+"""`nlpcli evaluate TASK`: metrics of a trained model on a gold file (a table, or --json; --report FILE)."""
 
 from __future__ import annotations
 
@@ -7,36 +7,52 @@ from typing import Any
 
 import typer
 
-from ..tables import threshold_table
-from .common import TASK_HELP, cli_errors, inference_options, out_console
+from .common import DEVICE_HELP, UsageError, cli_errors, err_console, inference_options, out_console, task_argument
 
 
 @cli_errors
 def evaluate(
     ctx: typer.Context,
-    task: str = typer.Argument(..., help=TASK_HELP),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint or training output directory."),
-    data: str = typer.Option(..., "--data", help="Gold file in any format the task reads."),
+    task: str = task_argument(),
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint or training output directory.", metavar="DIR"),
+    data: str = typer.Option(..., "--data", help="Gold file in any format the task reads.", metavar="PATH"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object of metrics on stdout, nothing else."),
+    report: str | None = typer.Option(
+        None,
+        "--report",
+        help="Also write the table to FILE: .csv, .md (Markdown) or .json (the table and every metric).",
+        metavar="FILE",
+    ),
     thresholds: str | None = typer.Option(
         None,
         "--thresholds",
         help="Comma-separated thresholds: the metrics at each, to pick one (ner: entity score; "
         "ie: start and end pointer probability; qa: pointer probability).",
+        metavar="X,Y,...",
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Inference batch size (default: the model's)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Inference batch size (default: the model's).", metavar="N"
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed records."),
-    fmt: str | None = typer.Option(None, "--format", help="Input format, when sniffing the file is not enough."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="Input format, when sniffing the file is not enough.", metavar="FORMAT"
+    ),
 ) -> None:
-    """Score a trained model on gold data: micro P/R/F1 and a per-type table.
+    """Score a trained model on gold data: one table (ner, ie: per type P/R/F1/support, micro and macro rows).
 
     Inference settings of the model may follow (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`)."""
     from .. import api
+    from ..data.io import check_output_file
     from ..registry import get_task
+    from ..tables import render, report_format, threshold_report, write_report
 
     cls = get_task(task)
     overrides: dict[str, Any] = dict(inference_options(cls, ctx.args))
+    if report is not None:
+        if report_format(report) is None:
+            raise UsageError(f"--report {report}: name a .csv, .md or .json file")
+        check_output_file(report)  # before the model loads
     options: dict[str, Any] = {
         "task": task,
         "device": device,
@@ -44,26 +60,30 @@ def evaluate(
         "skip_bad": skip_bad,
         "fmt": fmt,
     }
+    title = f"{task} on {data}"
     if thresholds is not None:
         pipe = api.load(model, task=task, device=device, **overrides)
         rows = api.evaluate_thresholds(pipe, data, _floats(thresholds), **options)
-        if as_json:
-            print(json.dumps({"thresholds": rows}, ensure_ascii=False))
-            return
-        out_console.print(threshold_table(rows, cls.main_metric, f"{task} on {data}"))
-        return
-    metrics = api.evaluate(model, data, **options, **overrides)
+        table = threshold_report(rows, cls.main_metric, title)
+        metrics: dict[str, Any] = {"thresholds": rows}
+    else:
+        metrics = api.evaluate(model, data, **options, **overrides)
+        table = cls.report(metrics, title)
+    if report is not None:
+        write_report(table, report, metrics)
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False))
-        return
-    out_console.print(cls.render_metrics(metrics, f"{task} on {data}"))
+    else:
+        out_console.print(render(table))
+    if report is not None:
+        err_console.print(f"wrote the table to {report}", highlight=False)
 
 
 def _floats(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--thresholds: {text!r} is not a comma-separated list of numbers") from None
+        raise UsageError(f"--thresholds: {text!r} is not a comma-separated list of numbers") from None
     if not values:
-        raise typer.BadParameter("--thresholds: give at least one number")
+        raise UsageError("--thresholds: give at least one number")
     return values

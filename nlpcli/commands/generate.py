@@ -8,27 +8,44 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .common import cli_errors, err_console, out_console, parse_extra, stderr_is_tty
+from .common import (
+    DEVICE_HELP,
+    SAVED_SEED_HELP,
+    UsageError,
+    cli_errors,
+    err_console,
+    out_console,
+    parse_extra,
+    stderr_is_tty,
+)
 
 
 @cli_errors
 def generate(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="An `lm` checkpoint (nlpcli train lm)."),
+    model: str = typer.Option(..., "--model", "-m", help="An `lm` checkpoint (nlpcli train lm).", metavar="DIR"),
     words: list[str] | None = typer.Option(
-        None, "--words", help="Keywords every sentence must contain: --words 北京 天安门"
+        None, "--words", help="Keywords every sentence must contain: --words 北京 天安门", metavar="WORD..."
     ),
-    num: int | None = typer.Option(None, "--num", help="Sentences per keyword set, best first [default: 3]."),
-    steps: int | None = typer.Option(None, "--steps", help="Metropolis-Hastings steps per chain [default: 200]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampler [default: 0]."),
+    num: int | None = typer.Option(
+        None, "--num", help="Sentences per keyword set, best first (default: the checkpoint's, 3).", metavar="N"
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Metropolis-Hastings steps per chain (default: the checkpoint's, 200).", metavar="N"
+    ),
+    seed: int | None = typer.Option(None, "--seed", help=SAVED_SEED_HELP, metavar="N"),
     keep_order: bool = typer.Option(False, "--keep-order", help="Keywords appear in the given order."),
     input_path: str | None = typer.Option(
-        None, "--input", "-i", help="One keyword set per line (words separated by spaces); blank lines are skipped."
+        None,
+        "--input",
+        "-i",
+        help="One keyword set per line (words separated by spaces); blank lines are skipped.",
+        metavar="PATH",
     ),
     output_path: str | None = typer.Option(
-        None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout."
+        None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout.", metavar="PATH"
     ),
-    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N | mps"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
 ) -> None:
     """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
@@ -37,13 +54,17 @@ def generate(
     --top-k 100, --min-len 7, --chains 4, ... (`nlpcli info lm` lists them).
     """
     from .. import api
+    from ..registry import get_task
 
     extra, bare = parse_extra(ctx.args)
+    config = get_task("lm").Config()
+    for key in extra:
+        config.locate(key)  # an option the lm config does not have: a usage error before the model loads
     given = {"num": num, "steps": steps, "seed": seed, "keep_order": keep_order or None}
     overrides = {k: v for k, v in given.items() if v is not None} | extra
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
-        raise typer.BadParameter("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
+        raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
     pipe = api.load(model, task="lm", device=device, **overrides)
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)

@@ -1,42 +1,86 @@
-"""`nlpcli info [TASK]`: versions, devices, threads; with a task, its config fields and defaults."""
+"""`nlpcli info [TASK]`: versions, devices, threads; a task's config fields; a checkpoint's model card."""
 
 from __future__ import annotations
 
 import platform
+import sys
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import cli_errors, out_console
+from .common import TASK_ARGUMENT_HELP, UsageError, cli_errors, complete_task, optional_task, out_console
 
 
 @cli_errors
-def info(task: str | None = typer.Argument(None, help="Show this task's config fields and defaults.")) -> None:
-    """Show versions, devices and threads; or a task's options."""
-    import torch
+def info(
+    task: str | None = typer.Argument(
+        None,
+        help="Show this task's config fields: option, section, type, default, description. " + TASK_ARGUMENT_HELP,
+        metavar="[TASK]",
+        callback=optional_task,
+        autocompletion=complete_task,
+        show_default=False,
+    ),
+    toml: bool = typer.Option(
+        False, "--toml", help="With TASK: print its complete config as TOML, which --config FILE reads back."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Print a checkpoint's model card (its README.md).", metavar="DIR"
+    ),
+) -> None:
+    """Show versions, devices and threads; a task's config fields (or --toml); a checkpoint's model card."""
+    if model is not None:
+        _model_card(model)
+        return
+    if task:
+        _task(task, toml)
+        return
+    if toml:
+        raise UsageError("--toml needs a TASK: nlpcli info TASK --toml")
+    _versions()
+
+
+def _task(task: str, toml: bool) -> None:
+    from ..registry import get_task
+
+    cls = get_task(task)
+    config = cls.Config()
+    if toml:
+        header = (
+            f"nlpcli {task}: {cls.summary}.\n"
+            f"Every config field with its default; edit and pass with `nlpcli train {task} --config FILE`."
+        )
+        sys.stdout.write(config.to_toml(header))
+        return
+    table = Table(title=f"{task}: {cls.summary}", caption="set with --option VALUE, or in a --config file")
+    for col in ("option", "section", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for f in config.describe():
+        cells = (config.option_name(f.section, f.name), f.section, f.type, _shown(f.default), f.help)
+        table.add_row(*map(escape, cells))
+    out_console.print(table)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return '""' if value == "" else str(value)
+
+
+def _versions() -> None:
+    import torch  # devices and threads; transformers is only asked for its version (importing it takes seconds)
 
     from .. import __version__
-    from ..registry import get_task, task_names
+    from ..card import package_version
+    from ..registry import task_names
 
-    if task:
-        cls = get_task(task)
-        config = cls.Config()
-        table = Table(title=f"{task}: {cls.summary}")
-        for col in ("section", "option", "default"):
-            table.add_column(col)
-        for section, values in config.to_dict().items():
-            for name, value in values.items():
-                # The bare name reaches the first section that has it; others need the dotted name.
-                bare = config.locate(name) == (section, name)
-                option = "--" + (name if bare else f"{section}.{name}").replace("_", "-")
-                table.add_row(section, option, str(value))
-        out_console.print(table)
-        return
     table = Table(show_header=False, box=None)
     rows = [
         ("nlpcli", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
+        ("transformers", package_version("transformers") or "not installed"),
         ("cuda", f"{torch.cuda.device_count()} device(s)" if torch.cuda.is_available() else "not available"),
         (
             "mps",
@@ -49,12 +93,19 @@ def info(task: str | None = typer.Argument(None, help="Show this task's config f
     ]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
-    try:
-        import transformers
-
-        rows.insert(3, ("transformers", transformers.__version__))
-    except ImportError:
-        rows.insert(3, ("transformers", "not installed"))
     for k, v in rows:
         table.add_row(k, v)
     out_console.print(table)
+
+
+def _model_card(model: str) -> None:
+    from ..card import read_card
+    from .common import err_console
+
+    text, generated = read_card(model)
+    if generated:
+        err_console.print(
+            "(this checkpoint has no README.md, it predates model cards: made from its config.json and metrics.json)",
+            highlight=False,
+        )
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")

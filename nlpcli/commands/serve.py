@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import typer
 
-from .common import cli_errors, err_console
+from .common import DEVICE_HELP, cli_errors, err_console
 
 
 @cli_errors
 def serve(
     model: list[str] = typer.Option(
-        ..., "--model", "-m", help="Checkpoint or training output directory, or NAME=DIR; repeat for several models."
+        ...,
+        "--model",
+        "-m",
+        help="Checkpoint or training output directory, or NAME=DIR; repeat for several models.",
+        metavar="DIR",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0: a free one, printed)."),
-    device: str = typer.Option("auto", "--device"),
-    threads: int | None = typer.Option(None, "--threads", help="Torch intra-op threads (default: torch's)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface).", metavar="HOST"
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: a free one, printed).", metavar="N"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Torch intra-op threads (default: torch's).", metavar="N"
+    ),
     micro_batching: bool = typer.Option(
         True, "--micro-batching/--no-micro-batching", help="Batch the records of concurrent requests together."
     ),
@@ -23,7 +31,7 @@ def serve(
         0.0, "--max-wait-ms", help="How long a batch waits for more requests (0: it takes what queued while busy)."
     ),
     max_batch: int = typer.Option(64, "--max-batch", help="Records in one micro-batch (requests are not split)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="The model's forward batch size."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="The model's forward batch size.", metavar="N"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
     max_records: int = typer.Option(256, "--max-records", help="More records in one request get 413."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before an unanswered request gets 504."),

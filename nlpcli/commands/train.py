@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..callbacks import TrainCallbacks
+from ..callbacks import LogLines, TrainCallbacks
 
 if TYPE_CHECKING:
     from ..trainer import TrainResult
 
-from .common import EXTRA_HELP, TASK_HELP, cli_errors, err_console, out_console, parse_extra
+from .common import (
+    DEVICE_HELP,
+    EXTRA_HELP,
+    SEED_HELP,
+    cli_errors,
+    err_console,
+    out_console,
+    parse_extra,
+    stderr_is_tty,
+    task_argument,
+)
 
 
 class RichCallbacks(TrainCallbacks):
@@ -63,31 +76,54 @@ class RichCallbacks(TrainCallbacks):
 @cli_errors
 def train(
     ctx: typer.Context,
-    task: str = typer.Argument(..., help=TASK_HELP),
-    train_files: list[str] = typer.Option(..., "--train", help="Training file(s); several may follow --train."),
+    task: str = task_argument(),
+    train_files: list[str] = typer.Option(
+        ..., "--train", help="Training file(s); several may follow --train.", metavar="PATH..."
+    ),
     output: str = typer.Option(
-        ..., "--output", "-o", help="Output directory: best/ (for --model), last/ (for --resume), train_log.jsonl."
+        ...,
+        "--output",
+        "-o",
+        help="Output directory: best/ (for --model), last/ (for --resume), train_log.jsonl.",
+        metavar="DIR",
     ),
-    dev: str | None = typer.Option(None, "--dev", help="Dev file; without it a seeded split is carved from train."),
-    config: str | None = typer.Option(None, "--config", help="JSON or TOML file of config fields."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training data."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimiser steps."),
+    dev: str | None = typer.Option(
+        None, "--dev", help="Dev file; without it a seeded split is carved from train.", metavar="PATH"
+    ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="TOML or JSON file of config fields (`nlpcli info TASK --toml` writes one).",
+        metavar="FILE",
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training data.", metavar="N"),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Stop after this many optimiser steps.", metavar="N"
+    ),
     time_budget: float | None = typer.Option(
-        None, "--time-budget", help="Stop after this many minutes (the LR decays to fit)."
+        None, "--time-budget", help="Stop after this many minutes (the LR decays to fit).", metavar="MINUTES"
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps"),
-    seed: int | None = typer.Option(None, "--seed"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Training examples per optimiser step (default: the task's).", metavar="N"
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate.", metavar="X"),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP + " (default: auto)", metavar="DEVICE"),
+    seed: int | None = typer.Option(None, "--seed", help=SEED_HELP + " (default: 42)", metavar="N"),
+    tensorboard: str | None = typer.Option(
+        None, "--tensorboard", help="Also log to TensorBoard in this directory (needs tensorboard).", metavar="DIR"
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in OUTPUT."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed records instead of stopping."),
-    fmt: str | None = typer.Option(None, "--format", help="Input format, when sniffing the file is not enough."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="Input format, when sniffing the file is not enough.", metavar="FORMAT"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
 ) -> None:
     """Train TASK on files and keep the best checkpoint by dev score.
 
-    Ctrl-C saves the training state; --resume continues from it.
+    Ctrl-C saves the training state; --resume continues from it. Progress: a bar on a terminal, else a
+    plain line every log_every steps. Every checkpoint carries a model card (README.md).
     """
     from .. import api
     from ..registry import get_task
@@ -101,9 +137,11 @@ def train(
         "lr": lr,
         "device": device,
         "seed": seed,
+        "tensorboard": tensorboard,
     }
     overrides = {k: v for k, v in given.items() if v is not None} | extra
-    callbacks = RichCallbacks(get_task(task).main_metric)
+    metric = get_task(task).main_metric
+    callbacks = RichCallbacks(metric) if stderr_is_tty() else LogLines(metric)
     report = api.train(
         task,
         [*train_files, *bare],
@@ -115,6 +153,7 @@ def train(
         skip_bad=skip_bad,
         fmt=fmt,
         callbacks=callbacks,
+        command=shlex.join(["nlpcli", *sys.argv[1:]]),
         **overrides,
     )
     r = report.result
@@ -126,7 +165,7 @@ def train(
         "stopped_by": r.stop_reason,
         "elapsed_s": round(r.elapsed_s, 1),
         "tokens_per_s": round(r.tokens_per_s, 1),
-        "best_" + callbacks.metric: r.best_metric,
+        "best_" + metric: r.best_metric,
         "train_examples": report.train_examples,
         "dev_examples": report.dev_examples,
         "dev": report.dev_source,
@@ -144,9 +183,9 @@ def train(
     best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
     out_console.print(
         f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} tok/s, "
-        f"best dev {callbacks.metric} {best} -> {output}/best",
+        f"best dev {metric} {best} -> {output}/best",
         highlight=False,
     )
 
 
-train.__doc__ = (train.__doc__ or "") + "\n\n" + EXTRA_HELP
+train.__doc__ = inspect.cleandoc(train.__doc__ or "") + "\n\n" + EXTRA_HELP

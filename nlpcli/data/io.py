@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from ..errors import DataError
 
@@ -215,6 +215,19 @@ def atomic_output(path: str | Path) -> Iterator[TextIO]:
     The file gets the mode an ordinary write would (an existing file's, else 0666 less the umask) and is on
     disk before the rename; a directory as `path` is refused before anything is written.
     """
+    with _atomic(path, binary=False) as f:
+        yield f
+
+
+@contextmanager
+def atomic_binary_output(path: str | Path) -> Iterator[BinaryIO]:
+    """`atomic_output` for bytes (Excel, Parquet, PNG): the same modes, sync and swap."""
+    with _atomic(path, binary=True) as f:
+        yield f
+
+
+@contextmanager
+def _atomic(path: str | Path, binary: bool) -> Iterator[Any]:
     p = check_output_file(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -223,8 +236,11 @@ def atomic_output(path: str | Path) -> Iterator[TextIO]:
     except OSError as e:
         raise DataError(path, f"cannot write ({os_reason(e)})") from None
     try:
-        f = _OutputFile(os.fdopen(fd, "wb"), encoding="utf-8")
-        f.target = str(path)
+        raw = os.fdopen(fd, "wb")
+        f: Any = raw
+        if not binary:
+            f = _OutputFile(raw, encoding="utf-8")
+            f.target = str(path)
         with f:
             os.fchmod(fd, mode)
             yield f

@@ -4,7 +4,7 @@ Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Section
+from ..config import Section, opt
 from ..data import vocab as V
 from ..errors import ConfigError
 from . import hf
@@ -37,27 +37,32 @@ class EncoderConfig(Section):
     """`name` "dgcnn": char (+ jieba word) embeddings and gated dilated convolutions, trained from scratch;
     otherwise a Hugging Face encoder (hub name or local directory), fine-tuned at `lr`."""
 
-    name: str = SCRATCH
-    hidden_size: int = 256
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 1, 1])
-    kernel_size: int = 3
-    dropout: float = 0.1
-    embed_dropout: float = 0.2
-    use_words: bool = True  # add the jieba word of each char
-    word_dim: int = 128
-    word_min_count: int = 2
-    word_vocab_size: int = 50000
-    char_min_count: int = 1
-    char_dim: int = 0  # char embedding width; 0: hidden_size (pretrained vectors set their own width)
-    # Pretrained word vectors for the from-scratch encoder: a catalogue name (word2vec-zhwiki) or a word2vec
-    # text/binary file. They initialise the jieba-word embeddings and the char embeddings of the chars they
-    # have, and their words join the word vocabulary (up to word_vocab_size), so words never seen in training
-    # still get a meaningful vector.
-    word_vectors: str = ""
-    freeze_word_vectors: bool = False  # keep the pretrained word table fixed (its projection still trains)
-    # Learning rate of a pretrained encoder (the heads use trainer.lr). 1e-4, not the usual 3e-5: in a 20-minute
-    # CPU budget (about 1,000 steps) m3e-small reached CLUENER F1 0.761 with it, 0.707 with 3e-5.
-    lr: float = 1e-4
+    name: str = opt(
+        SCRATCH,
+        "dgcnn (char+word convolutions from scratch), or a pretrained encoder: m3e-small, e5-small "
+        "(`nlpcli models pull`), a local Hugging Face directory or a hub name.",
+    )
+    hidden_size: int = opt(256, "DGCNN width (char embeddings and convolutions).")
+    dilations: list[int] = opt([1, 2, 4, 8, 1, 1], "Dilation of each gated convolution block (one block each).")
+    kernel_size: int = opt(3, "Width of each convolution.")
+    dropout: float = opt(0.1, "Dropout inside the DGCNN blocks.")
+    embed_dropout: float = opt(0.2, "Dropout on the char+word embeddings.")
+    use_words: bool = opt(True, "Add the embedding of the jieba word each char belongs to.")
+    word_dim: int = opt(128, "Width of the jieba word embeddings (projected to hidden_size).")
+    word_min_count: int = opt(2, "Training occurrences a word needs to enter the word vocabulary.")
+    word_vocab_size: int = opt(50000, "Most words kept in the word vocabulary (pretrained vectors' words included).")
+    char_min_count: int = opt(1, "Training occurrences a char needs to enter the char vocabulary.")
+    char_dim: int = opt(0, "Char embedding width; 0: hidden_size (pretrained vectors set their own width).")
+    # Pretrained vectors initialise the jieba-word embeddings and the char embeddings of the chars they have,
+    # and their words join the word vocabulary (up to word_vocab_size), so words never seen in training still
+    # get a meaningful vector.
+    word_vectors: str = opt(
+        "", "Pretrained word vectors for the dgcnn encoder: word2vec-zhwiki, or a word2vec text/binary file."
+    )
+    freeze_word_vectors: bool = opt(False, "Keep the pretrained word table fixed (its projection still trains).")
+    # 1e-4, not the usual 3e-5: in a 20-minute CPU budget (about 1,000 steps) m3e-small reached CLUENER F1 0.761
+    # with it, 0.707 with 3e-5.
+    lr: float = opt(1e-4, "Learning rate of a pretrained encoder (the task's heads use trainer.lr).")
 
     @property
     def scratch(self) -> bool:

@@ -22,7 +22,7 @@ from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
 from ..data.io import STALL, ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
-from ..tables import metrics_table
+from ..tables import Report, metrics_report, render
 
 P = TypeVar("P", bound="Pipeline")
 
@@ -54,6 +54,10 @@ class Pipeline:
     sampled: ClassVar[bool] = False
     # One input record given as `predict` options: option -> (record field, whether it repeats into a list).
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"text": ("text", False)}
+    # The fields of an input record that `predict` reads from table columns (CSV, TSV, Excel, Parquet), in order,
+    # with the kind of cell: "text" (one text), "list" (a JSON list of texts, or one text) or "words" (a JSON
+    # list, or words separated by spaces). The first is what --text-column names.
+    table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
@@ -123,10 +127,15 @@ class Pipeline:
         *,
         weights: dict[str, torch.Tensor] | None = None,
         train_state: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
     ) -> Path:
         """Write this pipeline as a checkpoint (atomically): config, assets, weights (`weights` instead of the
-        model's own, e.g. EMA averages), metrics, and the trainer's state for --resume."""
+        model's own, e.g. EMA averages), metrics, the trainer's state for --resume, and a model card
+        (README.md; `run` is what the trainer knows of the run: data files, commands, steps, time)."""
+        from ..card import render_card
+
         state = weights if weights is not None else self.model.state_dict()
+        card = render_card(self.name, self.summary, self.main_metric, self.config, metrics, run)
         return save_checkpoint(
             directory,
             self.name,
@@ -136,6 +145,7 @@ class Pipeline:
             metrics=metrics,
             train_state=train_state,
             write_extra=self.write_extra,
+            readme=card,
         )
 
     @classmethod
@@ -340,9 +350,15 @@ class Pipeline:
         raise NotImplementedError
 
     @classmethod
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        """Metrics as one table (`evaluate` prints it, `--report` writes it): one row per metric by default;
+        tasks with per-type P/R/F1 give a row per type and the micro and macro rows."""
+        return metrics_report(metrics, title)
+
+    @classmethod
     def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        """Metrics as a table for the terminal (tasks with per-type P/R/F1 show those)."""
-        return metrics_table(metrics, title)
+        """Metrics as a table for the terminal."""
+        return render(cls.report(metrics, title))
 
 
 def _next_chunk(records: Iterator[dict[str, Any]], size: int) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...config import Section, TaskConfig, TrainerConfig
+from ...config import Section, TaskConfig, TrainerConfig, opt
 from ...data.batching import Window, pad_ids, windows
 from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
@@ -31,27 +31,28 @@ from .model import EncoderReader, QaModel, focal_loss, gate_loss, pointer_probs,
 @dataclass
 class QaModelConfig(Section):
     # DGCNN only (an encoder reads the question and the passage as one pair):
-    question_dilations: list[int] = field(default_factory=lambda: [1, 2, 1])  # passage: encoder.dilations
-    match_features: bool = True  # embed whether each passage char / word occurs in the question
-    answer_crop_prob: float = 0.8  # training crops of long passages keep an answer this often
-    # softmax: cross-entropy over positions plus a gate loss (default: learns spans from few thousand
-    # questions far faster); focal: METHODS §1's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
-    pointer_loss: str = "softmax"
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    question_dilations: list[int] = opt(
+        [1, 2, 1], "Dilations of the question's DGCNN blocks (dgcnn only; the passage uses encoder.dilations)."
+    )
+    match_features: bool = opt(True, "Embed whether each passage char / word occurs in the question (dgcnn only).")
+    answer_crop_prob: float = opt(0.8, "How often a training crop of a long passage keeps an answer.")
+    # softmax: cross-entropy over positions plus a gate loss (learns spans from a few thousand questions far
+    # faster); focal: METHODS §1's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
+    pointer_loss: str = opt("softmax", "Pointer loss: softmax (over positions, plus a has-answer loss) | focal.")
+    focal_alpha: float = opt(0.25, "Alpha of the focal pointer loss.")
+    focal_gamma: float = opt(2.0, "Gamma of the focal pointer loss.")
 
 
 @dataclass
 class QaInference(Section):
-    max_answer_len: int = 32  # in the model's positions: characters (DGCNN) or tokens (encoder)
-    threshold: float = 0.1  # start/end probabilities at or below it never make a candidate
-    voting: str = "vote"  # vote | max: how candidates of several passages/windows become one answer
-    batch_size: int = 128  # passage windows per forward pass
-    # Passage window in characters; longer passages are windowed (and cropped around an answer in training).
+    max_answer_len: int = opt(32, "Longest answer in the model's positions: characters (dgcnn) or tokens (encoder).")
+    threshold: float = opt(0.1, "Start/end probabilities at or below this never make a candidate answer.")
+    voting: str = opt("vote", "How the candidates of several passages/windows become one answer: vote | max.")
+    batch_size: int = opt(128, "Passage windows per forward pass.")
     # 128: web evidence is short (WebQA: mean 68 chars), and SQuAD-style paragraphs cropped to 128 train
     # twice as many steps per minute and look more like it (WebQA dev 0.40 -> 0.50 at 10 CPU minutes).
-    max_len: int = 128
-    window_overlap: int = 64
+    max_len: int = opt(128, "Passage window in characters; longer passages are windowed (cropped in training).")
+    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
 
 
 @dataclass
@@ -111,6 +112,7 @@ class QaPipeline(Pipeline):
         "passage": ("passages", True),
         "passages": ("passages", True),
     }
+    table_fields: ClassVar[dict[str, str]] = {"question": "text", "passages": "list"}
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
     model: QaModel | EncoderReader

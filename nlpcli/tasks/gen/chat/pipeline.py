@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig
+from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids
 from ....data.io import ReadStats
@@ -38,29 +38,29 @@ DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetitio
 
 @dataclass
 class ChatModelConfig(Section):
-    init: str = ""  # "": a GPT from scratch; else a Hugging Face causal LM name or path to fine-tune
-    loss: str = "responses"  # responses | all (every token after [CLS])
-    hidden_size: int = 256
-    layers: int = 4
-    heads: int = 4
-    dropout: float = 0.1
-    max_len: int = 128  # context in tokens: history + reply
-    max_turn_len: int = 64  # in training a longer turn keeps its first tokens, so every window holds 2+ turns
-    char_min_count: int = 2
-    vocab_size: int = 6000  # most frequent characters kept (scratch model)
-    init_lr: float = 5e-5  # learning rate of an --init model
+    init: str = opt("", "A Hugging Face causal LM (name or path) to fine-tune; empty: a small GPT from scratch.")
+    loss: str = opt("responses", "Tokens trained on: responses | all (every token after [CLS]).")
+    hidden_size: int = opt(256, "Width of the from-scratch GPT.")
+    layers: int = opt(4, "Transformer layers of the from-scratch GPT.")
+    heads: int = opt(4, "Attention heads of the from-scratch GPT.")
+    dropout: float = opt(0.1, "Dropout of the from-scratch GPT.")
+    max_len: int = opt(128, "Context in tokens: history + reply.")
+    max_turn_len: int = opt(64, "In training a longer turn keeps its first tokens (so a window holds 2+ turns).")
+    char_min_count: int = opt(2, "Training occurrences a character needs to enter the vocabulary (from scratch).")
+    vocab_size: int = opt(6000, "Most frequent characters kept (from scratch).")
+    init_lr: float = opt(5e-5, "Learning rate of an --init model.")
 
 
 @dataclass
 class ChatInference(Section):
-    max_new_tokens: int = 32
-    temperature: float = 0.7  # <= 0: greedy
-    top_k: int = 0
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2
-    seed: int = 42  # of the sampler
-    batch_size: int = 64
-    eval_samples: int = 200  # histories whose sampled replies give distinct-1/2 and tokens/s
+    max_new_tokens: int = opt(32, "Longest reply in tokens.")
+    temperature: float = opt(0.7, "Sampling temperature; 0 or below: greedy.")
+    top_k: int = opt(0, "Sample among the k most likely tokens; 0: off.")
+    top_p: float = opt(0.9, "Nucleus sampling: the most likely tokens holding this much probability; 1: off.")
+    repetition_penalty: float = opt(1.2, "Above 1 discourages tokens already in the context.")
+    seed: int = opt(42, "Seed of the sampler (the same seed, history and batching give the same replies).")
+    batch_size: int = opt(64, "Histories per generation batch.")
+    eval_samples: int = opt(200, "Histories whose sampled replies give distinct-1/2 and tokens/s in evaluate.")
 
     def decoding(self) -> Decoding:
         return Decoding(**{k: getattr(self, k) for k in DECODING_FIELDS})
@@ -195,6 +195,7 @@ class ChatPipeline(Pipeline):
     predictions_are_gold = True
     sampled = True
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"history": ("history", True), "turn": ("history", True)}
+    table_fields: ClassVar[dict[str, str]] = {"history": "list"}
 
     config: ChatConfig
     model: ChatGPT | HFCausalLM

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ....config import Section
+from ....config import Section, opt
 from ....errors import ConfigError
 from .model import BOS, SPECIALS, CausalLM, reverse_rows, sentence_logprob
 
@@ -55,19 +55,19 @@ class KeywordLM(Protocol):
 class SamplerSettings(Section):
     """The sampler's settings (the `inference` section of an lm checkpoint; any may change per call)."""
 
-    top_k: int = 50
-    p_replace: float = 0.3
-    p_insert: float = 0.3
-    p_delete: float = 0.3  # skip takes the rest
-    min_len: int = 5  # tokens; shorter visited sentences are returned only when nothing longer was seen
-    max_len: int = 40
-    chains: int = 2  # chains per keyword set (at least `num`)
-    batch_chains: int = 64  # chains run side by side in one batch
-    num: int = 3  # sentences returned per keyword set, best first
-    steps: int = 200  # Metropolis-Hastings steps per chain
-    seed: int = 0
-    keep_order: bool = False  # keywords appear in the given order
-    batched: bool = True  # False scores candidate sentences one at a time (the speed baseline)
+    top_k: int = opt(50, "Proposals per edit: the K words most likely under both directions' LMs.")
+    p_replace: float = opt(0.3, "Probability of a replace move.")
+    p_insert: float = opt(0.3, "Probability of an insert move.")
+    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).")
+    min_len: int = opt(5, "Shortest sentence in tokens (shorter ones only when nothing longer was visited).")
+    max_len: int = opt(40, "Longest sentence in tokens.")
+    chains: int = opt(2, "Chains per keyword set (at least num).")
+    batch_chains: int = opt(64, "Chains run side by side in one batch.")
+    num: int = opt(3, "Sentences returned per keyword set, best first.")
+    steps: int = opt(200, "Metropolis-Hastings steps per chain.")
+    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).")
+    keep_order: bool = opt(False, "Keywords appear in the given order.")
+    batched: bool = opt(True, "Score candidate sentences in batches; false: one at a time (the speed baseline).")
 
     def action_probs(self) -> torch.Tensor:
         skip = 1.0 - self.p_replace - self.p_insert - self.p_delete

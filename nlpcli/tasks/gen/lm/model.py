@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....config import Section
+from ....config import Section, opt
 from ....errors import ConfigError
 
 BOS = 2  # one boundary token serves as start (input) and end (target) of a sentence
@@ -18,17 +18,17 @@ SPECIALS = ["[PAD]", "[UNK]", "<s>"]
 
 @dataclass
 class LmModelConfig(Section):
-    unit: str = "word"  # word (jieba words, capped vocabulary) | char
-    vocab_size: int = 20000
-    min_count: int = 2
-    arch: str = "lstm"  # lstm | transformer (a small causal one)
-    embed_dim: int = 256
-    hidden_size: int = 256
-    num_layers: int = 2
-    heads: int = 4  # transformer only
-    dropout: float = 0.1
-    max_len: int = 64  # tokens per training window; longer sentences are windowed, never cut
-    positions: int = 66  # transformer only: position table size (sentences the sampler grows must fit)
+    unit: str = opt("word", "Token unit: word (jieba words, capped vocabulary) | char.")
+    vocab_size: int = opt(20000, "Most frequent tokens kept in the vocabulary.")
+    min_count: int = opt(2, "Training occurrences a token needs to enter the vocabulary.")
+    arch: str = opt("lstm", "Language model per direction: lstm | transformer (a small causal one).")
+    embed_dim: int = opt(256, "Token embedding width (the output layer is tied to it).")
+    hidden_size: int = opt(256, "LSTM / transformer width.")
+    num_layers: int = opt(2, "LSTM / transformer layers per direction.")
+    heads: int = opt(4, "Attention heads (transformer only).")
+    dropout: float = opt(0.1, "Dropout on embeddings and between layers.")
+    max_len: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.")
+    positions: int = opt(66, "Position table size (transformer only; sentences the sampler grows must fit).")
 
 
 class CausalLM(nn.Module):

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ....config import TaskConfig, TrainerConfig
+from ....config import TaskConfig, TrainerConfig, opt
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids, windows
 from ....data.io import ReadStats
@@ -25,7 +25,7 @@ from .model import SPECIALS, BiLM, CausalLM, LmModelConfig, nll_sum, reverse_row
 
 @dataclass
 class LmInference(SamplerSettings):
-    batch_size: int = 128  # sentences per forward pass when scoring; keyword sets per sampler call
+    batch_size: int = opt(128, "Sentences per forward pass when scoring; keyword sets per sampler call.")
 
 
 @dataclass
@@ -50,6 +50,7 @@ class LmPipeline(Pipeline):
     formats = FORMATS
     sampled = True
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"words": ("words", True), "word": ("words", True)}
+    table_fields: ClassVar[dict[str, str]] = {"words": "words"}
     config: LmConfig
     model: BiLM
 
@@ -101,7 +102,8 @@ class LmPipeline(Pipeline):
         config = super().saved_config(ckpt)
         if ckpt.format_version == 1:  # format 1 sized the position table from both lengths
             positions = max(ckpt.config.get("max_len", 64), ckpt.config.get("gen_max_len", 40)) + 2
-            config = config.updated({"model.positions": positions})
+            # ... and kept no sampler seed: it sampled with 0, the default then (42 now, like every seed)
+            config = config.updated({"model.positions": positions, "inference.seed": 0})
         return config
 
     # --- encoding ---------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import RenderableType
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig
+from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data.batching import pad_ids, windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
@@ -30,7 +29,7 @@ from ....nn.encoder import (
     rebuild_encoder,
 )
 from ....nn.globalpointer import decode_spans, globalpointer_loss
-from ....tables import prf_table
+from ....tables import Report, prf_report
 from ...base import Pipeline, TextPiece
 from .data import FORMATS, NerExample, read_ner
 from .model import NerModel
@@ -51,23 +50,22 @@ def _logit(p: float) -> float:
 
 @dataclass
 class NerModelConfig(Section):
-    head: str = "efficient"  # efficient | standard GlobalPointer
-    head_size: int = 64
-    rope: bool = True
+    head: str = opt("efficient", "GlobalPointer head: efficient (Efficient GlobalPointer) | standard.")
+    head_size: int = opt(64, "Width of the head's start/end projections per entity type.")
+    rope: bool = opt(True, "Rotary position embedding in the head (span scores see relative positions).")
 
 
 @dataclass
 class NerInference(Section):
-    # Entities scoring above it are predicted; score = sigmoid(GlobalPointer logit), so 0.5 is the paper's
-    # "logit > 0". (Format-1 checkpoints kept a logit threshold; it is converted on load.)
-    threshold: float = 0.5
-    # Longest span predicted; 0: the longest entity seen in training. Spans longer than any
-    # trained on get untrained (often positive) scores, e.g. on texts longer than the training ones.
-    max_span_len: int = 0
-    batch_size: int = 64
-    # Window size in characters; longer texts are windowed, never cut (training windows use it too).
-    max_len: int = 256
-    window_overlap: int = 64
+    # score = sigmoid(GlobalPointer logit), so 0.5 is the paper's "logit > 0". (Format-1 checkpoints kept a
+    # logit threshold; it is converted on load.)
+    threshold: float = opt(0.5, "Entities scoring above this probability are predicted.")
+    # Spans longer than any trained on get untrained (often positive) scores, e.g. on texts longer than the
+    # training ones.
+    max_span_len: int = opt(0, "Longest span predicted, in characters; 0: the longest entity seen in training.")
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
+    max_len: int = opt(256, "Window size in characters; longer texts are windowed, never cut (training too).")
+    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
 
 
 @dataclass
@@ -261,8 +259,8 @@ class NerPipeline(Pipeline):
         return metrics
 
     @classmethod
-    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        return prf_table(metrics, title, "type")
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        return prf_report(metrics, title, "type")
 
 
 def _nested_counts(gold: list[list[tuple]], preds: list[list[tuple]]) -> dict[str, int]:

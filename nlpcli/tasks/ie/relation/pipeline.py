@@ -18,17 +18,16 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from rich.console import RenderableType
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig
+from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data.batching import Window, pad_ids, windows
 from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_prf
 from ....nn import hf
 from ....nn.encoder import Encoded, Encoder, EncoderConfig, HFEncoder, TextEncoder, create_encoder, rebuild_encoder
-from ....tables import prf_table
+from ....tables import Report, prf_report
 from ...base import Pipeline, TextPiece
 from .data import (
     FORMATS,
@@ -54,21 +53,22 @@ Span = tuple[int, int]
 
 @dataclass
 class IeModelConfig(Section):
-    schema: str = ""  # the schema file (JSON Lines); without it, predicates come from the training data
-    attention_heads: int = 4  # one self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none
-    # Window size in characters (and the DGCNN's position-embedding size); longer texts are windowed. With a
-    # pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
-    max_len: int = 512
-    window_overlap: int = 64
-    max_relative: int = 64  # relative distances (in positions) to the subject are clipped here
+    schema: str = opt("", "Schema file (JSON Lines) of the predicates; empty: the predicates of the training data.")
+    attention_heads: int = opt(
+        4, "Heads of the self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none."
+    )
+    # With a pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
+    max_len: int = opt(512, "Window size in characters (and the position-embedding size); longer texts are windowed.")
+    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
+    max_relative: int = opt(64, "Relative distances (in positions) to the subject are clipped here.")
 
 
 @dataclass
 class IeInference(Section):
-    start_threshold: float = 0.5
-    end_threshold: float = 0.4
-    batch_size: int = 64
-    max_subjects: int = 512  # subjects scored per object pass (bounds memory)
+    start_threshold: float = opt(0.5, "A start pointer above this probability starts a subject or object.")
+    end_threshold: float = opt(0.4, "An end pointer above this probability ends a subject or object.")
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
+    max_subjects: int = opt(512, "Subjects scored per object pass (bounds memory).")
 
 
 @dataclass
@@ -370,8 +370,8 @@ class IePipeline(Pipeline):
         return metrics
 
     @classmethod
-    def render_metrics(cls, metrics: dict[str, Any], title: str) -> RenderableType:
-        return prf_table(metrics, title, "predicate")
+    def report(cls, metrics: dict[str, Any], title: str) -> Report:
+        return prf_report(metrics, title, "predicate")
 
 
 def _positions(enc: Encoded, spans: list[Span]) -> list[Span]:

@@ -1,0 +1,238 @@
+"""Model cards: the README.md that every saved checkpoint carries (and `nlpcli info --model DIR` prints).
+
+A card says what the model is and how it came about: the task, its metrics on dev, the data files it was
+trained on (size and sha256, so a file can be checked later), the exact commands, the whole config (as TOML
+that `--config` reads back), the versions, the training time, and the base encoder with its licence.
+No torch at import: `nlpcli info` reads versions from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import TaskConfig
+
+CARD_FILE = "README.md"
+SCRATCH_LICENCE = "none: trained from scratch in this run (no pretrained weights)"
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, read from its metadata (nothing is imported)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def file_facts(path: str, role: str) -> dict[str, Any]:
+    """Size and sha256 of a data file (`FILE#split` names a split of FILE: FILE is hashed)."""
+    p = Path(path.split("#", 1)[0]) if not Path(path).exists() and "#" in path else Path(path)
+    facts: dict[str, Any] = {"role": role, "path": path}
+    try:
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        facts |= {"bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+    except OSError as e:
+        facts |= {"bytes": None, "sha256": f"unreadable ({e.strerror or e})"}
+    return facts
+
+
+def licence_of(name: str) -> str:
+    """The licence of a base model: a catalogue entry's, a local Hugging Face directory's model card
+    (`license:` in its README.md front matter), or what is known of it."""
+    from .models.catalogue import CATALOGUE
+
+    if name in ("", "dgcnn"):
+        return SCRATCH_LICENCE
+    entry = CATALOGUE.get(name) or CATALOGUE.get(Path(name).name)
+    if entry is not None:
+        return entry.licence
+    readme = Path(name).expanduser() / CARD_FILE
+    if readme.is_file():
+        try:
+            found = re.search(r"^license:\s*(\S.*)$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
+        except OSError:
+            found = None
+        if found:
+            return found.group(1).strip().strip("\"'")
+    return "unknown: not in nlpcli's catalogue; see the model's own card"
+
+
+def base_models(config: TaskConfig) -> list[tuple[str, str]]:
+    """(role, name) of the pretrained weights a config builds on (the from-scratch encoder included)."""
+    out: list[tuple[str, str]] = []
+    encoder = getattr(config, "encoder", None)
+    if encoder is not None:
+        out.append(("encoder", encoder.name))
+        if encoder.word_vectors:
+            out.append(("word vectors", encoder.word_vectors))
+    init = getattr(config.model, "init", None)
+    if isinstance(init, str):
+        out.append(("initial model", init or "dgcnn"))
+    return out
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    found = {"nlpcli": __version__, "python": platform.python_version()}
+    for name in ("torch", "transformers", "numpy"):
+        v = package_version(name)
+        if v:
+            found[name] = v
+    found["platform"] = platform.platform()
+    return found
+
+
+def render_card(
+    task: str,
+    summary: str,
+    main_metric: str,
+    config: TaskConfig,
+    metrics: dict[str, Any] | None,
+    run: dict[str, Any] | None = None,
+) -> str:
+    """The model card (Markdown with a Hugging Face style front matter) of a checkpoint.
+
+    `run` is what the trainer knows: checkpoint (best | last), step, epoch, elapsed_s, tokens_per_s, device,
+    precision, dev (where dev came from), data ([{role, path, bytes, sha256}]), commands ([{command, step}])."""
+    run = run or {}
+    lines = [
+        "---",
+        "library_name: nlpcli",
+        f"tags: [nlpcli, {task}]",
+        "language: [zh]",
+        "---",
+        "",
+        f"# nlpcli {task} model",
+        "",
+        f"{summary}." if summary else "",
+        "",
+    ]
+    which = run.get("checkpoint")
+    if which == "best":
+        lines.append(f"This is the best checkpoint by dev {main_metric} (step {run.get('step', '?')}).")
+    elif which == "last":
+        lines.append(f"This is the latest training state (step {run.get('step', '?')}), kept for `--resume`.")
+    lines += [
+        "",
+        f"Use: `nlpcli predict {task} --model DIR --input FILE` or, in Python, `nlpcli.load(DIR)`; "
+        f"`nlpcli info --model DIR` prints this card.",
+        "",
+        "## Metrics on dev",
+        "",
+    ]
+    lines += _metrics_lines(metrics, main_metric, run)
+    lines += ["", "## Training data", ""]
+    data = run.get("data") or []
+    if data:
+        lines += ["| role | file | bytes | sha256 |", "|---|---|---:|---|"]
+        lines += [
+            f"| {d['role']} | `{_cell(d['path'])}` | {d['bytes'] if d['bytes'] is not None else ''} | `{d['sha256']}` |"
+            for d in data
+        ]
+        if run.get("dev"):
+            lines += ["", f"Dev: {_cell(str(run['dev']))}."]
+    else:
+        lines.append("Not recorded (this checkpoint was not saved by `nlpcli train`).")
+    lines += ["", "## Training", ""]
+    commands = run.get("commands") or []
+    if commands:
+        lines.append("Commands (a resumed run adds one):")
+        lines.append("")
+        lines += [f"- from step {c['step']}: `{c['command']}`" for c in commands]
+        lines.append("")
+    if run.get("cwd"):
+        lines.append(f"- working directory: `{_cell(str(run['cwd']))}` (relative paths above start here)")
+    if "step" in run:
+        lines.append(
+            f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {_clock(run.get('elapsed_s', 0.0))}"
+            + (f", {run['tokens_per_s']:,.0f} tokens/s" if run.get("tokens_per_s") else "")
+        )
+        lines.append(f"- device: {run.get('device', '?')}, precision {run.get('precision', '?')}")
+    lines.append(f"- saved: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    lines += ["", "## Base model", "", "| role | name | licence |", "|---|---|---|"]
+    lines += [f"| {role} | `{_cell(name)}` | {_cell(licence_of(name))} |" for role, name in base_models(config)]
+    lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in versions().items()]
+    lines += [
+        "",
+        "## Config",
+        "",
+        f"Save this block as a file and `nlpcli train {task} --config FILE` trains with the same settings.",
+        "",
+        "```toml",
+        config.to_toml(comments=False).rstrip("\n"),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_lines(metrics: dict[str, Any] | None, main_metric: str, run: dict[str, Any]) -> list[str]:
+    if not metrics:
+        return ["None yet (no dev evaluation before this save)."]
+    out = ["| metric | value |", "|---|---:|"]
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict) and key != "per_type":
+            flat |= {f"{key}.{k}": v for k, v in value.items()}
+        elif key != "step":
+            flat[key] = value
+    for key, value in flat.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            name = f"**{key}**" if key == main_metric else key
+            out.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    per_type = metrics.get("per_type")
+    if isinstance(per_type, dict) and per_type:
+        out += ["", "| type | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
+        for name, m in per_type.items():
+            prf = f"{m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f}"
+            out.append(f"| {_cell(str(name))} | {prf} | {m.get('gold', '')} |")
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _clock(seconds: float) -> str:
+    s = max(round(seconds), 0)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def read_card(model: str | Path) -> tuple[str, bool]:
+    """A checkpoint's model card, and whether it had to be made now (checkpoints from before cards)."""
+    from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+    from .errors import CheckpointError
+    from .registry import get_task
+
+    directory = resolve_checkpoint_dir(model)
+    path = directory / CARD_FILE
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8"), False
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: cannot read ({e})") from None
+    ckpt = load_checkpoint(directory)
+    cls = get_task(ckpt.task)
+    config = cls.saved_config(ckpt)
+    return render_card(cls.name, cls.summary, cls.main_metric, config, ckpt.metrics, {"checkpoint": None}), True
+
+
+def commands_from_json(text: str | None) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []

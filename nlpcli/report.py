@@ -1,0 +1,178 @@
+"""Training reports: the curves of one or more runs from their `train_log.jsonl`, drawn with matplotlib, and a
+summary of each run (`nlpcli report RUN_DIR ...`).
+
+A log holds a `step` record every log_every steps (loss, lr, tokens/s, elapsed_s, ...), an `eval` record per
+dev evaluation and an `end` record per finished run. A run resumed after a kill repeats the steps after its
+last save; the repeated records replace the earlier ones here. matplotlib is imported only to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+
+LOG_FILE = "train_log.jsonl"  # trainer.LOG_FILE, named here so reading a log needs no torch
+
+
+@dataclass
+class RunLog:
+    """One run's log, cleaned up: step and eval records in step order (the latest of repeated steps kept)."""
+
+    name: str
+    path: Path
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+    task: str | None = None
+    main_metric: str | None = None
+
+    def elapsed_at(self, step: int) -> float | None:
+        """Wall time (seconds of training) at a step, interpolated from the step records (older logs' eval
+        records carry no time)."""
+        points = [(s["step"], s["elapsed_s"]) for s in self.steps if "elapsed_s" in s]
+        if not points:
+            return None
+        before = [p for p in points if p[0] <= step]
+        after = [p for p in points if p[0] >= step]
+        if not before:
+            return points[0][1] * step / max(points[0][0], 1)
+        if not after:
+            (s0, t0) = before[-1]
+            rate = t0 / s0 if s0 else 0.0
+            return t0 + rate * (step - s0)
+        (s0, t0), (s1, t1) = before[-1], after[0]
+        return t0 if s1 == s0 else t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+
+    def dev_points(self) -> list[tuple[int, float | None, float]]:
+        """(step, elapsed seconds, main metric) of each evaluation that has the metric."""
+        out = []
+        for e in self.evals:
+            value = e.get(self.main_metric or "")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append((e["step"], e.get("elapsed_s", self.elapsed_at(e["step"])), float(value)))
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Steps, training time, speed, last loss, the best dev value and its step, and why it stopped."""
+        last = self.steps[-1] if self.steps else {}
+        best = [e for e in self.evals if e.get("is_best")]
+        best_eval = best[-1] if best else None
+        end = self.end or {}
+        return {
+            "run": self.name,
+            "task": self.task,
+            "steps": end.get("step", last.get("step", self.evals[-1]["step"] if self.evals else 0)),
+            "elapsed_s": end.get("elapsed_s", last.get("elapsed_s")),
+            "tokens_per_s": last.get("tokens_per_s"),
+            "last_loss": last.get("loss"),
+            "main_metric": self.main_metric,
+            "best": best_eval.get(self.main_metric or "") if best_eval else None,
+            "best_step": best_eval["step"] if best_eval else None,
+            "stopped_by": end.get("stop_reason", "still running, or killed"),
+        }
+
+
+def read_run(path: str | Path) -> RunLog:
+    """A training output directory's log (`DIR/train_log.jsonl`; the log file itself may be given)."""
+    p = Path(path)
+    log = p if p.is_file() else p / LOG_FILE
+    run_dir = log.parent
+    if not log.is_file():
+        raise DataError(p, f"no {LOG_FILE} here (not a training output directory, or nothing logged yet)")
+    run = RunLog(name=str(path).rstrip("/") or str(path), path=run_dir)
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(log, f"cannot read ({e})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if lineno == len(lines):  # a line cut short by a kill
+                continue
+            raise DataError(log, "malformed JSON", lineno) from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        step = record["step"]
+        kind = record.get("event")
+        if kind == "step":
+            if run.steps and step <= run.steps[-1]["step"]:  # resumed after a kill: these steps ran again
+                run.steps = [s for s in run.steps if s["step"] < step]
+                run.evals = [e for e in run.evals if e["step"] < step]
+            run.steps.append(record)
+        elif kind == "eval":
+            run.evals = [e for e in run.evals if e["step"] != step] + [record]
+            run.main_metric = record.get("main_metric", run.main_metric)
+        elif kind == "end":
+            run.end = record
+    run.task = _task_of(run_dir)
+    if run.main_metric is None and run.task is not None:
+        from .registry import get_task
+
+        run.main_metric = get_task(run.task).main_metric
+    return run
+
+
+def _task_of(run_dir: Path) -> str | None:
+    for name in ("best", "best.new", "best.old", "last", "last.new", "last.old"):
+        config = run_dir / name / "config.json"
+        if config.is_file():
+            try:
+                task = json.loads(config.read_text(encoding="utf-8")).get("task")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(task, str):
+                return task
+    return None
+
+
+def plot_runs(runs: list[RunLog]) -> bytes:
+    """A PNG of training loss, dev metric and tokens/s, over steps (left) and over training time (right);
+    every run on the same axes, one colour each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 10), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 2)
+    metrics = sorted({r.main_metric for r in runs if r.main_metric})
+    rows = [("training loss", "loss"), (f"dev {' / '.join(metrics) or 'metric'}", None), ("tokens/s", "tokens_per_s")]
+    for r, (label, key) in enumerate(rows):
+        for c, xname in enumerate(("step", "training time (minutes)")):
+            ax = axes[r][c]
+            for run in runs:
+                if key is None:
+                    pts = run.dev_points()
+                    xs = [s if c == 0 else (t or 0.0) / 60 for s, t, _ in pts]
+                    ys = [v for _, _, v in pts]
+                    ax.plot(xs, ys, marker="o", markersize=3, label=_label(run, len(runs)))
+                else:
+                    recs = [s for s in run.steps if isinstance(s.get(key), (int, float))]
+                    xs = [s["step"] if c == 0 else s.get("elapsed_s", 0.0) / 60 for s in recs]
+                    ax.plot(xs, [s[key] for s in recs], linewidth=1, label=_label(run, len(runs)))
+            ax.set_xlabel(xname)
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize="small")
+    fig.suptitle("training report: " + ", ".join(run.name for run in runs))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _label(run: RunLog, n: int) -> str:
+    return f"{run.name} ({run.task})" if run.task and n > 1 else run.name
+
+
+def write_png(data: bytes, path: str | Path) -> None:
+    from .data.io import atomic_binary_output
+
+    with atomic_binary_output(path) as f:
+        f.write(data)
