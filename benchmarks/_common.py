@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout; NLPCLI_SHARED_DATA points elsewhere (a copy on another machine).
+DATA = Path(os.environ.get("NLPCLI_SHARED_DATA") or ROOT.parent / "shared" / "data")
 CONFIGS = ROOT / "configs"
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
@@ -74,6 +75,7 @@ class Run:
             "date": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             "wall_s": round(time.time() - self.started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__,
             "transformers": tf_version,
             "python": platform.python_version(),

@@ -68,9 +68,9 @@ def test_two_ranks_write_one_file_equal_to_a_single_process(model, tmp_path):
     ]
     # rank 0 alone reports, with the totals of both ranks
     assert (
-        proc.stderr.count("skipped 1 bad line(s); first: ") == 1 and f"{inp}:524: missing string field" in proc.stderr
+        proc.stderr.count("skipped 1 bad record(s); first: ") == 1 and f"{inp}:524: missing string field" in proc.stderr
     )
-    assert proc.stderr.count(f"wrote 597 line(s) to {sharded}") == 1
+    assert proc.stderr.count(f"wrote 597 record(s) to {sharded}") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.jsonl", "sharded.jsonl", "single.jsonl"]
 
 
