@@ -194,9 +194,9 @@ def main() -> None:
     train_args += extra
     session: dict[str, Any] = {"command": bench.command, "corpus_sha256": corpus_sha, "session_minutes": session_min}
     if args.session_minutes != 0:
-        log_lines = (
-            len((run / "train_log.jsonl").read_text().splitlines()) if (run / "train_log.jsonl").is_file() else 0
-        )
+        # This session's lines of train_log.jsonl: those after the ones there now (a new run starts a new log).
+        log_path = run / "train_log.jsonl"
+        log_lines = len(log_path.read_text(encoding="utf-8").splitlines()) if args.resume and log_path.is_file() else 0
         session["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
 
         def started() -> bool:
@@ -209,16 +209,18 @@ def main() -> None:
         log = session_log(run, log_lines)
         steps = [r for r in log if r.get("event") == "step"]
         end = next((r for r in reversed(log) if r.get("event") == "end"), None)
-        last = end or (steps[-1] if steps else {})
+        stopped = "session time (SIGTERM)" if code == 143 else "nothing trained (the run had reached its end)"
         session |= {
             "exit_code": code,
-            "stopped_by": end["stop_reason"] if end else "session time (SIGTERM)",
+            "stopped_by": end["stop_reason"] if end else stopped,
             "wall_s": round(wall, 1),
             "first_step": steps[0]["step"] if steps else None,
-            "step": last.get("step"),
-            # The trainer's own figure: tokens (an end token per line included) over this session's training
-            # time, evaluations and checkpoint saves included.
-            "train_tokens_per_s": round(last.get("tokens_per_s", 0.0), 1),
+            "step": (end or (steps[-1] if steps else {})).get("step"),
+            # The trainer's own figure at the last progress line: tokens (an end token per line included) over
+            # this session's training time so far, periodic evaluations and checkpoint saves included.
+            "train_tokens_per_s": round(steps[-1]["tokens_per_s"], 1) if steps else None,
+            # ... and at the end of the session, the final evaluation and save included.
+            "tokens_per_s_with_final_eval": round(end["tokens_per_s"], 1) if end else None,
             "last_loss": round(steps[-1]["loss"], 4) if steps else None,
             "evals": [{k: r[k] for k in ("step", "nll", "ppl_fwd") if k in r} for r in log if r.get("event") == "eval"],
         }
@@ -236,7 +238,7 @@ def main() -> None:
     for name, rel in HELD_OUT.items():
         path = corpus / rel
         heldout[name] = per_char(nlpcli.evaluate(pipe, path), scored_chars(path)) | {"file": str(path)}
-    if "train_tokens_per_s" in session:
+    if session.get("train_tokens_per_s"):
         achieved = session["train_tokens_per_s"] * flops["train_flops_per_token"] / 1e9
         session["train_gflops"] = round(achieved, 2)
         session["share_of_matmul_peak"] = round(achieved / peak, 4)

@@ -57,28 +57,22 @@ def _bench(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_a_run_resumes_in_a_second_session_and_reports(tmp_path: Path) -> None:
+def test_a_session_stopped_by_its_time_resumes_in_the_next_and_reports(tmp_path: Path) -> None:
     corpus, run = _corpus(tmp_path / "corpus"), tmp_path / "run"
-    tiny = [
-        "--num-layers",
-        "1",
-        "--embed-dim",
-        "16",
-        "--hidden-size",
-        "16",
-        "--heads",
-        "2",
-        "--min-count",
-        "1",
-        "--log-every",
-        "1",
-    ]
-    _bench("--corpus", str(corpus), "--run", str(run), "--minutes", "5", "--max-steps", "4", "--eval-every", "2", *tiny)
-    _bench("--corpus", str(corpus), "--run", str(run), "--resume", "--max-steps", "8", "--log-every", "1")
+    tiny = ["--num-layers", "1", "--embed-dim", "16", "--hidden-size", "16", "--heads", "2", "--min-count", "1"]
+    # A session of 0.01 minutes: SIGTERM once the first step is logged; the trainer saves last/ and exits 143.
+    first = ["--minutes", "5", "--session-minutes", "0.01", "--eval-every", "2", "--log-every", "1"]
+    _bench("--corpus", str(corpus), "--run", str(run), *first, *tiny)
     sessions = json.loads((run / P.SESSIONS).read_text(encoding="utf-8"))
-    assert [s["step"] for s in sessions] == [4, 8]
-    assert sessions[1]["first_step"] > 4  # went on from the first session's step
+    assert sessions[0]["exit_code"] == 143 and sessions[0]["stopped_by"] == "session time (SIGTERM)"
+    reached = sessions[0]["step_total"]
+    _bench("--corpus", str(corpus), "--run", str(run), "--resume", "--max-steps", str(reached + 4), "--log-every", "1")
+    sessions = json.loads((run / P.SESSIONS).read_text(encoding="utf-8"))
+    assert len(sessions) == 2
     last = sessions[1]
+    assert last["stopped_by"] == "max_steps" and last["step"] == reached + 4
+    # went on from where the first session stopped (its last/ may hold one step more than its last log line)
+    assert reached < last["first_step"] <= reached + 2
     assert last["train_tokens_per_s"] > 0 and 0 < last["share_of_matmul_peak"] < 1
     for figures in last["heldout"].values():
         assert figures["chars"] > 0 and figures["nll_per_char_fwd"] > 0
