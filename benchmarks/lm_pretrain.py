@@ -44,6 +44,17 @@ HELD_OUT = {  # name -> file under the corpus dir (written by lm_corpus.py)
     "lccc_test_utterances": "heldout/lccc_test_utterances.txt",
 }
 SESSIONS = "pretrain_sessions.json"
+SPEED_KEYS = (
+    "command",
+    "step",
+    "wall_s",
+    "train_tokens_per_s",
+    "train_gflops",
+    "matmul_gflops_1thread",
+    "share_of_matmul_peak",
+    "load_average_before",
+    "load_average_after",
+)
 
 
 def cli_env() -> dict[str, str]:
@@ -264,8 +275,23 @@ def main() -> None:
         "evaluated_checkpoint": {"dir": str(best), "metrics": best_metrics},
         "model": flops,
         "matmul_fp32_1thread_gflops": {"before": round(peak_before, 1), "best": round(peak, 1), "size": 1024},
-        "this_session": session,
-        "sessions": len(sessions),
+        "this_session": {k: v for k, v in session.items() if k != "heldout"},
+        # Speed as the latest session that trained measured it (this one, unless it only measured).
+        "training_speed": next(
+            (
+                {k: x.get(k) for k in SPEED_KEYS}
+                for x in reversed(sessions)
+                if x.get("train_tokens_per_s") and x.get("share_of_matmul_peak")
+            ),
+            None,
+        ),
+        "sessions": [
+            {
+                k: x.get(k)
+                for k in ("command", "stopped_by", "step", "wall_s", "train_tokens_per_s", "load_average_before")
+            }
+            for x in sessions
+        ],
         "trained_minutes_total": round(session.get("trained_s_total", 0.0) / 60, 2),
         "heldout_per_char": heldout,
     }
