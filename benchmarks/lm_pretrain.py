@@ -59,7 +59,8 @@ SPEED_KEYS = (
 
 def cli_env() -> dict[str, str]:
     # One thread in the training process whatever the config says, as in this one (matmul_gflops).
-    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 
 def nlpcli_run(args: list[Any], session_s: float, started: Callable[[], bool]) -> tuple[int, float]:
