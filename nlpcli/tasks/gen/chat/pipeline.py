@@ -24,11 +24,12 @@ from ....data.batching import bucket_batches, pad_ids
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....nn import hf
+from ....nn.gpt import GPT, GPTConfig
 from ...base import Pipeline
 from .data import FORMATS, Dialogue, clean_turns, read_dialogues
 from .decode import Decoding, Prompt, generate, generate_steps
 from .metrics import distinct_n
-from .model import ChatGPT, HFCausalLM
+from .model import HFCausalLM
 
 CLS, SEP = "[CLS]", "[SEP]"
 CHAR_SPECIALS = [*V.SPECIALS, CLS, SEP]  # [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3
@@ -198,9 +199,9 @@ class ChatPipeline(Pipeline):
     table_fields: ClassVar[dict[str, str]] = {"history": "list"}
 
     config: ChatConfig
-    model: ChatGPT | HFCausalLM
+    model: GPT | HFCausalLM
 
-    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: ChatGPT | HFCausalLM, tokenizer: Any = None):
+    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: GPT | HFCausalLM, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.hf_tokenizer = tokenizer
         self.tokenizer = (
@@ -251,7 +252,7 @@ class ChatPipeline(Pipeline):
         cls.check_config(config)
         m = config.model
         if not m.init:
-            model = ChatGPT(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout)
+            model = GPT(GPTConfig(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout, 2))
             return cls(config, assets, model)
         if checkpoint_dir is None:
             raise ConfigError("a Hugging Face model is rebuilt from a checkpoint directory")
