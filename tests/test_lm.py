@@ -70,9 +70,14 @@ def test_reader_formats(tmp_path):
 # --- a toy pipeline ------------------------------------------------------------------------------
 
 
-def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0) -> LmPipeline:
+ARCHS = ["lstm", "transformer"]
+
+
+def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0, arch="lstm") -> LmPipeline:
     torch.manual_seed(seed)
-    cfg = LmConfig().updated(dict(embed_dim=8, hidden_size=8, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1))
+    cfg = LmConfig().updated(
+        dict(arch=arch, embed_dim=8, hidden_size=8, heads=2, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1)
+    )
     tokens = SPECIALS + list(words)
     model = BiLM(cfg.model, len(tokens))
     with torch.no_grad():  # a peaked, far from uniform distribution makes a wrong rule visible
@@ -119,8 +124,9 @@ def test_moves_never_touch_keywords():
     assert not cgmh._move_is_legal(full, torch.tensor([1]), torch.tensor([cgmh.INSERT]), 3, 3).item()
 
 
-def test_batched_scores_match_one_by_one():
-    pipe = toy_pipeline()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_scores_match_one_by_one(arch):
+    pipe = toy_pipeline(arch=arch)
     tokens = torch.tensor([[3, 4, 5, 0], [5, 5, 0, 0], [4, 3, 5, 3]])
     lengths = torch.tensor([3, 2, 4])
     start = torch.tensor([0, 1, 2])
@@ -131,7 +137,7 @@ def test_batched_scores_match_one_by_one():
     assert full[0] == batched[0] and (full[1:] < batched[1:]).all()  # more positions, more negative terms
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_prefix_shared_scores_match_one_by_one(arch):
     """Candidates scored from the prefix state equal full scoring from m on, for every kind of move,
     including rows whose suffix is empty (a delete of the last token) and a two-layer LSTM."""
@@ -174,8 +180,9 @@ def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) ->
     return dict(zip(states, probs))
 
 
-def test_detailed_balance_matches_exact_target():
-    pipe = toy_pipeline()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_detailed_balance_matches_exact_target(arch):
+    pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
     s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
@@ -198,9 +205,10 @@ def test_detailed_balance_matches_exact_target():
     assert torch.allclose(fresh, ch.logp, atol=1e-3)
 
 
-def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch, arch):
     """The same check fails when the insert/delete proposal ratio is dropped (accept by pi alone)."""
-    pipe = toy_pipeline()
+    pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
     real = cgmh._decide

@@ -8,7 +8,7 @@ speakers) also scores many continuations of one shared prefix against that prefi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -176,11 +176,11 @@ class GPT(nn.Module):
     def extend(
         self, ids: torch.Tensor, positions: torch.Tensor, past: Cache, past_mask: torch.Tensor, group: int
     ) -> torch.Tensor:
-        """Final states [C * group, t, D] of `group` continuations per prefix: rows g*c .. g*c + group - 1
-        continue prefix c of the cache `past` (batch C, real keys `past_mask` [C, P])."""
+        """Final states [C * group, t, D] of `group` continuations per prefix: rows c * group .. c * group +
+        group - 1 continue prefix c of the cache `past` (batch C, real keys `past_mask` [C, P])."""
         x = self.embed(ids, positions, None)
         for i, block in enumerate(self.blocks):
-            x = block.extend(x, past[i], past_mask, group)
+            x = cast(Block, block).extend(x, past[i], past_mask, group)
         return self.ln_f(x)
 
 
