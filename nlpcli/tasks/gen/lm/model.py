@@ -37,11 +37,11 @@ class LmModelConfig(Section):
     )
     init: str = opt(
         "",
-        "An lm checkpoint to continue training from (fine-tuning): its vocabulary, unit, arch and sizes are "
-        "kept; dropout, max_len and pack are this run's. Empty: new weights.",
+        "An lm checkpoint to continue training from (fine-tuning): its vocabulary and model fields are kept, "
+        "but dropout and pack are this run's. Empty: new weights.",
     )
 
-    # The fields that shape the weights: an --init checkpoint's values replace this run's.
+    # The fields that shape the weights (and the windows that fit them): an --init checkpoint's are kept.
     SHAPE: ClassVar[tuple[str, ...]] = (
         "unit",
         "vocab_size",
@@ -51,6 +51,7 @@ class LmModelConfig(Section):
         "hidden_size",
         "num_layers",
         "heads",
+        "max_len",
         "positions",
     )
 
