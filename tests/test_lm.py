@@ -138,9 +138,10 @@ def test_batched_scores_match_one_by_one(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prefix_shared_scores_match_one_by_one(arch):
-    """Candidates scored from the prefix state equal full scoring from m on, for every kind of move,
-    including rows whose suffix is empty (a delete of the last token) and a two-layer LSTM."""
+def test_prefix_shared_scores_match_one_by_one(arch, monkeypatch):
+    """Candidates scored from the prefix state (LSTM) or KV cache (transformer) equal full scoring from m on,
+    for every kind of move, including rows whose suffix is empty (a delete of the last token), two layers,
+    and prefixes of different lengths in one bucket (the cache's padding masked)."""
     torch.manual_seed(0)
     cfg = LmConfig().updated(dict(arch=arch, embed_dim=16, hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8))
     pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg.model, len(SPECIALS) + 7).eval())
@@ -154,6 +155,12 @@ def test_prefix_shared_scores_match_one_by_one(arch):
     single = cgmh.score_rows(pipe, tokens.flatten(0, 1), length.flatten(), pos.repeat_interleave(4), batched=False)
     assert torch.allclose(shared, single, atol=1e-5)
     assert length[0, 3] == 3 and pos[0] == 3  # the delete row of chain 0 scores only its end token
+    continue_logprob = type(pipe.model.fwd).continue_logprob
+    monkeypatch.setattr(
+        type(pipe.model.fwd), "continue_logprob", lambda self, *a, **k: continue_logprob(self, *a, **k, buckets=1)
+    )
+    one_bucket = cgmh.candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), pos, 4)
+    assert torch.allclose(one_bucket, single, atol=1e-5)
     # The proposal's forward half is the prefix distribution: the same as reading the rows in full.
     bos = torch.full((3, 1), 2)
     full = pipe.model.fwd.logits(pipe.model.fwd.hidden(torch.cat([bos, ch.tokens], 1)))[torch.arange(3), pos]
