@@ -180,8 +180,8 @@ class LmPipeline(Pipeline):
     def collate(self, examples: list[list[int]] | list[torch.Tensor]) -> dict[str, Any]:
         """Sentences: right-padded token rows (the LMs add <s> and the end token); packed windows: as they are."""
         if examples and isinstance(examples[0], torch.Tensor):
-            windows = torch.stack(examples).long()
-            return {"windows": windows, "lengths": (windows != 0).sum(1), "_tokens": int((windows[:, 1:] != 0).sum())}
+            rows = torch.stack(examples).long()  # no PAD inside a window: padding is at the stream's end only
+            return {"windows": rows, "lengths": (rows != 0).sum(1), "_tokens": int((rows[:, 1:] != 0).sum())}
         tokens = pad_ids(examples)
         lengths = torch.tensor([len(e) for e in examples])
         return {"tokens": tokens, "lengths": lengths, "_tokens": int(lengths.sum()) + len(examples)}
