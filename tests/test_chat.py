@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,13 @@ import torch
 from util import SAMPLES, run_cli, shared_data
 
 from nlpcli import api
-from nlpcli.errors import DataError
+from nlpcli.errors import ConfigError, DataError
 from nlpcli.tasks.gen.chat.data import Dialogue, read_dialogues
 from nlpcli.tasks.gen.chat.decode import Decoding, generate
 from nlpcli.tasks.gen.chat.metrics import bigram_nll, distinct_n
 from nlpcli.tasks.gen.chat.pipeline import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
+from nlpcli.tasks.gen.lm.data import Sentence
+from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
 
 TINY = {
     "hidden_size": 64,
@@ -390,3 +393,71 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
         cached = generate(pipe.model, prompts, dec=dec, use_cache=True, **pipe._gen_args())
         plain = generate(pipe.model, prompts, dec=dec, use_cache=False, **pipe._gen_args())
     assert cached == plain and all(cached)
+
+
+# --- starting from an lm checkpoint (nlpcli train lm --arch transformer --unit char) ----------------
+
+
+def tiny_lm(tmp_path, **fields) -> Path:
+    """A saved char GPT lm over the sample dialogues' characters, with large random weights (peaked logits)."""
+    cfg = LmConfig().updated(
+        {"arch": "transformer", "unit": "char", "hidden_size": 32, "num_layers": 2, "heads": 2, "min_count": 1}
+        | {"positions": 66, "dropout": 0.0}
+        | fields
+    )
+    torch.manual_seed(0)
+    lm = LmPipeline.create(cfg, [Sentence(t) for d in sample_dialogues() for t in d.turns])
+    for p in lm.model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return lm.save(tmp_path / "lm")
+
+
+def test_chat_from_lm_computes_the_lm_distribution_at_step_0(tmp_path):
+    directory = tiny_lm(tmp_path)
+    lm = api.load(str(directory), task="lm", device="cpu")
+    pipe = tiny_pipe(sample_dialogues(), init=str(directory), hidden_size=64, layers=1)
+    assert (pipe.config.model.hidden_size, pipe.config.model.layers, pipe.config.model.max_len) == (32, 2, 66)
+    assert pipe.tokenizer.vocab.itos == lm.vocab.itos and not pipe.model.speaker.weight.any()
+    pipe.model.eval()
+    # A dialogue reads as the lm's packed stream: <s> u1 <s> u2 <s> (full-width commas folded as the lm does).
+    turns = ["晚上吃什么？", "火锅吧，好不好", "好啊"]
+    enc = build_input(pipe.encode_turns(turns), pipe.tokenizer.cls_id, pipe.tokenizer.sep_id)
+    assert enc.ids == [
+        2,
+        *lm.encode(Sentence(turns[0])),
+        2,
+        *lm.encode(Sentence(turns[1])),
+        2,
+        *lm.encode(Sentence(turns[2])),
+        2,
+    ]
+    ids = torch.tensor([enc.ids])
+    with torch.no_grad():
+        logits, _ = pipe.model(
+            ids, torch.tensor([enc.speakers]), torch.ones_like(ids, dtype=torch.bool), torch.arange(ids.shape[1])[None]
+        )
+        expected = lm.model.fwd.logits(lm.model.fwd.hidden(ids))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert pipe.replies([["你好"]], dec=Decoding(6, temperature=0))  # it decodes (the boundary token ends a reply)
+
+
+def test_chat_init_refuses_word_or_lstm_lm(tmp_path):
+    with pytest.raises(ConfigError, match=r"arch lstm.*char transformer"):
+        tiny_pipe(sample_dialogues(), init=str(tiny_lm(tmp_path / "a", arch="lstm", embed_dim=32)))
+    with pytest.raises(ConfigError, match=r"unit word.*char transformer"):
+        tiny_pipe(sample_dialogues(), init=str(tiny_lm(tmp_path / "b", unit="word")))
+
+
+def test_cli_train_chat_from_lm_and_reload(tmp_path):
+    directory = tiny_lm(tmp_path)
+    out = tmp_path / "run"
+    args = ["--init", directory, "--init-lr", "3e-3", "--max-steps", "20", "--batch-size", "8", "--warmup-steps", "5"]
+    args += ["--epochs", "100", "--eval-samples", "2", "--max-new-tokens", "8", "--threads", "1", "--log-every", "5"]
+    run_cli("train", "chat", "--train", SAMPLES / "chat" / "train.json", "--output", out, *args, check=True)
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if r["event"] == "step"]
+    assert losses[-1] < losses[0]
+    pipe = api.load(str(out), task="chat", device="cpu")  # rebuilt from the checkpoint alone
+    assert pipe.tokenizer.cls_id == pipe.tokenizer.sep_id == 2 and pipe.config.model.hidden_size == 32
+    rows = run_cli("predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl", check=True)
+    assert len(rows.stdout.splitlines()) == 4

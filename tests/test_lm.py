@@ -12,10 +12,10 @@ import torch
 from util import SAMPLES, run_cli
 
 from nlpcli import api
-from nlpcli.errors import ConfigError, DataError
+from nlpcli.errors import CheckpointError, ConfigError, DataError
 from nlpcli.tasks.gen.lm import cgmh
-from nlpcli.tasks.gen.lm.data import read_sentences
-from nlpcli.tasks.gen.lm.model import SPECIALS, BiLM, sentence_logprob
+from nlpcli.tasks.gen.lm.data import Sentence, read_sentences
+from nlpcli.tasks.gen.lm.model import SPECIALS, BiLM, reverse_rows, sentence_logprob
 from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
 
 TINY = {
@@ -70,9 +70,14 @@ def test_reader_formats(tmp_path):
 # --- a toy pipeline ------------------------------------------------------------------------------
 
 
-def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0) -> LmPipeline:
+ARCHS = ["lstm", "transformer"]
+
+
+def toy_pipeline(words=("a", "b", "k"), seed=3, scale=2.0, arch="lstm") -> LmPipeline:
     torch.manual_seed(seed)
-    cfg = LmConfig().updated(dict(embed_dim=8, hidden_size=8, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1))
+    cfg = LmConfig().updated(
+        dict(arch=arch, embed_dim=8, hidden_size=8, heads=2, num_layers=1, dropout=0.0, gen_max_len=4, gen_min_len=1)
+    )
     tokens = SPECIALS + list(words)
     model = BiLM(cfg.model, len(tokens))
     with torch.no_grad():  # a peaked, far from uniform distribution makes a wrong rule visible
@@ -119,8 +124,9 @@ def test_moves_never_touch_keywords():
     assert not cgmh._move_is_legal(full, torch.tensor([1]), torch.tensor([cgmh.INSERT]), 3, 3).item()
 
 
-def test_batched_scores_match_one_by_one():
-    pipe = toy_pipeline()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_scores_match_one_by_one(arch):
+    pipe = toy_pipeline(arch=arch)
     tokens = torch.tensor([[3, 4, 5, 0], [5, 5, 0, 0], [4, 3, 5, 3]])
     lengths = torch.tensor([3, 2, 4])
     start = torch.tensor([0, 1, 2])
@@ -131,10 +137,11 @@ def test_batched_scores_match_one_by_one():
     assert full[0] == batched[0] and (full[1:] < batched[1:]).all()  # more positions, more negative terms
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer"])
-def test_prefix_shared_scores_match_one_by_one(arch):
-    """Candidates scored from the prefix state equal full scoring from m on, for every kind of move,
-    including rows whose suffix is empty (a delete of the last token) and a two-layer LSTM."""
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_shared_scores_match_one_by_one(arch, monkeypatch):
+    """Candidates scored from the prefix state (LSTM) or KV cache (transformer) equal full scoring from m on,
+    for every kind of move, including rows whose suffix is empty (a delete of the last token), two layers,
+    and prefixes of different lengths in one bucket (the cache's padding masked)."""
     torch.manual_seed(0)
     cfg = LmConfig().updated(dict(arch=arch, embed_dim=16, hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8))
     pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg.model, len(SPECIALS) + 7).eval())
@@ -148,6 +155,12 @@ def test_prefix_shared_scores_match_one_by_one(arch):
     single = cgmh.score_rows(pipe, tokens.flatten(0, 1), length.flatten(), pos.repeat_interleave(4), batched=False)
     assert torch.allclose(shared, single, atol=1e-5)
     assert length[0, 3] == 3 and pos[0] == 3  # the delete row of chain 0 scores only its end token
+    continue_logprob = type(pipe.model.fwd).continue_logprob
+    monkeypatch.setattr(
+        type(pipe.model.fwd), "continue_logprob", lambda self, *a, **k: continue_logprob(self, *a, **k, buckets=1)
+    )
+    one_bucket = cgmh.candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), pos, 4)
+    assert torch.allclose(one_bucket, single, atol=1e-5)
     # The proposal's forward half is the prefix distribution: the same as reading the rows in full.
     bos = torch.full((3, 1), 2)
     full = pipe.model.fwd.logits(pipe.model.fwd.hidden(torch.cat([bos, ch.tokens], 1)))[torch.arange(3), pos]
@@ -174,8 +187,9 @@ def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) ->
     return dict(zip(states, probs))
 
 
-def test_detailed_balance_matches_exact_target():
-    pipe = toy_pipeline()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_detailed_balance_matches_exact_target(arch):
+    pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
     s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
@@ -198,9 +212,10 @@ def test_detailed_balance_matches_exact_target():
     assert torch.allclose(fresh, ch.logp, atol=1e-3)
 
 
-def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch, arch):
     """The same check fails when the insert/delete proposal ratio is dropped (accept by pi alone)."""
-    pipe = toy_pipeline()
+    pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
     real = cgmh._decide
@@ -324,3 +339,82 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
     assert run_cli("generate", "--model", out).returncode == 2  # no words
     p = run_cli("generate", "--model", out, "--words", "北京", "--steps", "0")
     assert p.returncode == 1 and "steps" in p.stderr
+
+
+# --- the GPT language model: packing, learning, checkpoints, --init -------------------------------
+
+SUBJECTS, VERBS, OBJECTS = (
+    ["我", "你", "他", "她", "我们"],
+    ["喜欢吃", "不想吃", "每天吃"],
+    ["苹果", "香蕉", "米饭", "面条"],
+)
+GPT_TINY = {
+    "arch": "transformer",
+    "unit": "char",
+    "hidden_size": 32,
+    "num_layers": 2,
+    "heads": 2,
+    "dropout": 0.0,
+    "min_count": 1,
+    "max_len": 24,
+    "positions": 42,
+    "gen_max_len": 20,
+}
+
+
+def grammar_corpus(tmp_path):
+    """60 sentences of a tiny grammar; every 6th held out (all its words still appear in training)."""
+    sentences = [s + v + o + "。" for s in SUBJECTS for v in VERBS for o in OBJECTS]
+    train, dev = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train.write_text("\n".join(x for i, x in enumerate(sentences) if i % 6) + "\n", encoding="utf-8")
+    dev.write_text("\n".join(x for i, x in enumerate(sentences) if i % 6 == 0) + "\n", encoding="utf-8")
+    return train, dev
+
+
+def test_packed_windows_cover_the_stream_once():
+    cfg = LmConfig().updated(GPT_TINY | {"pack": True, "max_len": 5})
+    sents = [Sentence(t) for t in ["我喜欢", "你好", "他每天吃米饭"]]
+    pipe = LmPipeline.create(cfg, sents)
+    windows = pipe.training_examples(sents)
+    stream = [2, *pipe.encode(sents[0]), 2, *pipe.encode(sents[1]), 2, *pipe.encode(sents[2]), 2]
+    assert all(len(w) == 6 for w in windows)  # max_len inputs + the last target
+    targets = [t for w in windows for t in w[1:].tolist() if t]
+    assert targets == stream[1:]  # every token a target exactly once, only the last window padded
+    batch = pipe.collate(windows)
+    assert batch["_tokens"] == len(stream) - 1
+    # The backward LM reads each window reversed: together, the reversed stream.
+    back = reverse_rows(batch["windows"], batch["lengths"])
+    assert back[-1, : batch["lengths"][-1]].tolist() == windows[-1][: batch["lengths"][-1]].flip(0).tolist()
+
+
+def test_packed_gpt_learns_and_round_trips(tmp_path):
+    train, dev = grammar_corpus(tmp_path)
+    out = tmp_path / "run"
+    fields = GPT_TINY | {"pack": True, "batch_size": 4, "max_steps": 150, "epochs": 1000, "lr": 3e-3}
+    fields |= {"warmup_steps": 10, "eval_every": 50, "threads": 1, "seed": 1}
+    report = api.train("lm", train, out, dev=dev, **fields)
+    pipe = api.load(str(out), task="lm", device="cpu")
+    uniform = math.log(len(pipe.vocab))
+    # Held-out sentences (never seen whole), scored one by one from <s>: far below a uniform guess.
+    assert report.result.best_metric < 0.4 * uniform, (report.result.best_metric, uniform)
+    # The checkpoint round trip: the loaded model scores the dev set exactly as the best one did.
+    again = pipe.evaluate(pipe.read(dev)[0])
+    assert again["nll"] == pytest.approx(report.result.best_metric, abs=1e-5)
+    gen = pipe.generate(["苹果"], num=1, steps=40, seed=0)
+    assert gen and "苹果" in gen[0]["text"]
+
+    # --init: fine-tuning keeps the checkpoint's vocabulary and shape (whatever this run's say) and starts
+    # from its weights.
+    more = tmp_path / "more"
+    report2 = api.train(
+        "lm", dev, more, dev=dev, init=str(out), arch="lstm", hidden_size=8, max_steps=1, lr=1e-9, threads=1
+    )
+    tuned = api.load(str(more), task="lm", device="cpu")
+    assert tuned.config.model.arch == "transformer" and tuned.config.model.hidden_size == 32
+    assert tuned.vocab.itos == pipe.vocab.itos
+    assert report2.result.best_metric == pytest.approx(again["nll"], abs=1e-3)
+
+
+def test_old_transformer_checkpoint_is_refused_in_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match=r"older nlpcli.*retrain"):
+        LmPipeline.adapt_state(LmConfig(), {"fwd.blocks.layers.0.linear1.weight": torch.zeros(1)}, tmp_path)

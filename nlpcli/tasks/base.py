@@ -182,6 +182,7 @@ class Pipeline:
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, task_cls.V1_WEIGHTS)
+        state = task_cls.adapt_state(config, state, ckpt.path)
         try:
             pipe.model.load_state_dict(state)
         except RuntimeError as e:
@@ -201,6 +202,11 @@ class Pipeline:
         if self.device.type != "cpu":
             raise ConfigError("int8 quantisation runs on the CPU only (use --device cpu)")
         self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
+
+    @classmethod
+    def adapt_state(cls, config: TaskConfig, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+        """Saved weights as this version's model takes them (or a CheckpointError saying why it cannot)."""
+        return state
 
     @classmethod
     def saved_config(cls, ckpt: Checkpoint) -> TaskConfig:

@@ -1,11 +1,14 @@
 """DialoGPT-style multi-turn chat: one causal LM over `[CLS] u1 [SEP] u2 [SEP] ...` with speaker ids.
 
 From scratch (a small char-level GPT) by default, or fine-tuned from any Hugging Face causal LM
-with `--init NAME_OR_PATH`. Loss on responses only (CDial-GPT) or on every token after [CLS].
+(`--init NAME_OR_PATH`) or from the forward LM of an nlpcli char transformer lm checkpoint (`--init DIR`:
+the same GPT, its char vocabulary, speaker embeddings added at zero). Loss on responses only (CDial-GPT)
+or on every token after [CLS].
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
@@ -18,17 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....checkpoint import resolve_checkpoint_dir
 from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids
 from ....data.io import ReadStats
-from ....errors import ConfigError, DataError
+from ....errors import CheckpointError, ConfigError, DataError
 from ....nn import hf
+from ....nn.gpt import GPT, GPTConfig
 from ...base import Pipeline
 from .data import FORMATS, Dialogue, clean_turns, read_dialogues
 from .decode import Decoding, Prompt, generate, generate_steps
 from .metrics import distinct_n
-from .model import ChatGPT, HFCausalLM
+from .model import HFCausalLM
 
 CLS, SEP = "[CLS]", "[SEP]"
 CHAR_SPECIALS = [*V.SPECIALS, CLS, SEP]  # [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3
@@ -38,7 +43,11 @@ DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetitio
 
 @dataclass
 class ChatModelConfig(Section):
-    init: str = opt("", "A Hugging Face causal LM (name or path) to fine-tune; empty: a small GPT from scratch.")
+    init: str = opt(
+        "",
+        "A Hugging Face causal LM (name or path) or an nlpcli lm checkpoint (arch transformer, unit char) to "
+        "fine-tune; empty: a small GPT from scratch.",
+    )
     loss: str = opt("responses", "Tokens trained on: responses | all (every token after [CLS]).")
     hidden_size: int = opt(256, "Width of the from-scratch GPT.")
     layers: int = opt(4, "Transformer layers of the from-scratch GPT.")
@@ -120,15 +129,20 @@ def fit_latest_turns(turns: list[list[int]], budget: int) -> tuple[list[list[int
 
 
 class CharTokenizer:
-    """Characters of the training data, as written (replies keep full-width punctuation)."""
+    """Characters of the training data, as written (replies keep full-width punctuation); or, for a model
+    started from an lm checkpoint, the lm's characters, normalised as the lm reads them (full-width ASCII
+    folded, traditional to simplified, whitespace dropped), with its boundary token as [CLS] and [SEP]."""
 
-    def __init__(self, chars: list[str]):
+    def __init__(self, chars: list[str], cls: str = CLS, sep: str = SEP, normalize: bool = False):
         self.vocab = V.Vocab(chars)
-        self.cls_id, self.sep_id, self.pad_id = self.vocab.id(CLS), self.vocab.id(SEP), V.PAD
-        self.banned_ids = [V.PAD, V.UNK, self.cls_id]
+        self.cls_id, self.sep_id, self.pad_id = self.vocab.id(cls), self.vocab.id(sep), V.PAD
+        self.banned_ids = sorted({V.PAD, V.UNK, self.cls_id} - {self.sep_id})
         self.size = len(self.vocab)
+        self.normalize = normalize
 
     def encode(self, text: str) -> list[int]:
+        if self.normalize:
+            return self.vocab.ids([c for c in V.char_tokens(text) if c.strip()])
         return self.vocab.ids(text)
 
     def decode(self, ids: list[int]) -> str:
@@ -179,6 +193,17 @@ def add_chat_tokens(tokenizer: Any, model: Any) -> dict[str, Any]:
     return {"cls": cls, "sep": sep, "pad": tokenizer.pad_token or sep, "speakers": SPEAKER_TOKENS}
 
 
+def _nlpcli_checkpoint(init: str) -> Path | None:
+    """The nlpcli checkpoint directory `init` names (a checkpoint, or a training output's best/), or None for
+    anything else (a Hugging Face model name or directory)."""
+    try:
+        directory = resolve_checkpoint_dir(init)
+        meta = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (CheckpointError, OSError, ValueError):
+        return None
+    return directory if isinstance(meta, dict) and "task" in meta and "format_version" in meta else None
+
+
 def _context_limit(model: nn.Module, cfg: ChatModelConfig) -> int:
     conf = getattr(model, "config", None)
     limit = getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
@@ -198,13 +223,17 @@ class ChatPipeline(Pipeline):
     table_fields: ClassVar[dict[str, str]] = {"history": "list"}
 
     config: ChatConfig
-    model: ChatGPT | HFCausalLM
+    model: GPT | HFCausalLM
 
-    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: ChatGPT | HFCausalLM, tokenizer: Any = None):
+    def __init__(self, config: ChatConfig, assets: dict[str, Any], model: GPT | HFCausalLM, tokenizer: Any = None):
         super().__init__(config, assets, model)
         self.hf_tokenizer = tokenizer
         self.tokenizer = (
-            HFTokenizer(tokenizer, assets["special"]) if tokenizer is not None else CharTokenizer(assets["chars"])
+            HFTokenizer(tokenizer, assets["special"])
+            if tokenizer is not None
+            else CharTokenizer(
+                assets["chars"], assets.get("cls", CLS), assets.get("sep", SEP), assets.get("normalize", False)
+            )
         )
         self.context: int = model.max_len
         if self.context - config.inference.max_new_tokens < 8:
@@ -233,11 +262,42 @@ class ChatPipeline(Pipeline):
             counts = Counter(c for d in train_examples for t in d.turns for c in t)
             chars = V.Vocab.build(counts, m.char_min_count, m.vocab_size, specials=CHAR_SPECIALS)
             return cls.build(config, {"chars": chars.to_list()})
+        lm_dir = _nlpcli_checkpoint(m.init)
+        if lm_dir is not None:
+            return cls.from_lm(config, lm_dir)
         model, tokenizer = hf.load_pretrained(m.init, "causal")
         special = add_chat_tokens(tokenizer, model)
         speakers = [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]]
         wrapped = HFCausalLM(model, speakers, _context_limit(model, m))
         return cls(config, {"special": special}, wrapped, tokenizer)
+
+    @classmethod
+    def from_lm(cls, config: ChatConfig, directory: Path) -> ChatPipeline:
+        """A chat model that computes exactly the lm's forward distribution at step 0: the lm's GPT (its width,
+        layers, heads and position table become this model's), its char vocabulary with its boundary token as
+        [CLS] and [SEP] (so a dialogue reads `<s> u1 <s> u2 <s>`, as the lm's packed windows do), and speaker
+        embeddings added at zero."""
+        from ..lm.model import BOS
+        from ..lm.pipeline import LmPipeline
+
+        lm = LmPipeline.load(directory)
+        assert isinstance(lm, LmPipeline)
+        m = lm.config.model
+        if m.arch != "transformer" or m.unit != "char":
+            raise ConfigError(
+                f"--init {config.model.init}: an lm checkpoint of arch {m.arch}, unit {m.unit}; chat starts only "
+                "from a char transformer lm (train it with --arch transformer --unit char)"
+            )
+        shape = {"hidden_size": m.hidden_size, "layers": m.num_layers, "heads": m.heads, "max_len": m.positions}
+        config = config.updated({f"model.{k}": v for k, v in shape.items()})
+        cls.check_config(config)
+        boundary = lm.vocab.itos[BOS]
+        pipe = cls.build(config, {"chars": lm.vocab.to_list(), "cls": boundary, "sep": boundary, "normalize": True})
+        assert isinstance(pipe.model, GPT) and pipe.model.speaker is not None
+        state = {k.removeprefix("fwd."): v for k, v in lm.model.state_dict().items() if k.startswith("fwd.")}
+        state["speaker.weight"] = torch.zeros_like(pipe.model.speaker.weight)
+        pipe.model.load_state_dict(state)
+        return pipe
 
     @classmethod
     def saved_config(cls, ckpt: Any) -> TaskConfig:
@@ -250,8 +310,8 @@ class ChatPipeline(Pipeline):
     def build(cls, config: ChatConfig, assets: dict[str, Any], checkpoint_dir: Path | None = None) -> ChatPipeline:
         cls.check_config(config)
         m = config.model
-        if not m.init:
-            model = ChatGPT(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout)
+        if "chars" in assets:  # from scratch, or started from an lm checkpoint
+            model = GPT(GPTConfig(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout, 2))
             return cls(config, assets, model)
         if checkpoint_dir is None:
             raise ConfigError("a Hugging Face model is rebuilt from a checkpoint directory")
@@ -264,13 +324,17 @@ class ChatPipeline(Pipeline):
             hf.save(self.model.model, self.hf_tokenizer, directory)
 
     def param_groups(self) -> list[dict[str, Any]] | None:
-        if self.hf_tokenizer is None:
+        """An --init model trains at init_lr (the trainer's default groups otherwise)."""
+        if not self.config.model.init:
             return None
+        scale = self.config.model.init_lr / self.config.trainer.lr
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.hf_tokenizer is not None:
+            return [{"params": params, "lr_scale": scale}]
+        decay = self.config.trainer.weight_decay  # from an lm: no decay on 1-d parameters, as the trainer does
         return [
-            {
-                "params": [p for p in self.model.parameters() if p.requires_grad],
-                "lr_scale": self.config.model.init_lr / self.config.trainer.lr,
-            }
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": decay, "lr_scale": scale},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale},
         ]
 
     # --- encoding ---------------------------------------------------------------------------

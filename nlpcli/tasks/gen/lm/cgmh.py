@@ -10,8 +10,8 @@ keyword made of several tokens, or outgrows the length cap is rejected (a self-l
 Proposals: the top-K words by p_fwd(w | x_<m) * p_bwd(w | x_>m); the K candidate sentences
 are scored by the forward LM in one batch, and only from position m on: the shared prefix
 adds the same log-probability to every sentence of the step, so it cancels in g and in A.
-The LSTM reads that prefix once per chain (its state also gives the proposal's forward half),
-then only each candidate's suffix, starting from the prefix state.
+The LM reads that prefix once per chain (its last output also gives the proposal's forward half),
+then only each candidate's suffix, from the prefix's LSTM state or against its transformer KV cache.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Prefix:
     """What the forward LM knows at each chain's edit position m, having read <s> x_<m."""
 
     logp: torch.Tensor  # [C, V] log p_fwd(. | x_<m): the proposal's forward half and every candidate's x'_m term
-    state: Any  # the LSTM (h, c) there, from which each candidate's suffix is read; None for a transformer
+    state: Any  # the LSTM (h, c) there, or the transformer's KV cache of <s> x_<m: each candidate's suffix goes on
 
 
 @torch.no_grad()
@@ -146,11 +146,9 @@ def candidate_logprob(
     lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor, pos: torch.Tensor, group: int
 ) -> torch.Tensor:
     """log p_fwd(x'_m.., EOS | x_<m) of rows [C * group, W], `group` consecutive rows per chain sharing the
-    prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LSTM.
-    Equals score_rows(tokens, lengths, m) (a test checks); a transformer falls back to that."""
+    prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LM.
+    Equals score_rows(tokens, lengths, m) (a test checks, for both architectures)."""
     m = pos.repeat_interleave(group)
-    if prefix.state is None:
-        return score_rows(lm, tokens, lengths, m)
     chain = torch.arange(len(pos), device=pos.device).repeat_interleave(group)
     width = tokens.shape[1]
 
@@ -164,8 +162,7 @@ def candidate_logprob(
         j = m.unsqueeze(1) + torch.arange(steps, device=pos.device)
         valid = j < lengths.unsqueeze(1)
         inputs = token_at(j).masked_fill(~valid, 0)
-        state = tuple(t[:, chain] for t in prefix.state)
-        out = out + lm.fwd.continue_logprob(state, inputs, token_at(j + 1), valid)
+        out = out + lm.fwd.continue_logprob(prefix.state, group, inputs, token_at(j + 1), valid)
     return out
 
 
@@ -227,7 +224,7 @@ def mh_step(
         return changed
     sub = Chains(ch.tokens[act], ch.kw[act], ch.length[act], ch.logp[act])
     a, m = action[act], pos[act]
-    k = min(s.top_k, lm.fwd.bias.shape[0] - len(SPECIALS))
+    k = min(s.top_k, lm.fwd.vocab_size - len(SPECIALS))
     t0 = time.perf_counter()
     prefix = read_prefix(lm, sub, m)
     prefix_s = time.perf_counter() - t0

@@ -1,9 +1,9 @@
-"""Causal language models (LSTM or a small transformer), one per direction, and their scoring functions."""
+"""Causal language models (an LSTM or a GPT), one per direction, and their scoring and loss functions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torch import nn
 
 from ....config import Section, opt
 from ....errors import ConfigError
+from ....nn.gpt import GPT, GPTConfig
 
 BOS = 2  # one boundary token serves as start (input) and end (target) of a sentence
 SPECIALS = ["[PAD]", "[UNK]", "<s>"]
@@ -21,67 +22,73 @@ class LmModelConfig(Section):
     unit: str = opt("word", "Token unit: word (jieba words, capped vocabulary) | char.")
     vocab_size: int = opt(20000, "Most frequent tokens kept in the vocabulary.")
     min_count: int = opt(2, "Training occurrences a token needs to enter the vocabulary.")
-    arch: str = opt("lstm", "Language model per direction: lstm | transformer (a small causal one).")
-    embed_dim: int = opt(256, "Token embedding width (the output layer is tied to it).")
+    arch: str = opt("lstm", "Language model per direction: lstm | transformer (a small GPT, nlpcli/nn/gpt.py).")
+    embed_dim: int = opt(256, "Token embedding width of the LSTM (the output is tied to it; a GPT uses hidden_size).")
     hidden_size: int = opt(256, "LSTM / transformer width.")
     num_layers: int = opt(2, "LSTM / transformer layers per direction.")
     heads: int = opt(4, "Attention heads (transformer only).")
     dropout: float = opt(0.1, "Dropout on embeddings and between layers.")
     max_len: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.")
     positions: int = opt(66, "Position table size (transformer only; sentences the sampler grows must fit).")
+    pack: bool = opt(
+        False,
+        "Train on packed windows: sentences joined by the boundary token into full max_len windows, no padding "
+        "(each direction reads its own: the backward LM the window reversed). Evaluation stays per sentence.",
+    )
+    init: str = opt(
+        "",
+        "An lm checkpoint to continue training from (fine-tuning): its vocabulary and model fields are kept, "
+        "but dropout and pack are this run's. Empty: new weights.",
+    )
+
+    # The fields that shape the weights (and the windows that fit them): an --init checkpoint's are kept.
+    SHAPE: ClassVar[tuple[str, ...]] = (
+        "unit",
+        "vocab_size",
+        "min_count",
+        "arch",
+        "embed_dim",
+        "hidden_size",
+        "num_layers",
+        "heads",
+        "max_len",
+        "positions",
+    )
 
 
-class CausalLM(nn.Module):
-    """One direction: embeddings -> LSTM or causal transformer -> output tied to the embeddings."""
+class LstmLM(nn.Module):
+    """One direction: embeddings -> LSTM -> output tied to the embeddings (plus a bias)."""
 
     def __init__(self, cfg: LmModelConfig, vocab_size: int):
         super().__init__()
-        self.arch = cfg.arch
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=0)
         self.drop = nn.Dropout(cfg.dropout)
-        if cfg.arch == "lstm":
-            self.rnn = nn.LSTM(
-                cfg.embed_dim,
-                cfg.hidden_size,
-                cfg.num_layers,
-                batch_first=True,
-                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-            )
-        elif cfg.arch == "transformer":
-            self.inp = nn.Linear(cfg.embed_dim, cfg.hidden_size) if cfg.embed_dim != cfg.hidden_size else nn.Identity()
-            self.pos = nn.Embedding(cfg.positions, cfg.hidden_size)
-            layer = nn.TransformerEncoderLayer(
-                cfg.hidden_size, cfg.heads, 4 * cfg.hidden_size, cfg.dropout, batch_first=True, norm_first=True
-            )
-            self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
-            self.norm = nn.LayerNorm(cfg.hidden_size)
-        else:
-            raise ConfigError(f"unknown arch {cfg.arch!r}; use lstm or transformer")
+        self.rnn = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.out = nn.Linear(cfg.hidden_size, cfg.embed_dim)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
+    @property
+    def vocab_size(self) -> int:
+        return self.bias.shape[0]
+
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """States [B, L, E]; position t has read ids[:, :t+1] only (right padding never leaks left)."""
-        x = self.drop(self.embed(ids))
-        if self.arch == "lstm":
-            h, _ = self.rnn(x)
-        else:
-            width = ids.shape[1]
-            h = self.inp(x) + self.pos(torch.arange(width, device=ids.device))
-            causal = nn.Transformer.generate_square_subsequent_mask(width, device=ids.device, dtype=h.dtype)
-            h = self.norm(self.blocks(h, mask=causal, is_causal=True))
+        h, _ = self.rnn(self.drop(self.embed(ids)))
         return self.drop(self.out(h))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.weight.T + self.bias
 
     def read_prefix(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """log p(next token | the first `lengths` inputs of each row) [N, V], and the LSTM state after
-        reading them (None for a transformer, which has no state to continue from)."""
+        """log p(next token | the first `lengths` inputs of each row) [N, V], and the LSTM state (h, c) after
+        reading them, from which `continue_logprob` goes on."""
         inputs = inputs[:, : int(lengths.max())]
-        if self.arch != "lstm":
-            h = self.hidden(inputs)[torch.arange(len(lengths), device=inputs.device), lengths - 1]
-            return torch.log_softmax(self.logits(h).float(), -1), None
         packed = nn.utils.rnn.pack_padded_sequence(
             self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -90,12 +97,21 @@ class CausalLM(nn.Module):
         return torch.log_softmax(self.logits(top).float(), -1), state
 
     def continue_logprob(
-        self, state: Any, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, buckets: int = 8
+        self,
+        state: Any,
+        group: int,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor,
+        buckets: int = 8,
     ) -> torch.Tensor:
-        """Per row: sum over `mask` (a prefix of each row) of log p(target | state, inputs so far); LSTM only.
+        """Per row of inputs [N * group, S]: sum over `mask` (a prefix of each row) of log p(target | prefix,
+        inputs so far); rows n * group .. n * group + group - 1 continue prefix n of `state` (`read_prefix`).
 
         Suffix lengths vary widely, so rows are sorted by length and run in a few buckets, each padded only
         to its own longest row (measured: fewer wasted steps, and faster than packed sequences on CPU)."""
+        chain = torch.arange(state[0].shape[1], device=inputs.device).repeat_interleave(group)
+        state = tuple(t[:, chain] for t in state)
         n = mask.sum(1)
         out = torch.zeros(len(n), device=inputs.device)
         order = n.argsort(descending=True)
@@ -108,13 +124,83 @@ class CausalLM(nn.Module):
         return out
 
 
+@dataclass
+class PrefixCache:
+    """What a GPT keeps of the prefixes it read: the KV cache and each row's prefix length."""
+
+    past: Any
+    lengths: torch.Tensor
+
+
+class GptLM(GPT):
+    """One direction as a GPT without speakers (nlpcli/nn/gpt.py): the same GPT `chat --init` starts from."""
+
+    def __init__(self, cfg: LmModelConfig, vocab_size: int):
+        super().__init__(GPTConfig(vocab_size, cfg.hidden_size, cfg.num_layers, cfg.heads, cfg.positions, cfg.dropout))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.num_embeddings
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final states [B, L, D]; plain causal attention, so right padding never leaks left."""
+        return self.ln_f(self.trunk(ids)[0])
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h)
+
+    def read_prefix(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, PrefixCache]:
+        """log p(next token | the first `lengths` inputs of each row) [N, V], and the KV cache of those inputs
+        (keys past a row's length are masked when continuing)."""
+        inputs = inputs[:, : int(lengths.max())]
+        x, past = self.trunk(inputs)
+        h = self.ln_f(x[torch.arange(len(lengths), device=inputs.device), lengths - 1])
+        return torch.log_softmax(self.logits(h).float(), -1), PrefixCache(past, lengths)
+
+    def continue_logprob(
+        self,
+        state: PrefixCache,
+        group: int,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor,
+        buckets: int = 4,
+    ) -> torch.Tensor:
+        """`LstmLM.continue_logprob` for a GPT: only the suffix positions run, each attending to its prefix's
+        cached keys (read once per prefix, shared by its `group` rows) and to the suffix so far.
+
+        Prefixes are sorted by their rows' longest suffix and run in a few buckets, each cut to its own longest
+        suffix and prefix (a loop over buckets, never over tokens)."""
+        n_prefix = len(state.lengths)
+        width = mask.reshape(n_prefix, group, -1).sum(2).amax(1)
+        out = torch.zeros(mask.shape[0], device=inputs.device)
+        order = width.argsort(descending=True)
+        order = order[width[order] > 0]
+        steps = torch.arange(inputs.shape[1], device=inputs.device)
+        for chains in order.chunk(buckets) if len(order) else ():
+            w, p = int(width[chains[0]]), int(state.lengths[chains].max())
+            rows = (chains[:, None] * group + torch.arange(group, device=inputs.device)).flatten()
+            past = tuple((k[chains, :, :p], v[chains, :, :p]) for k, v in state.past)
+            past_mask = torch.arange(p, device=inputs.device) < state.lengths[chains].unsqueeze(1)
+            positions = state.lengths[chains].repeat_interleave(group).unsqueeze(1) + steps[:w]
+            h = self.extend(inputs[rows, :w], positions, past, past_mask, group)
+            out[rows] = target_logprob(self, h, targets[rows, :w], mask[rows, :w])
+        return out
+
+
+CausalLM = LstmLM | GptLM
+
+
 class BiLM(nn.Module):
     """The forward LM and the backward LM (which reads sentences reversed)."""
 
     def __init__(self, cfg: LmModelConfig, vocab_size: int):
         super().__init__()
-        self.fwd = CausalLM(cfg, vocab_size)
-        self.bwd = CausalLM(cfg, vocab_size)
+        if cfg.arch not in ("lstm", "transformer"):
+            raise ConfigError(f"unknown arch {cfg.arch!r}; use lstm or transformer")
+        kind = LstmLM if cfg.arch == "lstm" else GptLM
+        self.fwd: CausalLM = kind(cfg, vocab_size)
+        self.bwd: CausalLM = kind(cfg, vocab_size)
 
 
 def lm_inputs(tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,3 +253,12 @@ def nll_sum(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[
     logits = lm.logits(lm.hidden(inputs))
     nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=0, reduction="sum")
     return nll, int(lengths.sum()) + len(lengths)
+
+
+def window_nll_sum(lm: CausalLM, windows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """NLL summed over packed windows [B, L + 1] (inputs w[:-1], targets w[1:]; PAD targets skipped), and
+    how many targets were scored."""
+    targets = windows[:, 1:]
+    logits = lm.logits(lm.hidden(windows[:, :-1]))
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=0, reduction="sum")
+    return nll, int((targets != 0).sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,21 @@ from ....config import TaskConfig, TrainerConfig, opt
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids, windows
 from ....data.io import ReadStats
-from ....errors import ConfigError, DataError, NlpcliError
+from ....errors import CheckpointError, ConfigError, DataError, NlpcliError
 from ...base import Pipeline
 from .cgmh import Generation, SamplerSettings, generate
 from .data import FORMATS, Sentence, read_sentences
-from .model import SPECIALS, BiLM, CausalLM, LmModelConfig, nll_sum, reverse_rows, sentence_logprob
+from .model import (
+    BOS,
+    SPECIALS,
+    BiLM,
+    CausalLM,
+    LmModelConfig,
+    nll_sum,
+    reverse_rows,
+    sentence_logprob,
+    window_nll_sum,
+)
 
 
 @dataclass
@@ -79,6 +90,8 @@ class LmPipeline(Pipeline):
     @classmethod
     def create(cls, config: LmConfig, train_examples: list[Sentence]) -> LmPipeline:
         m = config.model
+        if m.init:
+            return cls.continued(config)
         if m.unit not in ("word", "char"):
             raise ConfigError(f"unknown unit {m.unit!r}; use word or char")
         counts: Counter = Counter()
@@ -88,6 +101,16 @@ class LmPipeline(Pipeline):
         return cls.build(config, {"tokens": vocab.to_list()})
 
     @classmethod
+    def continued(cls, config: LmConfig) -> LmPipeline:
+        """A pipeline holding the weights and vocabulary of the lm checkpoint `model.init` (its shape fields
+        replace this run's), to train on."""
+        base = LmPipeline.load(config.model.init)
+        shape = {f"model.{k}": getattr(base.config.model, k) for k in LmModelConfig.SHAPE}
+        pipe = cls.build(config.updated(shape), base.assets)
+        pipe.model.load_state_dict(base.model.state_dict())
+        return pipe
+
+    @classmethod
     def build(cls, config: LmConfig, assets: dict[str, Any], directory: Path | None = None) -> LmPipeline:
         m, inf = config.model, config.inference
         if m.arch == "transformer" and inf.max_len + 2 > m.positions:
@@ -95,7 +118,21 @@ class LmPipeline(Pipeline):
                 f"inference.max_len {inf.max_len} does not fit the model's {m.positions} positions "
                 f"(at most {m.positions - 2})"
             )
+        if m.arch == "transformer" and m.max_len + 1 > m.positions:
+            raise ConfigError(
+                f"model.max_len {m.max_len} (+1 for the start token) does not fit the model's {m.positions} "
+                f"positions (raise --positions)"
+            )
         return cls(config, assets, BiLM(m, len(assets["tokens"])))
+
+    @classmethod
+    def adapt_state(cls, config: TaskConfig, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+        if any(".blocks.layers." in k for k in state):
+            raise CheckpointError(
+                f"{path}: an lm transformer of an older nlpcli (nn.TransformerEncoder weights), which this "
+                "version no longer builds (its transformer is the GPT of nlpcli/nn/gpt.py); retrain it"
+            )
+        return state
 
     @classmethod
     def saved_config(cls, ckpt: Any) -> TaskConfig:
@@ -110,7 +147,26 @@ class LmPipeline(Pipeline):
     def encode(self, ex: Sentence) -> list[int]:
         return self.vocab.ids(tokenize(ex, self.config.model.unit))
 
-    def training_examples(self, examples: list[Sentence]) -> list[list[int]]:
+    def training_examples(self, examples: list[Sentence]) -> list[list[int]] | list[torch.Tensor]:
+        """Per sentence token ids (windowed), or packed windows with `model.pack`."""
+        return self.packed_windows(examples) if self.config.model.pack else self.sentence_windows(examples)
+
+    def packed_windows(self, examples: list[Sentence]) -> list[torch.Tensor]:
+        """The sentences as one stream `<s> s1 <s> s2 ... <s>`, cut into windows of max_len + 1 tokens that
+        overlap by one (inputs w[:-1], targets w[1:]: every token a target exactly once); only the last window
+        is padded. The backward LM reads each window reversed: a window of the reversed stream."""
+        size = self.config.model.max_len
+        stream = array("i")
+        for ex in examples:
+            stream.append(BOS)
+            stream.extend(self.encode(ex))
+        stream.append(BOS)
+        n = max(1, math.ceil((len(stream) - 1) / size))
+        flat = torch.zeros(n * size + 1, dtype=torch.int32)
+        flat[: len(stream)] = torch.frombuffer(stream, dtype=torch.int32)
+        return list(flat.unfold(0, size + 1, size))
+
+    def sentence_windows(self, examples: list[Sentence]) -> list[list[int]]:
         """Token ids per sentence; sentences longer than max_len become consecutive windows."""
         out: list[list[int]] = []
         for ex in examples:
@@ -118,10 +174,14 @@ class LmPipeline(Pipeline):
             out.extend(ids[w.start : w.end] for w in windows(len(ids), self.config.model.max_len, 0) if w.end > w.start)
         return out
 
-    def example_length(self, example: list[int]) -> int:
+    def example_length(self, example: list[int] | torch.Tensor) -> int:
         return len(example)
 
-    def collate(self, examples: list[list[int]]) -> dict[str, Any]:
+    def collate(self, examples: list[list[int]] | list[torch.Tensor]) -> dict[str, Any]:
+        """Sentences: right-padded token rows (the LMs add <s> and the end token); packed windows: as they are."""
+        if examples and isinstance(examples[0], torch.Tensor):
+            rows = torch.stack(examples).long()  # no PAD inside a window: padding is at the stream's end only
+            return {"windows": rows, "lengths": (rows != 0).sum(1), "_tokens": int((rows[:, 1:] != 0).sum())}
         tokens = pad_ids(examples)
         lengths = torch.tensor([len(e) for e in examples])
         return {"tokens": tokens, "lengths": lengths, "_tokens": int(lengths.sum()) + len(examples)}
@@ -129,6 +189,10 @@ class LmPipeline(Pipeline):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         model = getattr(model, "module", model)  # the BiLM inside a DDP wrapper
         assert isinstance(model, BiLM)
+        if "windows" in batch:  # packed: only the last window of the stream has padding, at its right
+            nll_f, n = window_nll_sum(model.fwd, batch["windows"])
+            nll_b, _ = window_nll_sum(model.bwd, reverse_rows(batch["windows"], batch["lengths"]))
+            return (nll_f + nll_b) / (2 * max(n, 1))
         nll_f, n = nll_sum(model.fwd, batch["tokens"], batch["lengths"])
         nll_b, _ = nll_sum(model.bwd, reverse_rows(batch["tokens"], batch["lengths"]), batch["lengths"])
         return (nll_f + nll_b) / (2 * n)
@@ -168,7 +232,7 @@ class LmPipeline(Pipeline):
     def _token_ids(self, examples: list[Sentence] | list[list[int]]) -> list[list[int]]:
         """Sentences as the model's token windows; token ids as they are."""
         if examples and isinstance(examples[0], Sentence):
-            return self.training_examples(examples)
+            return self.sentence_windows(examples)
         return examples  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -238,9 +302,12 @@ class LmPipeline(Pipeline):
 
 
 def tokenize(ex: Sentence, unit: str) -> list[str]:
-    """Words (jieba, whitespace dropped) or chars of a sentence, normalised; cached on the sentence."""
-    if ex.tokens is None:
-        text = "".join(V.char_tokens(ex.text))
-        pieces = V.words(text) if unit == "word" else list(text)
-        ex.tokens = [p for p in pieces if p.strip()]
+    """Words (jieba, whitespace dropped) or chars of a sentence, normalised; words are cached on the sentence
+    (jieba is slow; chars are cheap to redo, and a big corpus's char lists would not fit in memory)."""
+    if ex.tokens is not None:
+        return ex.tokens
+    text = "".join(V.char_tokens(ex.text))
+    if unit != "word":
+        return [c for c in text if c.strip()]
+    ex.tokens = [p for p in V.words(text) if p.strip()]
     return ex.tokens
