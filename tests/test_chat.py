@@ -28,6 +28,7 @@ TINY = {
     "char_min_count": 1,
     "max_len": 64,
     "max_new_tokens": 16,
+    "loss": "responses",  # the tests below reason about response-only training
 }
 TRAIN_ARGS = [
     "--hidden-size",
@@ -358,6 +359,8 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
         gpt,
         "--init-lr",
         "5e-3",
+        "--loss",
+        "responses",
         "--max-steps",
         "60",
         "--batch-size",

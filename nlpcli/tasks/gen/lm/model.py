@@ -20,10 +20,11 @@ SPECIALS = ["[PAD]", "[UNK]", "<s>"]
 @dataclass
 class LmModelConfig(Section):
     unit: str = opt("word", "Token unit: word (jieba words, capped vocabulary) | char.")
-    vocab_size: int = opt(20000, "Most frequent tokens kept in the vocabulary.")
+    # 10k words and 64-wide embeddings: what benchmarks/lm_cgmh.py measured best in its 15-minute budget.
+    vocab_size: int = opt(10000, "Most frequent tokens kept in the vocabulary.")
     min_count: int = opt(2, "Training occurrences a token needs to enter the vocabulary.")
     arch: str = opt("lstm", "Language model per direction: lstm | transformer (a small GPT, nlpcli/nn/gpt.py).")
-    embed_dim: int = opt(256, "Token embedding width of the LSTM (the output is tied to it; a GPT uses hidden_size).")
+    embed_dim: int = opt(64, "Token embedding width of the LSTM (the output is tied to it; a GPT uses hidden_size).")
     hidden_size: int = opt(256, "LSTM / transformer width.")
     num_layers: int = opt(2, "LSTM / transformer layers per direction.")
     heads: int = opt(4, "Attention heads (transformer only).")
