@@ -22,7 +22,6 @@ Writes benchmarks/results/lm_pretrain.json; each session's figures are kept in R
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -163,11 +162,9 @@ def session_log(run: Path, skip: int) -> list[dict[str, Any]]:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from nlpcli.models.archive import sha256_file
+
+    return sha256_file(path)
 
 
 def main() -> None:

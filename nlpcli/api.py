@@ -283,6 +283,15 @@ class PredictStats:
     reasons: list[str] = field(default_factory=list)
 
 
+def count_skipped(stats: PredictStats, err: DataError, skip_bad: bool) -> None:
+    """A bad record: with `skip_bad` counted (the first five reasons kept for the summary), else raised."""
+    if not skip_bad:
+        raise err
+    stats.skipped += 1
+    if len(stats.reasons) < 5:
+        stats.reasons.append(str(err))
+
+
 def read_records(
     lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats
 ) -> Iterator[dict]:
@@ -300,11 +309,7 @@ def read_records(
         try:
             record = parse_record(line, path, lineno, pipe)
         except DataError as err:
-            if not skip_bad:
-                raise
-            stats.skipped += 1
-            if len(stats.reasons) < 5:
-                stats.reasons.append(str(err))
+            count_skipped(stats, err, skip_bad)
             continue
         stats.read += 1
         yield record
@@ -481,11 +486,7 @@ def table_records(
             except DataError as e:
                 raise DataError(table.path, f"row {table.row_number(index)}: {e.reason}") from None
         except DataError as err:
-            if not skip_bad:
-                raise
-            stats.skipped += 1
-            if len(stats.reasons) < 5:
-                stats.reasons.append(str(err))
+            count_skipped(stats, err, skip_bad)
             continue
         stats.read += 1
         yield index, record
