@@ -124,8 +124,30 @@ def test_position_limits_of_bert_and_roberta_style_encoders():
 
     bert = BertModel(BertConfig(vocab_size=30, max_position_embeddings=64, **SMALL))
     roberta = XLMRobertaModel(XLMRobertaConfig(vocab_size=30, max_position_embeddings=66, pad_token_id=1, **SMALL))
-    assert EncoderReader(HFEncoder(bert)).max_tokens() == 64
-    assert EncoderReader(HFEncoder(roberta)).max_tokens() == 64  # positions count from padding_idx + 1
+    assert HFEncoder(bert).max_tokens() == 64
+    assert HFEncoder(roberta).max_tokens() == 64  # positions count from padding_idx + 1
+
+    class Tokenizer:
+        model_max_length = 32
+
+    assert HFEncoder(bert).max_tokens(Tokenizer()) == 32  # the tokenizer's own limit, when lower
+
+
+def test_text_encoder_cuts_at_the_encoders_positions_and_pads_with_the_pad_id(tiny_xlmr):
+    """ner and ie inputs: a text longer than the encoder's positions is cut there (not at a fixed 512), and a
+    batch pads input_ids with the tokenizer's pad id (XLM-R's is 1; its positions count from it)."""
+    from transformers import AutoTokenizer, XLMRobertaModel
+
+    from nlpcli.nn.encoder import TextEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_xlmr)
+    limit = HFEncoder(XLMRobertaModel.from_pretrained(tiny_xlmr)).max_tokens(tokenizer)
+    encode = TextEncoder({}, tokenizer, limit=20)
+    long, short = encode("北京是中华人民共和国的首都。" * 5), encode("北京")
+    assert len(long.ids["input_ids"]) == 20 and long.offsets[-1] == (0, 0)  # ends with its special token
+    batch = encode.pad([long, short])
+    assert batch["input_ids"].shape == (2, 20) and (batch["input_ids"][1, len(short.offsets) :] == 1).all()
+    assert limit == 512
 
 
 def test_xlmr_pairs_have_no_token_types_and_pad_with_its_pad_id(tiny_xlmr):

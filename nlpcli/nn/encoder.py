@@ -116,6 +116,16 @@ class HFEncoder(nn.Module):
             inputs["token_type_ids"] = batch["token_type_ids"]
         return self.model(**inputs).last_hidden_state
 
+    def max_tokens(self, tokenizer: Any = None) -> int:
+        """Tokens (special ones included) one input may hold: the position table, less the rows that
+        RoBERTa-style models skip (their positions count from padding_idx + 1), and the tokenizer's own limit."""
+        n = int(getattr(self.model.config, "max_position_embeddings", 512))
+        table = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
+        pad = getattr(table, "padding_idx", None)
+        if pad is not None:
+            n -= pad + 1
+        return min(n, int(getattr(tokenizer, "model_max_length", None) or n))
+
 
 Encoder = CharWordDGCNN | HFEncoder
 
@@ -164,10 +174,19 @@ class TextEncoder:
 
     CACHE_SIZE = 50_000
 
-    def __init__(self, assets: dict[str, Any], tokenizer: Any = None):
+    def __init__(self, assets: dict[str, Any], tokenizer: Any = None, limit: int = 512):
         self.tokenizer = tokenizer
+        self.limit = limit  # a tokenizer's inputs are cut here: the encoder's positions (HFEncoder.max_tokens)
+        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         self.vocab = V.CharWordVocab(assets) if tokenizer is None else None
         self._cache: dict[str, Encoded] = {}
+
+    def pad(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """The inputs of several texts, right-padded: ids with the tokenizer's pad id (RoBERTa-style models
+        number positions from it), everything else with 0."""
+        from ..data.batching import pad_ids
+
+        return {k: pad_ids([e.ids[k] for e in encoded], self.pad_id if k == "input_ids" else 0) for k in encoded[0].ids}
 
     def __call__(self, text: str) -> Encoded:
         found = self._cache.get(text)
@@ -179,7 +198,7 @@ class TextEncoder:
 
     def _encode(self, text: str) -> Encoded:
         if self.tokenizer is not None:
-            enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=512)
+            enc = self.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=self.limit)
             return Encoded({"input_ids": enc["input_ids"]}, [tuple(o) for o in enc["offset_mapping"]])
         assert self.vocab is not None
         return Encoded(self.vocab.encode(text), [(i, i + 1) for i in range(len(text))])

@@ -100,15 +100,6 @@ class EncoderReader(nn.Module):
         start, end = self.pointers(h).unbind(-1)
         return {"start": start, "end": end, "gate": self.has_answer(h[:, 0]).squeeze(-1)}
 
-    def max_tokens(self) -> int:
-        """Tokens the encoder reads at most: its position table, less the rows that RoBERTa-style models skip
-        (their positions count from padding_idx + 1)."""
-        model = self.encoder.model
-        n = int(model.config.max_position_embeddings)
-        table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
-        pad = getattr(table, "padding_idx", None)
-        return n - (pad + 1) if pad is not None else n
-
 
 def pointer_probs(
     out: dict[str, torch.Tensor], mask: torch.Tensor, loss: str = "softmax"

@@ -130,7 +130,7 @@ class QaPipeline(Pipeline):
         self.tokenizer = tokenizer
         self.inputs: ReaderInputs
         if isinstance(model, EncoderReader):
-            limit = min(model.max_tokens(), getattr(tokenizer, "model_max_length", None) or 10**9)
+            limit = model.encoder.max_tokens(tokenizer)
             types = int(getattr(model.encoder.model.config, "type_vocab_size", 1))
             self.inputs = EncoderInputs(tokenizer, limit, config.inference.max_len, types)
         else:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
-from ....data.batching import pad_ids, windows
+from ....data.batching import windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....metrics import set_prf
@@ -104,7 +104,8 @@ class NerPipeline(Pipeline):
         self.types: list[str] = assets["types"]
         self.type_ids = {t: i for i, t in enumerate(self.types)}
         self.tokenizer = tokenizer
-        self.encode = TextEncoder(assets, tokenizer)
+        limit = model.encoder.max_tokens(tokenizer) if isinstance(model.encoder, HFEncoder) else 512
+        self.encode = TextEncoder(assets, tokenizer, limit)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -168,7 +169,7 @@ class NerPipeline(Pipeline):
 
     def collate(self, examples: list[NerExample]) -> dict[str, Any]:
         encoded = [self.encode(ex.text) for ex in examples]
-        batch: dict[str, Any] = {k: pad_ids([e.ids[k] for e in encoded]) for k in encoded[0].ids}
+        batch: dict[str, Any] = dict(self.encode.pad(encoded))
         width = next(iter(batch.values())).shape[1]
         attention = torch.zeros(len(encoded), width, dtype=torch.bool)
         spannable = torch.zeros(len(encoded), width, dtype=torch.bool)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
-from ....data.batching import Window, pad_ids, windows
+from ....data.batching import Window, windows
 from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_prf
@@ -126,9 +126,9 @@ class IePipeline(Pipeline):
         self.predicate_ids = {p: i for i, p in enumerate(self.predicates)}
         self.types: dict[str, list[str]] = assets.get("types", {})
         self.tokenizer = tokenizer
-        self.encode = TextEncoder(assets, tokenizer)
         # Tokens (special ones included) one input of a pretrained encoder may hold; 0: no limit but max_len
-        self.max_tokens = _max_tokens(model.encoder, tokenizer) if isinstance(model.encoder, HFEncoder) else 0
+        self.max_tokens = model.encoder.max_tokens(tokenizer) if isinstance(model.encoder, HFEncoder) else 0
+        self.encode = TextEncoder(assets, tokenizer, self.max_tokens or 512)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -235,7 +235,7 @@ class IePipeline(Pipeline):
         """Model inputs; `attention_mask` marks real positions, `span_mask` those that cover characters (not a
         tokenizer's special tokens), `_encoded` maps positions back to characters."""
         encoded = [self.encode(t) for t in texts]
-        batch: dict[str, Any] = {k: pad_ids([e.ids[k] for e in encoded]) for k in encoded[0].ids}
+        batch: dict[str, Any] = dict(self.encode.pad(encoded))
         lengths = torch.tensor([len(e.offsets) for e in encoded])
         width = next(iter(batch.values())).shape[1]
         batch["attention_mask"] = torch.arange(width)[None] < lengths[:, None]
@@ -395,17 +395,6 @@ class IePipeline(Pipeline):
 def _positions(enc: Encoded, spans: list[Span]) -> list[Span]:
     """The positions of the character spans that start and end on position boundaries."""
     return [p for s, e in spans if (p := enc.positions(s, e)) is not None]
-
-
-def _max_tokens(encoder: HFEncoder, tokenizer: Any) -> int:
-    """Tokens (special ones included) one input of a pretrained encoder may hold: its position table (RoBERTa
-    models count positions from the padding id + 1), the tokenizer's own limit, and 512, where `TextEncoder`
-    truncates."""
-    config = encoder.model.config
-    positions = int(getattr(config, "max_position_embeddings", 512))
-    if "roberta" in str(getattr(config, "model_type", "")):
-        positions -= int(config.pad_token_id) + 1
-    return min(positions, int(getattr(tokenizer, "model_max_length", positions)), 512)
 
 
 def _shift(t: Triple, start: int, end: int) -> Triple:
