@@ -31,6 +31,7 @@ from ....errors import ConfigError
 from .model import BOS, SPECIALS, CausalLM, reverse_rows, sentence_logprob
 
 REPLACE, INSERT, DELETE, SKIP = 0, 1, 2, 3
+PROPOSALS = ("full", "fast")
 
 
 class KeywordLM(Protocol):
@@ -68,6 +69,17 @@ class SamplerSettings(Section):
     seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).")
     keep_order: bool = opt(False, "Keywords appear in the given order.")
     batched: bool = opt(True, "Score candidate sentences in batches; false: one at a time (the speed baseline).")
+    proposal: str = opt(
+        "full",
+        "full: score all top-K candidate sentences with the forward LM and draw by those scores; "
+        "fast: draw by the two LMs' word probabilities alone and score only the drawn sentence (the acceptance "
+        "ratio corrects for the difference: the same target, many times fewer sentences scored per step).",
+    )
+
+    def check(self) -> None:
+        self.action_probs()
+        if self.proposal not in PROPOSALS:
+            raise ConfigError(f"unknown proposal {self.proposal!r}; use {' or '.join(PROPOSALS)}")
 
     def action_probs(self) -> torch.Tensor:
         skip = 1.0 - self.p_replace - self.p_insert - self.p_delete
@@ -228,20 +240,30 @@ def mh_step(
     t0 = time.perf_counter()
     prefix = read_prefix(lm, sub, m)
     prefix_s = time.perf_counter() - t0
-    cands = proposal_logits(lm, sub, m, a, prefix).topk(k, dim=-1).indices
+    logits = proposal_logits(lm, sub, m, a, prefix)
+    top = logits.topk(k, dim=-1)
+    if s.proposal == "fast":
+        word, log_q = _draw_fast(logits, top.values, top.indices, sub, m, a, gen)
+        cands = word.unsqueeze(1)
+    else:
+        cands = top.indices
     tokens, kw, length = build_rows(sub, m, a, cands)
+    group = cands.shape[1] + 1
     t0 = time.perf_counter()
     if s.batched:
-        flat = candidate_logprob(lm, prefix, tokens.flatten(0, 1), length.flatten(), m, k + 1)
+        flat = candidate_logprob(lm, prefix, tokens.flatten(0, 1), length.flatten(), m, group)
     else:
-        flat = score_rows(lm, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(k + 1), batched=False)
-    score = flat.view(len(act), k + 1)
+        flat = score_rows(lm, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(group), batched=False)
+    score = flat.view(len(act), group)
     if stats is not None:
         # The shared prefix read counts as scoring time of the batched path (the baseline does not need it).
         stats.score_seconds += time.perf_counter() - t0 + (prefix_s if s.batched else 0.0)
         stats.scored_sentences += score.numel()
         stats.proposed += len(act)
-    choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)
+    if s.proposal == "fast":
+        choice, accept, delta = _decide_fast(score, word, log_q, sub, m, a, s, u[act, 1])
+    else:
+        choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)
     idx = torch.arange(len(act), device=device)
     new = accept.nonzero()[:, 0]
     rows = act[new]
@@ -304,6 +326,74 @@ def _decide(
     return choice, accept, delta
 
 
+def _draw_fast(
+    logits: torch.Tensor,
+    top_q: torch.Tensor,
+    cands: torch.Tensor,
+    ch: Chains,
+    m: torch.Tensor,
+    action: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The word each chain's move puts at m, drawn from g = softmax(q) over the top-K set T, q = the proposal
+    logits; and log g of the forward move's word over its reverse: what `_decide_fast` needs besides pi.
+
+    Replace draws from T plus the current word (the set `_decide` uses), so the forward and reverse draws share
+    one normaliser and the ratio is q(x_m) - q(w). Insert draws from T: log g(w) = q(w) - logsumexp_T q. Delete
+    draws nothing (the word is x_m); its reverse, the insert of x_m back, has log g = q(x_m) - logsumexp_T q and
+    is impossible when x_m is not in T."""
+    rows = torch.arange(len(m), device=m.device)
+    current = ch.tokens[rows, m]
+    q_cur = logits[rows, current]
+    in_set = (cands == current.unsqueeze(1)).any(1)
+    is_rep = action == REPLACE
+    # Replace: T and, unless it is already there, the current word (index K); insert: T alone.
+    extra = torch.where(is_rep & ~in_set, q_cur, torch.full_like(q_cur, -math.inf)).unsqueeze(1)
+    pool = torch.cat([top_q, extra], 1)
+    pick = torch.multinomial(torch.softmax(pool, 1).cpu(), 1, generator=gen).squeeze(1).to(m.device)
+    drawn = torch.where(pick < cands.shape[1], cands[rows, pick.clamp(max=cands.shape[1] - 1)], current)
+    log_z = torch.logsumexp(top_q, 1)
+    q_w = pool[rows, pick]
+    log_g = torch.where(
+        is_rep,
+        q_cur - q_w,  # log g(x | x') - log g(x' | x): the reverse draw over the same set
+        torch.where(
+            action == INSERT,
+            -(q_w - log_z),  # the reverse delete is deterministic
+            torch.where(in_set, q_cur - log_z, torch.full_like(q_cur, -math.inf)),  # delete: the reverse insert
+        ),
+    )
+    word = torch.where(action == DELETE, current, drawn)
+    return word, log_g
+
+
+def _decide_fast(
+    score: torch.Tensor,
+    word: torch.Tensor,
+    log_g: torch.Tensor,
+    ch: Chains,
+    m: torch.Tensor,
+    action: torch.Tensor,
+    s: SamplerSettings,
+    u: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Metropolis-Hastings acceptance of the drawn move: A = pi(x') g(x | x') a(reverse) / (pi(x) g(x' | x) a).
+
+    score[:, 0] is the row with `word` at m, score[:, 1] the extra row of `build_rows`: for replace and insert
+    the proposal and the current sentence, for delete the current sentence (x_m put back at m) and the proposal.
+    """
+    rows = torch.arange(len(m), device=m.device)
+    is_del = action == DELETE
+    new_row = is_del.long()  # delete: the proposal is the extra row
+    delta = score[rows, new_row] - score[rows, 1 - new_row]
+    log_pi, log_pd = math.log(s.p_insert), math.log(s.p_delete)
+    moves = torch.where(action == INSERT, log_pd - log_pi, torch.where(is_del, log_pi - log_pd, 0.0))
+    log_a = delta + log_g + moves
+    stays = (action == REPLACE) & (word == ch.tokens[rows, m])  # drew the current word: a self-loop
+    accept = (torch.log(u.clamp(min=1e-12)) < log_a) & ~stays
+    return new_row, accept, delta
+
+
 # --- generation: keyword sets in, best visited sentences out ---------------------------------------
 
 
@@ -358,7 +448,7 @@ def iter_generate(
         raise ConfigError("--steps must be at least 1")
     if s.num < 1:
         raise ConfigError("--num must be at least 1")
-    s.action_probs()
+    s.check()
     encoded = [lm.encode_keywords(words) for words in keyword_sets]  # all checked before any work
     n_chains = max(s.num, s.chains)
     per_batch = max(1, s.batch_chains // n_chains)
