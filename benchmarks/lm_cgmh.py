@@ -2,10 +2,15 @@
 
     python benchmarks/lm_cgmh.py --sets 100 --steps 100     # trains from configs/lm-cgmh.toml (15 minutes)
 
+    python benchmarks/lm_cgmh.py --model DIR --proposal fast --judge JUDGE --result lm_cgmh_fast   # reuse a model
+
 Held out: a seeded 1,000 sentences of the pooled corpora (never trained on). Keyword sets: 1-4 jieba words
 (>= 2 characters) from 100 of them. Reports keyword coverage, forward-LM NLL per token of the outputs next to
 that of the held-out sentences, distinct-2, sentences/s, and batched vs one-at-a-time candidate scoring.
-Writes benchmarks/results/lm_cgmh.json.
+Held-out perplexity is also given per character with every UNK token charged its spelling (lm_pretrain.py's
+open-vocabulary figure), so word and char models compare. --judge names an lm checkpoint trained on a split
+disjoint from the sampler's (lm_corpus.py --judge-split): the outputs' per-char NLL under it, beside that of the
+held-out sentences, is the fluency check of issue 15. Writes benchmarks/results/lm_cgmh.json (or --result).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import torch
 from _common import DATA, Run, preset
+from lm_pretrain import SpellingModel, open_vocab, per_char, scored_chars, unk_charge
 
 from nlpcli import api
 from nlpcli.data import vocab as V
@@ -68,6 +74,25 @@ def distinct_2(pipe, texts: list[str]) -> float:
     return len(set(grams)) / max(len(grams), 1)
 
 
+def per_char_nll(pipe, texts: list[str]) -> float:
+    """Forward-LM NLL per character (end token included in the total, whitespace not counted)."""
+    nll = pipe.token_nll(texts)
+    total = sum(x * (len(pipe.encode(Sentence(t))) + 1) for x, t in zip(nll, texts))
+    return total / max(sum(len("".join(t.split())) for t in texts), 1)
+
+
+def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: list[str]) -> dict:
+    """Per-char NLL under an LM the sampler did not use (trained on a disjoint split): outputs vs real text."""
+    judge = api.load(judge_dir, task="lm", device="cpu")
+    return {
+        "model": judge_dir,
+        "unit": judge.config.model.unit,
+        "nll_per_char_outputs": round(per_char_nll(judge, outputs), 4),
+        "nll_per_char_source_sentences": round(per_char_nll(judge, sources), 4),
+        "nll_per_char_held_out_sentences": round(per_char_nll(judge, held), 4),
+    }
+
+
 def scoring_speedup(pipe, sets: list[list[str]], steps: int, seed: int) -> dict:
     """The same chains, steps and seed, candidate sentences scored as one batch vs one at a time."""
     out = {}
@@ -103,6 +128,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="", help="reuse a trained lm instead of training")
     ap.add_argument("--lm", default="", help="extra lm config as key=value,key=value (over the preset)")
+    ap.add_argument("--proposal", default=None, help="sampler proposal: full | fast (default: the model's)")
+    ap.add_argument("--top-k", type=int, default=None, help="sampler top-K (default: the model's)")
+    ap.add_argument("--chains", type=int, default=None, help="chains per keyword set (default: the model's)")
+    ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
+    ap.add_argument("--result", default="lm_cgmh", help="name of the result file in benchmarks/results/")
+    ap.add_argument("--no-speed-sets", action="store_true", help="skip the batched vs one-at-a-time comparison")
     args = ap.parse_args()
     bench = Run()
     config = preset("lm-cgmh.toml")
@@ -124,9 +155,18 @@ def main() -> None:
             "config": rep.config,
         }
     pipe = api.load(model, task="lm", device="cpu")
-    result["held_out_lm"] = {
-        k: round(v, 4) if isinstance(v, float) else v for k, v in pipe.evaluate([Sentence(s) for s in held]).items()
-    }
+    given = (("proposal", args.proposal), ("top_k", args.top_k), ("chains", args.chains))
+    sampler = {k: v for k, v in given if v is not None}
+    pipe.config.inference = pipe.config.inference.updated(sampler)
+    held_lm = pipe.evaluate([Sentence(s) for s in held])
+    result["held_out_lm"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in held_lm.items()}
+    # Per character, with every UNK token charged its spelling (lm_pretrain.py's open-vocabulary figure):
+    # comparable across word and char models.
+    held_file = work / "held_out.txt"
+    held_file.write_text("\n".join(held) + "\n", encoding="utf-8")
+    figs = per_char(held_lm, scored_chars(held_file))
+    spell = SpellingModel(train_file, pipe.config.model.unit)
+    result["held_out_per_char"] = figs | open_vocab(figs, unk_charge(pipe, held_file, spell))
     sets, sources = keyword_sets(held, args.sets, args.seed)
     t0 = time.time()
     gens = cgmh.generate(pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": args.seed}))
@@ -142,6 +182,7 @@ def main() -> None:
         "steps": args.steps,
         "chains_per_set": max(1, inf.chains),
         "top_k": inf.top_k,
+        "proposal": inf.proposal,
         "keyword_coverage": covered / len(sets),
         "nll_outputs": round(sum(out_nll) / len(out_nll), 4),
         "nll_source_sentences": round(sum(src_nll) / len(src_nll), 4),
@@ -151,8 +192,11 @@ def main() -> None:
         "sentences_per_s": round(len(sets) / seconds, 3),
         "examples": [{"words": w, "output": o} for w, o in list(zip(sets, outputs))[:10]],
     }
-    result["scoring"] = [scoring_speedup(pipe, sets[:n], args.speed_steps, args.seed) for n in args.speed_sets]
-    bench.finish("lm_cgmh", result)
+    if args.judge:
+        result["judge"] = judge_scores(args.judge, outputs, sources, held)
+    if not args.no_speed_sets:
+        result["scoring"] = [scoring_speedup(pipe, sets[:n], args.speed_steps, args.seed) for n in args.speed_sets]
+    bench.finish(args.result, result)
 
 
 if __name__ == "__main__":

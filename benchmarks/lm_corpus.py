@@ -546,6 +546,39 @@ def split_dev(
     return order[n_dev:], order[:n_dev]
 
 
+# The sources of lm_cgmh.py's training text: a judge LM for its outputs must not have read them.
+LM_CGMH_SOURCES = ("thucnews_titles", "nlpcc2017_headlines", "msra_ner_news")
+
+
+def judge_split(train: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Two disjoint halves of train.txt, by a hash of each line (stable across runs and machines): the sampler
+    half (every source) and the judge half, less the lines of lm_cgmh.py's sources. An LM trained on the judge
+    half scores generated sentences without having read any sampler's training text (issue 15's fluency check):
+    neither the char GPT pretrained on the sampler half nor the word LSTM that lm_cgmh.py trains on the news."""
+    sampler, judge = [], []
+    for src, line in train:
+        if hashlib.sha1(line.encode("utf-8")).digest()[0] % 2 == 0:
+            sampler.append(line)
+        elif src not in LM_CGMH_SOURCES:
+            judge.append(line)
+    return sampler, judge
+
+
+def write_judge_split(work: Path, train: list[tuple[str, str]]) -> dict[str, dict[str, object]]:
+    """WORK/split-sampler and WORK/split-judge: corpus dirs for lm_pretrain.py --corpus (dev and held-out shared)."""
+    out = {}
+    for name, lines in zip(("sampler", "judge"), judge_split(train)):
+        d = work / f"split-{name}"
+        (d / "heldout").mkdir(parents=True, exist_ok=True)
+        for f in ("dev.txt", "heldout/lm_cgmh.txt", "heldout/lccc_test_utterances.txt"):
+            (d / f).write_bytes((work / f).read_bytes())
+        sha = write_lines(d / "train.txt", lines)
+        out[name] = {"lines": len(lines), "chars": sum(map(len, lines)), "sha256": sha, "dir": str(d)}
+        manifest = {"split_of": str(work / "train.txt"), "rule": judge_split.__doc__, "train": out[name]}
+        (d / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
 def write_lines(path: Path, lines: Iterable[str]) -> str:
     """Write one line each, LF; returns the file's sha256."""
     data = "".join(line + "\n" for line in lines).encode("utf-8")
@@ -563,6 +596,11 @@ def main() -> None:
     ap.add_argument("--ngram", type=int, default=Settings.ngram, help="characters of a shared held-out substring")
     ap.add_argument("--max-chars", type=int, default=Settings.max_chars, help="longer sentences are cut at clauses")
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/lm_corpus.json")
+    ap.add_argument(
+        "--judge-split",
+        action="store_true",
+        help="also write WORK/split-sampler and WORK/split-judge (disjoint halves; see judge_split)",
+    )
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no shared data at {DATA}")
@@ -628,6 +666,7 @@ def main() -> None:
             "lccc_test_utterances": str(heldout_dir / "lccc_test_utterances.txt"),
         },
         "packages": packages,
+        "judge_split": write_judge_split(work, train) if args.judge_split else None,
         "seconds": {"held_out": round(held_s, 1), "total": round(time.time() - t0, 1)},
     }
     (work / "manifest.json").write_text(

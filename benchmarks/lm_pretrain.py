@@ -106,6 +106,58 @@ def per_char(metrics: dict[str, Any], chars: int) -> dict[str, Any]:
     return out
 
 
+class SpellingModel:
+    """An open-vocabulary charge for UNK tokens, so that a word LM's per-char perplexity compares fairly with a
+    char LM's: a word LM that predicts UNK has not said which characters follow. Each UNK token is charged
+    -log p_spell(its text), p_spell(w) = s (1 - s)^(n - 1) prod_c p(c): characters from an add-one unigram, a
+    geometric length with the mean token length. Both estimated on the first `lines` lines of the training file.
+    A proper distribution over strings (it also gives mass to in-vocabulary strings, so it overcharges a little:
+    the word LM's figure is an upper bound)."""
+
+    def __init__(self, train_file: Path, unit: str, lines: int = 20000) -> None:
+        from collections import Counter
+        from itertools import islice
+
+        from nlpcli.tasks.gen.lm.data import Sentence
+        from nlpcli.tasks.gen.lm.pipeline import tokenize
+
+        with open(train_file, encoding="utf-8") as f:
+            texts = [x.strip() for x in islice(f, lines) if x.strip()]
+        tokens = [t for x in texts for t in tokenize(Sentence(x), unit)]
+        self.counts = Counter(c for t in tokens for c in t)
+        self.total = sum(self.counts.values()) + len(self.counts) + 1  # add-one, one bucket for unseen chars
+        self.stop = len(tokens) / max(sum(map(len, tokens)), 1)  # 1 / mean token length
+
+    def nll(self, token: str) -> float:
+        chars = sum(-math.log((self.counts.get(c, 0) + 1) / self.total) for c in token)
+        return chars - math.log(self.stop) - (len(token) - 1) * math.log(1 - self.stop) if self.stop < 1 else chars
+
+
+def unk_charge(pipe: Any, path: Path, spell: SpellingModel) -> tuple[float, int]:
+    """Total spelling NLL of the UNK tokens of a file, as the model tokenizes it, and how many there were."""
+    from nlpcli.data import vocab as V
+    from nlpcli.tasks.gen.lm.data import read_sentences
+    from nlpcli.tasks.gen.lm.pipeline import tokenize
+
+    total, n = 0.0, 0
+    for ex in read_sentences(path)[0]:
+        for t in tokenize(ex, pipe.config.model.unit):
+            if pipe.vocab.id(t) == V.UNK:
+                total += spell.nll(t)
+                n += 1
+    return total, n
+
+
+def open_vocab(figures: dict[str, Any], charge: tuple[float, int]) -> dict[str, Any]:
+    """per_char's forward figures with every UNK token charged its spelling (SpellingModel)."""
+    nll = figures["nll_per_char_fwd"] + charge[0] / figures["chars"]
+    return {
+        "unk_tokens": charge[1],
+        "nll_per_char_fwd_open_vocab": round(nll, 4),
+        "ppl_per_char_fwd_open_vocab": round(math.exp(nll), 2),
+    }
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5, calls: int = 10) -> float:
     """fp32 n x n matmul speed on one thread, best of `repeats` timings of `calls` products (GFLOP/s)."""
     import torch
@@ -178,6 +230,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue --run (its config, data order and schedule)")
     ap.add_argument("--overwrite", action="store_true", help="start --run anew even if it holds a model")
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/lm_pretrain.json")
+    ap.add_argument("--result", default="lm_pretrain", help="name of the result file in benchmarks/results/")
     args, extra = ap.parse_known_args()
     corpus, run = Path(args.corpus), Path(args.run)
     train_file = corpus / "train.txt"
@@ -244,9 +297,11 @@ def main() -> None:
     pipe = nlpcli.load(str(run), task="lm")  # best/ (last/ before the first evaluation), as `--model RUN`
     flops = model_flops(pipe, context=mean_line + 1)
     heldout = {}
+    spell = SpellingModel(train_file, pipe.config.model.unit)
     for name, rel in HELD_OUT.items():
         path = corpus / rel
-        heldout[name] = per_char(nlpcli.evaluate(pipe, path), scored_chars(path)) | {"file": str(path)}
+        figs = per_char(nlpcli.evaluate(pipe, path), scored_chars(path))
+        heldout[name] = figs | open_vocab(figs, unk_charge(pipe, path, spell)) | {"file": str(path)}
     if session.get("train_tokens_per_s"):
         achieved = session["train_tokens_per_s"] * flops["train_flops_per_token"] / 1e9
         session["train_gflops"] = round(achieved, 2)
@@ -296,7 +351,7 @@ def main() -> None:
     if args.no_results:
         print(json.dumps(figures, ensure_ascii=False, indent=2))
     else:
-        bench.finish("lm_pretrain", figures)
+        bench.finish(args.result, figures)
 
 
 if __name__ == "__main__":

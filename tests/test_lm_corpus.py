@@ -78,6 +78,17 @@ def test_build_filters_dedups_and_removes_held_out_then_splits_dev() -> None:
     assert C.split_dev(lines, 10, seed=0) == (train, dev)
 
 
+def test_judge_split_is_disjoint_and_keeps_the_lm_cgmh_sources_from_the_judge() -> None:
+    news = C.LM_CGMH_SOURCES[0]
+    train = [(news if i % 3 == 0 else "other", f"第{i}行文字") for i in range(600)]
+    sampler, judge = C.judge_split(train)
+    assert not set(sampler) & set(judge)
+    assert not set(judge) & {line for src, line in train if src in C.LM_CGMH_SOURCES}
+    assert set(sampler) | set(judge) == {line for src, line in train if src not in C.LM_CGMH_SOURCES} | set(sampler)
+    assert 200 < len(sampler) < 400  # about half, by a hash of the line
+    assert C.judge_split(list(reversed(train)))[0] == list(reversed(sampler))  # a line's side is its own
+
+
 def test_write_lines_returns_the_files_sha256(tmp_path: Path) -> None:
     import hashlib
 

@@ -29,6 +29,33 @@ def test_scored_chars_drop_whitespace_and_char_spacing(tmp_path: Path) -> None:
     assert P.scored_chars(path) == 5 + 5
 
 
+def test_open_vocabulary_charge_spells_out_unknown_tokens(tmp_path: Path) -> None:
+    """A word LM's UNK tokens are charged their characters under the unigram spelling model; known tokens cost
+    nothing extra, and a rarer spelling costs more."""
+    from nlpcli.data import vocab as V
+
+    train = tmp_path / "train.txt"
+    train.write_text("北京欢迎你\n北京很大\n你好\n", encoding="utf-8")
+    spell = P.SpellingModel(train, "char")
+    assert spell.nll("京") < spell.nll("猫")  # seen twice vs never
+    assert spell.nll("北京") > spell.nll("北")  # longer strings cost more
+
+    class Pipe:  # the two things unk_charge reads from an lm pipeline
+        class config:
+            class model:
+                unit = "char"
+
+        vocab = V.Vocab(["[PAD]", "[UNK]", "<s>", *"北京欢迎你"])
+
+    held = tmp_path / "held.txt"
+    held.write_text("北京欢迎你\n北京猫\n", encoding="utf-8")
+    total, n = P.unk_charge(Pipe(), held, spell)
+    assert n == 1 and math.isclose(total, spell.nll("猫"))
+    figs = {"nll_per_char_fwd": 2.0, "chars": 8}
+    out = P.open_vocab(figs, (total, n))
+    assert out["unk_tokens"] == 1 and math.isclose(out["nll_per_char_fwd_open_vocab"], round(2.0 + total / 8, 4))
+
+
 def test_matmul_speed_is_positive() -> None:
     assert P.matmul_gflops(n=64, repeats=1, calls=2) > 0
 
