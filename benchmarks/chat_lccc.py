@@ -4,7 +4,7 @@ distinct-1/2 of sampled replies, and generation tokens/s with and without the KV
 
     python benchmarks/chat_lccc.py [--test 2000] [--out runs/bench_chat]   # trains from configs/chat-lccc.toml
 
-Writes benchmarks/results/chat_lccc.json. The split files go under --out (never into the repo).
+Writes benchmarks/results/chat_lccc.json (or --result NAME). The split files go under --out (never into the repo).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=500, help="test histories sampled for distinct-1/2")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_chat"))
+    ap.add_argument("--result", default="chat_lccc", help="name of the result file in benchmarks/results/")
     args, extra = ap.parse_known_args()
     bench = Run()
     config = preset("chat-lccc.toml")
@@ -88,7 +89,7 @@ def main() -> None:
         uncached = speed(pipe, histories, False, 64)
     baseline = bigram_baseline(pipe, train_path, test_path)
     bench.finish(
-        "chat_lccc",
+        args.result,
         {
             "preset": config,
             "extra_options": extra,

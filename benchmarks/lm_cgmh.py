@@ -16,6 +16,7 @@ held-out sentences, is the fluency check of issue 15. Writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from pathlib import Path
@@ -93,6 +94,26 @@ def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: l
     }
 
 
+def unk_free_comparison(pipe, other_dir: str, held: list[str]) -> dict:
+    """Per-char perplexity of this model and another on the held-out sentences in which neither has an UNK
+    token: the same text, no model scoring a cheap UNK class (word and char models compare at face value)."""
+    other = api.load(other_dir, task="lm", device="cpu")
+
+    def known(p, text: str) -> bool:
+        return all(p.vocab.id(t) != V.UNK for t in tokenize(Sentence(text), p.config.model.unit))
+
+    texts = [t for t in held if known(pipe, t) and known(other, t)]
+    out: dict = {"sentences": len(texts), "chars": sum(len("".join(t.split())) for t in texts), "other": other_dir}
+    for name, p in (("this", pipe), ("other", other)):
+        nll = per_char_nll(p, texts)
+        out[name] = {
+            "unit": p.config.model.unit,
+            "nll_per_char": round(nll, 4),
+            "ppl_per_char": round(math.exp(nll), 2),
+        }
+    return out
+
+
 def scoring_speedup(pipe, sets: list[list[str]], steps: int, seed: int) -> dict:
     """The same chains, steps and seed, candidate sentences scored as one batch vs one at a time."""
     out = {}
@@ -132,6 +153,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=None, help="sampler top-K (default: the model's)")
     ap.add_argument("--chains", type=int, default=None, help="chains per keyword set (default: the model's)")
     ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
+    ap.add_argument("--compare-lm", default="", help="another lm checkpoint: per-char ppl on UNK-free sentences")
     ap.add_argument("--result", default="lm_cgmh", help="name of the result file in benchmarks/results/")
     ap.add_argument("--no-speed-sets", action="store_true", help="skip the batched vs one-at-a-time comparison")
     args = ap.parse_args()
@@ -167,6 +189,8 @@ def main() -> None:
     figs = per_char(held_lm, scored_chars(held_file))
     spell = SpellingModel(train_file, pipe.config.model.unit)
     result["held_out_per_char"] = figs | open_vocab(figs, unk_charge(pipe, held_file, spell))
+    if args.compare_lm:
+        result["unk_free_comparison"] = unk_free_comparison(pipe, args.compare_lm, held)
     sets, sources = keyword_sets(held, args.sets, args.seed)
     t0 = time.time()
     gens = cgmh.generate(pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": args.seed}))

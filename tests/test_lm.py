@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 from collections import Counter
 
 import pytest
@@ -326,6 +327,19 @@ def test_generation_is_deterministic_and_improves_on_the_start(trained):
     start_nll = pipe.token_nll(["北京游客", "学校"])
     best_nll = pipe.token_nll([a[0].sentences[0]["text"], a[1].sentences[0]["text"]])
     assert sum(best_nll) < sum(start_nll)
+
+
+def test_new_checkpoints_sample_fast_and_older_ones_keep_their_sampler(trained, tmp_path):
+    """proposal = fast is the default for models trained now; a checkpoint saved before the setting existed
+    keeps the sampler it was made with (full), so it generates what it generated."""
+    out, _ = trained
+    assert api.load(out, task="lm").config.inference.proposal == "fast"
+    old = tmp_path / "old"
+    shutil.copytree(out / "best", old)
+    meta = json.loads((old / "config.json").read_text(encoding="utf-8"))
+    del meta["config"]["inference"]["proposal"]
+    (old / "config.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert api.load(old, task="lm").config.inference.proposal == "full"
 
 
 def test_keyword_errors(trained):

@@ -141,6 +141,9 @@ class LmPipeline(Pipeline):
             positions = max(ckpt.config.get("max_len", 64), ckpt.config.get("gen_max_len", 40)) + 2
             # ... and kept no sampler seed: it sampled with 0, the default then (42 now, like every seed)
             config = config.updated({"model.positions": positions, "inference.seed": 0})
+        inference = ckpt.config if ckpt.format_version == 1 else ckpt.config.get("inference", {})
+        if "proposal" not in inference:  # saved before the fast proposal (the default now): keep its sampler
+            config = config.updated({"inference.proposal": "full"})
         return config
 
     # --- encoding ---------------------------------------------------------------------------
