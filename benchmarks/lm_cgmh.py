@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--proposal", default=None, help="sampler proposal: full | fast (default: the model's)")
     ap.add_argument("--top-k", type=int, default=None, help="sampler top-K (default: the model's)")
     ap.add_argument("--chains", type=int, default=None, help="chains per keyword set (default: the model's)")
+    ap.add_argument("--batch-chains", type=int, default=None, help="chains side by side (default: the model's)")
+    ap.add_argument("--quantize", action="store_true", help="dynamic int8 Linear layers for the sampler")
     ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
     ap.add_argument("--compare-lm", default="", help="another lm checkpoint: per-char ppl on UNK-free sentences")
     ap.add_argument("--result", default="lm_cgmh", help="name of the result file in benchmarks/results/")
@@ -176,8 +178,9 @@ def main() -> None:
             "tokens_per_s": round(rep.result.tokens_per_s, 1),
             "config": rep.config,
         }
-    pipe = api.load(model, task="lm", device="cpu")
+    pipe = api.load(model, task="lm", device="cpu", quantize=args.quantize)
     given = (("proposal", args.proposal), ("top_k", args.top_k), ("chains", args.chains))
+    given += (("batch_chains", args.batch_chains),)
     sampler = {k: v for k, v in given if v is not None}
     pipe.config.inference = pipe.config.inference.updated(sampler)
     held_lm = pipe.evaluate([Sentence(s) for s in held])
@@ -207,6 +210,8 @@ def main() -> None:
         "chains_per_set": max(1, inf.chains),
         "top_k": inf.top_k,
         "proposal": inf.proposal,
+        "batch_chains": inf.batch_chains,
+        "quantize": args.quantize,
         "keyword_coverage": covered / len(sets),
         "nll_outputs": round(sum(out_nll) / len(out_nll), 4),
         "nll_source_sentences": round(sum(src_nll) / len(src_nll), 4),

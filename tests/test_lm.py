@@ -463,6 +463,12 @@ def test_packed_gpt_learns_and_round_trips(tmp_path):
     assert again["nll"] == pytest.approx(report.result.best_metric, abs=1e-5)
     gen = pipe.generate(["苹果"], num=1, steps=40, seed=0)
     assert gen and "苹果" in gen[0]["text"]
+    # `generate --quantize`: int8 Linear layers in the GPT; the sampler still keeps the keyword, and the
+    # quantised model scores the dev set within a little of the float one.
+    quick = api.load(str(out), task="lm", device="cpu", quantize=True)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.model.modules())
+    assert quick.evaluate(pipe.read(dev)[0])["nll"] == pytest.approx(again["nll"], abs=0.05)
+    assert "苹果" in quick.generate(["苹果"], num=1, steps=40, seed=0)[0]["text"]
 
     # --init: fine-tuning keeps the checkpoint's vocabulary and shape (whatever this run's say) and starts
     # from its weights.

@@ -47,6 +47,9 @@ def generate(
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
+    quantize: bool = typer.Option(
+        False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs about 2x faster; see README."
+    ),
 ) -> None:
     """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
 
@@ -65,7 +68,7 @@ def generate(
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load(model, task="lm", device=device, **overrides)
+    pipe = api.load(model, task="lm", device=device, quantize=quantize, **overrides)
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)
         return
