@@ -193,7 +193,7 @@ def test_detailed_balance_matches_exact_target(arch):
     pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
-    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)  # K covers the whole vocabulary: the exact case
+    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1, proposal="full")  # K covers all: exact
     n_chains, burn, steps = 400, 60, 360
     ch = cgmh.Chains.start([[[kw_id]]] * n_chains, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
@@ -228,7 +228,7 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch, arch):
         return choice, torch.where(moves, naive, accept), delta
 
     monkeypatch.setattr(cgmh, "_decide", wrong)
-    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1)
+    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1, proposal="full")
     ch = cgmh.Chains.start([[[kw_id]]] * 400, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
     gen = torch.Generator().manual_seed(0)
