@@ -561,6 +561,27 @@ def test_sigterm_during_predict_leaves_no_temp_file(ner_run: Path, tmp_path: Pat
     assert out.read_text() == "precious\n" and not list(tmp_path.glob(".out.jsonl.*"))
 
 
+def test_sigterm_during_generate_keeps_the_lines_done_and_exits_143(tmp_path: Path) -> None:
+    from nlpcli import api
+
+    run = tmp_path / "lm"
+    api.train("lm", ROOT / "samples" / "lm" / "train.txt", run, max_steps=5, embed_dim=16, hidden_size=16, threads=1)
+    words = (ROOT / "samples" / "lm" / "keywords.txt").read_text(encoding="utf-8").split("\n")[0]
+    keywords = tmp_path / "keywords.txt"
+    keywords.write_text((words + "\n") * 400, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = _popen(
+        "generate", "--model", run, "--input", keywords, "--output", out, "--steps", "400", "--batch-chains", "2"
+    )
+    _wait_for(lambda: any(p.stat().st_size for p in tmp_path.glob(".out.jsonl.*")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err  # SIGTERM, not Ctrl-C's 130
+    assert "interrupted: kept" in err and "Traceback" not in err
+    kept = out.read_text(encoding="utf-8").splitlines()
+    assert 0 < len(kept) < 400 and all(words.split()[0] in line for line in kept)
+
+
 # --- 9. messages name their file and stay on one line ----------------------------------------------------
 def test_skip_summary_stays_on_one_line_and_dev_errors_name_the_file(ner_run: Path, tmp_path: Path) -> None:
     deep = tmp_path / ("a-long-directory-name-so-that-the-message-is-wider-than-eighty-columns" * 2)

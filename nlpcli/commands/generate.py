@@ -8,8 +8,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ..errors import Terminated
 from .common import (
     DEVICE_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     SAVED_SEED_HELP,
     UsageError,
     cli_errors,
@@ -129,11 +132,12 @@ def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: st
                 out.flush()
                 written += 1
                 bar.advance(task)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             interrupted = True
+            code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     where = output_path if output_path and output_path != "-" else "stdout"
     if interrupted:
         err_console.print(f"[yellow]interrupted:[/] kept {written} of {len(sets)} line(s) in {where}", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(code)
     if where != "stdout":
         err_console.print(f"wrote {written} line(s) to {where}", highlight=False)
