@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=None, help="sampler top-K (default: the model's)")
     ap.add_argument("--chains", type=int, default=None, help="chains per keyword set (default: the model's)")
     ap.add_argument("--batch-chains", type=int, default=None, help="chains side by side (default: the model's)")
+    ap.add_argument("--sampler-seed", type=int, default=None, help="seed of the sampler only (default: --seed)")
     ap.add_argument("--quantize", action="store_true", help="dynamic int8 Linear layers for the sampler")
     ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
     ap.add_argument("--compare-lm", default="", help="another lm checkpoint: per-char ppl on UNK-free sentences")
@@ -196,7 +197,10 @@ def main() -> None:
         result["unk_free_comparison"] = unk_free_comparison(pipe, args.compare_lm, held)
     sets, sources = keyword_sets(held, args.sets, args.seed)
     t0 = time.time()
-    gens = cgmh.generate(pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": args.seed}))
+    sampler_seed = args.seed if args.sampler_seed is None else args.sampler_seed
+    gens = cgmh.generate(
+        pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": sampler_seed})
+    )
     seconds = time.time() - t0
     outputs = [g.sentences[0]["text"] for g in gens]
     covered = sum(all(w in o for w in ws) for ws, o in zip(sets, outputs))
@@ -211,6 +215,7 @@ def main() -> None:
         "top_k": inf.top_k,
         "proposal": inf.proposal,
         "batch_chains": inf.batch_chains,
+        "sampler_seed": sampler_seed,
         "quantize": args.quantize,
         "keyword_coverage": covered / len(sets),
         "nll_outputs": round(sum(out_nll) / len(out_nll), 4),

@@ -162,6 +162,11 @@ def test_prefix_shared_scores_match_one_by_one(arch, monkeypatch):
     )
     one_bucket = cgmh.candidate_logprob(pipe, prefix, tokens.flatten(0, 1), length.flatten(), pos, 4)
     assert torch.allclose(one_bucket, single, atol=1e-5)
+    # The prefix's own log-probability (what the fast proposal subtracts from a sentence's) is the sentence's
+    # score from the start less its score from m.
+    own = cgmh.read_prefix(pipe, ch, pos, scored=True).own
+    whole = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(pos))
+    assert own is not None and torch.allclose(own, whole - cgmh.score_rows(pipe, ch.tokens, ch.length, pos), atol=1e-5)
     # The proposal's forward half is the prefix distribution: the same as reading the rows in full.
     bos = torch.full((3, 1), 2)
     full = pipe.model.fwd.logits(pipe.model.fwd.hidden(torch.cat([bos, ch.tokens], 1)))[torch.arange(3), pos]
@@ -266,6 +271,8 @@ def stationary_tv(pipe: LmPipeline, proposal: str, n: int = 4000, steps: int = 4
         if step >= burn:
             for t, k, length in zip(ch.tokens.tolist(), ch.kw.tolist(), ch.length.tolist()):
                 counts[(tuple(t[:length]), k.index(0))] += 1
+    # The tracked log-probabilities (the fast proposal reads the current sentence's from them) stay exact.
+    assert torch.allclose(ch.logp, cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length)), atol=1e-4)
     total = sum(counts.values())
     return 0.5 * sum(abs(counts.get(x, 0) / total - p) for x, p in target.items())
 

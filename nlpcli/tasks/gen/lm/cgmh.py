@@ -148,13 +148,15 @@ class Prefix:
 
     logp: torch.Tensor  # [C, V] log p_fwd(. | x_<m): the proposal's forward half and every candidate's x'_m term
     state: Any  # the LSTM (h, c) there, or the transformer's KV cache of <s> x_<m: each candidate's suffix goes on
+    own: torch.Tensor | None = None  # [C] log p_fwd(x_<m) (`scored`): the current sentence's score from m is
+    # its whole log-probability less this, so the fast proposal scores one sentence a step, not two
 
 
 @torch.no_grad()
-def read_prefix(lm: KeywordLM, ch: Chains, pos: torch.Tensor) -> Prefix:
+def read_prefix(lm: KeywordLM, ch: Chains, pos: torch.Tensor, scored: bool = False) -> Prefix:
     bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
-    logp, state = lm.fwd.read_prefix(torch.cat([bos, ch.tokens], 1), pos + 1)
-    return Prefix(logp, state)
+    logp, state, own = lm.fwd.read_prefix(torch.cat([bos, ch.tokens], 1), pos + 1, scored)
+    return Prefix(logp, state, own)
 
 
 @torch.no_grad()
@@ -242,33 +244,50 @@ def mh_step(
     a, m = action[act], pos[act]
     k = min(s.top_k, lm.fwd.vocab_size - len(SPECIALS))
     t0 = time.perf_counter()
-    prefix = read_prefix(lm, sub, m)
+    fast = s.proposal == "fast"
+    prefix = read_prefix(lm, sub, m, scored=fast)
     prefix_s = time.perf_counter() - t0
     logits = proposal_logits(lm, sub, m, a, prefix)
     top = logits.topk(k, dim=-1)
-    if s.proposal == "fast":
+    if fast:
         word, log_q = _draw_fast(logits, top.values, top.indices, sub, m, a, gen)
         cands = word.unsqueeze(1)
     else:
         cands = top.indices
     tokens, kw, length = build_rows(sub, m, a, cands)
-    group = cands.shape[1] + 1
+    idx = torch.arange(len(act), device=device)
+    # fast: only the proposal is scored (the first row, or the extra one for delete); the current sentence's
+    # score from m is its log-probability less its prefix's.
+    scored = (a == DELETE).long() if fast else None
+    if scored is None:
+        to_score, to_length = tokens, length
+    else:
+        to_score, to_length = tokens[idx, scored].unsqueeze(1), length[idx, scored].unsqueeze(1)
+    group = to_score.shape[1]
     t0 = time.perf_counter()
     if s.batched:
-        flat = candidate_logprob(lm, prefix, tokens.flatten(0, 1), length.flatten(), m, group)
+        flat = candidate_logprob(lm, prefix, to_score.flatten(0, 1), to_length.flatten(), m, group)
     else:
-        flat = score_rows(lm, tokens.flatten(0, 1), length.flatten(), m.repeat_interleave(group), batched=False)
+        flat = score_rows(lm, to_score.flatten(0, 1), to_length.flatten(), m.repeat_interleave(group), batched=False)
     score = flat.view(len(act), group)
+    if scored is not None:
+        assert prefix.own is not None
+        current = sub.logp - prefix.own
+        # Columns as build_rows lays them out: [with `word` at m, the extra row].
+        score = torch.where(
+            (scored == 1).unsqueeze(1),
+            torch.stack([current, score[:, 0]], 1),
+            torch.cat([score, current.unsqueeze(1)], 1),
+        )
     if stats is not None:
         # The shared prefix read counts as scoring time of the batched path (the baseline does not need it).
         stats.score_seconds += time.perf_counter() - t0 + (prefix_s if s.batched else 0.0)
-        stats.scored_sentences += score.numel()
+        stats.scored_sentences += flat.numel()
         stats.proposed += len(act)
-    if s.proposal == "fast":
+    if fast:
         choice, accept, delta = _decide_fast(score, word, log_q, sub, m, a, s, u[act, 1])
     else:
         choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)
-    idx = torch.arange(len(act), device=device)
     new = accept.nonzero()[:, 0]
     rows = act[new]
     ch.tokens[rows] = tokens[idx, choice][new]

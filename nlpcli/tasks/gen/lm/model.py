@@ -86,16 +86,23 @@ class LstmLM(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.embed.weight.T + self.bias
 
-    def read_prefix(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """log p(next token | the first `lengths` inputs of each row) [N, V], and the LSTM state (h, c) after
-        reading them, from which `continue_logprob` goes on."""
+    def read_prefix(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, scored: bool = False
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """log p(next token | the first `lengths` inputs of each row) [N, V], the LSTM state (h, c) after
+        reading them, from which `continue_logprob` goes on, and (`scored`) the prefix's own log-probability
+        [N]: log p(inputs[1:lengths] | inputs[0])."""
         inputs = inputs[:, : int(lengths.max())]
         packed = nn.utils.rnn.pack_padded_sequence(
             self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        _, state = self.rnn(packed)  # (h, c) at each row's own last input, in the original row order
+        out, state = self.rnn(packed)  # (h, c) at each row's own last input, in the original row order
         top = self.drop(self.out(state[0][-1]))
-        return torch.log_softmax(self.logits(top).float(), -1), state
+        own = None
+        if scored:
+            h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
+            own = prefix_logprob(self, self.drop(self.out(h)), inputs, lengths)
+        return torch.log_softmax(self.logits(top).float(), -1), state, own
 
     def continue_logprob(
         self,
@@ -150,13 +157,16 @@ class GptLM(GPT):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h)
 
-    def read_prefix(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, PrefixCache]:
-        """log p(next token | the first `lengths` inputs of each row) [N, V], and the KV cache of those inputs
-        (keys past a row's length are masked when continuing)."""
+    def read_prefix(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, scored: bool = False
+    ) -> tuple[torch.Tensor, PrefixCache, torch.Tensor | None]:
+        """log p(next token | the first `lengths` inputs of each row) [N, V], the KV cache of those inputs
+        (keys past a row's length are masked when continuing), and (`scored`) the prefix's own log-probability."""
         inputs = inputs[:, : int(lengths.max())]
         x, past = self.trunk(inputs)
         h = self.ln_f(x[torch.arange(len(lengths), device=inputs.device), lengths - 1])
-        return torch.log_softmax(self.logits(h).float(), -1), PrefixCache(past, lengths)
+        own = prefix_logprob(self, self.ln_f(x), inputs, lengths) if scored else None
+        return torch.log_softmax(self.logits(h).float(), -1), PrefixCache(past, lengths), own
 
     def continue_logprob(
         self,
@@ -247,6 +257,12 @@ def target_logprob(
         lp = logits.gather(1, targets[i : i + chunk].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, -1)
         out.index_add_(0, rows[i : i + chunk], lp)
     return out
+
+
+def prefix_logprob(lm: CausalLM, h: torch.Tensor, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """log p(inputs[1:length] | inputs[0]) per row, from the states h [N, L, E] over the inputs."""
+    steps = torch.arange(inputs.shape[1] - 1, device=inputs.device)
+    return target_logprob(lm, h[:, :-1], inputs[:, 1:], steps < (lengths - 1).unsqueeze(1))
 
 
 def nll_sum(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, int]:
