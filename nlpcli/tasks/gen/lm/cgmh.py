@@ -12,6 +12,10 @@ are scored by the forward LM in one batch, and only from position m on: the shar
 adds the same log-probability to every sentence of the step, so it cancels in g and in A.
 The LM reads that prefix once per chain (its last output also gives the proposal's forward half),
 then only each candidate's suffix, from the prefix's LSTM state or against its transformer KV cache.
+That is the `full` proposal. The `fast` one (the default) draws the word from p_fwd * p_bwd over the same top K
+and scores only the drawn sentence; the acceptance ratio carries the proposal probabilities both ways, so the
+chain keeps the same target, and the current sentence's score from m is its tracked log-probability less the
+prefix's (which the prefix read gives), so one sentence a step goes through the LM instead of K + 1.
 """
 
 from __future__ import annotations
