@@ -51,7 +51,7 @@ def generate(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
     quantize: bool = typer.Option(
-        False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs about 2x faster; see README."
+        False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs about 1.5x faster; see README."
     ),
 ) -> None:
     """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
