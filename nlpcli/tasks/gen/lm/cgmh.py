@@ -67,8 +67,8 @@ class SamplerSettings(Section):
     min_len: int = opt(5, "Shortest sentence in tokens (shorter ones only when nothing longer was visited).")
     max_len: int = opt(40, "Longest sentence in tokens.")
     chains: int = opt(2, "Chains per keyword set (at least num).")
-    # 128: measured 1.4x the sentences/s of 64 for the word LSTM and 1.3x for the char GPT (lm_cgmh.py sets);
-    # 256 gains nothing more.
+    # 128: 1.8x the sentences/s of 64 for the word LSTM and 1.4x for the char GPT (benchmarks/lm_cgmh.py, 100
+    # keyword sets, one chain each; README: lm + CGMH); a quick timing of 256 gained nothing more.
     batch_chains: int = opt(128, "Chains run side by side in one batch.")
     num: int = opt(3, "Sentences returned per keyword set, best first.")
     steps: int = opt(200, "Metropolis-Hastings steps per chain.")
