@@ -269,36 +269,28 @@ def mh_step(
     idx = torch.arange(len(act), device=device)
     # fast: only the proposal is scored (the first row, or the extra one for delete); the current sentence's
     # score from m is its log-probability less its prefix's.
-    scored = (a == DELETE).long() if fast else None
-    if scored is None:
+    proposed = (a == DELETE).long() if fast else None
+    if proposed is None:
         to_score, to_length = tokens, length
     else:
-        to_score, to_length = tokens[idx, scored].unsqueeze(1), length[idx, scored].unsqueeze(1)
+        to_score, to_length = tokens[idx, proposed].unsqueeze(1), length[idx, proposed].unsqueeze(1)
     group = to_score.shape[1]
     t0 = time.perf_counter()
     if s.batched:
         flat = candidate_logprob(lm, prefix, to_score.flatten(0, 1), to_length.flatten(), m, group)
     else:
         flat = score_rows(lm, to_score.flatten(0, 1), to_length.flatten(), m.repeat_interleave(group), batched=False)
-    score = flat.view(len(act), group)
-    if scored is not None:
-        assert prefix.own is not None
-        current = sub.logp - prefix.own
-        # Columns as build_rows lays them out: [with `word` at m, the extra row].
-        score = torch.where(
-            (scored == 1).unsqueeze(1),
-            torch.stack([current, score[:, 0]], 1),
-            torch.cat([score, current.unsqueeze(1)], 1),
-        )
     if stats is not None:
         # The shared prefix read counts as scoring time of the batched path (the baseline does not need it).
         stats.score_seconds += time.perf_counter() - t0 + (prefix_s if s.batched else 0.0)
         stats.scored_sentences += flat.numel()
         stats.proposed += len(act)
-    if fast:
-        choice, accept, delta = _decide_fast(score, word, log_q, sub, m, a, s, u[act, 1])
+    if proposed is not None:
+        assert prefix.own is not None
+        choice, delta = proposed, flat - (sub.logp - prefix.own)
+        accept = _accept_fast(delta, word, log_q, sub, m, a, s, u[act, 1])
     else:
-        choice, accept, delta = _decide(score, cands, sub, m, a, s, u[act, 1:], gen)
+        choice, accept, delta = _decide(flat.view(len(act), group), cands, sub, m, a, s, u[act, 1:], gen)
     new = accept.nonzero()[:, 0]
     rows = act[new]
     ch.tokens[rows] = tokens[idx, choice][new]
@@ -370,7 +362,7 @@ def _draw_fast(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The word each chain's move puts at m, drawn from g = softmax(q) over the top-K set T, q = the proposal
-    logits; and log g of the forward move's word over its reverse: what `_decide_fast` needs besides pi.
+    logits; and log g of the forward move's word over its reverse: what `_accept_fast` needs besides pi.
 
     Replace draws from T plus the current word (the set `_decide` uses), so the forward and reverse draws share
     one normaliser and the ratio is q(x_m) - q(w). Insert draws from T: log g(w) = q(w) - logsumexp_T q. Delete
@@ -401,8 +393,8 @@ def _draw_fast(
     return word, log_g
 
 
-def _decide_fast(
-    score: torch.Tensor,
+def _accept_fast(
+    delta: torch.Tensor,
     word: torch.Tensor,
     log_g: torch.Tensor,
     ch: Chains,
@@ -410,22 +402,14 @@ def _decide_fast(
     action: torch.Tensor,
     s: SamplerSettings,
     u: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Metropolis-Hastings acceptance of the drawn move: A = pi(x') g(x | x') a(reverse) / (pi(x) g(x' | x) a).
-
-    score[:, 0] is the row with `word` at m, score[:, 1] the extra row of `build_rows`: for replace and insert
-    the proposal and the current sentence, for delete the current sentence (x_m put back at m) and the proposal.
-    """
+) -> torch.Tensor:
+    """Metropolis-Hastings acceptance of the drawn move, A = pi(x') g(x | x') a(reverse) / (pi(x) g(x' | x) a),
+    from delta = log pi(x') - log pi(x) and `_draw_fast`'s log g ratio."""
     rows = torch.arange(len(m), device=m.device)
-    is_del = action == DELETE
-    new_row = is_del.long()  # delete: the proposal is the extra row
-    delta = score[rows, new_row] - score[rows, 1 - new_row]
     log_pi, log_pd = math.log(s.p_insert), math.log(s.p_delete)
-    moves = torch.where(action == INSERT, log_pd - log_pi, torch.where(is_del, log_pi - log_pd, 0.0))
-    log_a = delta + log_g + moves
+    moves = torch.where(action == INSERT, log_pd - log_pi, torch.where(action == DELETE, log_pi - log_pd, 0.0))
     stays = (action == REPLACE) & (word == ch.tokens[rows, m])  # drew the current word: a self-loop
-    accept = (torch.log(u.clamp(min=1e-12)) < log_a) & ~stays
-    return new_row, accept, delta
+    return (torch.log(u.clamp(min=1e-12)) < delta + log_g + moves) & ~stays
 
 
 # --- generation: keyword sets in, best visited sentences out ---------------------------------------
