@@ -201,7 +201,11 @@ class Pipeline:
         """Replace the model's `Linear` layers by dynamically quantised int8 ones (prediction on a CPU only)."""
         if self.device.type != "cpu":
             raise ConfigError("int8 quantisation runs on the CPU only (use --device cpu)")
-        self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
+        import warnings
+
+        with warnings.catch_warnings():  # torch's notices that this API moves to torchao: not the user's concern
+            warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantize_per_tensor).*")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
 
     @classmethod
     def adapt_state(cls, config: TaskConfig, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
