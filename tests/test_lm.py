@@ -293,6 +293,41 @@ def test_stationarity_test_catches_a_fast_proposal_without_its_ratio(monkeypatch
     assert stationary_tv(toy_pipeline(arch=arch), "fast") > 0.15
 
 
+def test_kept_transformer_cache_equals_a_fresh_reading():
+    """The fast proposal keeps both GPTs' keys, values and states over each sentence across steps and only reads
+    what a move changed: after many accepted moves of every kind, the kept cache equals reading every sentence
+    afresh (at each sentence's real positions) and gives the same draws as re-reading each step."""
+    torch.manual_seed(0)
+    cfg = LmConfig().updated(dict(arch="transformer", hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8))
+    pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg.model, len(SPECIALS) + 7).eval())
+    start = [[[3], [4, 5]], [[6]], [[7], [8]]] * 4
+    s = cgmh.SamplerSettings(top_k=4, max_len=8, min_len=1, proposal="fast")
+    runs = []
+    for kept in (True, False):
+        ch = cgmh.Chains.start(start, 8, torch.device("cpu"))
+        ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
+        gen = torch.Generator().manual_seed(1)
+        moves = 0
+        for _ in range(40):
+            if not kept:
+                ch.cache = None  # read again from scratch every step
+            moves += int(cgmh.mh_step(pipe, ch, s, gen).sum())
+        runs.append(ch)
+    kept_ch, fresh_ch = runs
+    assert moves > 100  # many accepted moves (of 480 chain-steps)
+    assert torch.equal(kept_ch.tokens, fresh_ch.tokens) and torch.allclose(kept_ch.logp, fresh_ch.logp, atol=1e-5)
+    assert kept_ch.cache is not None
+    fresh = cgmh.ChainCache.read(pipe, kept_ch)
+    real = torch.arange(9) <= kept_ch.length.unsqueeze(1)  # <s> and the sentence, both directions
+    for got, want in ((kept_ch.cache.fwd, fresh.fwd), (kept_ch.cache.bwd, fresh.bwd)):
+        assert torch.allclose(got.hidden[real], want.hidden[real], atol=1e-5)
+        for (k, v), (k2, v2) in zip(got.past, want.past):
+            at = real[:, None, :].expand(-1, k.shape[1], -1)
+            assert torch.allclose(k[at], k2[at], atol=1e-5) and torch.allclose(v[at], v2[at], atol=1e-5)
+    assert torch.allclose(kept_ch.cache.lp[real], fresh.lp[real], atol=1e-5)
+    assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
+
+
 def test_unknown_proposal_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown proposal"):
         cgmh.SamplerSettings(proposal="greedy").check()
@@ -393,6 +428,8 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
         target,
         "--steps",
         "10",
+        "--precision",
+        "bf16",
         check=True,
     )
     lines = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
@@ -456,7 +493,7 @@ def test_packed_windows_cover_the_stream_once():
     assert back[-1, : batch["lengths"][-1]].tolist() == windows[-1][: batch["lengths"][-1]].flip(0).tolist()
 
 
-def test_packed_gpt_learns_and_round_trips(tmp_path):
+def test_packed_gpt_learns_and_round_trips(tmp_path, monkeypatch):
     train, dev = grammar_corpus(tmp_path)
     out = tmp_path / "run"
     fields = GPT_TINY | {"pack": True, "batch_size": 4, "max_steps": 150, "epochs": 1000, "lr": 3e-3}
@@ -480,6 +517,20 @@ def test_packed_gpt_learns_and_round_trips(tmp_path):
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.model.modules())
     assert quick.evaluate(pipe.read(dev)[0])["nll"] == pytest.approx(again["nll"], abs=0.05)
     assert "苹果" in quick.generate(["苹果"], num=1, steps=40, seed=0)[0]["text"]
+    # `generate --precision bf16`: the sampler computes in bf16 (its kept cache holds bf16 keys) and still keeps
+    # the keyword.
+    half = api.load(str(out), task="lm", device="cpu", precision="bf16")
+    kept: list[torch.dtype] = []
+    read = cgmh.ChainCache.read
+
+    def read_and_note(lm, ch):
+        cache = read(lm, ch)
+        kept.append(cache.fwd.past[0][0].dtype)
+        return cache
+
+    monkeypatch.setattr(cgmh.ChainCache, "read", read_and_note)
+    assert "苹果" in half.generate(["苹果"], num=1, steps=40, seed=0)[0]["text"]
+    assert kept == [torch.bfloat16]
 
     # --init: fine-tuning keeps the checkpoint's vocabulary and shape (whatever this run's say) and starts
     # from its weights.

@@ -53,6 +53,13 @@ def generate(
     quantize: bool = typer.Option(
         False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs about 1.5x faster; see README."
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (fp32 on a CPU) | fp32 | bf16: a GPT sampler runs about 1.4x faster in bf16 on CPUs with AMX; "
+        "see README.",
+        metavar="PRECISION",
+    ),
 ) -> None:
     """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
 
@@ -71,7 +78,7 @@ def generate(
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load(model, task="lm", device=device, quantize=quantize, **overrides)
+    pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)
         return

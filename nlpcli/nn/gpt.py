@@ -52,11 +52,15 @@ def shared_prefix_attention(
     the prefix's real keys. The cache is read once per chain, never copied per row."""
     c, h, p, d = past[0].shape
     t = q.shape[2]
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    if group == 1:  # nothing shared: one fused attention over the prefix's keys and the new ones
+        allowed = torch.cat([past_mask[:, None, None, :].expand(-1, 1, t, p), causal.expand(c, 1, t, t)], -1)
+        keys, values = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)
     scale = d**-0.5
     qg = q.view(c, group, h, t, d)
     s_past = torch.einsum("cghtd,chpd->cghtp", qg, past[0]).reshape(c * group, h, t, p)
     s_new = q @ k.transpose(-1, -2)
-    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
     seen = past_mask.repeat_interleave(group, 0)[:, None, None, :].expand(-1, 1, t, p)
     allowed = torch.cat([seen, causal.expand(c * group, 1, t, t)], -1)
     weights = torch.softmax((torch.cat([s_past, s_new], -1) * scale).masked_fill(~allowed, float("-inf")), -1)
@@ -98,9 +102,12 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=mask is None)
         return self._rest(x, a), (k, v)
 
-    def extend(self, x: torch.Tensor, past: tuple, past_mask: torch.Tensor, group: int) -> torch.Tensor:
+    def extend(
+        self, x: torch.Tensor, past: tuple, past_mask: torch.Tensor, group: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """States of the new positions and their own keys and values (a kept cache takes them on)."""
         q, k, v = self._qkv(x)
-        return self._rest(x, shared_prefix_attention(q, k, v, past, past_mask, group))
+        return self._rest(x, shared_prefix_attention(q, k, v, past, past_mask, group)), (k, v)
 
 
 class GPT(nn.Module):
@@ -175,13 +182,16 @@ class GPT(nn.Module):
 
     def extend(
         self, ids: torch.Tensor, positions: torch.Tensor, past: Cache, past_mask: torch.Tensor, group: int
-    ) -> torch.Tensor:
-        """Final states [C * group, t, D] of `group` continuations per prefix: rows c * group .. c * group +
-        group - 1 continue prefix c of the cache `past` (batch C, real keys `past_mask` [C, P])."""
+    ) -> tuple[torch.Tensor, Cache]:
+        """Final states [C * group, t, D] of `group` continuations per prefix, and the new positions' own cache:
+        rows c * group .. c * group + group - 1 continue prefix c of the cache `past` (batch C, real keys
+        `past_mask` [C, P])."""
         x = self.embed(ids, positions, None)
+        new = []
         for i, block in enumerate(self.blocks):
-            x = cast(Block, block).extend(x, past[i], past_mask, group)
-        return self.ln_f(x)
+            x, kv = cast(Block, block).extend(x, past[i], past_mask, group)
+            new.append(kv)
+        return self.ln_f(x), tuple(new)
 
 
 def _init_weights(m: nn.Module) -> None:

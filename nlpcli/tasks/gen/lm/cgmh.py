@@ -31,8 +31,20 @@ from typing import Any, Protocol
 import torch
 
 from ....config import Section, opt
+from ....device import autocast
 from ....errors import ConfigError
-from .model import BOS, SPECIALS, CausalLM, reverse_rows, sentence_logprob
+from .model import (
+    BOS,
+    SPECIALS,
+    CausalLM,
+    GptLM,
+    PrefixCache,
+    RowCache,
+    lm_inputs,
+    reverse_rows,
+    sentence_logprob,
+    target_logprobs,
+)
 
 REPLACE, INSERT, DELETE, SKIP = 0, 1, 2, 3
 PROPOSALS = ("full", "fast")
@@ -52,6 +64,9 @@ class KeywordLM(Protocol):
 
     @property
     def device(self) -> torch.device: ...
+
+    @property
+    def precision(self) -> torch.dtype | None: ...  # autocast dtype (bf16 on request), None: fp32
 
     def encode_keywords(self, words: list[str]) -> list[list[int]]: ...
 
@@ -104,6 +119,7 @@ class Chains:
     kw: torch.Tensor  # [C, W] long
     length: torch.Tensor  # [C] long
     logp: torch.Tensor  # [C] float: forward-LM log-probability of the whole sentence (with end token)
+    cache: ChainCache | None = None  # the transformers' states over each sentence (fast proposal; mh_step keeps it)
 
     @classmethod
     def start(cls, keyword_ids: list[list[list[int]]], width: int, device: torch.device) -> Chains:
@@ -163,6 +179,25 @@ def read_prefix(lm: KeywordLM, ch: Chains, pos: torch.Tensor, scored: bool = Fal
     return Prefix(logp, state, own)
 
 
+def suffix_rows(
+    tokens: torch.Tensor, lengths: torch.Tensor, pos: torch.Tensor, group: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the forward LM reads of rows [C * group, W] from m on (`group` rows per chain's m): x'_m (scored
+    against the prefix's distribution), then inputs x'_m .. x'_{n-1}, their targets x'_{m+1} .. EOS, and the
+    mask of real positions."""
+    m = pos.repeat_interleave(group)
+    width = tokens.shape[1]
+
+    def token_at(j: torch.Tensor) -> torch.Tensor:  # x'_j, or the end token at j == length
+        got = tokens.gather(1, j.clamp(max=width - 1))
+        return torch.where(j < lengths.unsqueeze(1), got, torch.full_like(got, BOS))
+
+    steps = max(int((lengths - m).max()), 0) if len(m) else 0
+    j = m.unsqueeze(1) + torch.arange(steps, device=pos.device)
+    valid = j < lengths.unsqueeze(1)
+    return token_at(m.unsqueeze(1)).squeeze(1), token_at(j).masked_fill(~valid, 0), token_at(j + 1), valid
+
+
 @torch.no_grad()
 def candidate_logprob(
     lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor, pos: torch.Tensor, group: int
@@ -170,31 +205,26 @@ def candidate_logprob(
     """log p_fwd(x'_m.., EOS | x_<m) of rows [C * group, W], `group` consecutive rows per chain sharing the
     prefix x_<m: the prefix was read once per chain, and only each row's suffix goes through the LM.
     Equals score_rows(tokens, lengths, m) (a test checks, for both architectures)."""
-    m = pos.repeat_interleave(group)
+    first, inputs, targets, valid = suffix_rows(tokens, lengths, pos, group)
     chain = torch.arange(len(pos), device=pos.device).repeat_interleave(group)
-    width = tokens.shape[1]
-
-    def token_at(j: torch.Tensor) -> torch.Tensor:  # x'_j, or the end token at j == length
-        got = tokens.gather(1, j.clamp(max=width - 1))
-        return torch.where(j < lengths.unsqueeze(1), got, torch.full_like(got, BOS))
-
-    out = prefix.logp[chain, token_at(m.unsqueeze(1)).squeeze(1)]
-    steps = int((lengths - m).max()) if len(m) else 0
-    if steps > 0:  # read x'_m .. x'_{n-1}, predicting x'_{m+1} .. EOS
-        j = m.unsqueeze(1) + torch.arange(steps, device=pos.device)
-        valid = j < lengths.unsqueeze(1)
-        inputs = token_at(j).masked_fill(~valid, 0)
-        out = out + lm.fwd.continue_logprob(prefix.state, group, inputs, token_at(j + 1), valid)
+    out = prefix.logp[chain, first]
+    if valid.shape[1] > 0:  # read x'_m .. x'_{n-1}, predicting x'_{m+1} .. EOS
+        out = out + lm.fwd.continue_logprob(prefix.state, group, inputs, targets, valid)
     return out
 
 
+def back_step(length: torch.Tensor, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The backward LM's step (over <s> and x reversed) that has read x_>m, or x_>=m for an insert."""
+    return (length - pos - (action != INSERT).long()).clamp(min=0)
+
+
 @torch.no_grad()
-def proposal_logits(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.Tensor, prefix: Prefix) -> torch.Tensor:
-    """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
+def backward_states(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The backward LM's final states at `back_step`, each chain's sentence read from its end; [C, D]."""
     width = int(ch.length.max()) + 1
     tokens = ch.tokens[:, : width - 1]
     bos = torch.full((len(pos), 1), BOS, dtype=torch.long, device=pos.device)
-    back = (ch.length - pos - (action != INSERT).long()).clamp(min=0)  # bwd step that has read x_>m (or x_>=m)
+    back = back_step(ch.length, pos, action)
     reversed_inputs = torch.cat([bos, reverse_rows(tokens, ch.length)], 1)
     # Step `back` has read only the inputs up to it: rows sorted by it run in a few buckets, each cut to its own
     # longest (about half the backward LM's work of reading every sentence whole).
@@ -203,10 +233,120 @@ def proposal_logits(lm: KeywordLM, ch: Chains, pos: torch.Tensor, action: torch.
     for chunk in order.chunk(4):
         h = lm.bwd.hidden(reversed_inputs[chunk, : int(back[chunk].max()) + 1])
         parts.append(h[torch.arange(len(chunk), device=pos.device), back[chunk]])
-    h_b = torch.cat(parts)[order.argsort()]
-    logits = prefix.logp + torch.log_softmax(lm.bwd.logits(h_b).float(), -1)
+    return torch.cat(parts)[order.argsort()]
+
+
+@torch.no_grad()
+def proposal_logits(lm: KeywordLM, prefix: Prefix, h_back: torch.Tensor) -> torch.Tensor:
+    """log p_fwd(w | x_<m) + log p_bwd(w | x_>m) for replace/delete, x_>=m for insert; [C, V]."""
+    logits = prefix.logp + torch.log_softmax(lm.bwd.logits(h_back).float(), -1)
     logits[:, : len(SPECIALS)] = -math.inf  # never propose PAD, UNK or the boundary token
     return logits
+
+
+@dataclass
+class Scored:
+    """The forward LM's reading of proposals from m on: x'_m's log-probability [C], then the suffix's states
+    and per-position log-probabilities [C, S] (what an accepted move writes into the chain cache)."""
+
+    head: torch.Tensor
+    states: RowCache
+    logp: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.head + self.logp.sum(1)
+
+    def take(self, rows: torch.Tensor) -> Scored:
+        past = tuple((k[rows], v[rows]) for k, v in self.states.past)
+        return Scored(self.head[rows], RowCache(past, self.states.hidden[rows]), self.logp[rows])
+
+
+@dataclass
+class ChainCache:
+    """Both transformer LMs' states over each chain's current sentence, kept across MH steps (fast proposal).
+
+    An edit at m leaves the forward LM's inputs <s> x_<m as they were, and the backward LM's <s> x_n-1 .. x_>m:
+    a step takes its proposal's two halves and the current sentence's prefix score from the cache, reads the
+    drawn sentence from m on only, and keeps that reading when the move is accepted; the backward LM then reads
+    the changed part of the reversed sentence again, for the accepted chains only. Without it each step read
+    every chain's prefix and reversed suffix again: a GPT has no single state to carry, so this is the
+    transformer's counterpart of the LSTM's cheap re-reading (the LSTM path does not use it)."""
+
+    fwd: RowCache  # over <s> x
+    lp: torch.Tensor  # [C, W + 1] log p_fwd(x_j | <s> x_<j), the end token at j = length
+    bwd: RowCache  # over <s> and x reversed
+
+    @classmethod
+    @torch.no_grad()
+    def read(cls, lm: KeywordLM, ch: Chains) -> ChainCache:
+        assert isinstance(lm.fwd, GptLM) and isinstance(lm.bwd, GptLM)
+        inputs, targets = lm_inputs(ch.tokens, ch.length)
+        used = int(ch.length.max()) + 1  # <s> and the longest sentence; later positions wait for longer ones
+        fwd = lm.fwd.read_rows(inputs, used)
+        real = torch.arange(inputs.shape[1], device=inputs.device) <= ch.length.unsqueeze(1)
+        lp = target_logprobs(lm.fwd, fwd.hidden, targets, real)
+        bos = inputs[:, :1]
+        return cls(fwd, lp, lm.bwd.read_rows(torch.cat([bos, reverse_rows(ch.tokens, ch.length)], 1), used))
+
+    def prefix(self, lm: KeywordLM, rows: torch.Tensor, pos: torch.Tensor) -> Prefix:
+        """`read_prefix` (scored) of chains `rows` at their edit positions, from the cache."""
+        logp = torch.log_softmax(lm.fwd.logits(self.fwd.hidden[rows, pos]).float(), -1)
+        before = torch.arange(self.lp.shape[1], device=pos.device) < pos.unsqueeze(1)
+        own = (self.lp[rows] * before).sum(1)
+        return Prefix(logp, PrefixCache(self.fwd.past, pos + 1, rows), own)
+
+    @torch.no_grad()
+    def score(
+        self, lm: KeywordLM, prefix: Prefix, tokens: torch.Tensor, lengths: torch.Tensor, pos: torch.Tensor
+    ) -> Scored:
+        """`candidate_logprob` of one proposal per chain, keeping the suffix's reading."""
+        assert isinstance(lm.fwd, GptLM)
+        first, inputs, targets, valid = suffix_rows(tokens, lengths, pos, 1)
+        head = prefix.logp[torch.arange(len(pos), device=pos.device), first]
+        states = lm.fwd.read_on(prefix.state, inputs, valid)
+        return Scored(head, states, target_logprobs(lm.fwd, states.hidden, targets, valid))
+
+    @torch.no_grad()
+    def accept(
+        self, lm: KeywordLM, ch: Chains, rows: torch.Tensor, pos: torch.Tensor, action: torch.Tensor, new: Scored
+    ) -> None:
+        """Take on the accepted moves of chains `rows` (already written into `ch`): the forward LM's reading from
+        m on is the proposal's; the backward LM reads the changed end of each reversed sentence."""
+        assert isinstance(lm.bwd, GptLM)
+        _splice(self.fwd.hidden, rows, pos + 1, new.states.hidden, 1)
+        for (k, v), (k_new, v_new) in zip(self.fwd.past, new.states.past):
+            _splice(k, rows, pos + 1, k_new, 2)
+            _splice(v, rows, pos + 1, v_new, 2)
+        _splice(self.lp, rows, pos, torch.cat([new.head.unsqueeze(1), new.logp], 1), 1)
+        # Reversed, x'_>m (x'_>=m for a delete: its x'_m is the old x_m+1) is the unchanged start after <s>.
+        length = ch.length[rows]
+        keep = length - pos + (action == DELETE).long()
+        todo = length + 1 - keep
+        steps = int(todo.max()) if len(rows) else 0
+        if steps == 0:
+            return
+        bos = torch.full((len(rows), 1), BOS, dtype=torch.long, device=rows.device)
+        rev = torch.cat([bos, reverse_rows(ch.tokens[rows], length)], 1)
+        j = keep.unsqueeze(1) + torch.arange(steps, device=rows.device)
+        valid = j <= length.unsqueeze(1)
+        inputs = rev.gather(1, j.clamp(max=rev.shape[1] - 1)).masked_fill(~valid, 0)
+        states = lm.bwd.read_on(PrefixCache(self.bwd.past, keep, rows), inputs, valid)
+        _splice(self.bwd.hidden, rows, keep, states.hidden, 1)
+        for (k, v), (k_new, v_new) in zip(self.bwd.past, states.past):
+            _splice(k, rows, keep, k_new, 2)
+            _splice(v, rows, keep, v_new, 2)
+
+
+def _splice(dst: torch.Tensor, rows: torch.Tensor, start: torch.Tensor, src: torch.Tensor, dim: int) -> None:
+    """Row rows[i] of dst takes src[i] along `dim` from position start[i] on, as far as dst reaches (only those
+    entries are written: an accepted move changes a few positions of a few chains)."""
+    width, n = dst.shape[dim], src.shape[dim]
+    i = torch.arange(n, device=dst.device)
+    at = start.unsqueeze(1) + i
+    a, j = (at < width).nonzero(as_tuple=True)
+    lead: tuple[Any, ...] = (slice(None),) * (dim - 1)
+    dst[(rows[a], *lead, at[a, j])] = src[(a, *lead, j)]
 
 
 def build_rows(ch: Chains, pos: torch.Tensor, action: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -256,9 +396,17 @@ def mh_step(
     k = min(s.top_k, lm.fwd.vocab_size - len(SPECIALS))
     t0 = time.perf_counter()
     fast = s.proposal == "fast"
-    prefix = read_prefix(lm, sub, m, scored=fast)
+    cache = ch.cache
+    if fast and s.batched and isinstance(lm.fwd, GptLM) and cache is None:
+        cache = ch.cache = ChainCache.read(lm, ch)
+    if cache is not None:
+        prefix = cache.prefix(lm, act, m)
+        h_back = cache.bwd.hidden[act, back_step(sub.length, m, a)]
+    else:
+        prefix = read_prefix(lm, sub, m, scored=fast)
+        h_back = backward_states(lm, sub, m, a)
     prefix_s = time.perf_counter() - t0
-    logits = proposal_logits(lm, sub, m, a, prefix)
+    logits = proposal_logits(lm, prefix, h_back)
     top = logits.topk(k, dim=-1)
     if fast:
         word, log_q = _draw_fast(logits, top.values, top.indices, sub, m, a, gen)
@@ -276,7 +424,11 @@ def mh_step(
         to_score, to_length = tokens[idx, proposed].unsqueeze(1), length[idx, proposed].unsqueeze(1)
     group = to_score.shape[1]
     t0 = time.perf_counter()
-    if s.batched:
+    scored = None
+    if cache is not None:
+        scored = cache.score(lm, prefix, to_score[:, 0], to_length[:, 0], m)
+        flat = scored.total
+    elif s.batched:
         flat = candidate_logprob(lm, prefix, to_score.flatten(0, 1), to_length.flatten(), m, group)
     else:
         flat = score_rows(lm, to_score.flatten(0, 1), to_length.flatten(), m.repeat_interleave(group), batched=False)
@@ -298,6 +450,8 @@ def mh_step(
     ch.length[rows] = length[idx, choice][new]
     ch.logp[rows] += delta[new]
     changed[rows] = True
+    if cache is not None and scored is not None:
+        cache.accept(lm, ch, rows, m[new], a[new], scored.take(new))
     if stats is not None:
         stats.accepted += len(new)
     return changed
@@ -476,7 +630,9 @@ def iter_generate(
     lm.bwd.eval()
     for b in range(0, len(keyword_sets), per_batch):
         sets = keyword_sets[b : b + per_batch]
-        yield from _run_batch(lm, sets, encoded[b : b + per_batch], n_chains, s, rng, gen, stats)
+        with autocast(lm.device, lm.precision):  # not around the yield: the caller's code runs in fp32
+            done = _run_batch(lm, sets, encoded[b : b + per_batch], n_chains, s, rng, gen, stats)
+        yield from done
 
 
 def read_keyword_file(lm: KeywordLM, path: str) -> list[tuple[int, list[str]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -134,10 +135,20 @@ class LstmLM(nn.Module):
 
 @dataclass
 class PrefixCache:
-    """What a GPT keeps of the prefixes it read: the KV cache and each row's prefix length."""
+    """What a GPT keeps of the prefixes it read: the KV cache and each row's prefix length; `rows`: the rows of
+    `past` the prefixes are (a cache kept over whole sentences, read up to each prefix's length), None: all."""
 
     past: Any
     lengths: torch.Tensor
+    rows: torch.Tensor | None = None
+
+
+@dataclass
+class RowCache:
+    """A GPT's keys and values per layer [N, heads, W, d] and final states [N, W, D] over rows of inputs."""
+
+    past: Any
+    hidden: torch.Tensor
 
 
 class GptLM(GPT):
@@ -156,6 +167,14 @@ class GptLM(GPT):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h)
+
+    def read_rows(self, inputs: torch.Tensor, used: int | None = None) -> RowCache:
+        """Keys, values and final states of whole rows (right padding never leaks left); only the first `used`
+        positions are read, the rest hold zeros (a kept cache fills them as its rows grow)."""
+        pad = 0 if used is None else inputs.shape[1] - used
+        x, past = self.trunk(inputs[:, : inputs.shape[1] - pad])
+        past = tuple(tuple(F.pad(t, (0, 0, 0, pad)) for t in kv) for kv in past)
+        return RowCache(past, F.pad(self.ln_f(x), (0, 0, 0, pad)))
 
     def read_prefix(
         self, inputs: torch.Tensor, lengths: torch.Tensor, scored: bool = False
@@ -178,25 +197,50 @@ class GptLM(GPT):
         buckets: int = 4,
     ) -> torch.Tensor:
         """`LstmLM.continue_logprob` for a GPT: only the suffix positions run, each attending to its prefix's
-        cached keys (read once per prefix, shared by its `group` rows) and to the suffix so far.
+        cached keys (read once per prefix, shared by its `group` rows) and to the suffix so far."""
+        out = torch.zeros(mask.shape[0], device=inputs.device)
+        for rows, w, h, _ in self._continue(state, group, inputs, mask, buckets):
+            out[rows] = target_logprob(self, h, targets[rows, :w], mask[rows, :w])
+        return out
 
-        Prefixes are sorted by their rows' longest suffix and run in a few buckets, each cut to its own longest
-        suffix and prefix (a loop over buckets, never over tokens)."""
+    def read_on(self, state: PrefixCache, inputs: torch.Tensor, mask: torch.Tensor, buckets: int = 2) -> RowCache:
+        """Keys, values and final states of inputs [N, S] read on from prefix n of `state` (one row each): what a
+        kept cache takes on when a sentence changes from its prefix on. Positions outside `mask` hold zeros."""
+        n, s = inputs.shape
+        hidden = inputs.new_zeros(n, s, self.cfg.dim, dtype=torch.float)
+        past: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+        for rows, w, h, new in self._continue(state, 1, inputs, mask, buckets):
+            if not past:  # zeros of the dtype the model computes in (bf16 under autocast)
+                hidden = hidden.to(h.dtype)
+                past = tuple(
+                    (k.new_zeros(n, k.shape[1], s, k.shape[3]), v.new_zeros(n, v.shape[1], s, v.shape[3]))
+                    for k, v in new
+                )
+            hidden[rows, :w] = h
+            for (k, v), (k_new, v_new) in zip(past, new):
+                k[rows, :, :w], v[rows, :, :w] = k_new, v_new
+        return RowCache(past, hidden)
+
+    def _continue(
+        self, state: PrefixCache, group: int, inputs: torch.Tensor, mask: torch.Tensor, buckets: int
+    ) -> Iterator[tuple[torch.Tensor, int, torch.Tensor, Any]]:
+        """(rows, width, final states, the new positions' cache) of the continuations, rows c * group ..
+        c * group + group - 1 continuing prefix c. Prefixes are sorted by their rows' longest suffix and run in a
+        few buckets, each cut to its own longest suffix and prefix (a loop over buckets, never over tokens)."""
         n_prefix = len(state.lengths)
         width = mask.reshape(n_prefix, group, -1).sum(2).amax(1)
-        out = torch.zeros(mask.shape[0], device=inputs.device)
         order = width.argsort(descending=True)
         order = order[width[order] > 0]
         steps = torch.arange(inputs.shape[1], device=inputs.device)
         for chains in order.chunk(buckets) if len(order) else ():
             w, p = int(width[chains[0]]), int(state.lengths[chains].max())
             rows = (chains[:, None] * group + torch.arange(group, device=inputs.device)).flatten()
-            past = tuple((k[chains, :, :p], v[chains, :, :p]) for k, v in state.past)
+            src = chains if state.rows is None else state.rows[chains]
+            past = tuple((k[src, :, :p], v[src, :, :p]) for k, v in state.past)
             past_mask = torch.arange(p, device=inputs.device) < state.lengths[chains].unsqueeze(1)
             positions = state.lengths[chains].repeat_interleave(group).unsqueeze(1) + steps[:w]
-            h = self.extend(inputs[rows, :w], positions, past, past_mask, group)
-            out[rows] = target_logprob(self, h, targets[rows, :w], mask[rows, :w])
-        return out
+            h, new = self.extend(inputs[rows, :w], positions, past, past_mask, group)
+            yield rows, w, h, new
 
 
 CausalLM = LstmLM | GptLM
@@ -246,17 +290,24 @@ def sentence_logprob(
 def target_logprob(
     lm: CausalLM, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, chunk: int = 128
 ) -> torch.Tensor:
-    """Per row of h [N, L, E]: sum over `mask` of log p(target); the softmax runs on masked positions only,
-    a chunk at a time: a big batch of candidates never holds a [N, L, V] tensor, and a chunk's logits stay
-    in cache (measured, vocabulary 10k on one CPU thread: 128 positions 2.7x faster than 2,048)."""
-    rows = mask.nonzero()[:, 0]
+    """Per row of h [N, L, E]: sum over `mask` of log p(target)."""
+    return target_logprobs(lm, h, targets, mask, chunk).sum(1)
+
+
+def target_logprobs(
+    lm: CausalLM, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, chunk: int = 128
+) -> torch.Tensor:
+    """log p(target) at each position of h [N, L, E] in `mask`, 0 elsewhere; [N, L]. The softmax runs on masked
+    positions only, a chunk at a time: a big batch of candidates never holds a [N, L, V] tensor, and a chunk's
+    logits stay in cache (measured, vocabulary 10k on one CPU thread: 128 positions 2.7x faster than 2,048)."""
     h, targets = h[mask], targets[mask]
-    out = torch.zeros(mask.shape[0], device=h.device)
+    out = torch.zeros(len(h), device=h.device)
     for i in range(0, len(h), chunk):
         logits = lm.logits(h[i : i + chunk]).float()
-        lp = logits.gather(1, targets[i : i + chunk].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, -1)
-        out.index_add_(0, rows[i : i + chunk], lp)
-    return out
+        out[i : i + chunk] = logits.gather(1, targets[i : i + chunk].unsqueeze(1)).squeeze(1) - torch.logsumexp(
+            logits, -1
+        )
+    return torch.zeros(mask.shape, device=h.device).masked_scatter(mask, out)
 
 
 def prefix_logprob(lm: CausalLM, h: torch.Tensor, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
