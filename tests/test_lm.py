@@ -177,10 +177,10 @@ def test_prefix_shared_scores_match_one_by_one(arch, monkeypatch):
 # --- detailed balance ----------------------------------------------------------------------------
 
 
-def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int]) -> dict[tuple, float]:
+def exact_target(pipe: LmPipeline, max_len: int, kw_id: int, free: list[int], min_len: int = 1) -> dict[tuple, float]:
     """pi(state) for every (sentence, keyword position) with one locked keyword token, by enumeration."""
     states, seqs = [], []
-    for n in range(1, max_len + 1):
+    for n in range(min_len, max_len + 1):
         for seq in itertools.product([*free, kw_id], repeat=n):
             for p in (i for i, t in enumerate(seq) if t == kw_id):
                 states.append((seq, p))
@@ -249,11 +249,13 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch, arch):
     assert tv > 0.1, tv
 
 
-def stationary_tv(pipe: LmPipeline, proposal: str, n: int = 4000, steps: int = 40, burn: int = 10) -> float:
+def stationary_tv(
+    pipe: LmPipeline, proposal: str, n: int = 4000, steps: int = 40, burn: int = 10, min_len: int = 1
+) -> float:
     """Chains started in exact draws from the target must stay there: the total variation distance between the
     target and the states visited over `steps` steps (after `burn`). Unlike a run from one start state this
     does not wait for the chain to mix, so it also checks a proposal that mixes slowly on a peaked toy LM."""
-    target = exact_target(pipe, 4, 5, [3, 4])
+    target = exact_target(pipe, 4, 5, [3, 4], min_len)
     states = list(target)
     gen = torch.Generator().manual_seed(0)
     picks = torch.multinomial(torch.tensor([target[x] for x in states]), n, replacement=True, generator=gen)
@@ -265,7 +267,7 @@ def stationary_tv(pipe: LmPipeline, proposal: str, n: int = 4000, steps: int = 4
         ch.kw[c, at] = 0
         ch.length[c] = len(seq)
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
-    s = cgmh.SamplerSettings(top_k=3, max_len=4, min_len=1, proposal=proposal)
+    s = cgmh.SamplerSettings(top_k=3, max_len=4, min_len=min_len, proposal=proposal)
     counts: Counter = Counter()
     for step in range(steps):
         cgmh.mh_step(pipe, ch, s, gen)
@@ -274,6 +276,7 @@ def stationary_tv(pipe: LmPipeline, proposal: str, n: int = 4000, steps: int = 4
                 counts[(tuple(t[:length]), k.index(0))] += 1
     # The tracked log-probabilities (the fast proposal reads the current sentence's from them) stay exact.
     assert torch.allclose(ch.logp, cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length)), atol=1e-4)
+    assert set(counts) <= set(target)  # never a state outside the target's support (shorter than min_len)
     total = sum(counts.values())
     return 0.5 * sum(abs(counts.get(x, 0) / total - p) for x, p in target.items())
 
@@ -328,6 +331,20 @@ def test_kept_transformer_cache_equals_a_fresh_reading():
     assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
 
 
+@pytest.mark.parametrize("proposal", cgmh.PROPOSALS)
+def test_min_len_floor_keeps_the_truncated_target_stationary(proposal):
+    """hard_min_len: the target is the LM's distribution over sentences of at least min_len tokens; chains
+    started in exact draws from it stay there, and none ever gets shorter."""
+    assert stationary_tv(toy_pipeline(arch="transformer"), proposal, min_len=3) < 0.04
+
+
+def test_min_len_floor_blocks_only_deletes_below_it():
+    ch = chains_of([[(3, -1), (4, 0), (5, -1)], [(3, -1), (4, 0), (5, -1), (6, -1)]], width=8)
+    delete, pos = torch.tensor([cgmh.DELETE] * 2), torch.tensor([0, 0])
+    assert cgmh._move_is_legal(ch, pos, delete, 8, 8, min_len=3).tolist() == [False, True]
+    assert cgmh._move_is_legal(ch, pos, delete, 8, 8, min_len=0).tolist() == [True, True]
+
+
 def test_unknown_proposal_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown proposal"):
         cgmh.SamplerSettings(proposal="greedy").check()
@@ -380,9 +397,10 @@ def test_new_checkpoints_sample_fast_and_older_ones_keep_their_sampler(trained, 
     old = tmp_path / "old"
     shutil.copytree(out / "best", old)
     meta = json.loads((old / "config.json").read_text(encoding="utf-8"))
-    del meta["config"]["inference"]["proposal"]
+    del meta["config"]["inference"]["proposal"], meta["config"]["inference"]["hard_min_len"]
     (old / "config.json").write_text(json.dumps(meta), encoding="utf-8")
     assert api.load(old, task="lm").config.inference.proposal == "full"
+    assert not api.load(old, task="lm").config.inference.hard_min_len  # min_len only ranks, as it did
 
 
 def test_keyword_errors(trained):

@@ -144,6 +144,8 @@ class LmPipeline(Pipeline):
         inference = ckpt.config if ckpt.format_version == 1 else ckpt.config.get("inference", {})
         if "proposal" not in inference:  # saved before the fast proposal (the default now): keep its sampler
             config = config.updated({"inference.proposal": "full"})
+        if "hard_min_len" not in inference:  # saved when min_len only ranked the results: likewise
+            config = config.updated({"inference.hard_min_len": False})
         return config
 
     # --- encoding ---------------------------------------------------------------------------
