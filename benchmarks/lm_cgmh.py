@@ -21,6 +21,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import DATA, Run, preset
 from lm_pretrain import SpellingModel, open_vocab, per_char, scored_chars, unk_charge
@@ -69,17 +70,58 @@ def keyword_sets(sentences: list[str], n: int, seed: int) -> tuple[list[list[str
     return sets, sources
 
 
+def parse_pairs(text: str) -> dict[str, str]:
+    """key=value,key=value (strings; the config converts them to its fields' types)."""
+    return dict(kv.split("=", 1) for kv in text.split(",") if kv)
+
+
 def distinct_2(pipe, texts: list[str]) -> float:
     tokens = (tokenize(Sentence(x), pipe.config.model.unit) for x in texts)
     grams = [tuple(t[i : i + 2]) for t in tokens for i in range(len(t) - 1)]
     return len(set(grams)) / max(len(grams), 1)
 
 
+def chars(text: str) -> int:
+    return len("".join(text.split()))
+
+
+def sentence_nll(pipe, texts: list[str]) -> list[float]:
+    """Each text's total forward-LM NLL (its tokens and the end token)."""
+    return [x * (len(pipe.encode(Sentence(t))) + 1) for x, t in zip(pipe.token_nll(texts), texts)]
+
+
 def per_char_nll(pipe, texts: list[str]) -> float:
     """Forward-LM NLL per character (end token included in the total, whitespace not counted)."""
-    nll = pipe.token_nll(texts)
-    total = sum(x * (len(pipe.encode(Sentence(t))) + 1) for x, t in zip(nll, texts))
-    return total / max(sum(len("".join(t.split())) for t in texts), 1)
+    return sum(sentence_nll(pipe, texts)) / max(sum(map(chars, texts)), 1)
+
+
+def length_matched(judge, outputs: list[str], held: list[str]) -> dict:
+    """Per-char NLL of outputs and of real held-out sentences of the same lengths. A sentence's first characters
+    and its end cost far more than the rest, so per-char NLL falls with length (under the judge: 6.3 for
+    held-out sentences of 8-11 chars, 4.0 from 40 on): short outputs measured against all held-out sentences
+    (29 chars on average) would be held to a bar no real sentence of their length meets. By length band (bands
+    with at least 10 real sentences), and over those bands with the real figure weighted by the outputs' chars
+    in each band (direct standardisation)."""
+    real_nll, real_len = np.array(sentence_nll(judge, held)), np.array([chars(t) for t in held])
+    out_nll, out_len = np.array(sentence_nll(judge, outputs)), np.array([chars(t) for t in outputs])
+    bands, covered, weighted = [], np.zeros(len(outputs), dtype=bool), 0.0
+    for lo, hi in ((1, 8), (8, 12), (12, 16), (16, 24), (24, 40), (40, 10_000)):
+        o, r = (lo <= out_len) & (out_len < hi), (lo <= real_len) & (real_len < hi)
+        band = {"chars": f"{lo}-{hi - 1}" if hi < 10_000 else f"{lo}+", "outputs": int(o.sum()), "real": int(r.sum())}
+        if o.any() and r.any():
+            band["nll_per_char_outputs"] = round(float(out_nll[o].sum() / out_len[o].sum()), 4)
+            band["nll_per_char_real"] = round(float(real_nll[r].sum() / real_len[r].sum()), 4)
+        if o.any() and r.sum() >= 10:
+            covered |= o
+            weighted += out_len[o].sum() * real_nll[r].sum() / real_len[r].sum()
+        bands.append(band)
+    n = out_len[covered].sum()
+    return {
+        "outputs_in_bands": int(covered.sum()),
+        "nll_per_char_outputs": round(float(out_nll[covered].sum() / n), 4) if n else None,
+        "nll_per_char_real_same_lengths": round(float(weighted / n), 4) if n else None,
+        "by_length": bands,
+    }
 
 
 def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: list[str]) -> dict:
@@ -91,6 +133,7 @@ def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: l
         "nll_per_char_outputs": round(per_char_nll(judge, outputs), 4),
         "nll_per_char_source_sentences": round(per_char_nll(judge, sources), 4),
         "nll_per_char_held_out_sentences": round(per_char_nll(judge, held), 4),
+        "length_matched": length_matched(judge, outputs, held),
     }
 
 
@@ -155,6 +198,8 @@ def main() -> None:
     ap.add_argument("--batch-chains", type=int, default=None, help="chains side by side (default: the model's)")
     ap.add_argument("--sampler-seed", type=int, default=None, help="seed of the sampler only (default: --seed)")
     ap.add_argument("--quantize", action="store_true", help="dynamic int8 Linear layers for the sampler")
+    ap.add_argument("--precision", default="fp32", help="the sampler's: fp32 | bf16 (autocast; CPUs with AMX)")
+    ap.add_argument("--sampler", default="", help="other sampler settings as key=value,... (e.g. min_len=10)")
     ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
     ap.add_argument("--compare-lm", default="", help="another lm checkpoint: per-char ppl on UNK-free sentences")
     ap.add_argument("--result", default="lm_cgmh", help="name of the result file in benchmarks/results/")
@@ -169,7 +214,7 @@ def main() -> None:
     model = args.model
     if not model:
         model = str(work / "run")
-        overrides = dict(kv.split("=", 1) for kv in args.lm.split(",") if kv)
+        overrides = parse_pairs(args.lm)
         t0 = time.time()
         rep = api.train("lm", train_file, model, config=config, overwrite=True, **overrides)
         result["train"] = {
@@ -179,10 +224,10 @@ def main() -> None:
             "tokens_per_s": round(rep.result.tokens_per_s, 1),
             "config": rep.config,
         }
-    pipe = api.load(model, task="lm", device="cpu", quantize=args.quantize)
+    pipe = api.load(model, task="lm", device="cpu", quantize=args.quantize, precision=args.precision)
     given = (("proposal", args.proposal), ("top_k", args.top_k), ("chains", args.chains))
     given += (("batch_chains", args.batch_chains),)
-    sampler = {k: v for k, v in given if v is not None}
+    sampler = {k: v for k, v in given if v is not None} | parse_pairs(args.sampler)
     pipe.config.inference = pipe.config.inference.updated(sampler)
     held_lm = pipe.evaluate([Sentence(s) for s in held])
     result["held_out_lm"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in held_lm.items()}
@@ -217,6 +262,8 @@ def main() -> None:
         "batch_chains": inf.batch_chains,
         "sampler_seed": sampler_seed,
         "quantize": args.quantize,
+        "precision": args.precision,
+        "min_len": inf.min_len,
         "keyword_coverage": covered / len(sets),
         "nll_outputs": round(sum(out_nll) / len(out_nll), 4),
         "nll_source_sentences": round(sum(src_nll) / len(src_nll), 4),
@@ -225,6 +272,8 @@ def main() -> None:
         "seconds": round(seconds, 1),
         "sentences_per_s": round(len(sets) / seconds, 3),
         "examples": [{"words": w, "output": o} for w, o in list(zip(sets, outputs))[:10]],
+        "mean_output_chars": round(sum(map(chars, outputs)) / len(outputs), 2),
+        "outputs": outputs,
     }
     if args.judge:
         result["judge"] = judge_scores(args.judge, outputs, sources, held)
