@@ -16,6 +16,8 @@ That is the `full` proposal. The `fast` one (the default) draws the word from p_
 and scores only the drawn sentence; the acceptance ratio carries the proposal probabilities both ways, so the
 chain keeps the same target, and the current sentence's score from m is its tracked log-probability less the
 prefix's (which the prefix read gives), so one sentence a step goes through the LM instead of K + 1.
+On a transformer the fast proposal also keeps both LMs' states over every chain's sentence across steps
+(`ChainCache`): nothing is read twice, only what a move changes.
 """
 
 from __future__ import annotations
@@ -300,6 +302,7 @@ class ChainCache:
         bos = inputs[:, :1]
         return cls(fwd, lp, lm.bwd.read_rows(torch.cat([bos, reverse_rows(ch.tokens, ch.length)], 1), used))
 
+    @torch.no_grad()
     def prefix(self, lm: KeywordLM, rows: torch.Tensor, pos: torch.Tensor) -> Prefix:
         """`read_prefix` (scored) of chains `rows` at their edit positions, from the cache."""
         logp = torch.log_softmax(lm.fwd.logits(self.fwd.hidden[rows, pos]).float(), -1)
@@ -333,8 +336,7 @@ class ChainCache:
         # Reversed, x'_>m (x'_>=m for a delete: its x'_m is the old x_m+1) is the unchanged start after <s>.
         length = ch.length[rows]
         keep = length - pos + (action == DELETE).long()
-        todo = length + 1 - keep
-        steps = int(todo.max()) if len(rows) else 0
+        steps = int((length + 1 - keep).max()) if len(rows) else 0
         if steps == 0:
             return
         bos = torch.full((len(rows), 1), BOS, dtype=torch.long, device=rows.device)
@@ -387,6 +389,7 @@ def build_rows(ch: Chains, pos: torch.Tensor, action: torch.Tensor, cands: torch
     return tokens.masked_fill(pad, 0), kw.masked_fill(pad, -1), length
 
 
+@torch.no_grad()
 def mh_step(
     lm: KeywordLM, ch: Chains, s: SamplerSettings, gen: torch.Generator, stats: StepStats | None = None
 ) -> torch.Tensor:
