@@ -87,7 +87,7 @@ def chars(text: str) -> int:
 
 def sentence_nll(pipe, texts: list[str]) -> list[float]:
     """Each text's total forward-LM NLL (its tokens and the end token)."""
-    return [x * (len(pipe.encode(Sentence(t))) + 1) for x, t in zip(pipe.token_nll(texts), texts)]
+    return pipe.token_nll(texts, total=True)
 
 
 def per_char_nll(pipe, texts: list[str]) -> float:

@@ -387,6 +387,10 @@ def test_generation_is_deterministic_and_improves_on_the_start(trained):
     start_nll = pipe.token_nll(["北京游客", "学校"])
     best_nll = pipe.token_nll([a[0].sentences[0]["text"], a[1].sentences[0]["text"]])
     assert sum(best_nll) < sum(start_nll)
+    # total=True: each text's whole NLL, its tokens and the end token (what per-char figures divide).
+    texts = ["北京游客", "学校"]
+    per_token = zip(start_nll, (len(pipe.encode(Sentence(t))) + 1 for t in texts))
+    assert pipe.token_nll(texts, total=True) == pytest.approx([x * n for x, n in per_token], rel=1e-5)
 
 
 def test_new_checkpoints_sample_fast_and_older_ones_keep_their_sampler(trained, tmp_path):

@@ -241,8 +241,8 @@ class LmPipeline(Pipeline):
         return examples  # type: ignore[return-value]
 
     @torch.no_grad()
-    def token_nll(self, texts: list[str], batch_size: int | None = None) -> list[float]:
-        """Mean forward-LM NLL per token (end token included) of each text."""
+    def token_nll(self, texts: list[str], batch_size: int | None = None, total: bool = False) -> list[float]:
+        """Mean forward-LM NLL per token (end token included) of each text; `total`: the sum instead."""
         ids = [self.encode(Sentence(t)) for t in texts]
         out = [0.0] * len(ids)
         self.model.eval()
@@ -250,7 +250,7 @@ class LmPipeline(Pipeline):
             batch = self.to_device(self.collate([ids[i] for i in idx]))
             lp = sentence_logprob(self.model.fwd, batch["tokens"], batch["lengths"])
             for i, v, length in zip(idx, lp.tolist(), batch["lengths"].tolist()):
-                out[i] = -v / (length + 1)
+                out[i] = -v if total else -v / (length + 1)
         return out
 
     # --- prediction: `nlpcli predict lm` generates for {"words": [...]} records ----------------
