@@ -166,6 +166,11 @@ class Encoded:
         return [e > s for s, e in self.offsets]
 
 
+def pad_id_of(tokenizer: Any) -> int:
+    """The id a tokenizer pads input ids with (XLM-R's is 1); 0 without a tokenizer or a pad token."""
+    return int(getattr(tokenizer, "pad_token_id", None) or 0)
+
+
 class TextEncoder:
     """Text -> ids and character offsets, for either kind of encoder (the vocabulary or the tokenizer).
 
@@ -177,7 +182,7 @@ class TextEncoder:
     def __init__(self, assets: dict[str, Any], tokenizer: Any = None, limit: int = 512):
         self.tokenizer = tokenizer
         self.limit = limit  # a tokenizer's inputs are cut here: the encoder's positions (HFEncoder.max_tokens)
-        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        self.pad_id = pad_id_of(tokenizer)
         self.vocab = V.CharWordVocab(assets) if tokenizer is None else None
         self._cache: dict[str, Encoded] = {}
 

@@ -11,7 +11,7 @@ import torch
 
 from ...data.batching import pad_ids
 from ...errors import ConfigError
-from ...nn.encoder import Encoded, TextEncoder
+from ...nn.encoder import Encoded, TextEncoder, pad_id_of
 
 # Question tokens a pair must have room for (a question cut shorter no longer says what it asks).
 MIN_QUESTION_TOKENS = 16
@@ -126,7 +126,7 @@ class EncoderInputs(ReaderInputs):
                 f"encoder's {limit} positions; use --max-len {most} or less"
             )
         self.token_types = "token_type_ids" in tokenizer.model_input_names and type_vocab_size > 1
-        self.pad_id = tokenizer.pad_token_id or 0
+        self.pad_id = pad_id_of(tokenizer)
         self._last: tuple[str, Encoded] = ("", Encoded({}, []))
 
     def question(self, text: str) -> str:
