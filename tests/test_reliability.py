@@ -348,7 +348,10 @@ def test_a_second_training_into_the_same_output_is_refused(tmp_path: Path) -> No
     step = torch.load(run / "last" / "train_state.pt", weights_only=True)["step"]
     third = _run(*TRAIN_NER, "--output", run, "--resume", "--max-steps", str(step + 2))
     assert third.returncode == 0, third.stderr
-    assert [r["step"] for r in _log(run) if r["event"] == "end"] == [step + 2]
+    # Once in about four full-suite runs there was no `end` line at all (not reproduced alone): say what was there.
+    ends = [r["step"] for r in _log(run) if r["event"] == "end"]
+    tail = (run / "train_log.jsonl").read_text()[-1500:]
+    assert ends == [step + 2], f"resumed at {step}; stderr: {third.stderr[-1500:]}\nlog tail: {tail}"
     assert not (run / ".lock").exists()
 
 
