@@ -329,6 +329,16 @@ def test_kept_transformer_cache_equals_a_fresh_reading():
             assert torch.allclose(k[at], k2[at], atol=1e-5) and torch.allclose(v[at], v2[at], atol=1e-5)
     assert torch.allclose(kept_ch.cache.lp[real], fresh.lp[real], atol=1e-5)
     assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
+    # A step that does not keep the cache (the full proposal) drops it: the next fast step reads afresh.
+    gen = torch.Generator().manual_seed(2)
+    cgmh.mh_step(pipe, kept_ch, cgmh.SamplerSettings(top_k=4, max_len=8, min_len=1, proposal="full"), gen)
+    assert kept_ch.cache is None
+    cgmh.mh_step(pipe, kept_ch, s, gen)
+    assert kept_ch.cache is not None
+    real = torch.arange(9) <= kept_ch.length.unsqueeze(1)
+    fresh = cgmh.ChainCache.read(pipe, kept_ch)
+    assert torch.allclose(kept_ch.cache.fwd.hidden[real], fresh.fwd.hidden[real], atol=1e-5)
+    assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
 
 
 @pytest.mark.parametrize("proposal", cgmh.PROPOSALS)
@@ -348,6 +358,8 @@ def test_min_len_floor_blocks_only_deletes_below_it():
 def test_unknown_proposal_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown proposal"):
         cgmh.SamplerSettings(proposal="greedy").check()
+    with pytest.raises(ConfigError, match="min_len 50 is above max_len 40"):
+        cgmh.SamplerSettings(min_len=50).check()
 
 
 # --- generation on a trained model --------------------------------------------------------------

@@ -116,6 +116,8 @@ class SamplerSettings(Section):
         self.action_probs()
         if self.proposal not in PROPOSALS:
             raise ConfigError(f"unknown proposal {self.proposal!r}; use {' or '.join(PROPOSALS)}")
+        if self.min_len > self.max_len:
+            raise ConfigError(f"min_len {self.min_len} is above max_len {self.max_len}: no sentence fits both")
 
     def action_probs(self) -> torch.Tensor:
         skip = 1.0 - self.p_replace - self.p_insert - self.p_delete
@@ -410,9 +412,11 @@ def mh_step(
     k = min(s.top_k, lm.fwd.vocab_size - len(SPECIALS))
     t0 = time.perf_counter()
     fast = s.proposal == "fast"
+    if not (fast and s.batched and isinstance(lm.fwd, GptLM)):
+        ch.cache = None  # this step does not keep it: a later fast step reads the sentences afresh
+    elif ch.cache is None:
+        ch.cache = ChainCache.read(lm, ch)
     cache = ch.cache
-    if fast and s.batched and isinstance(lm.fwd, GptLM) and cache is None:
-        cache = ch.cache = ChainCache.read(lm, ch)
     if cache is not None:
         prefix = cache.prefix(lm, act, m)
         h_back = cache.bwd.hidden[act, back_step(sub.length, m, a)]
