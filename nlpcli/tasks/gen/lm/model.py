@@ -171,8 +171,9 @@ class GptLM(GPT):
     def read_rows(self, inputs: torch.Tensor, used: int | None = None) -> RowCache:
         """Keys, values and final states of whole rows (right padding never leaks left); only the first `used`
         positions are read, the rest hold zeros (a kept cache fills them as its rows grow)."""
-        pad = 0 if used is None else inputs.shape[1] - used
-        x, past = self.trunk(inputs[:, : inputs.shape[1] - pad])
+        used = inputs.shape[1] if used is None else used
+        pad = inputs.shape[1] - used
+        x, past = self.trunk(inputs[:, :used])
         past = tuple(tuple(F.pad(t, (0, 0, 0, pad)) for t in kv) for kv in past)
         return RowCache(past, F.pad(self.ln_f(x), (0, 0, 0, pad)))
 
