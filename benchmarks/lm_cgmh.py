@@ -95,16 +95,14 @@ def per_char_nll(pipe, texts: list[str]) -> float:
     return sum(sentence_nll(pipe, texts)) / max(sum(map(chars, texts)), 1)
 
 
-def length_matched(judge, outputs: list[str], held: list[str]) -> dict:
+def length_matched(out_nll: np.ndarray, out_len: np.ndarray, real_nll: np.ndarray, real_len: np.ndarray) -> dict:
     """Per-char NLL of outputs and of real held-out sentences of the same lengths. A sentence's first characters
     and its end cost far more than the rest, so per-char NLL falls with length (under the judge: 6.3 for
     held-out sentences of 8-11 chars, 4.0 from 40 on): short outputs measured against all held-out sentences
     (29 chars on average) would be held to a bar no real sentence of their length meets. By length band (bands
     with at least 10 real sentences), and over those bands with the real figure weighted by the outputs' chars
-    in each band (direct standardisation)."""
-    real_nll, real_len = np.array(sentence_nll(judge, held)), np.array([chars(t) for t in held])
-    out_nll, out_len = np.array(sentence_nll(judge, outputs)), np.array([chars(t) for t in outputs])
-    bands, covered, weighted = [], np.zeros(len(outputs), dtype=bool), 0.0
+    in each band (direct standardisation). Arguments: each sentence's total NLL and its chars."""
+    bands, covered, weighted = [], np.zeros(len(out_nll), dtype=bool), 0.0
     for lo, hi in ((1, 8), (8, 12), (12, 16), (16, 24), (24, 40), (40, 10_000)):
         o, r = (lo <= out_len) & (out_len < hi), (lo <= real_len) & (real_len < hi)
         band = {"chars": f"{lo}-{hi - 1}" if hi < 10_000 else f"{lo}+", "outputs": int(o.sum()), "real": int(r.sum())}
@@ -127,13 +125,16 @@ def length_matched(judge, outputs: list[str], held: list[str]) -> dict:
 def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: list[str]) -> dict:
     """Per-char NLL under an LM the sampler did not use (trained on a disjoint split): outputs vs real text."""
     judge = api.load(judge_dir, task="lm", device="cpu")
+    # Each text scored once: totals and chars serve both the overall figures and the length bands.
+    out_nll, out_len = np.array(sentence_nll(judge, outputs)), np.array([chars(t) for t in outputs])
+    real_nll, real_len = np.array(sentence_nll(judge, held)), np.array([chars(t) for t in held])
     return {
         "model": judge_dir,
         "unit": judge.config.model.unit,
-        "nll_per_char_outputs": round(per_char_nll(judge, outputs), 4),
+        "nll_per_char_outputs": round(float(out_nll.sum() / max(out_len.sum(), 1)), 4),
         "nll_per_char_source_sentences": round(per_char_nll(judge, sources), 4),
-        "nll_per_char_held_out_sentences": round(per_char_nll(judge, held), 4),
-        "length_matched": length_matched(judge, outputs, held),
+        "nll_per_char_held_out_sentences": round(float(real_nll.sum() / max(real_len.sum(), 1)), 4),
+        "length_matched": length_matched(out_nll, out_len, real_nll, real_len),
     }
 
 
