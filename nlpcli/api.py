@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from .callbacks import TrainCallbacks
 from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
-from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
-from .data.tables import Table
-from .device import DistContext, init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, DataError, NlpcliError, UnknownOption
+from .data.io import ReadStats
+from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
+from .errors import ConfigError, NlpcliError, UnknownOption
+from .records import predict as records
+from .records.stats import PredictStats
 from .registry import get_task
 from .tasks.base import Pipeline
 from .trainer import Trainer, TrainResult
@@ -275,60 +273,6 @@ def evaluate_thresholds(
     ]
 
 
-@dataclass
-class PredictStats:
-    read: int = 0
-    written: int = 0
-    skipped: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-
-def count_skipped(stats: PredictStats, err: DataError, skip_bad: bool) -> None:
-    """A bad record: with `skip_bad` counted (the first five reasons kept for the summary), else raised."""
-    if not skip_bad:
-        raise err
-    stats.skipped += 1
-    if len(stats.reasons) < 5:
-        stats.reasons.append(str(err))
-
-
-def read_records(
-    lines: Iterable[str], path: str, pipe: Pipeline, skip_bad: bool, stats: PredictStats
-) -> Iterator[dict]:
-    """JSON objects from JSONL lines, validated by the task; bad lines raise or are counted.
-
-    Where the input stalls (STALL_LINE), a STALL marker is passed on for the prediction loop."""
-    lineno = 0
-    for line in lines:
-        if line is STALL_LINE:
-            yield STALL
-            continue
-        lineno += 1
-        if not line.strip():
-            continue
-        try:
-            record = parse_record(line, path, lineno, pipe)
-        except DataError as err:
-            count_skipped(stats, err, skip_bad)
-            continue
-        stats.read += 1
-        yield record
-
-
-def parse_record(line: str, path: str, lineno: int, pipe: Pipeline) -> dict[str, Any]:
-    """One JSONL line -> a record the task can predict; DataError naming path and line otherwise."""
-    if has_bad_bytes(line):
-        raise DataError(path, "not UTF-8 text", lineno)
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"malformed JSON ({e.msg})", lineno) from None
-    if not isinstance(record, dict):
-        raise DataError(path, "expected a JSON object", lineno)
-    pipe.validate_record(record, path, lineno)
-    return record
-
-
 def predict(
     pipe: Pipeline,
     lines: Iterable[str],
@@ -337,184 +281,8 @@ def predict(
     skip_bad: bool = False,
     stats: PredictStats | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream predictions: JSONL lines in, records with predictions out, in order."""
-    stats = stats if stats is not None else PredictStats()
-    records = read_records(lines, path, pipe, skip_bad, stats)
-    for out in pipe.predict_records(records, batch_size):
-        stats.written += 1
-        yield out
-
-
-@contextmanager
-def predict_ranks(pipe: Pipeline) -> Iterator[RankedPredict]:
-    """`predict` over the ranks of a torchrun launch (a plain run is one rank, and `predict` itself).
-
-    Under torchrun the process group is joined (gloo on CPU, nccl on CUDA) and left on the way out."""
-    dist = init_distributed(pipe.device)
-    try:
-        yield RankedPredict(pipe, dist)
-    finally:
-        shutdown_distributed()
-
-
-@dataclass
-class RankedPredict:
-    """Prediction sharded over ranks: line i of the input goes to rank (i - 1) % N, and rank 0 gets every
-    output back, in input order, to write one file. Every rank reads the same input file (a shared or copied
-    path), so the line numbers of errors are the file's, and one bad line stops every rank with its message.
-
-    The input is taken a round of lines at a time (`round_records` per rank), so memory stays bounded on
-    every rank: after each round rank 0 gathers the round's outputs (over the process group, so no shared
-    filesystem is needed for them) and yields them sorted by line."""
-
-    pipe: Pipeline
-    dist: DistContext
-    round_records: int | None = None  # records per rank and round (default: as a prediction chunk)
-
-    @property
-    def is_main(self) -> bool:
-        return self.dist.is_main
-
-    def predict(
-        self,
-        lines: Iterable[str],
-        path: str,
-        batch_size: int | None = None,
-        skip_bad: bool = False,
-        stats: PredictStats | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """As `predict`; with several ranks, outputs come out of rank 0 only (the others yield nothing), and
-        `stats` hold the totals over all ranks on every rank."""
-        stats = stats if stats is not None else PredictStats()
-        if not self.dist.enabled:
-            yield from predict(self.pipe, lines, path, batch_size, skip_bad, stats)
-            return
-        import torch.distributed as tdist
-
-        world, rank = self.dist.world_size, self.dist.rank
-        per_rank = self.round_records or max(256, 4 * (batch_size or self.pipe.config.inference.batch_size))  # type: ignore[attr-defined]
-        numbered = ((n, line) for n, line in enumerate(lines, 1) if line is not STALL_LINE)
-        while block := list(islice(numbered, per_rank * world)):  # the same blocks on every rank: same file
-            mine = [(n, line) for n, line in block if (n - 1) % world == rank]
-            outputs, status = self._round(mine, path, batch_size, skip_bad)
-            statuses: list[Any] = [None] * world
-            tdist.all_gather_object(statuses, status)
-            errors = sorted(s["error"] for s in statuses if s["error"] is not None)
-            if errors:
-                raise NlpcliError(errors[0][1])  # the first bad line of the file, as a single process reports
-            stats.read += sum(s["read"] for s in statuses)
-            stats.skipped += sum(s["skipped"] for s in statuses)
-            reasons = sorted(r for s in statuses for r in s["reasons"])
-            stats.reasons.extend(text for _, text in reasons[: 5 - len(stats.reasons)])
-            gathered: list[Any] = [None] * world if self.is_main else []
-            tdist.gather_object(outputs, gathered if self.is_main else None, dst=0)
-            if self.is_main:
-                for _, record in sorted((pair for part in gathered for pair in part), key=lambda p: p[0]):
-                    stats.written += 1
-                    yield record
-            else:
-                stats.written += sum(s["read"] for s in statuses)
-
-    def _round(
-        self, mine: list[tuple[int, str]], path: str, batch_size: int | None, skip_bad: bool
-    ) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, Any]]:
-        """This rank's share of a round: (line, output) pairs, and what the other ranks need to know (records
-        read, skipped with their reasons, or the error that stops every rank: (line, message))."""
-        records: list[tuple[int, dict[str, Any]]] = []
-        status: dict[str, Any] = {"read": 0, "skipped": 0, "reasons": [], "error": None}
-        try:
-            for n, line in mine:
-                if not line.strip():
-                    continue
-                try:
-                    records.append((n, parse_record(line, path, n, self.pipe)))
-                except DataError as err:
-                    if not skip_bad:
-                        raise
-                    status["skipped"] += 1
-                    status["reasons"].append((n, str(err)))
-            outputs = list(self.pipe.predict_records([r for _, r in records], batch_size))
-        except NlpcliError as e:  # caught, so that every rank stops together instead of waiting on this one
-            status["error"] = (getattr(e, "line", None) or 0, str(e))
-            return [], status
-        except Exception as e:
-            text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
-            status["error"] = (0, f"internal error on rank {self.dist.rank}: {text}")
-            return [], status
-        status["read"] = len(records)
-        status["reasons"] = status["reasons"][:5]
-        return [(n, out) for (n, _), out in zip(records, outputs)], status
-
-
-def table_records(
-    pipe: Pipeline,
-    table: Table,
-    columns: dict[str, list[str]] | None = None,
-    skip_bad: bool = False,
-    stats: PredictStats | None = None,
-    options: dict[str, str] | None = None,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row index, input record) for each good row of a table: the task's `table_fields` read from their
-    columns (`columns`: field -> column names; by default the field's own name, and for `passages` also
-    `passage`). A missing column is a DataError (naming `options[field]`, the option that sets it); a bad cell
-    one naming file, row and column, or with `skip_bad` a skipped row."""
-    from .data.tables import list_cell, missing_column, text_cell
-
-    stats = stats if stats is not None else PredictStats()
-    chosen: dict[str, list[str]] = {}
-    for name in pipe.table_fields:
-        wanted = (columns or {}).get(name)
-        if not wanted:
-            singular = name[:-1] if name.endswith("s") else name
-            wanted = [name if name in table.columns or singular not in table.columns else singular]
-        for col in wanted:
-            if col not in table.columns:
-                raise missing_column(table, col, (options or {}).get(name, f"--{name}-column"))
-        chosen[name] = wanted
-    for index, row in enumerate(table.rows):
-        try:
-            record: dict[str, Any] = {}
-            for name, kind in pipe.table_fields.items():
-                if kind == "text":
-                    record[name] = text_cell(table, index, chosen[name][0], row[chosen[name][0]])
-                else:
-                    record[name] = [
-                        item for col in chosen[name] for item in list_cell(table, index, col, row[col], kind == "words")
-                    ]
-            try:
-                pipe.validate_record(record, table.path, None)  # type: ignore[arg-type]  # no line: rows say
-            except DataError as e:
-                raise DataError(table.path, f"row {table.row_number(index)}: {e.reason}") from None
-        except DataError as err:
-            count_skipped(stats, err, skip_bad)
-            continue
-        stats.read += 1
-        yield index, record
-
-
-def predict_table(
-    pipe: Pipeline,
-    table: Table,
-    columns: dict[str, list[str]] | None = None,
-    batch_size: int | None = None,
-    skip_bad: bool = False,
-    stats: PredictStats | None = None,
-    options: dict[str, str] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Each good row of a table with the prediction columns added (its own cells as read, every column kept;
-    a prediction column of the same name as an input column replaces it), in order. See `table_records`."""
-    stats = stats if stats is not None else PredictStats()
-    fed: deque[int] = deque()
-
-    def records() -> Iterator[dict[str, Any]]:
-        for index, record in table_records(pipe, table, columns, skip_bad, stats, options):
-            fed.append(index)
-            yield record
-
-    for out in pipe.predict_records(records(), batch_size):
-        row = table.rows[fed.popleft()]
-        stats.written += 1
-        yield row | {k: v for k, v in out.items() if k not in pipe.table_fields}
+    """Stream predictions: JSONL lines in, records with predictions out, in order (`records.predict`)."""
+    return records.predict(pipe, lines, path, batch_size, skip_bad, stats)
 
 
 def iter_generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> Iterator[Any]:

@@ -282,9 +282,9 @@ def test_qa_tables_read_question_and_passage_columns(tmp_path: Path) -> None:
     list of them); cell errors name the row and column."""
     import pandas as pd
 
-    from nlpcli.api import PredictStats, table_records
-    from nlpcli.data.tables import read_table
     from nlpcli.errors import DataError
+    from nlpcli.records.stats import PredictStats
+    from nlpcli.records.tables import read_table, table_records
     from nlpcli.registry import get_task
 
     qa = get_task("qa")

@@ -1,14 +1,13 @@
-"""`nlpcli predict TASK`: JSONL or a table (CSV, TSV, Excel, Parquet) in, the same format out, batched and
-streaming (JSONL)."""
+"""`nlpcli predict TASK`: JSONL, plain text or a table (CSV, TSV, Excel, Parquet) in, the same format out
+(JSON Lines for text), batched and streaming. The options and what is printed; reading and writing records
+is `records`."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
@@ -24,6 +23,9 @@ from .common import (
     task_argument,
 )
 
+if TYPE_CHECKING:
+    from ..records.sink import Predictions
+
 STALL_S = 0.1  # seconds without a new stdin line after which the lines in hand are answered
 
 
@@ -36,8 +38,16 @@ def predict(
         None,
         "--input",
         "-i",
-        help="JSONL, CSV, TSV, Excel (.xlsx) or Parquet file, or - for JSONL on stdin (the default).",
+        help="JSONL, plain text (.txt: one text per line), CSV, TSV, Excel (.xlsx) or Parquet file, or - for "
+        "stdin (the default): JSONL, or plain text when its first line is not a JSON object.",
         metavar="PATH",
+    ),
+    input_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="Input format, instead of the one the file name or stdin's first line gives: "
+        "text | jsonl | csv | tsv | xlsx | parquet.",
+        metavar="FORMAT",
     ),
     output_path: str = typer.Option(
         "-",
@@ -86,6 +96,8 @@ def predict(
     qa:   {"question": ..., "passages": [...]} gains answer, score, passage_index, start, end.
     lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
     chat: {"history": [turn, ...]} gains reply and turns_used.
+    Plain text (a .txt file, or stdin whose first line is not a JSON object) is one record per line: its
+    text (ner, ie) or its keywords separated by spaces (lm); the output is JSON Lines.
     A table (.csv, .tsv, .xlsx, .parquet) keeps every column and gains the prediction columns (lists as JSON
     text in a cell); --text-column (qa: --question-column, --passage-column) names the input columns.
     One record can also be given as options instead of --input, e.g. `--text "..."` or
@@ -94,71 +106,50 @@ def predict(
     """
     from .. import api
     from ..data.io import check_output_file
-    from ..data.tables import JSONL, format_of
     from ..device import is_distributed
+    from ..records.formats import INPUT_FORMATS, JSONL, LINE_FORMATS, TABLE_FORMATS, format_of, output_format
+    from ..records.predict import predict_source
+    from ..records.sink import write
+    from ..records.source import open_source
+    from ..records.stats import PredictStats
     from ..registry import get_task
 
     cls = get_task(task)
     overrides, record = split_predict_options(cls, ctx.args)
     if record and input_path is not None:
         raise UsageError("give either --input or a record as options, not both")
+    if input_format is not None and input_format not in INPUT_FORMATS:
+        raise UsageError(f"--format: one of {', '.join(INPUT_FORMATS)}, not {input_format!r}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size: at least 1, not {batch_size}")
     input_path = input_path or "-"
-    in_fmt = format_of(input_path) or JSONL
-    if is_distributed() and (record or input_path == "-" or in_fmt != JSONL):
+    in_fmt = input_format or format_of(input_path, JSONL) or JSONL
+    if is_distributed() and (record or input_path == "-" or in_fmt not in LINE_FORMATS):
         raise UsageError("under torchrun, give --input FILE.jsonl (every rank reads it and predicts its share)")
-    out_fmt = in_fmt if output_path == "-" else format_of(output_path, in_fmt) or in_fmt
+    if input_path == "-" and in_fmt in TABLE_FORMATS:
+        raise UsageError(f"--format {in_fmt}: a table is read from a file (--input FILE)")
+    out_fmt = output_format(output_path, in_fmt)
     columns, options = _columns(cls, text_column, question_column, passage_columns)
-    if columns and (in_fmt == JSONL or record):
+    if columns and (in_fmt not in TABLE_FORMATS or record):
         raise UsageError(f"{', '.join(options[f] for f in columns)}: only for table input (csv, tsv, xlsx, parquet)")
     if output_path != "-":
         check_output_file(output_path)  # before the model loads and the input is read
     pipe = api.load(model, task=task, device=device, quantize=quantize, precision=precision, **overrides)
-    stats = api.PredictStats()
+    stats = PredictStats()
     # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
     main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0
-    with _errors_told_by_rank_0(main):
-        if in_fmt == JSONL:
-            outputs = _predict_jsonl(pipe, input_path, record, batch_size, skip_bad, stats)
-        else:
-            outputs = _predict_table(pipe, input_path, columns, options, batch_size, skip_bad, stats)
-        if out_fmt == JSONL:
-            _write_jsonl(outputs, output_path if main else "-", show_progress=main)
-        else:
-            _write_table(outputs, output_path, out_fmt)
+    # stdin is answered as it arrives: when it stalls, the records in hand run without waiting for more.
+    source = open_source(input_path, input_format, record or None, STALL_S)
+    with _errors_told_by_rank_0(main), source as opened:
+        predictions = predict_source(pipe, opened, columns, options, batch_size, skip_bad, stats)
+        with _progress(predictions, show=main) as advance:
+            write(predictions, output_path if main or out_fmt != JSONL else "-", out_fmt, advance)
     if not main:
         return
     if stats.skipped:
         err_console.print(f"skipped {stats.skipped} bad record(s); first: {stats.reasons[0]}", highlight=False)
     if output_path != "-":
         err_console.print(f"wrote {stats.written} record(s) to {output_path}", highlight=False)
-
-
-class _Outputs:
-    """Predicted records as they come, and what a table writer needs to know of their source."""
-
-    def __init__(
-        self,
-        records: Iterator[dict[str, Any]],
-        source: str,
-        stats: Any,
-        total: int | None,
-        columns: list[str] | None = None,
-        bom: bool = False,
-    ):
-        self.records = records
-        self.source = source
-        self.stats = stats
-        self.total = total
-        self.columns = columns or []
-        self.bom = bom
-        self.lists: frozenset[str] = frozenset()
-
-    def check_not_empty(self) -> None:
-        """Empty input is an error, raised before an output file is swapped in."""
-        from ..errors import DataError
-
-        if self.stats.read == 0 and self.stats.skipped == 0:
-            raise DataError("stdin" if self.source == "-" else self.source, "no input records (the input is empty)")
 
 
 QA_COLUMN_OPTIONS = {"question": "--question-column", "passages": "--passage-column"}
@@ -182,82 +173,6 @@ def _columns(
                 raise UsageError(f"{QA_COLUMN_OPTIONS[name]}: only for qa (the text is --text-column)")
             columns[name] = value
     return columns, options
-
-
-def _predict_jsonl(
-    pipe: Any, input_path: str, record: dict[str, Any], batch_size: int | None, skip_bad: bool, stats: Any
-) -> _Outputs:
-    from .. import api
-    from ..data.io import open_input
-
-    def records() -> Iterator[dict[str, Any]]:
-        # stdin is answered as it arrives: when it stalls, the records in hand run without waiting for more.
-        source = nullcontext([json.dumps(record, ensure_ascii=False)]) if record else open_input(input_path, STALL_S)
-        with source as lines, api.predict_ranks(pipe) as ranks:
-            yield from ranks.predict(lines, input_path, batch_size, skip_bad, stats)
-
-    total = None if input_path == "-" else _count_lines(input_path)
-    return _Outputs(records(), input_path, stats, total)
-
-
-def _predict_table(
-    pipe: Any,
-    input_path: str,
-    columns: dict[str, list[str]],
-    options: dict[str, str],
-    batch_size: int | None,
-    skip_bad: bool,
-    stats: Any,
-) -> _Outputs:
-    from .. import api
-    from ..data.tables import read_table
-
-    table = read_table(input_path)
-    records = api.predict_table(pipe, table, columns, batch_size, skip_bad, stats, options)
-    out = _Outputs(records, input_path, stats, len(table.rows), table.columns, table.bom)
-    out.lists = frozenset(c for c in table.columns if any(isinstance(r.get(c), list) for r in table.rows[:100]))
-    return out
-
-
-def _write_jsonl(outputs: _Outputs, output_path: str, show_progress: bool = True) -> None:
-    from ..data.io import atomic_output, os_reason
-    from ..errors import DataError
-
-    sink = nullcontext(sys.stdout) if output_path == "-" else atomic_output(output_path)
-    with sink as out, _progress(outputs.total, show_progress) as advance:
-        for rec in outputs.records:
-            try:
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                if output_path == "-":
-                    out.flush()
-            except BrokenPipeError:
-                raise  # the reader is gone (`| head`): a quiet exit, see cli_errors
-            except OSError as e:
-                raise DataError("stdout", f"cannot write ({os_reason(e)})") from None
-            advance()
-        outputs.check_not_empty()
-
-
-def _write_table(outputs: _Outputs, output_path: str, fmt: str) -> None:
-    from ..data.tables import columns_of, write_table
-
-    rows: list[dict[str, Any]] = []
-    with _progress(outputs.total) as advance:
-        for rec in outputs.records:
-            rows.append(rec)
-            advance()
-    outputs.check_not_empty()
-    write_table(rows, columns_of(rows, outputs.columns), output_path, fmt, outputs.bom, outputs.lists)
-
-
-def _count_lines(path: str) -> int | None:
-    if not stderr_is_tty():
-        return None
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
-        return None
 
 
 def split_predict_options(task_cls: Any, args: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -299,10 +214,11 @@ def _errors_told_by_rank_0(main: bool) -> Iterator[None]:
 
 
 class _progress:
-    """A progress bar on stderr, only when stderr is a terminal (and `show`: not on other torchrun ranks)."""
+    """A progress bar on stderr over the single pass through the input (bytes of a file, rows of a table),
+    only when stderr is a terminal (and `show`: not on other torchrun ranks)."""
 
-    def __init__(self, total: int | None, show: bool = True):
-        self.total = total
+    def __init__(self, predictions: Predictions, show: bool = True):
+        self.predictions = predictions
         self.show = show
         self.bar: Progress | None = None
 
@@ -311,8 +227,9 @@ class _progress:
             return lambda: None
         bar = self.bar = Progress(console=err_console, transient=True)
         bar.start()
-        task = bar.add_task("predict", total=self.total)
-        return lambda: bar.advance(task)
+        task = bar.add_task("predict", total=self.predictions.total)
+        position = self.predictions.position
+        return lambda: bar.update(task, completed=position())
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

@@ -6,12 +6,9 @@ import errno
 import io
 import json
 import os
-import re
-import select
 import sys
 import tempfile
 import zipfile
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -267,96 +264,13 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
-class _StallLine(str):
-    """The type of `STALL_LINE`."""
-
-
-class _Stall(dict):
-    """The type of `STALL`."""
-
-
-# Markers in a stream whose source has no more input ready for now (a pipe or terminal that stalls): the
-# line reader yields STALL_LINE, the record reader turns it into STALL, and the prediction loop runs the
-# records it holds instead of waiting for a full chunk. Both are empty, so readers that skip blank lines
-# and empty records pass over them.
-STALL_LINE: str = _StallLine()
-STALL: dict[str, Any] = _Stall()
-
-
-class LineReader:
-    """Lines of a file descriptor as text (UTF-8, BOM dropped, bad bytes kept as in `open_input`).
-
-    With `stall_s`, a STALL_LINE is yielded whenever no complete line arrives within that many seconds;
-    a regular file is always ready, so it never stalls.
-    """
-
-    def __init__(self, fd: int, stall_s: float | None = None):
-        self.fd = fd
-        self.stall_s = stall_s
-
-    def __enter__(self) -> LineReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __iter__(self) -> Iterator[str]:
-        ready: deque[bytes] = deque()
-        partial: list[bytes] = []
-        first, stalled = True, False
-        while True:
-            while ready:
-                line = ready.popleft().decode("utf-8", "surrogateescape")
-                if first:
-                    line, first = line.removeprefix("\ufeff"), False
-                yield line[:-2] + "\n" if line.endswith("\r\n") else line
-                stalled = False
-            if self.stall_s is not None and not stalled and not self._readable(self.stall_s):
-                stalled = True
-                yield STALL_LINE
-                continue
-            data = os.read(self.fd, 1 << 16)
-            if not data:
-                break
-            stalled = False
-            if b"\n" in data:
-                *lines, rest = (b"".join(partial) + data).split(b"\n")
-                ready.extend(line + b"\n" for line in lines)
-                partial = [rest] if rest else []
-            else:
-                partial.append(data)
-        if partial:
-            ready.append(b"".join(partial))
-            line = ready.popleft().decode("utf-8", "surrogateescape")
-            yield line.removeprefix("\ufeff") if first else line
-
-    def _readable(self, timeout: float) -> bool:
-        try:
-            return bool(select.select([self.fd], [], [], timeout)[0])
-        except (OSError, ValueError):  # not selectable here: never report a stall
-            return True
-
-
-def open_input(spec: str, stall_s: float | None = None) -> TextIO | LineReader:
-    """`-` means stdin; otherwise a UTF-8 file (BOM tolerated).
-
-    Bad bytes decode to lone surrogates (see `has_bad_bytes`), so the reader can name the line. With
-    `stall_s`, stdin is read as it arrives and STALL_LINE marks where it stalled (see `LineReader`).
-    """
+def open_input(spec: str) -> TextIO:
+    """`-` means stdin; otherwise a UTF-8 file (BOM tolerated). Bad bytes decode to lone surrogates
+    (U+DC80..U+DCFF), so the reader can name the line. (`predict` reads its input with `records.lines`.)"""
     if spec == "-":
-        if stall_s is not None:
-            return LineReader(sys.stdin.fileno(), stall_s)
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
     p = check_file(spec)
     try:
         return open(p, encoding="utf-8-sig", errors="surrogateescape")
     except OSError as e:
         raise DataError(p, f"cannot read ({os_reason(e)})") from None
-
-
-def has_bad_bytes(line: str) -> bool:
-    """True when a line read by `open_input` held bytes that are not UTF-8."""
-    return _BAD_BYTE.search(line) is not None
-
-
-_BAD_BYTE = re.compile("[\udc80-\udcff]")

@@ -2,16 +2,17 @@
 
 The checks run in the order a client fixes them: content type (415), size (413), JSON (400), shape and
 count (422, 413), then each record against the task (422, with the task's own one-line message, as
-`nlpcli predict` prints it, the record's position in the request standing for the line number).
+`nlpcli predict` prints it, the record's position in the request standing for the line number). JSON and
+records are read by `records.jsonl`, as `nlpcli predict` reads its lines.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import DataError
-from ..tasks.base import Pipeline
+from ..records.jsonl import check_record, parse_json
+from ..records.task import RecordTask
 
 SOURCE = "request"  # stands for the file name in messages: "request:2: missing string field 'text'"
 
@@ -42,27 +43,23 @@ def too_large(size: int, limit: int) -> str:
     return f"request body of {size} bytes is over the limit of {limit} bytes (--max-body-bytes)"
 
 
-def parse_records(body: bytes, pipe: Pipeline, max_records: int) -> tuple[list[dict[str, Any]], bool]:
+def parse_records(body: bytes, task: RecordTask, max_records: int) -> tuple[list[dict[str, Any]], bool]:
     """The records of a body (one JSON object, or a list of them) and whether it was one object."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Problem(400, f"{SOURCE}: not UTF-8 text") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise Problem(400, f"{SOURCE}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        data = parse_json(text, SOURCE)
+    except DataError as e:  # malformed, nested too deeply, a lone surrogate
+        raise Problem(400, str(e)) from None
     single = isinstance(data, dict)
     if not single and not isinstance(data, list):
         raise Problem(422, f"{SOURCE}: expected a JSON object (one record) or a list of them")
     records: list[Any] = [data] if single else data
     if len(records) > max_records:
         raise Problem(413, f"{len(records)} records in one request; at most {max_records} (--max-records)")
-    for i, record in enumerate(records, 1):
-        try:
-            if not isinstance(record, dict):
-                raise DataError(SOURCE, "expected a JSON object", i)
-            pipe.validate_record(record, SOURCE, i)
-        except DataError as e:
-            raise Problem(422, str(e)) from None
-    return records, single
+    try:
+        return [check_record(record, SOURCE, i, task) for i, record in enumerate(records, 1)], single
+    except DataError as e:
+        raise Problem(422, str(e)) from None

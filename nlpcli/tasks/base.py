@@ -20,8 +20,9 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
-from ..data.io import STALL, ReadStats
+from ..data.io import ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
+from ..records.lines import STALL
 from ..tables import Report, metrics_report, render
 
 P = TypeVar("P", bound="Pipeline")

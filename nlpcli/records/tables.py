@@ -1,48 +1,35 @@
-"""Tables in and out: CSV, TSV, Excel (.xlsx) and Parquet through pandas, one reader and one writer per format.
+"""Tables in and out: CSV, TSV, Excel (.xlsx) and Parquet, one reader and one writer per format, and the
+records a task reads from a table's rows.
 
 `predict` reads a table into rows (every column kept, cells as the file holds them: CSV and TSV cells stay
 text exactly as written, Excel and Parquet cells keep their types) and writes rows back with the prediction
 columns added; nested values (entities, triples) go into a cell as JSON text. Row numbers in messages are
 the ones a spreadsheet shows (the header is row 1, the first record row 2); Parquet rows count from 1.
+A header is taken as written: a duplicate or empty column name, or a CSV row with more fields than the
+header, is an error (renaming them, or taking extra fields as an index, would write back another table).
 pandas (and openpyxl, pyarrow) are imported only here, when a table is read or written.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
+from ..data.io import atomic_binary_output, atomic_output, check_file, os_reason
 from ..errors import ConfigError, DataError
-from .io import atomic_binary_output, atomic_output, check_file, os_reason
+from .formats import BINARY_FORMATS, CSV, PARQUET, TABLE_FORMATS, TSV, XLSX, format_of
+from .stats import PredictStats, count_skipped
+from .task import RecordTask
 
-JSONL = "jsonl"
-CSV, TSV, XLSX, PARQUET = "csv", "tsv", "xlsx", "parquet"
-SUFFIXES = {
-    ".csv": CSV,
-    ".tsv": TSV,
-    ".tab": TSV,
-    ".xlsx": XLSX,
-    ".parquet": PARQUET,
-    ".pq": PARQUET,
-    ".jsonl": JSONL,
-    ".ndjson": JSONL,
-    ".json": JSONL,
-}
-TABLE_FORMATS = (CSV, TSV, XLSX, PARQUET)
-BINARY_FORMATS = (XLSX, PARQUET)
 PACKAGES = {XLSX: "openpyxl", PARQUET: "pyarrow"}
-
-
-def format_of(path: str | Path, default: str | None = JSONL) -> str | None:
-    """The format a file name's suffix names (`-`, stdin/stdout, is JSON Lines); `default` for other names."""
-    if str(path) == "-":
-        return JSONL
-    return SUFFIXES.get(Path(path).suffix.lower(), default)
 
 
 @dataclass
@@ -101,42 +88,72 @@ def read_table(path: str | Path, fmt: str | None = None) -> Table:
 
 
 def _read_delimited(p: Path, fmt: str) -> Table:
-    pd = _pandas()
+    # The csv module, not pandas: pandas takes the extra fields of a ragged row as an index and renames
+    # duplicate names, so a table would be written back other than it was read.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a long text is one cell (default 128 kB)
     with open(p, "rb") as f:
         bom = f.read(3) == b"\xef\xbb\xbf"
-    try:
-        frame = pd.read_csv(
-            p,
-            sep="\t" if fmt == TSV else ",",
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8-sig",
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(p, "file is empty") from None
-    return _table(p, fmt, frame, bom=bom)
+    with open(p, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if fmt == TSV else ",")
+        lines = (row for row in reader if row)  # blank lines hold no record (as pandas skips them)
+        header = next(lines, None)
+        if header is None:
+            raise DataError(p, "file is empty")
+        columns = _header(p, header)
+        rows = []
+        for index, cells in enumerate(lines):
+            if len(cells) > len(columns):
+                raise DataError(p, f"row {2 + index}: {len(cells)} fields, but the header names {len(columns)} columns")
+            rows.append(dict(zip(columns, cells + [None] * (len(columns) - len(cells)))))
+    return _checked(Table(str(p), fmt, columns, rows, bom))
 
 
 def _read_excel(p: Path) -> Table:
-    frame = _pandas().read_excel(p, sheet_name=0, dtype=object, engine="openpyxl")
-    return _table(p, XLSX, frame)
+    frame = _pandas().read_excel(p, sheet_name=0, dtype=object, engine="openpyxl", header=None)
+    if frame.empty:
+        raise DataError(p, "file is empty (no header row)")
+    columns = _header(p, [plain(v) for v in frame.iloc[0]])
+    frame = frame.iloc[1:]
+    frame.columns = columns
+    return _checked(Table(str(p), XLSX, columns, _rows(frame)))
 
 
 def _read_parquet(p: Path) -> Table:
-    frame = _pandas().read_parquet(p)
-    return _table(p, PARQUET, frame, first_row=1)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(p)
+    columns = _header(p, table.column_names)  # before pandas, which renames or refuses duplicates
+    return _checked(Table(str(p), PARQUET, columns, _rows(table.to_pandas()), first_row=1))
 
 
-def _table(p: Path, fmt: str, frame: Any, bom: bool = False, first_row: int = 2) -> Table:
-    columns = [str(c) for c in frame.columns]
-    if not columns:
-        raise DataError(p, "file is empty (no header row)")
-    frame.columns = columns
-    rows = [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-    if not rows:
-        raise DataError(p, "no records (the table has a header but no rows)")
-    return Table(str(p), fmt, columns, rows, bom, first_row)
+def _header(p: Path, names: list[Any]) -> list[str]:
+    """The column names of a header row as written; a duplicate or empty name is an error naming it."""
+    columns = []
+    for i, name in enumerate(names, 1):
+        if isinstance(name, float) and name.is_integer():
+            name = int(name)
+        text = "" if name is None else str(name)
+        if not text.strip():
+            raise DataError(p, f"header: column {i} has no name (every column needs one, to be written back)")
+        columns.append(text)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns, 1):
+        if name in seen:
+            raise DataError(p, f"header: column {i} repeats the name {name!r} of column {seen[name]}")
+        seen[name] = i
+    return columns
+
+
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    return [{str(k): plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _checked(table: Table) -> Table:
+    if not table.columns:
+        raise DataError(table.path, "file is empty (no header row)")
+    if not table.rows:
+        raise DataError(table.path, "no records (the table has a header but no rows)")
+    return table
 
 
 def plain(value: Any) -> Any:
@@ -193,7 +210,7 @@ def write_table(
     try:
         if str(path) == "-":
             if fmt in BINARY_FORMATS:
-                _write_binary(frame, fmt, sys.stdout.buffer)
+                sys.stdout.buffer.write(_rendered(frame, fmt))
                 sys.stdout.buffer.flush()
             else:
                 _write_text(frame, fmt, sys.stdout, bom)
@@ -201,7 +218,7 @@ def write_table(
             return
         if fmt in BINARY_FORMATS:
             with atomic_binary_output(path) as binary:
-                _write_binary(frame, fmt, binary)
+                binary.write(_rendered(frame, fmt))
         else:
             with atomic_output(path) as text:
                 _write_text(frame, fmt, text, bom)
@@ -219,11 +236,16 @@ def _write_text(frame: Any, fmt: str, out: TextIO, bom: bool) -> None:
     frame.to_csv(out, sep="\t" if fmt == TSV else ",", index=False, lineterminator="\n")
 
 
-def _write_binary(frame: Any, fmt: str, out: BinaryIO) -> None:
+def _rendered(frame: Any, fmt: str) -> bytes:
+    """An Excel or Parquet file's bytes, made in memory before any is written: a writer failing part-way on
+    a file (a full disk) would leave openpyxl's zip open on a closed file, to fail again when collected
+    ("Exception ignored in ZipFile.__del__")."""
+    out = io.BytesIO()
     if fmt == XLSX:
         frame.to_excel(out, index=False, engine="openpyxl")
     else:
         frame.to_parquet(out, index=False)
+    return out.getvalue()
 
 
 def _first_line(e: BaseException) -> str:
@@ -232,8 +254,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def text_cell(table: Table, index: int, column: str, value: Any) -> str:
-    """A cell that must hold text (numbers are taken as their text); a DataError names file, row and column."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+    """A cell that must hold text (numbers are taken as their text); a DataError names file, row and column
+    (a date, bytes or a list is not text)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         what = "empty" if value is None else f"not text ({type(value).__name__})"
         raise cell_error(table, index, column, what)
     if isinstance(value, float) and value.is_integer():
@@ -267,3 +290,47 @@ def cell_error(table: Table, index: int, column: str, reason: str) -> DataError:
 def missing_column(table: Table, column: str, option: str) -> DataError:
     shown = ", ".join(repr(c) for c in table.columns[:12]) + (", ..." if len(table.columns) > 12 else "")
     return DataError(table.path, f"no column {column!r} (the columns: {shown}); name the right one with {option}")
+
+
+def table_records(
+    task: RecordTask,
+    table: Table,
+    columns: dict[str, list[str]] | None = None,
+    skip_bad: bool = False,
+    stats: PredictStats | None = None,
+    options: dict[str, str] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row index, input record) for each good row of a table: the task's `table_fields` read from their
+    columns (`columns`: field -> column names; by default the field's own name, and for `passages` also
+    `passage`). A missing column is a DataError (naming `options[field]`, the option that sets it); a bad cell
+    one naming file, row and column, or with `skip_bad` a skipped row."""
+    stats = stats if stats is not None else PredictStats()
+    chosen: dict[str, list[str]] = {}
+    for name in task.table_fields:
+        wanted = (columns or {}).get(name)
+        if not wanted:
+            singular = name[:-1] if name.endswith("s") else name
+            wanted = [name if name in table.columns or singular not in table.columns else singular]
+        for col in wanted:
+            if col not in table.columns:
+                raise missing_column(table, col, (options or {}).get(name, f"--{name}-column"))
+        chosen[name] = wanted
+    for index, row in enumerate(table.rows):
+        try:
+            record: dict[str, Any] = {}
+            for name, kind in task.table_fields.items():
+                if kind == "text":
+                    record[name] = text_cell(table, index, chosen[name][0], row[chosen[name][0]])
+                else:
+                    record[name] = [
+                        item for col in chosen[name] for item in list_cell(table, index, col, row[col], kind == "words")
+                    ]
+            try:
+                task.validate_record(record, table.path, None)  # type: ignore[arg-type]  # no line: rows say
+            except DataError as e:
+                raise DataError(table.path, f"row {table.row_number(index)}: {e.reason}") from None
+        except DataError as err:
+            count_skipped(stats, err, skip_bad)
+            continue
+        stats.read += 1
+        yield index, record
