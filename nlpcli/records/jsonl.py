@@ -84,6 +84,8 @@ def dumps(record: Any) -> str:
 def json_value(value: Any) -> Any:
     """A value JSON has no type for, as JSON: what a spreadsheet or Parquet cell can hold besides text,
     numbers, booleans and lists. A TypeError names any other type."""
+    if type(value).__name__ in ("NaTType", "NAType"):  # pandas' missing values (NaT passes for a datetime)
+        return None
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):

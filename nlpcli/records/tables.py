@@ -121,9 +121,8 @@ def _read_excel(p: Path) -> Table:
 def _read_parquet(p: Path) -> Table:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(p)
-    columns = _header(p, table.column_names)  # before pandas, which renames or refuses duplicates
-    return _checked(Table(str(p), PARQUET, columns, _rows(table.to_pandas()), first_row=1))
+    columns = _header(p, pq.ParquetFile(p).schema_arrow.names)  # before reading, which refuses duplicates
+    return _checked(Table(str(p), PARQUET, columns, _rows(pq.read_table(p).to_pandas()), first_row=1))
 
 
 def _header(p: Path, names: list[Any]) -> list[str]:
