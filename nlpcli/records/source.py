@@ -43,14 +43,14 @@ class Source:
 def open_source(
     path: str, fmt: str | None = None, record: dict[str, Any] | None = None, stall_s: float | None = None
 ) -> Iterator[Source]:
-    """Open an input once. Its format is `fmt`, else the one its suffix names; stdin (and a file whose suffix
-    names none) is JSON Lines, or plain text when its first non-blank line does not start a JSON object.
+    """Open an input once. Its format is `fmt`, else the one its suffix names (JSON Lines for other names);
+    stdin is JSON Lines, or plain text when its first non-blank line does not start a JSON object.
     `record`: one record given on the command line instead of a file (read as stdin's line 1). With
     `stall_s`, stdin marks where it stalls (see `lines.LineReader`)."""
     if record is not None:
         yield Source(path, JSONL, [json.dumps(record, ensure_ascii=False)])
         return
-    fmt = fmt or (None if path == "-" else format_of(path, None))
+    fmt = fmt or (None if path == "-" else format_of(path, JSONL))
     if fmt in TABLE_FORMATS:
         if path == "-":
             raise DataError("stdin", f"a {fmt} table is read from a file: give --input FILE")

@@ -8,7 +8,6 @@ in the event loop (cheap); the model runs in each model's batcher thread (see ba
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ..errors import NlpcliError
+from ..records.jsonl import dumps
 from .batcher import MicroBatcher
 from .bodies import Problem, check_content_type, check_declared_size, parse_records, too_large
 from .models import ServedModel
@@ -51,8 +51,8 @@ EXAMPLES: dict[str, Any] = {  # request bodies shown in the OpenAPI docs, by tas
 
 
 def json_response(content: Any, status: int = 200) -> Response:
-    # ensure_ascii=False: the bytes `nlpcli predict` writes, Chinese as UTF-8 rather than \u escapes
-    body = json.dumps(content, ensure_ascii=False).encode("utf-8")
+    # the bytes `nlpcli predict` writes: strict JSON, Chinese as UTF-8 rather than \u escapes
+    body = dumps(content).encode("utf-8")
     return Response(body, status_code=status, media_type="application/json")
 
 
