@@ -26,7 +26,7 @@ from typing import Any
 
 from . import __version__, api
 from .callbacks import TrainCallbacks
-from .card import CARD_FILE
+from .card import CARD_FILE, file_facts
 from .checkpoint import LAST, current_version, resolve_checkpoint_dir, run_lock
 from .errors import ConfigError, NlpcliError, TrainingInterrupted
 from .models import cache
@@ -117,9 +117,10 @@ def build(
         return _already_built(recipe)
     start = time.perf_counter()
     with run_lock(root):
-        if rebuild:
-            shutil.rmtree(root / "run", ignore_errors=True)
-        data = _prepare_data(recipe, root, from_files, verify, say)
+        if rebuild:  # data too: --corpus may differ
+            for part in ("run", "data"):
+                shutil.rmtree(root / part, ignore_errors=True)
+        data = _prepare_data(recipe, root, from_files, verify, [Path(c) for c in corpus], say)
         commands = _record_command(root, command or f"nlpcli models build {name}")
         overrides = dict(recipe.config) | {"time_budget": recipe.minutes if minutes is None else minutes}
         if device is not None:
@@ -195,14 +196,21 @@ def _already_built(recipe: Recipe) -> BuildResult:
 
 
 def _prepare_data(
-    recipe: Recipe, root: Path, from_files: Sequence[str | Path], verify: bool, say: Progress
+    recipe: Recipe, root: Path, from_files: Sequence[str | Path], verify: bool, corpus: list[Path], say: Progress
 ) -> dict[str, Any]:
     """The recipe's training files in root/data, made once: a later run reads them (and their source.json)."""
     data_dir = root / "data"
     source = data_dir / SOURCE_FILE
+    corpus_facts = [file_facts(str(p), "corpus") for p in corpus]
     if source.is_file():
+        facts = dict(json.loads(source.read_text(encoding="utf-8")))
+        if corpus and [c.get("sha256") for c in corpus_facts] != [c.get("sha256") for c in facts.get("corpus", [])]:
+            raise ConfigError(f"{data_dir} was prepared with other --corpus files; give the same, or --rebuild")
         say(f"data: {data_dir} (prepared by an earlier run)")
-        return dict(json.loads(source.read_text(encoding="utf-8")))
+        return facts
+    for p in corpus:
+        if not p.is_file():
+            raise ConfigError(f"--corpus {p}: no such file")
     for debris in root.glob(".data.*"):  # a run killed while preparing (we hold the lock: none is live)
         shutil.rmtree(debris, ignore_errors=True)
     given = _match_files(recipe, from_files)
@@ -232,9 +240,10 @@ def _prepare_data(
             )
     staging = Path(tempfile.mkdtemp(prefix=".data.", dir=root))
     try:
-        written = recipe.prepare(members, staging)
+        written = recipe.prepare(members, staging, corpus)
         facts = {
             "sources": sources,
+            "corpus": corpus_facts,
             "verified": verify,
             "licence": recipe.licence,
             "files": [{"file": f, "from": m} for f, m in written.items()],
@@ -282,6 +291,7 @@ def _train(
             recipe.task,
             [root / "data" / f for f in recipe.train_files],
             run,
+            dev=root / "data" / recipe.dev_file if recipe.dev_file else None,
             resume=resume,
             callbacks=callbacks,
             command=command,
@@ -379,6 +389,10 @@ def render_build_card(
             "|---|---:|---|",
         ]
         lines += [f"| `{m['member']}` | {m['bytes']} | `{m['sha256']}` |" for m in src["members"]]
+        lines.append("")
+    if data.get("corpus"):
+        lines += ["Added with --corpus:", "", "| file | bytes | sha256 |", "|---|---:|---|"]
+        lines += [f"| `{c['path']}` | {c['bytes']} | `{c['sha256']}` |" for c in data["corpus"]]
         lines.append("")
     lines.pop()
     lines += [

