@@ -33,6 +33,7 @@ from .models import cache
 from .models.archive import read_members, sha256_file, verify_sha256
 from .models.fetch import package_file
 from .models.recipes import Recipe, get_recipe
+from .registry import get_task
 
 SOURCE_FILE = "source.json"  # in builds/NAME/data: where the files came from (written last)
 COMMANDS_FILE = "commands.json"  # in builds/NAME: the command of every invocation of the build
@@ -120,6 +121,7 @@ def build(
         if rebuild:  # data too: --corpus may differ
             for part in ("run", "data"):
                 shutil.rmtree(root / part, ignore_errors=True)
+            (root / COMMANDS_FILE).unlink(missing_ok=True)
         data = _prepare_data(recipe, root, from_files, verify, [Path(c) for c in corpus], say)
         commands = _record_command(root, command or f"nlpcli models build {name}")
         overrides = dict(recipe.config) | {"time_budget": recipe.minutes if minutes is None else minutes}
@@ -140,7 +142,7 @@ def build(
             "steps": report.result.step,
             "stopped_by": report.result.stop_reason,
             "elapsed_s": report.result.elapsed_s,
-            "best_dev_" + recipe.metric: report.result.best_metric,
+            "best_dev": {get_task(recipe.task).main_metric: report.result.best_metric},
             "train_examples": report.train_examples,
             "dev_examples": report.dev_examples,
             "dev": report.dev_source,

@@ -164,6 +164,10 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
     ner = nlpcli.load(NAME)
     assert ner.name == "ner" and isinstance(ner("张三在北京的华为公司工作。"), dict | list)
     assert resolve_model_dir(NAME) == entry
+    from nlpcli.serve.models import load_models  # serve --model NAME: /info names the entry and its card
+
+    info = load_models([NAME], device="cpu")["ner"].info()
+    assert info["checkpoint"] == str(entry) and sha in (info["model_card"] or "")
 
     listed = {r["name"]: r for r in json.loads(invoke("models", "list", "--json").stdout)}
     assert listed[NAME]["cached"] and listed[NAME]["path"] == str(entry) and listed[NAME]["build_seconds"] is not None
