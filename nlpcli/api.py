@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .callbacks import TrainCallbacks
+from .callbacks import TrainCallbacks, TrainResult
 from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
 from .config import TaskConfig, read_config_file
 from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
@@ -25,7 +25,7 @@ from .device import DistContext, init_distributed, resolve_device, seed_everythi
 from .errors import ConfigError, DataError, NlpcliError, UnknownOption
 from .registry import get_task
 from .tasks.base import Pipeline
-from .trainer import Trainer, TrainResult
+from .trainer import Trainer
 
 PathLike = str | Path
 

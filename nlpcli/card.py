@@ -8,7 +8,6 @@ No torch at import: `nlpcli info` reads versions from here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -34,14 +33,13 @@ def package_version(name: str) -> str | None:
 
 def file_facts(path: str, role: str) -> dict[str, Any]:
     """Size and sha256 of a data file (`FILE#split` names a split of FILE: FILE is hashed)."""
+    from .models.archive import sha256_file
+
     p = Path(path.split("#", 1)[0]) if not Path(path).exists() and "#" in path else Path(path)
     facts: dict[str, Any] = {"role": role, "path": path}
     try:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        facts |= {"bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+        digest = sha256_file(p)
+        facts |= {"bytes": p.stat().st_size, "sha256": digest}
     except OSError as e:
         facts |= {"bytes": None, "sha256": f"unreadable ({e.strerror or e})"}
     return facts
@@ -83,7 +81,7 @@ def base_models(config: TaskConfig) -> list[tuple[str, str]]:
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    from .version import __version__
 
     found = {"nlpcli": __version__, "python": platform.python_version()}
     for name in ("torch", "transformers", "numpy"):
@@ -156,7 +154,7 @@ def render_card(
         lines.append(f"- working directory: `{_cell(str(run['cwd']))}` (relative paths above start here)")
     if "step" in run:
         lines.append(
-            f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {_clock(run.get('elapsed_s', 0.0))}"
+            f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {clock(run.get('elapsed_s', 0.0))}"
             + (f", {run['tokens_per_s']:,.0f} tokens/s" if run.get("tokens_per_s") else "")
         )
         lines.append(f"- device: {run.get('device', '?')}, precision {run.get('precision', '?')}")
@@ -206,7 +204,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as h:mm:ss (the card's training time, the progress lines, `nlpcli report`)."""
     s = max(round(seconds), 0)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import typer
 
-from . import __version__
 from .commands.chat import chat
 from .commands.evaluate import evaluate
 from .commands.generate import generate
@@ -16,6 +15,7 @@ from .commands.predict import predict
 from .commands.report import report
 from .commands.serve import serve
 from .commands.train import train
+from .version import __version__
 
 app = typer.Typer(
     help="Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat).",

@@ -71,9 +71,9 @@ def _shown(value: object) -> str:
 def _versions() -> None:
     import torch  # devices and threads; transformers is only asked for its version (importing it takes seconds)
 
-    from .. import __version__
     from ..card import package_version
     from ..registry import task_names
+    from ..version import __version__
 
     table = Table(show_header=False, box=None)
     rows = [

@@ -6,16 +6,12 @@ import inspect
 import json
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..callbacks import LogLines, TrainCallbacks
-
-if TYPE_CHECKING:
-    from ..trainer import TrainResult
-
+from ..callbacks import LogLines, TrainCallbacks, TrainResult
 from .common import (
     DEVICE_HELP,
     EXTRA_HELP,
