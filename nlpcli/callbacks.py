@@ -100,4 +100,3 @@ class CallbackList(TrainCallbacks):
     def on_end(self, result: TrainResult) -> None:
         for cb in self.callbacks:
             cb.on_end(result)
-

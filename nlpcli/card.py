@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .config import TaskConfig
 
 CARD_FILE = "README.md"
+# A card that came with converted weights is kept as MODEL_CARD.md (beside nlpcli's own README.md).
+CARD_FILES = (CARD_FILE, "MODEL_CARD.md")
 SCRATCH_LICENCE = "none: trained from scratch in this run (no pretrained weights)"
 
 
@@ -210,23 +212,23 @@ def clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def read_card(model: str | Path) -> tuple[str, bool]:
-    """A checkpoint's model card, and whether it had to be made now (checkpoints from before cards)."""
-    from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+def read_card(*directories: Path) -> str | None:
+    """The model card in the first of `directories` that holds one (README.md, else MODEL_CARD.md): a
+    checkpoint, then the training output above it. None when there is none (a checkpoint from before
+    cards); an unreadable card is a CheckpointError. A stray byte that is not UTF-8 shows as U+FFFD rather
+    than hiding the card."""
+    from .data.io import os_reason
     from .errors import CheckpointError
-    from .registry import get_task
 
-    directory = resolve_checkpoint_dir(model)
-    path = directory / CARD_FILE
-    if path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), False
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: cannot read ({e})") from None
-    ckpt = load_checkpoint(directory)
-    cls = get_task(ckpt.task)
-    config = cls.saved_config(ckpt)
-    return render_card(cls.name, cls.summary, cls.main_metric, config, ckpt.metrics, {"checkpoint": None}), True
+    for directory in dict.fromkeys(directories):
+        for name in CARD_FILES:
+            path = directory / name
+            if path.is_file():
+                try:
+                    return path.read_text(encoding="utf-8", errors="replace")
+                except OSError as e:
+                    raise CheckpointError(f"{path}: cannot read ({os_reason(e)})") from None
+    return None
 
 
 def commands_from_json(text: str | None) -> list[dict[str, Any]]:

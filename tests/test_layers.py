@@ -67,9 +67,9 @@ def layer_of(name: str, order: list[list[str]]) -> int | None:
     best: tuple[int, int] | None = None
     for i, layer in enumerate(order):
         for entry in layer:
-            if name == entry or (entry != "nlpcli" and name.startswith(entry + ".")):
-                if best is None or len(entry) > best[0]:
-                    best = (len(entry), i)
+            inside = name == entry or (entry != "nlpcli" and name.startswith(entry + "."))
+            if inside and (best is None or len(entry) > best[0]):
+                best = (len(entry), i)
     return None if best is None else best[1]
 
 

@@ -81,11 +81,7 @@ def predict(
 ) -> None:
     """Add predictions to every input record; each output record keeps the input's fields (or columns).
 
-    ner:  {"text": ...} gains "entities": [{type, start, end (inclusive), text, score}].
-    ie:   {"text": ...} gains "spo_list": [{subject, predicate, object, subject_type, object_type, offsets}].
-    qa:   {"question": ..., "passages": [...]} gains answer, score, passage_index, start, end.
-    lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
-    chat: {"history": [turn, ...]} gains reply and turns_used.
+    {records of each task}
     A table (.csv, .tsv, .xlsx, .parquet) keeps every column and gains the prediction columns (lists as JSON
     text in a cell); --text-column (qa: --question-column, --passage-column) names the input columns.
     One record can also be given as options instead of --input, e.g. `--text "..."` or

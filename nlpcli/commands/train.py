@@ -136,10 +136,11 @@ def train(
         "tensorboard": tensorboard,
     }
     overrides = {k: v for k, v in given.items() if v is not None} | extra
-    metric = get_task(task).main_metric
+    cls = get_task(task)  # looked up once: the library takes the class
+    metric = cls.main_metric
     callbacks = RichCallbacks(metric) if stderr_is_tty() else LogLines(metric)
     report = api.train(
-        task,
+        cls,
         [*train_files, *bare],
         output,
         dev,

@@ -20,7 +20,8 @@ from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
 from ...nn import hf
 from ...nn.encoder import AUTO, AutoChoice, Encoder, EncoderConfig, HFEncoder, create_encoder, rebuild_encoder
-from ..base import Pipeline
+from ...registry import register_task
+from ..base import InputField, Pipeline
 from .data import FORMATS, QAExample, passage_text, passages_field, read_qa
 from .decode import Candidate, best_spans, vote
 from .inputs import EncoderInputs, ReaderInputs, Row, ScratchInputs
@@ -107,20 +108,32 @@ class _Piece:
     row: Row  # what the model reads of it
 
 
+@register_task
 class QaPipeline(Pipeline):
     name = "qa"
     summary = "Reading-comprehension QA (DGCNN or a pretrained encoder) with answer voting across passages"
+    input_fields = (
+        InputField("question", column_option="--question-column", help="the question"),
+        InputField(
+            "passages",
+            "list",
+            "--passage",
+            repeats=True,
+            column_option="--passage-column",
+            help="the passages to read the answer from",
+            aliases=("--passages",),
+        ),
+    )
+    example: ClassVar[dict[str, Any]] = {
+        "question": "熊猫主要吃什么？",
+        "passages": ["大熊猫主要以竹子为食，每天要吃大量的竹子。"],
+    }
+    output_help = "answer, score, passage_index, start, end."
     Config = QaConfig
     main_metric = "score"
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
-    record_options: ClassVar[dict[str, tuple[str, bool]]] = {
-        "question": ("question", False),
-        "passage": ("passages", True),
-        "passages": ("passages", True),
-    }
-    table_fields: ClassVar[dict[str, str]] = {"question": "text", "passages": "list"}
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
     model: QaModel | EncoderReader

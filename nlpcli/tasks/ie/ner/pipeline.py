@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,8 +29,9 @@ from ....nn.encoder import (
     rebuild_encoder,
 )
 from ....nn.globalpointer import decode_spans, globalpointer_loss
+from ....registry import register_task
 from ....tables import Report, prf_report
-from ...base import Pipeline, TextPiece
+from ...base import InputField, Pipeline, TextPiece
 from .data import FORMATS, NerExample, read_ner
 from .model import NerModel
 
@@ -88,9 +89,13 @@ class NerConfig(TaskConfig):
     )
 
 
+@register_task
 class NerPipeline(Pipeline):
     name = "ner"
     summary = "GlobalPointer named-entity recognition (nested and flat)"
+    input_fields = (InputField("text", help="the text to find entities in"),)
+    example: ClassVar[dict[str, Any]] = {"text": "张伟在北京的华为公司担任工程师。"}
+    output_help = '"entities": [{type, start, end (inclusive), text, score}].'
     Config = NerConfig
     main_metric = "f1"
     formats = FORMATS

@@ -37,8 +37,9 @@ from ....nn.encoder import (
     create_encoder,
     rebuild_encoder,
 )
+from ....registry import register_task
 from ....tables import Report, prf_report
-from ...base import Pipeline, TextPiece
+from ...base import InputField, Pipeline, TextPiece
 from .data import (
     FORMATS,
     IeExample,
@@ -108,9 +109,13 @@ class IeConfig(TaskConfig):
     )
 
 
+@register_task
 class IePipeline(Pipeline):
     name = "ie"
     summary = "probabilistic-graph relation (SPO triple) extraction over a DGCNN or a pretrained encoder"
+    input_fields = (InputField("text", help="the text to extract triples from"),)
+    example: ClassVar[dict[str, Any]] = {"text": "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"}
+    output_help = '"spo_list": [{subject, predicate, object, subject_type, object_type, offsets}].'
     Config = IeConfig
     main_metric = "f1"
     formats = FORMATS
