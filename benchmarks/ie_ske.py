@@ -29,8 +29,7 @@ from _common import DATA as SHARED
 from _common import Run, preset
 
 from nlpcli import api
-from nlpcli.callbacks import TrainCallbacks
-from nlpcli.trainer import TrainResult
+from nlpcli.callbacks import TrainCallbacks, TrainResult
 
 DATA = SHARED / "ske2019_subset"
 

@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .callbacks import TrainCallbacks
-from .checkpoint import BEST, LAST, NEW, OLD, current_version, load_checkpoint, recover_run, run_lock
+from .callbacks import TrainCallbacks, TrainResult
+from .card import read_card
+from .checkpoint import (
+    BEST,
+    LAST,
+    NEW,
+    OLD,
+    current_version,
+    load_checkpoint,
+    recover_run,
+    resolve_checkpoint_dir,
+    run_lock,
+)
 from .config import TaskConfig, read_config_file
 from .data.io import ReadStats
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
@@ -23,7 +34,7 @@ from .records import predict as records
 from .records.stats import PredictStats
 from .registry import get_task
 from .tasks.base import Pipeline
-from .trainer import Trainer, TrainResult
+from .trainer import Trainer
 
 PathLike = str | Path
 
@@ -40,10 +51,10 @@ class TrainReport:
     encoder_note: str = ""  # what `--encoder auto` took, and what a pull would give when it fell back
 
 
-def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
+def make_config(task: str | type[Pipeline], config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
     """Task defaults, then a config file, then command-line overrides. An unknown field in the file is a
     ConfigError naming the file; an unknown override an `UnknownOption` (a usage error on the command line)."""
-    cfg = get_task(task).Config()
+    cfg = _task_class(task).Config()
     if config_file:
         try:
             cfg = cfg.updated(read_config_file(config_file))
@@ -75,7 +86,7 @@ def carve_dev(examples: list, ratio: float, cap: int, seed: int) -> tuple[list, 
 
 
 def train(
-    task: str,
+    task: str | type[Pipeline],
     train: PathLike | Sequence[PathLike],
     output: PathLike,
     dev: PathLike | None = None,
@@ -89,7 +100,8 @@ def train(
     command: str | None = None,
     **fields: Any,
 ) -> TrainReport:
-    """Train TASK on files into `output` (best/ and last/ checkpoints, train_log.jsonl), as `nlpcli train`.
+    """Train TASK (a name, or the task's class) on files into `output` (best/ and last/ checkpoints,
+    train_log.jsonl), as `nlpcli train`.
 
     `fields` set config values over the task's defaults and the `config` file: flat names (`epochs=3`),
     dotted ones through a dict (`**{"encoder.name": "m3e-small"}`) or whole sections (`encoder={...}`).
@@ -98,7 +110,7 @@ def train(
     trains nothing (the report's stop reason says so). Every checkpoint carries a model card (README.md)
     naming `command` (default: this process's command line) and the data files with their sha256.
     """
-    pipe_cls = get_task(task)
+    pipe_cls = _task_class(task)
     out = Path(output)
     train_paths = [str(train)] if isinstance(train, (str, Path)) else [str(p) for p in train]
     dev_path = str(dev) if dev is not None else None
@@ -131,7 +143,6 @@ def _train(
     callbacks: TrainCallbacks | None,
     run: dict[str, Any],
 ) -> TrainReport:
-    task = pipe_cls.name
     overrides = dict(overrides or {})
     resume_state = None
     if resume:
@@ -143,7 +154,7 @@ def _train(
     else:
         if (current_version(out / BEST) or current_version(out / LAST)) and not overwrite:
             raise NlpcliError(f"{out} already holds a trained model; use --resume to continue or --overwrite")
-        task_config = make_config(task, config_file, overrides)
+        task_config = make_config(pipe_cls, config_file, overrides)
     trainer_cfg = task_config.trainer
     if trainer_cfg.tensorboard:
         from .tblog import require
@@ -214,19 +225,39 @@ def _clear_run(out: Path) -> None:
 def load(
     model: PathLike,
     *,
-    task: str | None = None,
+    task: str | type[Pipeline] | None = None,
     device: str = "auto",
     quantize: bool = False,
     precision: str = "auto",
     **overrides: Any,
 ) -> Pipeline:
-    """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`
-    refuses another task's checkpoint). `overrides` change inference settings (`threshold=0.5`, ...).
+    """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`, a
+    name or a task class, refuses another task's checkpoint). `overrides` change inference settings
+    (`threshold=0.5`, ...). The one way to load a checkpoint of any task.
 
     The object is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
     `qa(question=..., passages=[...])`, `lm.generate(["北京", "游客"])`, `chat.reply(history)`."""
-    cls = get_task(task) if task else Pipeline
-    return cls.load(model, overrides or None, device, quantize=quantize, precision=precision)
+    cls = _task_class(task) if task else None
+    ckpt = load_checkpoint(model, expect_task=cls.name if cls else None)
+    cls = cls or get_task(ckpt.task)
+    return cls.from_checkpoint(ckpt, overrides or None, device, quantize=quantize, precision=precision)
+
+
+def model_card(model: PathLike) -> tuple[str, bool]:
+    """A checkpoint's model card (README.md, else MODEL_CARD.md), and whether it had to be made now from the
+    checkpoint's files (checkpoints from before cards), as `nlpcli info --model` prints it."""
+    directory = resolve_checkpoint_dir(model)
+    text = read_card(directory, Path(model))
+    if text is not None:
+        return text, False
+    ckpt = load_checkpoint(directory)
+    cls = get_task(ckpt.task)
+    return cls.model_card(cls.saved_config(ckpt), ckpt.metrics, {"checkpoint": None}), True
+
+
+def _task_class(task: str | type[Pipeline]) -> type[Pipeline]:
+    """A task given by name or as its class: the verbs look a task up once and pass the class on."""
+    return get_task(task) if isinstance(task, str) else task
 
 
 def evaluate(

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, api
+from . import api
 from .callbacks import TrainCallbacks
 from .card import CARD_FILE, file_facts
 from .checkpoint import LAST, current_version, resolve_checkpoint_dir, run_lock
@@ -34,6 +34,7 @@ from .models.archive import read_members, sha256_file, verify_sha256
 from .models.fetch import package_file
 from .models.recipes import Recipe, get_recipe
 from .registry import get_task
+from .version import __version__
 
 SOURCE_FILE = "source.json"  # in builds/NAME/data: where the files came from (written last)
 COMMANDS_FILE = "commands.json"  # in builds/NAME: the command of every invocation of the build

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
-if TYPE_CHECKING:
-    from .trainer import TrainResult
+from .card import clock
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended (what `Trainer.fit` returns and `on_end` is told)."""
+
+    step: int
+    epoch: int
+    stop_reason: str
+    elapsed_s: float
+    best_metric: float | None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    steps_per_s: float = 0.0
+    output: str = ""
 
 
 class TrainCallbacks:
@@ -85,9 +100,3 @@ class CallbackList(TrainCallbacks):
     def on_end(self, result: TrainResult) -> None:
         for cb in self.callbacks:
             cb.on_end(result)
-
-
-def clock(seconds: float) -> str:
-    """Seconds as h:mm:ss."""
-    s = max(round(seconds), 0)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -8,7 +8,6 @@ No torch at import: `nlpcli info` reads versions from here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
     from .config import TaskConfig
 
 CARD_FILE = "README.md"
+# A card that came with converted weights is kept as MODEL_CARD.md (beside nlpcli's own README.md).
+CARD_FILES = (CARD_FILE, "MODEL_CARD.md")
 SCRATCH_LICENCE = "none: trained from scratch in this run (no pretrained weights)"
 
 
@@ -34,14 +35,13 @@ def package_version(name: str) -> str | None:
 
 def file_facts(path: str, role: str) -> dict[str, Any]:
     """Size and sha256 of a data file (`FILE#split` names a split of FILE: FILE is hashed)."""
+    from .models.archive import sha256_file
+
     p = Path(path.split("#", 1)[0]) if not Path(path).exists() and "#" in path else Path(path)
     facts: dict[str, Any] = {"role": role, "path": path}
     try:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        facts |= {"bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+        digest = sha256_file(p)
+        facts |= {"bytes": p.stat().st_size, "sha256": digest}
     except OSError as e:
         facts |= {"bytes": None, "sha256": f"unreadable ({e.strerror or e})"}
     return facts
@@ -83,7 +83,7 @@ def base_models(config: TaskConfig) -> list[tuple[str, str]]:
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    from .version import __version__
 
     found = {"nlpcli": __version__, "python": platform.python_version()}
     for name in ("torch", "transformers", "numpy"):
@@ -156,7 +156,7 @@ def render_card(
         lines.append(f"- working directory: `{_cell(str(run['cwd']))}` (relative paths above start here)")
     if "step" in run:
         lines.append(
-            f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {_clock(run.get('elapsed_s', 0.0))}"
+            f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {clock(run.get('elapsed_s', 0.0))}"
             + (f", {run['tokens_per_s']:,.0f} tokens/s" if run.get("tokens_per_s") else "")
         )
         lines.append(f"- device: {run.get('device', '?')}, precision {run.get('precision', '?')}")
@@ -206,28 +206,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as h:mm:ss (the card's training time, the progress lines, `nlpcli report`)."""
     s = max(round(seconds), 0)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def read_card(model: str | Path) -> tuple[str, bool]:
-    """A checkpoint's model card, and whether it had to be made now (checkpoints from before cards)."""
-    from .checkpoint import load_checkpoint, resolve_checkpoint_dir
+def read_card(*directories: Path) -> str | None:
+    """The model card in the first of `directories` that holds one (README.md, else MODEL_CARD.md): a
+    checkpoint, then the training output above it. None when there is none (a checkpoint from before
+    cards); an unreadable card is a CheckpointError. A stray byte that is not UTF-8 shows as U+FFFD rather
+    than hiding the card."""
+    from .data.io import os_reason
     from .errors import CheckpointError
-    from .registry import get_task
 
-    directory = resolve_checkpoint_dir(model)
-    path = directory / CARD_FILE
-    if path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), False
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: cannot read ({e})") from None
-    ckpt = load_checkpoint(directory)
-    cls = get_task(ckpt.task)
-    config = cls.saved_config(ckpt)
-    return render_card(cls.name, cls.summary, cls.main_metric, config, ckpt.metrics, {"checkpoint": None}), True
+    for directory in dict.fromkeys(directories):
+        for name in CARD_FILES:
+            path = directory / name
+            if path.is_file():
+                try:
+                    return path.read_text(encoding="utf-8", errors="replace")
+                except OSError as e:
+                    raise CheckpointError(f"{path}: cannot read ({os_reason(e)})") from None
+    return None
 
 
 def commands_from_json(text: str | None) -> list[dict[str, Any]]:

@@ -37,10 +37,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
 from .data.io import fsync_dir, os_reason, umask
 from .errors import CheckpointError
 from .models import resolve_model_dir
+from .version import __version__
 
 FORMAT_VERSION = 2
 BEST, LAST = "best", "last"

@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from . import __version__
 from .commands.chat import chat
+from .commands.common import TaskRecordsHelp
 from .commands.evaluate import evaluate
 from .commands.generate import generate
 from .commands.info import info
@@ -16,6 +16,7 @@ from .commands.predict import predict
 from .commands.report import report
 from .commands.serve import serve
 from .commands.train import train
+from .version import __version__
 
 app = typer.Typer(
     help="Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat).",
@@ -26,7 +27,7 @@ app = typer.Typer(
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command(context_settings=EXTRA_ARGS)(train)
 app.command(context_settings=EXTRA_ARGS)(evaluate)  # inference settings as --name value
-app.command(context_settings=EXTRA_ARGS)(predict)  # one record as --key value options
+app.command(context_settings=EXTRA_ARGS, cls=TaskRecordsHelp)(predict)  # one record as --key value options
 app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
 app.command()(chat)
 app.command()(report)

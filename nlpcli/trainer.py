@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .callbacks import TrainCallbacks
+from .callbacks import TrainCallbacks, TrainResult
 from .card import commands_from_json
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
@@ -31,19 +31,6 @@ from .errors import CheckpointError, NlpcliError, TrainingInterrupted
 from .tasks.base import Pipeline
 
 LOG_FILE = "train_log.jsonl"
-
-
-@dataclass
-class TrainResult:
-    step: int
-    epoch: int
-    stop_reason: str
-    elapsed_s: float
-    best_metric: float | None
-    best_metrics: dict[str, Any] = field(default_factory=dict)
-    tokens_per_s: float = 0.0
-    steps_per_s: float = 0.0
-    output: str = ""
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pytest
 import torch
 from util import ROOT, SAMPLES
 
+from nlpcli.api import load
 from nlpcli.config import read_config_file
 from nlpcli.registry import get_task, task_names
-from nlpcli.tasks.base import Pipeline
 
 
 def _inputs(task: str) -> tuple[Path, list[dict], Path]:
@@ -52,12 +52,17 @@ def test_task_meets_the_contract(task: str, tmp_path: Path) -> None:
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) >= len(grads) // 2
     pipe.model.zero_grad()
 
+    # The facts the verbs show: input fields (their options and columns), an example record, the output.
+    assert [f.name for f in cls.input_fields] == list(cls.example) == list(cls.table_fields) and cls.output_help
+    assert {name for name, _ in cls.record_options.values()} == set(cls.example)
+    pipe.validate_record(cls.example, "example", 1)
+
     # Save and load as a pair: same config, same predictions.
     for record in records:
         pipe.validate_record(record, "input.jsonl", 1)
     before = list(pipe.predict_records(records))
     saved = pipe.save(tmp_path / "ckpt", metrics={cls.main_metric: 0.0})
-    loaded = Pipeline.load(saved)
+    loaded = load(saved, device="cpu")  # the task is read from the checkpoint
     assert type(loaded) is cls and loaded.config == pipe.config
     after = list(loaded.predict_records(records))
     assert after == before

@@ -16,7 +16,6 @@ from util import SAMPLES, run_cli
 
 from nlpcli.errors import ConfigError
 from nlpcli.nn.encoder import HFEncoder
-from nlpcli.tasks.base import Pipeline
 from nlpcli.tasks.qa.data import read_qa
 from nlpcli.tasks.qa.inputs import EncoderInputs
 from nlpcli.tasks.qa.model import EncoderReader
@@ -244,7 +243,7 @@ def test_encoder_reader_learns_exact_answers(encoder, request, tmp_path):
     # Saved and loaded as a pair: the same predictions, batched or one window at a time.
     records = [{"question": ex.question, "passages": [p.text for p in ex.passages]} for ex in examples]
     predicted = list(pipe.predict_records(records))
-    loaded = Pipeline.load(pipe.save(tmp_path / "ckpt"))
+    loaded = QaPipeline.load(pipe.save(tmp_path / "ckpt"))
     assert isinstance(loaded.model, EncoderReader) and loaded.config == pipe.config
     assert list(loaded.predict_records(records)) == predicted == list(loaded.predict_records(records, batch_size=1))
 

@@ -10,7 +10,6 @@ from util import ROOT, SAMPLES, run_cli
 
 from nlpcli.config import read_config_file
 from nlpcli.data import vocab as V
-from nlpcli.tasks.base import Pipeline
 from nlpcli.tasks.ie.ner.pipeline import NerConfig, NerPipeline
 
 NER = SAMPLES / "ner"
@@ -72,7 +71,7 @@ def test_frozen_vectors_do_not_move_and_a_checkpoint_round_trips(vectors_file, t
     assert not table.requires_grad and torch.equal(table, before)
     assert not torch.equal(pipe.model.encoder.embed.chars.weight, chars_before)  # the char table still trains
     saved = pipe.save(tmp_path / "ckpt")
-    loaded = Pipeline.load(saved)
+    loaded = NerPipeline.load(saved)
     records = [{"text": "北京的华为公司"}]
     assert list(loaded.predict_records(records)) == list(pipe.predict_records(records))
 

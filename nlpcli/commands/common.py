@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
-from ..registry import TASKS
+from ..registry import get_task, task_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -205,16 +206,35 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def task_names() -> list[str]:
-    return list(TASKS)
+# Help texts are made at each start of the CLI: the built-in tasks, and those registered so far (not the
+# installed plugins, whose entry points take a while to read; `check_task` accepts them all the same).
+TASK_HELP = "The task: " + ", ".join(task_names(plugins=False)) + "."
+TASK_ARGUMENT_HELP = "TASK: " + ", ".join(task_names(plugins=False)) + "."
+TASK_RECORDS = "{records of each task}"  # in a command's docstring: one line per task, made on --help
 
 
-TASK_HELP = "The task: " + ", ".join(TASKS) + "."
-TASK_ARGUMENT_HELP = "TASK: " + ", ".join(TASKS) + "."
+class TaskRecordsHelp(TyperCommand):
+    """A command whose --help shows, in place of TASK_RECORDS, each task's input record and what a prediction
+    adds to it, as the tasks declare them. The tasks (and torch) are imported only when the help is shown."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # click types (typer vendors its own click)
+        if self.help and TASK_RECORDS in self.help:
+            self.help = self.help.replace(TASK_RECORDS, task_records_help(self.rich_markup_mode == "rich"))
+        super().format_help(ctx, formatter)
+
+
+def task_records_help(markup: bool = False) -> str:
+    """`TASK: {"field": ...} gains ...`, a line per task (rich markup escaped when `markup`)."""
+    names = task_names()
+    width = max(map(len, names)) + 2
+    lines = [f"{name + ':':<{width}}{get_task(name).record_help()}" for name in names]
+    return "\n".join(escape(line) if markup else line for line in lines)
 
 
 def check_task(value: str) -> str:
     """The TASK argument: one of the registered tasks; anything else is a usage error with a did-you-mean."""
+    if value in task_names(plugins=False):
+        return value  # known without reading the installed packages' entry points
     names = task_names()
     if value not in names:
         close = difflib.get_close_matches(value, names, n=1, cutoff=0.5)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -60,6 +62,22 @@ def _task(task: str, toml: bool) -> None:
         cells = (config.option_name(f.section, f.name), f.section, f.type, _shown(f.default), f.help)
         table.add_row(*map(escape, cells))
     out_console.print(table)
+    out_console.print(_records_table(cls))
+
+
+def _records_table(cls: Any) -> Table:
+    """What `predict` reads of the task (a record's fields, as options or table columns) and what it adds."""
+    example = json.dumps(cls.example, ensure_ascii=False)
+    table = Table(
+        title=escape(f"{cls.name} records: {cls.record_help()}"),
+        caption=escape(f"e.g. {example}; `nlpcli predict {cls.name} --input FILE` or one record as options"),
+    )
+    for col in ("field", "option", "table column", "cell", "description"):
+        table.add_column(col, overflow="fold")
+    for f in cls.input_fields:
+        option = " | ".join((f.option, *f.aliases)) + (" (repeats)" if f.repeats else "")
+        table.add_row(*map(escape, (f.name, option, f.column_option, f.kind, f.help)))
+    return table
 
 
 def _shown(value: object) -> str:
@@ -71,9 +89,9 @@ def _shown(value: object) -> str:
 def _versions() -> None:
     import torch  # devices and threads; transformers is only asked for its version (importing it takes seconds)
 
-    from .. import __version__
     from ..card import package_version
     from ..registry import task_names
+    from ..version import __version__
 
     table = Table(show_header=False, box=None)
     rows = [
@@ -99,10 +117,10 @@ def _versions() -> None:
 
 
 def _model_card(model: str) -> None:
-    from ..card import read_card
+    from ..api import model_card
     from .common import err_console
 
-    text, generated = read_card(model)
+    text, generated = model_card(model)
     if generated:
         err_console.print(
             "(this checkpoint has no README.md, it predates model cards: made from its config.json and metrics.json)",

@@ -91,11 +91,7 @@ def predict(
 ) -> None:
     """Add predictions to every input record; each output record keeps the input's fields (or columns).
 
-    ner:  {"text": ...} gains "entities": [{type, start, end (inclusive), text, score}].
-    ie:   {"text": ...} gains "spo_list": [{subject, predicate, object, subject_type, object_type, offsets}].
-    qa:   {"question": ..., "passages": [...]} gains answer, score, passage_index, start, end.
-    lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
-    chat: {"history": [turn, ...]} gains reply and turns_used.
+    {records of each task}
     Plain text (a .txt file, or stdin whose first line is not a JSON object) is one record per line: its
     text (ner, ie) or its keywords separated by spaces (lm); the output is JSON Lines.
     A table (.csv, .tsv, .xlsx, .parquet) keeps every column and gains the prediction columns (lists as JSON

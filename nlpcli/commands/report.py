@@ -60,6 +60,6 @@ def report(
 
 
 def _clock(seconds: float | None) -> str:
-    from ..callbacks import clock
+    from ..card import clock
 
     return clock(seconds) if seconds is not None else "-"

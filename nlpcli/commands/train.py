@@ -6,16 +6,12 @@ import inspect
 import json
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..callbacks import LogLines, TrainCallbacks
-
-if TYPE_CHECKING:
-    from ..trainer import TrainResult
-
+from ..callbacks import LogLines, TrainCallbacks, TrainResult
 from .common import (
     DEVICE_HELP,
     EXTRA_HELP,
@@ -140,10 +136,11 @@ def train(
         "tensorboard": tensorboard,
     }
     overrides = {k: v for k, v in given.items() if v is not None} | extra
-    metric = get_task(task).main_metric
+    cls = get_task(task)  # looked up once: the library takes the class
+    metric = cls.main_metric
     callbacks = RichCallbacks(metric) if stderr_is_tty() else LogLines(metric)
     report = api.train(
-        task,
+        cls,
         [*train_files, *bare],
         output,
         dev,

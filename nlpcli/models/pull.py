@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from . import cache, convert_e5, convert_m3e, word_vectors
 from .archive import read_members, verify_sha256
 from .catalogue import Entry, get_entry

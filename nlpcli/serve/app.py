@@ -32,22 +32,13 @@ class ServeSettings:
 
     micro_batching: bool = True
     # How long the first record of a batch waits for company. 0: a batch is what queued while the model was
-    # busy; measured (README) as fast as waiting 5 ms under load, and 2.7x faster for a lone client.
+    # busy; measured (README) as fast as waiting a few ms under load, and much faster for a lone client.
     max_wait_ms: float = 0.0
     max_batch: int = 64  # records in one micro-batch (a request is never split, so one may hold more)
     batch_size: int | None = None  # the model's forward batch inside a micro-batch (None: its inference setting)
     max_body_bytes: int = 1 << 20
     max_records: int = 256  # records in one request
     timeout_s: float = 30.0  # a request not answered by then gets 504 (and is dropped if not started yet)
-
-
-EXAMPLES: dict[str, Any] = {  # request bodies shown in the OpenAPI docs, by task
-    "ner": {"text": "张伟在北京的华为公司担任工程师。"},
-    "ie": {"text": "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"},
-    "qa": {"question": "熊猫主要吃什么？", "passages": ["大熊猫主要以竹子为食，每天要吃大量的竹子。"]},
-    "lm": {"words": ["北京", "游客"]},
-    "chat": {"history": ["你好"]},
-}
 
 
 def json_response(content: Any, status: int = 200) -> Response:
@@ -85,14 +76,20 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             await asyncio.to_thread(b.stop)
 
     tasks = ", ".join(sorted({m.task for m in models.values()}))
+    examples = {m.task: m.pipe.example for m in models.values()}  # each task's own example record
+    sampled = sorted({m.task for m in models.values() if m.pipe.sampled})
     app = FastAPI(
         title="nlpcli",
         summary=f"Predictions of {', '.join(f'{n} ({m.task})' for n, m in models.items())}",
         description=(
             "POST a record, or a list of records, as `nlpcli predict` reads them (one JSON object per record); "
             "the answer is what `nlpcli predict` writes. Records of concurrent requests are micro-batched. "
-            "Deterministic tasks (ner, ie, qa) answer exactly as `nlpcli predict`; lm and chat sample, seeded "
-            "per batch, so their replies may differ from one call to the next."
+            + (
+                f"Deterministic tasks answer exactly as `nlpcli predict`; {', '.join(sampled)} sample, seeded per "
+                "batch, so their replies may differ from one call to the next."
+                if sampled
+                else "Every model answers exactly as `nlpcli predict`."
+            )
         ),
         lifespan=lifespan,
     )
@@ -132,7 +129,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                             {"type": "array", "items": {"type": "object"}, "description": "a list of records"},
                         ]
                     },
-                    "examples": {t: {"value": EXAMPLES[t]} for t in sorted({m.task for m in models.values()})},
+                    "examples": {t: {"value": examples[t]} for t in sorted(examples)},
                 }
             },
         }

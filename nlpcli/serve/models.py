@@ -11,7 +11,6 @@ from ..errors import ConfigError
 from ..tasks.base import Pipeline
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-CARD_NAMES = ("README.md", "MODEL_CARD.md")  # a model card beside the weights (or the training output)
 CARD_MAX_CHARS = 20_000
 
 
@@ -77,12 +76,12 @@ def load_models(specs: list[str], device: str = "auto") -> dict[str, ServedModel
 
 
 def _model_card(checkpoint: Path, given: Path) -> str | None:
-    for directory in dict.fromkeys([checkpoint, given]):  # the checkpoint, then the training output above it
-        for card in CARD_NAMES:
-            p = directory / card
-            if p.is_file():
-                try:
-                    return p.read_text(encoding="utf-8", errors="replace")[:CARD_MAX_CHARS]
-                except OSError:
-                    return None
-    return None
+    """The card `nlpcli info --model` prints (cut short), or None: /info answers even when it is unreadable."""
+    from ..card import read_card
+    from ..errors import CheckpointError
+
+    try:
+        text = read_card(checkpoint, given)  # the checkpoint, then the training output above it
+    except CheckpointError:
+        return None
+    return None if text is None else text[:CARD_MAX_CHARS]

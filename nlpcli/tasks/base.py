@@ -2,7 +2,9 @@
 
 A task is a `Pipeline` subclass with a `TaskConfig` in sections, readers, a model, a loss, three prediction
 hooks (`preprocess` / `forward` / `postprocess`, in the spirit of transformers' pipelines) run by the one
-prediction loop here, its metrics, and `save` / `load` as a pair.
+prediction loop here, its metrics, and `save` / `load` as a pair. It also declares what the verbs show of
+it: its input fields and their options, an example record and what a prediction adds (`input_fields`,
+`example`, `output_help`), and registers itself by name (`nlpcli.registry.register_task`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from rich.console import RenderableType
 from torch import nn
 
+from ..card import render_card
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window, windows
@@ -24,6 +27,7 @@ from ..data.io import ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
 from ..records.lines import STALL
 from ..tables import Report, metrics_report, render
+from .fields import TEXT_FIELD, InputField
 
 P = TypeVar("P", bound="Pipeline")
 
@@ -53,16 +57,33 @@ class Pipeline:
     # Predictions are sampled: seeded per predict call, so they repeat for the same input and batch size,
     # but another batching draws other samples.
     sampled: ClassVar[bool] = False
-    # One input record given as `predict` options: option -> (record field, whether it repeats into a list).
+    # The fields of an input record, in order, with their `predict` and table-column options (a table's
+    # columns are read into them).
+    input_fields: ClassVar[tuple[InputField, ...]] = (TEXT_FIELD,)
+    # An input record as `predict` reads it and `serve` shows it in its OpenAPI docs.
+    example: ClassVar[dict[str, Any]] = {}
+    # What a prediction adds to a record (`predict --help`, `nlpcli info TASK`), e.g. '"entities": [...].'
+    output_help: ClassVar[str] = ""
+    # Both from `input_fields` (set for each subclass): one input record given as `predict` options, option ->
+    # (record field, whether it repeats into a list); and field -> kind of table cell, in order.
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {"text": ("text", False)}
-    # The fields of an input record that `predict` reads from table columns (CSV, TSV, Excel, Parquet), in order,
-    # with the kind of cell: "text" (one text), "list" (a JSON list of texts, or one text) or "words" (a JSON
-    # list, or words separated by spaces). The first is what --text-column names.
     table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields = cls.input_fields
+        cls.record_options = {o: (f.name, f.repeats) for f in fields for o in f.options}
+        cls.table_fields = {f.name: f.kind for f in fields}
+
+    @classmethod
+    def record_help(cls) -> str:
+        """One line: an input record and what a prediction adds to it (`predict --help`, `nlpcli info`)."""
+        shape = ", ".join(f'"{f.name}": ' + ("..." if f.kind == "text" else "[...]") for f in cls.input_fields)
+        return "{" + shape + "} gains " + (cls.output_help or "its predictions.")
 
     def __init__(self, config: TaskConfig, assets: dict[str, Any], model: nn.Module):
         self.config = config
@@ -133,10 +154,8 @@ class Pipeline:
         """Write this pipeline as a checkpoint (atomically): config, assets, weights (`weights` instead of the
         model's own, e.g. EMA averages), metrics, the trainer's state for --resume, and a model card
         (README.md; `run` is what the trainer knows of the run: data files, commands, steps, time)."""
-        from ..card import render_card
-
         state = weights if weights is not None else self.model.state_dict()
-        card = render_card(self.name, self.summary, self.main_metric, self.config, metrics, run)
+        card = self.model_card(self.config, metrics, run)
         return save_checkpoint(
             directory,
             self.name,
@@ -150,40 +169,59 @@ class Pipeline:
         )
 
     @classmethod
+    def model_card(cls, config: TaskConfig, metrics: dict[str, Any] | None, run: dict[str, Any] | None = None) -> str:
+        """The model card (README.md) of a checkpoint of this task."""
+        return render_card(cls.name, cls.summary, cls.main_metric, config, metrics, run)
+
+    @classmethod
     def load(
-        cls,
+        cls: type[P],
         directory: str | Path,
         overrides: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         resume: bool = False,
         quantize: bool = False,
         precision: str = "auto",
-    ) -> Pipeline:
-        """A trained pipeline from a checkpoint (or training output) directory.
+    ) -> P:
+        """A trained pipeline of this task from a checkpoint (or training output) directory; another task's
+        checkpoint is refused. `nlpcli.load(DIR)` is the way to load a checkpoint of any task (the registry
+        finds the class of the task it names). Arguments as for `from_checkpoint`."""
+        if cls is Pipeline:
+            raise TypeError("Pipeline.load needs a task class; nlpcli.load(DIR) reads the task from the checkpoint")
+        ckpt = load_checkpoint(directory, expect_task=cls.name)
+        return cls.from_checkpoint(ckpt, overrides, device, resume, quantize, precision)
 
-        Called on `Pipeline`, the task is read from the checkpoint; on a task class, another task's checkpoint
-        is refused. `overrides` may change inference settings and the trainer's resumable fields only; a bare
+    @classmethod
+    def from_checkpoint(
+        cls: type[P],
+        ckpt: Checkpoint,
+        overrides: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        resume: bool = False,
+        quantize: bool = False,
+        precision: str = "auto",
+    ) -> P:
+        """The pipeline saved in a checkpoint of this task (already read: config, assets, metrics).
+
+        `overrides` may change inference settings and the trainer's resumable fields only; a bare
         name is looked up in the inference section first, or in the trainer's when `resume`. `quantize`:
         dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; see README).
         `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (README: speed).
         """
-        from ..device import resolve_device
-        from ..registry import get_task
+        from ..device import predict_dtype, resolve_device
 
-        ckpt = load_checkpoint(directory, expect_task=None if cls is Pipeline else cls.name)
-        task_cls = get_task(ckpt.task) if cls is Pipeline else cls
-        config = task_cls.saved_config(ckpt)
+        config = cls.saved_config(ckpt)
         if overrides:
-            config = task_cls.with_runtime_overrides(config, overrides, resume)
+            config = cls.with_runtime_overrides(config, overrides, resume)
         try:
-            pipe = task_cls.build(config, ckpt.assets, ckpt.path)
+            pipe = cls.build(config, ckpt.assets, ckpt.path)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             what = f"{type(e).__name__}: {e}".splitlines()[0]
             raise CheckpointError(f"{ckpt.path}: config.json or vocab.json does not fit the task ({what})") from None
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
-            state = _renamed(state, task_cls.V1_WEIGHTS)
-        state = task_cls.adapt_state(config, state, ckpt.path)
+            state = _renamed(state, cls.V1_WEIGHTS)
+        state = cls.adapt_state(config, state, ckpt.path)
         try:
             pipe.model.load_state_dict(state)
         except RuntimeError as e:
@@ -191,8 +229,6 @@ class Pipeline:
         pipe.model.eval()
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         pipe = pipe.to(dev)
-        from ..device import predict_dtype
-
         pipe.precision = predict_dtype(dev, precision)
         if quantize:
             pipe.quantize()

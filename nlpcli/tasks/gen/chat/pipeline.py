@@ -29,7 +29,8 @@ from ....data.io import ReadStats
 from ....errors import CheckpointError, ConfigError, DataError
 from ....nn import hf
 from ....nn.gpt import GPT, GPTConfig
-from ...base import Pipeline
+from ....registry import register_task
+from ...base import InputField, Pipeline
 from .data import FORMATS, Dialogue, clean_turns, read_dialogues
 from .decode import Decoding, Prompt, generate, generate_steps
 from .metrics import distinct_n
@@ -214,17 +215,21 @@ def _context_limit(model: nn.Module, cfg: ChatModelConfig) -> int:
     return min(cfg.max_len, limit) if limit else cfg.max_len
 
 
+@register_task
 class ChatPipeline(Pipeline):
     name = "chat"
     summary = "DialoGPT-style multi-turn chat (causal LM over the dialogue, speaker ids)"
+    input_fields = (
+        InputField("history", "list", repeats=True, help="the dialogue so far, one turn each", aliases=("--turn",)),
+    )
+    example: ClassVar[dict[str, Any]] = {"history": ["你好"]}
+    output_help = "reply and turns_used."
     Config = ChatConfig
     main_metric = "ppl"
     higher_is_better = False
     formats = FORMATS
     predictions_are_gold = True
     sampled = True
-    record_options: ClassVar[dict[str, tuple[str, bool]]] = {"history": ("history", True), "turn": ("history", True)}
-    table_fields: ClassVar[dict[str, str]] = {"history": "list"}
 
     config: ChatConfig
     model: GPT | HFCausalLM

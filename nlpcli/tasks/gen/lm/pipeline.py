@@ -18,7 +18,8 @@ from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids, windows
 from ....data.io import ReadStats
 from ....errors import CheckpointError, ConfigError, DataError, NlpcliError
-from ...base import Pipeline
+from ....registry import register_task
+from ...base import InputField, Pipeline
 from .cgmh import Generation, SamplerSettings, generate
 from .data import FORMATS, Sentence, read_sentences
 from .model import (
@@ -52,16 +53,20 @@ class LmConfig(TaskConfig):
     }
 
 
+@register_task
 class LmPipeline(Pipeline):
     name = "lm"
     summary = "forward + backward language models for CGMH sentence generation from keywords"
+    input_fields = (
+        InputField("words", "words", repeats=True, help="the keywords every sentence holds", aliases=("--word",)),
+    )
+    example: ClassVar[dict[str, Any]] = {"words": ["北京", "游客"]}
+    output_help = '"sentences": [{text, score}] (CGMH; see also `nlpcli generate`).'
     Config = LmConfig
     main_metric = "nll"
     higher_is_better = False
     formats = FORMATS
     sampled = True
-    record_options: ClassVar[dict[str, tuple[str, bool]]] = {"words": ("words", True), "word": ("words", True)}
-    table_fields: ClassVar[dict[str, str]] = {"words": "words"}
     config: LmConfig
     model: BiLM
 
