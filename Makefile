@@ -25,7 +25,7 @@ docs:
 test:
 	$(BIN)/python -m pytest -q -x --durations=10
 
-# The README's result tables (hours of CPU; each writes benchmarks/results/NAME.json). Needs ../shared/data.
+# The result tables of docs/results.md (hours of CPU; each writes benchmarks/results/NAME.json). Needs ../shared/data.
 bench:
 	$(BIN)/python benchmarks/ner_benchmark.py cluener
 	$(BIN)/python benchmarks/ner_benchmark.py cmeee

@@ -499,7 +499,7 @@ def _decide(
     u: torch.Tensor,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chosen row, acceptance and log-probability change per chain, by the Metropolis-Hastings rule of the module docstring."""
+    """Chosen row, acceptance and log-probability change per chain, by the Metropolis-Hastings rule above."""
     k = cands.shape[1]
     rows = torch.arange(len(m), device=m.device)
     current = ch.tokens[rows, m]
