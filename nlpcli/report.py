@@ -136,6 +136,9 @@ def _task_of(run_dir: Path) -> str | None:
 def plot_runs(runs: list[RunLog]) -> bytes:
     """A PNG of training loss, dev metric and tokens/s, over steps (left) and over training time (right);
     every run on the same axes, one colour each."""
+    from .extras import require
+
+    require("matplotlib", "report", "nlpcli report (drawing training curves)")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

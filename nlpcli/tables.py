@@ -1,5 +1,6 @@
 """Metrics as tables: one `Report` (title, columns, rows, notes) per evaluation, rendered for the terminal
-(rich, returned and never printed: the commands print) or written as CSV, Markdown or JSON (`--report FILE`)."""
+(rich, returned and never printed: the commands print), as plain tab-separated rows for pipes, or written as
+CSV, Markdown or JSON (`--report FILE`). Name columns are never wrapped (`add_name_column`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 PRF_KEYS = ("precision", "recall", "f1", "gold", "predicted", "tp", "per_type", "macro")
 PRF_COLUMNS = ["precision", "recall", "f1", "support", "predicted", "correct"]
@@ -75,14 +79,36 @@ def render(report: Report) -> Table:
     """The report as one rich table; the other metrics go into its caption."""
     notes = "; ".join(f"{k}: {_cell(v)}" for k, v in _flat(report.notes).items())
     table = Table(title=escape(report.title), caption=escape(notes) or None)
-    for i, col in enumerate(report.columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+    add_name_column(table, report.columns[0], [_cell(row[0]) for row in report.rows])
+    for col in report.columns[1:]:
+        table.add_column(col, justify="right", overflow="fold")
     for i, row in enumerate(report.rows):
         cells = [escape(_cell(v)) for v in row]
         if report.bold_from is not None and i >= report.bold_from:
             cells[0] = f"[bold]{cells[0]}[/]"
         table.add_row(*cells, end_section=report.bold_from is not None and i == report.bold_from - 1)
     return table
+
+
+def plain_rows(table: Table) -> str:
+    """The table as text for scripts (`| grep`, `| cut -f2`): a header row, then one tab-separated row per
+    table row; whole cells (no wrapping, no box characters, no title or caption)."""
+    columns = table.columns
+    lines = ["\t".join(_plain(c.header) for c in columns)]
+    lines += ["\t".join(_plain(cell) for cell in row) for row in zip(*(list(c.cells) for c in columns))]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(cell: RenderableType) -> str:
+    text = Text.from_markup(cell).plain if isinstance(cell, str) else cell.plain if isinstance(cell, Text) else ""
+    return " ".join(text.split())  # a tab or a newline inside a cell would break the row
+
+
+def add_name_column(table: Table, header: str, names: list[str], **options: Any) -> None:
+    """A column of names (models, runs, options) that is never wrapped or cut: as wide as its longest name,
+    so on a narrow terminal the other columns (`overflow="fold"`) give way."""
+    width = max([cell_len(header), *map(cell_len, names)])
+    table.add_column(header, no_wrap=True, min_width=width, **options)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:

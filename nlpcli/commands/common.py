@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperCommand
 
 from ..registry import get_task, task_names
+from ..tables import plain_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -200,6 +202,15 @@ def inference_options(task_cls: Any, args: list[str]) -> dict[str, str]:
 def did_you_mean(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean --{close[0].replace('_', '-')}?" if close else ""
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """A table on stdout: drawn by rich on a terminal; in a pipe or a file, plain rows (see `plain_rows`)."""
+    console = console or out_console
+    if console.is_terminal:
+        console.print(table)
+    else:
+        console.file.write(plain_rows(table))
 
 
 def stderr_is_tty() -> bool:

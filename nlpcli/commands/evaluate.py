@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .common import DEVICE_HELP, UsageError, cli_errors, err_console, inference_options, out_console, task_argument
+from .common import DEVICE_HELP, UsageError, cli_errors, err_console, inference_options, print_table, task_argument
 
 
 @cli_errors
@@ -39,7 +39,8 @@ def evaluate(
         None, "--format", help="Input format, when sniffing the file is not enough.", metavar="FORMAT"
     ),
 ) -> None:
-    """Score a trained model on gold data: one table (ner, ie: per type P/R/F1/support, micro and macro rows).
+    """Score a trained model on gold data: one table (ner, ie: per type P/R/F1/support, micro and macro rows;
+    tab-separated rows when stdout is not a terminal, --json for every metric).
 
     Inference settings of the model may follow (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`)."""
     from .. import api
@@ -74,7 +75,7 @@ def evaluate(
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False))
     else:
-        out_console.print(render(table))
+        print_table(render(table))
     if report is not None:
         err_console.print(f"wrote the table to {report}", highlight=False)
 

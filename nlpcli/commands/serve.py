@@ -46,6 +46,10 @@ def serve(
     """
     from ..device import set_threads
     from ..errors import ConfigError
+    from ..extras import require
+
+    for module in ("fastapi", "uvicorn"):
+        require(module, "serve", "nlpcli serve")
     from ..serve import ServedModel, ServeSettings
     from ..serve import serve as run
 

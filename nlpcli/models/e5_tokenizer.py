@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-
-from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import Unigram
+from typing import TYPE_CHECKING
 
 from . import cache
 from .charsmap import precompiled_charsmap
 from .e5_file import E5Vocab
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 METASPACE = "\u2581"
 MASK = "<mask>"
@@ -32,6 +33,12 @@ def special_ids(vocab: E5Vocab) -> dict[str, int]:
 
 def build_tokenizer(vocab: E5Vocab, keep: Sequence[int] | None = None) -> Tokenizer:
     """The fast tokenizer over all pieces, or over `keep` (old ids, ascending) renumbered 0..len(keep)-1."""
+    from ..extras import require
+
+    require("tokenizers", "hf", "pulling e5-small")  # installed with transformers
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
     keep = list(range(len(vocab.pieces))) if keep is None else list(keep)
     new_id = {old: new for new, old in enumerate(keep)}
     pieces = [(vocab.pieces[i], float(vocab.scores[i])) for i in keep]

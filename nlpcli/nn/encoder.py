@@ -253,7 +253,7 @@ def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoi
 
 
 def _scratch_from_vectors(cfg: EncoderConfig, texts: list[str]) -> NewEncoder:
-    """A from-scratch encoder whose char and word tables start from pretrained word vectors (METHODS §1).
+    """A from-scratch encoder whose char and word tables start from pretrained word vectors (docs/tasks/qa.md).
 
     The vectors' words join the word vocabulary after the training words (most frequent first, up to
     word_vocab_size) and their single characters the char vocabulary; rows without a vector start random at

@@ -12,7 +12,9 @@ HF_DIR = "encoder"  # checkpoint subdirectory holding the HF config and tokenize
 
 
 def _quiet_transformers() -> Any:
-    import transformers
+    from ..extras import require
+
+    transformers = require("transformers", "hf", "a Hugging Face model (--encoder, --init)")
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # "Loading weights" bars would fill logs and stderr

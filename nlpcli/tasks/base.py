@@ -205,8 +205,8 @@ class Pipeline:
 
         `overrides` may change inference settings and the trainer's resumable fields only; a bare
         name is looked up in the inference section first, or in the trainer's when `resume`. `quantize`:
-        dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; see README).
-        `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (README: speed).
+        dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; docs/results.md).
+        `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (docs/results.md).
         """
         from ..device import predict_dtype, resolve_device
 

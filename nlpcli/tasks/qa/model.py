@@ -39,7 +39,7 @@ class QaModel(nn.Module):
     The shared encoder's embedding reads both; its DGCNN reads the passage (with the pooled question
     vector joined to every position); the question has a DGCNN of its own.
 
-    Beyond METHODS §1 (on by default, see QaModelConfig): an exact-match embedding, whether each passage
+    Beyond the original DGCNN reader (on by default, see QaModelConfig): an exact-match embedding, whether each passage
     char / its jieba word occurs in the question. With a few thousand training questions the pooled
     question vector alone cannot tell the model *where* the question's words are; this tells it directly.
     """

@@ -1,4 +1,4 @@
-"""Reading comprehension: the `qa` task. The DGCNN reader of METHODS.md §1 (default), or a pretrained Hugging Face
+"""Reading comprehension: the `qa` task. The DGCNN reader of docs/tasks/qa.md (default), or a pretrained Hugging Face
 encoder over each question / passage-window pair (`--encoder NAME_OR_PATH`); windows, labels, losses, decoding
 and voting are shared, and an adapter per encoder kind (`inputs.py`) turns text into model inputs."""
 
@@ -38,7 +38,7 @@ class QaModelConfig(Section):
     match_features: bool = opt(True, "Embed whether each passage char / word occurs in the question (dgcnn only).")
     answer_crop_prob: float = opt(0.8, "How often a training crop of a long passage keeps an answer.")
     # softmax: cross-entropy over positions plus a gate loss (learns spans from a few thousand questions far
-    # faster); focal: METHODS §1's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
+    # faster); focal: the original reader's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
     pointer_loss: str = opt("softmax", "Pointer loss: softmax (over positions, plus a has-answer loss) | focal.")
     focal_alpha: float = opt(0.25, "Alpha of the focal pointer loss.")
     focal_gamma: float = opt(2.0, "Gamma of the focal pointer loss.")

@@ -1,4 +1,4 @@
-"""CGMH: Metropolis-Hastings over word edits, with every keyword locked in place (METHODS section 4).
+"""CGMH: Metropolis-Hastings over word edits, with every keyword locked in place (docs/tasks/lm.md).
 
 A batch holds many chains (several per keyword set, several keyword sets) side by side.
 Each step every chain draws an action (replace / insert / delete / skip) and a position:
@@ -499,7 +499,7 @@ def _decide(
     u: torch.Tensor,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chosen row, acceptance and log-probability change per chain, by the rules of METHODS section 4."""
+    """Chosen row, acceptance and log-probability change per chain, by the Metropolis-Hastings rule above."""
     k = cands.shape[1]
     rows = torch.arange(len(m), device=m.device)
     current = ch.tokens[rows, m]

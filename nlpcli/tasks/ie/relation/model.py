@@ -1,6 +1,6 @@
 """The relation model: the shared encoder, subject pointers, and subject-conditioned object pointers per predicate.
 
-Over the from-scratch DGCNN it adds a position embedding and one self-attention layer (METHODS §2); a pretrained
+Over the from-scratch DGCNN it adds a position embedding and one self-attention layer (docs/tasks/ie.md); a pretrained
 (Hugging Face) encoder has its own positions and attention, so the heads read its output directly."""
 
 from __future__ import annotations
