@@ -60,6 +60,8 @@ class Pipeline:
     table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
+    # What a batch's `_tokens` counts, named in the training log and `report` ("tokens" per second, ...).
+    speed_unit: ClassVar[str] = "tokens"
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
@@ -91,7 +93,7 @@ class Pipeline:
         return 1
 
     def collate(self, examples: list[Any]) -> dict[str, Any]:
-        """Tensors for a batch; an int under '_tokens' counts tokens for speed reports."""
+        """Tensors for a batch; an int under '_tokens' counts the task's `speed_unit` for speed reports."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
