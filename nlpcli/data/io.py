@@ -267,6 +267,13 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
+def write_jsonl(path: str | Path, records: Iterable[Any]) -> None:
+    """Write JSON Lines atomically (UTF-8, one record a line)."""
+    with atomic_output(path) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 class _StallLine(str):
     """The type of `STALL_LINE`."""
 

@@ -361,6 +361,13 @@ class Pipeline:
         """Metrics on gold examples; must include `main_metric`."""
         raise NotImplementedError
 
+    def evaluate_errors(
+        self, examples: list[Any], batch_size: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """`evaluate`'s metrics and, from the same predictions, every false positive and false negative as a
+        JSON-ready dict with its text (`evaluate --errors`, for error analysis)."""
+        raise ConfigError(f"the {self.name} task has no false positives and negatives to list (--errors: ner, ie, qa)")
+
     @classmethod
     def report(cls, metrics: dict[str, Any], title: str) -> Report:
         """Metrics as one table (`evaluate` prints it, `--report` writes it): one row per metric by default;
