@@ -269,9 +269,11 @@ def evaluate(
     batch_size: int | None = None,
     skip_bad: bool = False,
     fmt: str | None = None,
+    errors: PathLike | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Metrics of a trained model (a directory or a loaded model) on a gold file, as `nlpcli evaluate`."""
+    """Metrics of a trained model (a directory or a loaded model) on a gold file, as `nlpcli evaluate`;
+    `errors` names a JSON Lines file to write every false positive and false negative to (ner, ie, qa)."""
     if isinstance(model, Pipeline):
         pipe = model.configured(**overrides) if overrides else model
     else:
@@ -280,7 +282,13 @@ def evaluate(
     import torch
 
     with torch.no_grad():
-        metrics = pipe.evaluate(examples, batch_size)
+        if errors is None:
+            metrics = pipe.evaluate(examples, batch_size)
+        else:
+            from .records.sink import write_records
+
+            metrics, wrong = pipe.evaluate_errors(examples, batch_size)
+            write_records(str(errors), wrong)
     if stats.skipped:
         metrics["skipped_bad_records"] = stats.skipped
     return metrics

@@ -41,13 +41,14 @@ class TrainCallbacks:
 
 class LogLines(TrainCallbacks):
     """Plain progress lines for logs (CI, nohup, a file): one every `log_every` steps with the step, loss,
-    learning rate, tokens/s, elapsed time and ETA, and one per dev evaluation. Flushed as written."""
+    learning rate, speed (in the task's unit), elapsed time and ETA, and one per dev evaluation. Flushed as written."""
 
     def __init__(self, main_metric: str, stream: TextIO | None = None):
         self.metric = main_metric
         self.stream = stream
         self.total = 0
         self.every = 0
+        self.unit = "tokens"
 
     def _print(self, line: str) -> None:
         out = self.stream or sys.stderr
@@ -57,6 +58,7 @@ class LogLines(TrainCallbacks):
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.total = total_steps
         self.every = int(info.get("log_every", 20))
+        self.unit = str(info.get("speed_unit", "tokens"))
         resumed = f", resuming at step {start_step}" if start_step else ""
         self._print(
             f"train: {total_steps} steps planned, {info.get('train_examples', '?')} train / "
@@ -69,8 +71,8 @@ class LogLines(TrainCallbacks):
         eta = stats.get("eta_s")
         self._print(
             f"step {step}/{self.total} ({100 * stats.get('progress', 0.0):.0f}%) loss {stats['loss']:.4f} "
-            f"lr {stats['lr']:.2e} {stats['tokens_per_s']:,.0f} tok/s elapsed {clock(stats.get('elapsed_s', 0.0))} "
-            f"eta {clock(eta) if eta is not None else '?'}"
+            f"lr {stats['lr']:.2e} {stats['tokens_per_s']:,.0f} {self.unit}/s "
+            f"elapsed {clock(stats.get('elapsed_s', 0.0))} eta {clock(eta) if eta is not None else '?'}"
         )
 
     def on_eval(self, step: int, metrics: dict[str, Any], is_best: bool) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+Item = TypeVar("Item", bound=tuple[Any, ...])  # an entity span or a triple: hashable, ordered
 
 
 def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
@@ -45,6 +47,18 @@ def set_prf(
             t: prf(c[0], c[1], c[2]) | {"tp": c[0], "predicted": c[1], "gold": c[2]} for t, c in sorted(counts.items())
         }
         out["macro"] = macro(out["per_type"])
+    return out
+
+
+def set_errors(gold: Sequence[Iterable[Item]], pred: Sequence[Iterable[Item]]) -> list[tuple[int, str, Item]]:
+    """(example index, "false_positive" or "false_negative", item) of every predicted item not in gold and
+    every gold item not predicted: the `predicted - tp` and `gold - tp` of `set_prf`, in example order and,
+    within an example, in item order (spans by position)."""
+    out = []
+    for i, (g_items, p_items) in enumerate(zip(gold, pred, strict=True)):
+        g, p = set(g_items), set(p_items)
+        wrong = [(item, "false_positive") for item in p - g] + [(item, "false_negative") for item in g - p]
+        out += [(i, kind, item) for item, kind in sorted(wrong)]
     return out
 
 

@@ -135,6 +135,7 @@ class Trainer:
             "dev_examples": len(self.dev),
             "log_every": cfg.log_every,
             "main_metric": self.pipe.main_metric,
+            "speed_unit": self.pipe.speed_unit,
         }
         self.cb.on_start(total, st.step, info)
         nan_run = 0
@@ -179,7 +180,7 @@ class Trainer:
                     }
                     self.cb.on_step(st.step, stats)
                     if cfg.log_every and st.step % cfg.log_every == 0:
-                        self._log({"event": "step", "step": st.step, **stats})
+                        self._log({"event": "step", "step": st.step, **stats, "speed_unit": self.pipe.speed_unit})
                     if cfg.eval_every and st.step % cfg.eval_every == 0:
                         last_eval_step = st.step
                         if self._evaluate():

@@ -335,7 +335,7 @@ def test_evaluate_prints_per_type_micro_and_macro_and_writes_reports(run: tuple[
 def test_plain_progress_lines_when_stderr_is_not_a_terminal(run: tuple[Path, subprocess.CompletedProcess]) -> None:
     _, proc = run
     lines = proc.stderr.splitlines()
-    step = re.compile(r"^step (\d+)/6 \(\d+%\) loss \d+\.\d{4} lr \S+ [\d,]+ tok/s elapsed \d+:\d\d:\d\d eta \S+$")
+    step = re.compile(r"^step (\d+)/6 \(\d+%\) loss \d+\.\d{4} lr \S+ [\d,]+ chars/s elapsed \d+:\d\d:\d\d eta \S+$")
     assert [int(m.group(1)) for x in lines if (m := step.match(x))] == [2, 4, 6], proc.stderr
     assert sum(bool(re.match(r"^step [36]: dev f1 \d\.\d{4}", x)) for x in lines) == 2, proc.stderr
     assert lines[0].startswith("train: 6 steps planned")

@@ -30,6 +30,13 @@ def evaluate(
         "ie: start and end pointer probability; qa: pointer probability).",
         metavar="X,Y,...",
     ),
+    errors: str | None = typer.Option(
+        None,
+        "--errors",
+        help="Also write every false positive and false negative, with its text, to FILE as JSON Lines "
+        "(ner, ie; qa: each wrong answer).",
+        metavar="FILE",
+    ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Inference batch size (default: the model's).", metavar="N"
     ),
@@ -54,6 +61,10 @@ def evaluate(
         if report_format(report) is None:
             raise UsageError(f"--report {report}: name a .csv, .md or .json file")
         check_output_file(report)  # before the model loads
+    if errors is not None:
+        if thresholds is not None:
+            raise UsageError("--errors lists the errors at the model's own settings: leave out --thresholds")
+        check_output_file(errors)
     options: dict[str, Any] = {
         "task": task,
         "device": device,
@@ -68,7 +79,7 @@ def evaluate(
         table = threshold_report(rows, cls.main_metric, title)
         metrics: dict[str, Any] = {"thresholds": rows}
     else:
-        metrics = api.evaluate(model, data, **options, **overrides)
+        metrics = api.evaluate(model, data, **options, errors=errors, **overrides)
         table = cls.report(metrics, title)
     if report is not None:
         write_report(table, report, metrics)
@@ -78,6 +89,8 @@ def evaluate(
         print_table(render(table))
     if report is not None:
         err_console.print(f"wrote the table to {report}", highlight=False)
+    if errors is not None:
+        err_console.print(f"wrote the false positives and negatives to {errors}", highlight=False)
 
 
 def _floats(text: str) -> list[float]:

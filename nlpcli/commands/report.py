@@ -29,8 +29,9 @@ def report(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (one object per run)."),
 ) -> None:
-    """Draw training loss, dev metric and tokens/s over steps and over training time, and summarise each run
-    (tab-separated rows when stdout is not a terminal; --json for one object)."""
+    """Draw training loss, dev metric, learning rate and speed over steps and over training time, the kept (best)
+    checkpoint marked, and summarise each run (tab-separated rows when stdout is not a terminal; --json for one
+    object)."""
     from ..data.io import check_output_file
     from ..report import plot_runs, read_run, write_png
 
@@ -44,7 +45,7 @@ def report(
         return
     table = Table(title="training runs")
     add_name_column(table, "run", [r["run"] for r in rows])
-    for col in ("task", "steps", "time", "tokens/s", "last loss", "best dev", "at step", "stopped by"):
+    for col in ("task", "steps", "time", "speed", "last loss", "kept (best)", "at step", "stopped by"):
         table.add_column(col, justify="left" if col in ("task", "stopped by") else "right", overflow="fold")
     for r in rows:
         best = f"{r['main_metric']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
@@ -53,7 +54,7 @@ def report(
             r["task"] or "?",
             str(r["steps"]),
             _clock(r["elapsed_s"]),
-            f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] is not None else "-",
+            f"{r['tokens_per_s']:,.0f} {r['speed_unit']}/s" if r["tokens_per_s"] is not None else "-",
             f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-",
             best,
             str(r["best_step"] if r["best_step"] is not None else "-"),

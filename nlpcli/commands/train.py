@@ -26,7 +26,7 @@ from .common import (
 
 
 class RichCallbacks(TrainCallbacks):
-    """Shows training progress on stderr: loss, tokens/s, ETA; a line per dev evaluation."""
+    """Shows training progress on stderr: loss, speed, ETA; a line per dev evaluation."""
 
     def __init__(self, main_metric: str):
         self.metric = main_metric
@@ -42,18 +42,20 @@ class RichCallbacks(TrainCallbacks):
             transient=False,
         )
         self.bar: TaskID | None = None
+        self.unit = "tokens"
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
         # Progress is the larger of steps done and time budget used, so the ETA holds for both.
         self.total_steps = total_steps
+        self.unit = str(info.get("speed_unit", "tokens"))
         done = round(1000 * start_step / max(total_steps, 1))
         self.bar = self.progress.add_task("train", total=1000, completed=done, stats="")
 
     def on_step(self, step: int, stats: dict[str, float]) -> None:
         text = (
             f"step {step}/{self.total_steps} loss {stats['loss']:.4f} "
-            f"{stats['tokens_per_s']:,.0f} tok/s ep {stats['epoch'] + 1}"
+            f"{stats['tokens_per_s']:,.0f} {self.unit}/s ep {stats['epoch'] + 1}"
         )
         if self.bar is not None:
             self.progress.update(self.bar, completed=round(1000 * stats["progress"]), stats=text)
@@ -137,7 +139,7 @@ def train(
     }
     overrides = {k: v for k, v in given.items() if v is not None} | extra
     cls = get_task(task)  # looked up once: the library takes the class
-    metric = cls.main_metric
+    metric, unit = cls.main_metric, cls.speed_unit
     callbacks = RichCallbacks(metric) if stderr_is_tty() else LogLines(metric)
     report = api.train(
         cls,
@@ -179,7 +181,7 @@ def train(
         err_console.print(report.encoder_note, highlight=False, soft_wrap=True)
     best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
     out_console.print(
-        f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} tok/s, "
+        f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} {unit}/s, "
         f"best dev {metric} {best} -> {output}/best",
         highlight=False,
     )

@@ -77,3 +77,10 @@ def write_jsonl(predictions: Predictions, output_path: str, advance: Callable[[]
                 raise DataError(target, f"cannot write ({os_reason(e)})") from None
             advance()
         predictions.check_not_empty()
+
+
+def write_records(path: str, records: Iterator[Any] | list[Any]) -> None:
+    """Records as strict JSON Lines into a file, atomically (e.g. `evaluate --errors`)."""
+    with atomic_output(path) as out:
+        for record in records:
+            out.write(dumps(record) + "\n")

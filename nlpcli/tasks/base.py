@@ -70,6 +70,8 @@ class Pipeline:
     table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
+    # What a batch's `_tokens` counts, named in the training log and `report` ("tokens" per second, ...).
+    speed_unit: ClassVar[str] = "tokens"
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
@@ -113,7 +115,7 @@ class Pipeline:
         return 1
 
     def collate(self, examples: list[Any]) -> dict[str, Any]:
-        """Tensors for a batch; an int under '_tokens' counts tokens for speed reports."""
+        """Tensors for a batch; an int under '_tokens' counts the task's `speed_unit` for speed reports."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -395,6 +397,13 @@ class Pipeline:
     def evaluate(self, examples: list[Any], batch_size: int | None = None) -> dict[str, Any]:
         """Metrics on gold examples; must include `main_metric`."""
         raise NotImplementedError
+
+    def evaluate_errors(
+        self, examples: list[Any], batch_size: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """`evaluate`'s metrics and, from the same predictions, every false positive and false negative as a
+        JSON-ready dict with its text (`evaluate --errors`, for error analysis)."""
+        raise ConfigError(f"the {self.name} task has no false positives and negatives to list (--errors: ner, ie, qa)")
 
     @classmethod
     def report(cls, metrics: dict[str, Any], title: str) -> Report:

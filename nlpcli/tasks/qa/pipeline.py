@@ -25,7 +25,7 @@ from ..base import InputField, Pipeline
 from .data import FORMATS, QAExample, passage_text, passages_field, read_qa
 from .decode import Candidate, best_spans, vote
 from .inputs import EncoderInputs, ReaderInputs, Row, ScratchInputs
-from .metrics import qa_metrics
+from .metrics import normalize_answer, qa_metrics, sogou_scores
 from .model import EncoderReader, QaModel, focal_loss, gate_loss, pointer_probs, span_loss
 
 
@@ -364,7 +364,27 @@ class QaPipeline(Pipeline):
         return [{k: r[k] for k in keys} for r in self.predict_records(records, batch_size)]
 
     def evaluate(self, examples: list[QAExample], batch_size: int | None = None) -> dict[str, Any]:
+        return self.evaluate_errors(examples, batch_size)[0]
+
+    def evaluate_errors(
+        self, examples: list[QAExample], batch_size: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         preds = self.answer(
             [ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples], batch_size
         )
-        return qa_metrics([ex.answers for ex in examples], [p["answer"] for p in preds], [ex.kind for ex in examples])
+        answers = [p["answer"] for p in preds]
+        metrics = qa_metrics([ex.answers for ex in examples], answers, [ex.kind for ex in examples])
+        return metrics, self.errors(examples, answers)
+
+    @staticmethod
+    def errors(examples: list[QAExample], answers: list[str]) -> list[dict[str, Any]]:
+        """One record per question answered wrong (not accurate as scored): an answer where gold has none is a
+        false_positive, no answer where gold has one a false_negative, another answer a wrong_answer."""
+        out = []
+        for ex, answer in zip(examples, answers, strict=True):
+            if sogou_scores(answer, ex.answers)[0] == 1.0:
+                continue
+            given = bool(normalize_answer(answer))
+            kind = "wrong_answer" if given and ex.answers else "false_positive" if given else "false_negative"
+            out.append({"question": ex.question, "kind": kind, "answer": answer, "gold": ex.answers})
+        return out

@@ -16,7 +16,7 @@ from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data.batching import windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
-from ....metrics import set_prf
+from ....metrics import set_errors, set_prf
 from ....nn import hf
 from ....nn.encoder import (
     AUTO,
@@ -103,6 +103,7 @@ class NerPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
+    speed_unit = "chars"  # counted on the text, so speeds compare across encoders (a tokenizer's or chars)
     config: NerConfig
     model: NerModel
 
@@ -196,7 +197,7 @@ class NerPipeline(Pipeline):
             span_mask=spannable,
             labels=labels,
             _offsets=[e.offsets for e in encoded],
-            _tokens=int(attention.sum()),
+            _tokens=sum(len(ex.text) for ex in examples),
         )
         return batch
 
@@ -255,6 +256,11 @@ class NerPipeline(Pipeline):
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, examples: list[NerExample], batch_size: int | None = None) -> dict[str, Any]:
+        return self.evaluate_errors(examples, batch_size)[0]
+
+    def evaluate_errors(
+        self, examples: list[NerExample], batch_size: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for ex in examples:
             for _, _, t in ex.spans:
                 if t not in self.type_ids:
@@ -264,7 +270,23 @@ class NerPipeline(Pipeline):
         metrics = set_prf(gold, preds, type_of=lambda span: span[2])
         metrics["nested"] = _nested_counts(gold, preds)
         metrics["examples"] = len(examples)
-        return metrics
+        return metrics, self.errors(examples, preds)
+
+    @staticmethod
+    def errors(examples: list[NerExample], preds: list[list[tuple[int, int, str]]]) -> list[dict[str, Any]]:
+        """Each entity predicted but not gold (false_positive) and gold but not predicted (false_negative), its
+        offsets as the task's predictions give them and its text."""
+        return [
+            {
+                "text": examples[i].text,
+                "kind": kind,
+                "type": t,
+                "start": s,
+                "end": e,
+                "entity": examples[i].text[s : e + 1],
+            }
+            for i, kind, (s, e, t) in set_errors([ex.spans for ex in examples], preds)
+        ]
 
     @classmethod
     def report(cls, metrics: dict[str, Any], title: str) -> Report:

@@ -24,7 +24,7 @@ from ....config import Section, TaskConfig, TrainerConfig, opt
 from ....data.batching import Window, windows
 from ....data.io import ReadStats
 from ....errors import DataError
-from ....metrics import set_prf
+from ....metrics import set_errors, set_prf
 from ....nn import hf
 from ....nn.encoder import (
     AUTO,
@@ -124,6 +124,7 @@ class IePipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("start_threshold", "end_threshold")
+    speed_unit = "chars"  # counted on the text, so speeds compare across encoders (a tokenizer's or chars)
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
     config: IeConfig
     model: IeModel
@@ -253,7 +254,7 @@ class IePipeline(Pipeline):
                 span_mask[b, : len(e.offsets)] = torch.tensor(e.spannable())
         batch["span_mask"] = span_mask
         batch["_encoded"] = encoded
-        batch["_tokens"] = int(lengths.sum())
+        batch["_tokens"] = sum(len(t) for t in texts)
         return batch
 
     def collate(self, examples: list[IeExample]) -> dict[str, Any]:
@@ -382,6 +383,11 @@ class IePipeline(Pipeline):
 
     def evaluate(self, examples: list[IeExample], batch_size: int | None = None) -> dict[str, Any]:
         """Triple-level exact-match micro P/R/F1 (official normalisation) and a per-predicate table."""
+        return self.evaluate_errors(examples, batch_size)[0]
+
+    def evaluate_errors(
+        self, examples: list[IeExample], batch_size: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         records = self.predict_records(({"text": ex.text} for ex in examples), batch_size)
         preds = [
             {(normalize_mention(d["subject"]), d["predicate"], normalize_mention(d["object"])) for d in r["spo_list"]}
@@ -393,7 +399,18 @@ class IePipeline(Pipeline):
         metrics["examples"] = len(examples)
         if unknown:  # scored as misses: the model cannot predict them
             metrics["gold_triples_with_unknown_predicate"] = unknown
-        return metrics
+        return metrics, self.errors(examples, gold, preds)
+
+    @staticmethod
+    def errors(
+        examples: list[IeExample], gold: list[set[tuple[str, str, str]]], preds: list[set[tuple[str, str, str]]]
+    ) -> list[dict[str, Any]]:
+        """Each triple predicted but not gold (false_positive) and gold but not predicted (false_negative), as
+        scored: mentions normalised the official way."""
+        return [
+            {"text": examples[i].text, "kind": kind, "subject": s, "predicate": p, "object": o}
+            for i, kind, (s, p, o) in set_errors(gold, preds)
+        ]
 
     @classmethod
     def report(cls, metrics: dict[str, Any], title: str) -> Report:
