@@ -22,11 +22,14 @@ NAMES = ["m3e-small", "e5-small", "word2vec-zhwiki"]
 def test_models_list_in_a_pipe_is_tab_separated_rows_with_whole_names() -> None:
     proc = run_cli("models", "list", check=True)  # stdout is a pipe
     lines = proc.stdout.splitlines()
-    assert lines[0].split("\t") == ["name", "kind", "size", "licence", "training-data overlap", "cached"]
+    assert lines[0].split("\t") == ["name", "how", "kind", "size", "licence", "training-data overlap", "cached"]
     rows = [line.split("\t") for line in lines[1:]]
-    assert [r[0] for r in rows] == NAMES and all(len(r) == 6 for r in rows)
-    assert not BOX.search(proc.stdout) and "pretrained weights" not in proc.stdout  # no box, no title
-    assert next(line for line in lines if "word2vec" in line).startswith("word2vec-zhwiki\tword vectors\t")
+    assert [r[0] for r in rows if r[1] == "pull"] == NAMES and all(len(r) == 7 for r in rows)
+    assert [r[0] for r in rows if r[1] == "build"] == ["ner-msra", "gpt-zh"]
+    assert (
+        not BOX.search(proc.stdout) and "pretrained weights" not in proc.stdout and "models:" not in proc.stdout
+    )  # no box, no title
+    assert next(line for line in lines if "word2vec" in line).startswith("word2vec-zhwiki\tpull\tword vectors\t")
 
 
 def test_info_in_a_pipe_is_rows_and_json_on_request() -> None:

@@ -95,6 +95,9 @@ def _records_table(cls: Any) -> Table:
     for f in cls.input_fields:
         option = " | ".join((f.option, *f.aliases)) + (" (repeats)" if f.repeats else "")
         table.add_row(*map(escape, (f.name, option, f.column_option, f.kind, f.help)))
+    # a row, not only the title, so that plain rows for scripts (which drop titles) carry it too
+    table.add_row("(output)", "", "", "", escape("gains " + (cls.output_help or "its predictions.")))
+    table.add_row("(example)", "", "", "", escape(example))
     return table
 
 

@@ -45,30 +45,23 @@ def list_models(
     if as_json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         return
+    # One table, so that a script reading the rows (stdout not a terminal) gets one header: pulled weights and
+    # built models side by side, told apart by `how`.
     table = Table(
-        title="pretrained weights (nlpcli models pull NAME)", caption="--json gives the full licence and overlap notes"
+        title="models: pull NAME (pretrained weights) or build NAME (trained here from public data)",
+        caption="--json gives the full licence, overlap and data notes; a built name works wherever a directory does",
     )
-    add_name_column(table, "name", [r["name"] for r in rows if r["how"] == PULL])
-    for col in ("kind", "size", "licence", "training-data overlap", "cached"):
+    add_name_column(table, "name", [r["name"] for r in rows])
+    for col in ("how", "kind", "size", "licence", "training-data overlap", "cached"):
         table.add_column(col, overflow="fold")
     for r in rows:
         if r["how"] == PULL:
             cached = f"yes: {r['path']}" if r["cached"] else "no"
-            table.add_row(
-                *map(escape, (r["name"], r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached))
-            )
-    print_table(table)
-    built = [r for r in rows if r["how"] == BUILD]
-    table = Table(
-        title="models built from public data (nlpcli models build NAME; then --model NAME anywhere)",
-        caption="build time: measured where known, else the training budget",
-    )
-    add_name_column(table, "name", [r["name"] for r in built])
-    for col in ("kind", "data", "licence", "build time", "built"):
-        table.add_column(col, overflow="fold")
-    for r in built:
-        data = "; ".join(f"{d['package']}: {d['description']}" for d in r["data"])
-        table.add_row(*map(escape, (r["name"], r["kind"], data, r["licence"], _build_time(r), _built(r))))
+            cells = (r["name"], PULL, r["kind"], r["size"], r["licence_short"], r["overlap_short"], cached)
+        else:
+            data = "built from " + "; ".join(f"{d['package']}: {d['description']}" for d in r["data"])
+            cells = (r["name"], BUILD, r["kind"], _build_time(r), r["licence"], data, _built(r))
+        table.add_row(*map(escape, cells))
     print_table(table)
 
 
