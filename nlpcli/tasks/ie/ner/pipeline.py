@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
-from ....data.batching import windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....metrics import set_prf
-from ....nn import hf
-from ....nn.encoder import (
-    AUTO,
-    AutoChoice,
-    Encoder,
-    EncoderConfig,
-    HFEncoder,
-    TextEncoder,
-    create_encoder,
-    rebuild_encoder,
-)
+from ....nn.encoder import AUTO, AutoChoice, Encoder, EncoderConfig, TextEncoder
+from ....nn.encoder_task import EncoderTask, WindowConfig
 from ....nn.globalpointer import decode_spans, globalpointer_loss
 from ....tables import Report, prf_report
 from ...base import Pipeline, TextPiece
@@ -64,8 +53,6 @@ class NerInference(Section):
     # training ones.
     max_span_len: int = opt(0, "Longest span predicted, in characters; 0: the longest entity seen in training.")
     batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
-    max_len: int = opt(256, "Window size in characters; longer texts are windowed, never cut (training too).")
-    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
 
 
 @dataclass
@@ -77,7 +64,13 @@ class NerConfig(TaskConfig):
         default_factory=lambda: EncoderConfig(name=AUTO, embed_dropout=0.2, char_min_count=1)
     )
     model: NerModelConfig = field(default_factory=NerModelConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
     inference: NerInference = field(default_factory=NerInference)
+    # Format 2 kept the window (training and prediction alike) in `inference`.
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "inference.max_len": ("windows.window",),
+        "inference.window_overlap": ("windows.window_overlap",),
+    }
     # Measured on CLUENER (our 90/10 split, 20 CPU minutes, one thread; README): DGCNN 0.726,
     # + word2vec 0.736, m3e-small 0.761, e5-small 0.508 micro F1.
     AUTO_ENCODER = (
@@ -88,7 +81,7 @@ class NerConfig(TaskConfig):
     )
 
 
-class NerPipeline(Pipeline):
+class NerPipeline(EncoderTask, Pipeline):
     name = "ner"
     summary = "GlobalPointer named-entity recognition (nested and flat)"
     Config = NerConfig
@@ -96,6 +89,7 @@ class NerPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
+    FIT_WINDOWS_TO_TOKENS = False
     config: NerConfig
     model: NerModel
 
@@ -104,8 +98,7 @@ class NerPipeline(Pipeline):
         self.types: list[str] = assets["types"]
         self.type_ids = {t: i for i, t in enumerate(self.types)}
         self.tokenizer = tokenizer
-        limit = model.encoder.max_tokens(tokenizer) if isinstance(model.encoder, HFEncoder) else 512
-        self.encode = TextEncoder(assets, tokenizer, limit)
+        self.encode = TextEncoder(assets, tokenizer, self.max_tokens or 512)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -120,14 +113,13 @@ class NerPipeline(Pipeline):
         if not types:
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
-        new = create_encoder(config.encoder, [ex.text for ex in train_examples], config.AUTO_ENCODER)
-        config = dataclasses.replace(config, encoder=new.config)
+        config, new = cls.new_encoder(config, [ex.text for ex in train_examples])
         assets: dict[str, Any] = {"types": types, "longest_entity": longest} | new.assets
         return cls(config, assets, cls._model(config, new.module, len(types)), new.tokenizer)
 
     @classmethod
     def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> NerPipeline:
-        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        encoder, tokenizer = cls.saved_encoder(config, assets, directory)
         return cls(config, assets, cls._model(config, encoder, len(assets["types"])), tokenizer)
 
     @classmethod
@@ -142,24 +134,12 @@ class NerPipeline(Pipeline):
         m = config.model
         return NerModel(encoder, num_types, m.head, m.head_size, m.rope)
 
-    def write_extra(self, directory: Path) -> None:
-        if isinstance(self.model.encoder, HFEncoder):
-            hf.save(self.model.encoder.model, self.tokenizer, directory)
-
-    def param_groups(self) -> list[dict[str, Any]] | None:
-        if self.tokenizer is None:
-            return None
-        enc = list(self.model.encoder.parameters())
-        head = list(self.model.head.parameters())
-        return [{"params": enc, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": head}]
-
     # --- encoding ---------------------------------------------------------------------------
     def training_examples(self, examples: list[NerExample]) -> list[NerExample]:
         """Long texts become overlapping windows; each window keeps the spans it holds whole."""
         out = []
-        inf = self.config.inference
         for ex in examples:
-            for w in windows(len(ex.text), inf.max_len, inf.window_overlap):
+            for w in self.text_windows(ex.text, training=True):
                 spans = [(s - w.start, e - w.start, t) for s, e, t in ex.spans if s >= w.start and e < w.end]
                 out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start, path=ex.path))
         return out
@@ -198,8 +178,7 @@ class NerPipeline(Pipeline):
 
     # --- prediction -------------------------------------------------------------------------
     def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
-        inf = self.config.inference
-        return self.text_pieces(record["text"], inf.max_len, inf.window_overlap)
+        return self.text_pieces(record["text"], self.text_windows(record["text"]))
 
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
