@@ -162,9 +162,8 @@ def scoring_speedup(pipe, sets: list[list[str]], steps: int, seed: int) -> dict:
     """The same chains, steps and seed, candidate sentences scored as one batch vs one at a time."""
     out = {}
     for mode in (True, False):
-        s = pipe.config.inference.updated({"batched": mode, "num": 1, "steps": steps, "seed": seed})
         st = cgmh.StepStats()
-        cgmh.generate(pipe, sets, s, stats=st)
+        list(pipe.iter_generate(sets, stats=st, batched=mode, num=1, steps=steps, seed=seed))
         out["batched" if mode else "one_at_a_time"] = {
             "scored_sentences": st.scored_sentences,
             "score_seconds": round(st.score_seconds, 3),
@@ -244,9 +243,7 @@ def main() -> None:
     sets, sources = keyword_sets(held, args.sets, args.seed)
     t0 = time.time()
     sampler_seed = args.seed if args.sampler_seed is None else args.sampler_seed
-    gens = cgmh.generate(
-        pipe, sets, pipe.config.inference.updated({"num": 1, "steps": args.steps, "seed": sampler_seed})
-    )
+    gens = list(pipe.iter_generate(sets, num=1, steps=args.steps, seed=sampler_seed))
     seconds = time.time() - t0
     outputs = [g.sentences[0]["text"] for g in gens]
     covered = sum(all(w in o for w in ws) for ws, o in zip(sets, outputs))

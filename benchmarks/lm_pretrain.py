@@ -94,7 +94,7 @@ def scored_chars(path: Path) -> int:
 def per_char(metrics: dict[str, Any], chars: int) -> dict[str, Any]:
     """Per-character perplexity from `evaluate lm`'s per-token figures: NLL per token (an end token per line
     or window included) x tokens = the total NLL, spread over the characters."""
-    # evaluate's "sentences" are the model's windows: a line longer than max_len is several, each with an end.
+    # evaluate's "sentences" are the model's windows: a line longer than train_window is several, each with an end.
     out: dict[str, Any] = {"chars": chars, "tokens": metrics["tokens"], "windows": metrics["sentences"]}
     for d in ("fwd", "bwd"):
         if f"nll_{d}" in metrics:

@@ -322,21 +322,3 @@ def predict(
 ) -> Iterator[dict[str, Any]]:
     """Stream predictions: JSONL lines in, records with predictions out, in order (`records.predict`)."""
     return records.predict(pipe, lines, path, batch_size, skip_bad, stats)
-
-
-def iter_generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> Iterator[Any]:
-    """CGMH sentences for each keyword set (an `lm` pipeline; its inference section is the sampler's)."""
-    from .tasks.gen.lm.cgmh import iter_generate as run
-
-    return run(pipe, keyword_sets, pipe.config.inference)  # type: ignore[arg-type]
-
-
-def generate(pipe: Pipeline, keyword_sets: list[list[str]]) -> list[Any]:
-    return list(iter_generate(pipe, keyword_sets))
-
-
-def read_keyword_file(pipe: Pipeline, path: str) -> list[tuple[int, list[str]]]:
-    """(line, words) of each non-blank line of a keyword file; every line is checked against the model."""
-    from .tasks.gen.lm.cgmh import read_keyword_file as read
-
-    return read(pipe, path)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """One checkpoint format for every task: a directory written atomically.
 
     config.json        task name, format version, nlpcli version, the task config in sections
-                       (format 1, before config sections, kept one flat dict: still read)
+                       (format 1, before config sections, kept one flat dict; format 2, before the
+                       renames of format 3: both still read)
     vocab.json         the task's assets (vocabularies, label sets)
     model.safetensors  weights (no pickle)
     metrics.json       metrics of this checkpoint (optional)
@@ -42,7 +43,9 @@ from .errors import CheckpointError
 from .models import resolve_model_dir
 from .version import __version__
 
-FORMAT_VERSION = 2
+# 3: fields renamed (`max_len` split by meaning: windows.window, model.max_positions, model.train_window,
+# inference.max_sentence_len, model.context_len); format 2's names are read through TaskConfig.MOVED.
+FORMAT_VERSION = 3
 BEST, LAST = "best", "last"
 NEW, OLD = ".new", ".old"  # suffixes of a checkpoint's next and previous versions during a swap
 LOCK_FILE = ".lock"

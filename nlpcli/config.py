@@ -4,11 +4,14 @@
   --resume (`TrainerConfig.RESUMABLE`); the rest would change the run and are refused.
 - `encoder`: the shared char+word DGCNN / Hugging Face encoder block of ner, ie and qa (`nn.encoder`).
 - `model`: the task's model, fixed when the model is built (a checkpoint keeps it; --resume refuses changes).
+- `windows`: how tasks that read long texts (ner, ie, qa) cut them into overlapping windows; may change at
+  predict time.
 - `inference`: thresholds, batch size, sampler and decoding settings; may change at predict time.
 
 Values come from the task's defaults, then a config file (TOML/JSON, with `[section]` tables or flat keys),
-then the command line: `--field value` (looked up in trainer, model, encoder, inference, in that order) or
-`--section.field value`.
+then the command line: `--field value` (looked up in trainer, model, encoder, windows, inference, in that order)
+or `--section.field value`. Renamed fields keep their old names as aliases (`TaskConfig.MOVED`), so presets,
+options and checkpoints that use them still mean what they meant.
 """
 
 from __future__ import annotations
@@ -134,17 +137,22 @@ class TaskConfig:
     model: Section = field(default_factory=Section)
     inference: Section = field(default_factory=Section)
     encoder: Section | None = None
+    windows: Section | None = None
 
     # What `--encoder auto` may take, best first (nn.encoder.AutoChoice; tasks with the encoder block).
     AUTO_ENCODER: ClassVar[tuple[Any, ...]] = ()
     # Lookup order of a bare `--field`: the first section that has it.
-    ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "inference")
+    ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "windows", "inference")
     # Flat names of format-1 checkpoints and older option spellings -> "section.field".
     RENAMES: ClassVar[dict[str, str]] = {
         "encoder": "encoder.name",
         "encoder_lr": "encoder.lr",
         "eval_batch_size": "inference.batch_size",
     }
+    # Fields renamed or moved since (format-2 checkpoints, presets, options): old "section.field" -> the new
+    # "section.field"(s) it sets. A bare old name is found where it was, in section order: `--max-len` still
+    # lands where it landed.
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def sections(self) -> dict[str, Section]:
         return {name: s for name in self.ORDER if (s := getattr(self, name)) is not None}
@@ -183,18 +191,23 @@ class TaskConfig:
 
     def locate(self, key: str, only: tuple[str, ...] | None = None) -> tuple[str, str]:
         """(section, field) of an option: `section.field`, an old flat name, or the first section having it."""
+        return self.targets(key, only)[0]
+
+    def targets(self, key: str, only: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+        """The (section, field)s an option sets: one, or for an old name several (`MOVED`), in `only`'s sections."""
         key = key.replace("-", "_")
         key = self.RENAMES.get(key, key)
         sections = self.sections()
         allowed = only or tuple(sections)
-        if "." in key:
-            name, _, fname = key.partition(".")
+        candidates = [key] if "." in key else [f"{name}.{key}" for name in allowed]
+        for dotted in candidates:
+            name, _, fname = dotted.partition(".")
             if name in allowed and name in sections and fname in sections[name].field_names():
-                return name, fname
-        else:
-            for name in allowed:
-                if name in sections and key in sections[name].field_names():
-                    return name, key
+                return [(name, fname)]
+            moved = [t.partition(".") for t in self.MOVED.get(dotted, ())]
+            found = [(s, f) for s, _, f in moved if s in allowed and s in sections]
+            if found:
+                return found
         raise UnknownOption(self._unknown(key, allowed))
 
     def _unknown(self, key: str, allowed: tuple[str, ...]) -> str:
@@ -217,12 +230,13 @@ class TaskConfig:
                 pairs = [(key, value)]
             for k, v in pairs:
                 try:
-                    name, fname = self.locate(k, only)
+                    found = self.targets(k, only)
                 except ConfigError:
                     if strict:
                         raise
                     continue
-                changes.setdefault(name, {})[fname] = v
+                for name, fname in found:
+                    changes.setdefault(name, {})[fname] = v
         replaced = {name: sections[name].updated(vals, name + ".") for name, vals in changes.items()}
         return dataclasses.replace(self, **replaced)  # type: ignore[arg-type]  # sections by name
 

@@ -13,10 +13,13 @@ from util import SAMPLES, run_cli, shared_data
 
 from nlpcli import api
 from nlpcli.errors import ConfigError, DataError
+from nlpcli.tasks.gen.chat.config import ChatConfig
 from nlpcli.tasks.gen.chat.data import Dialogue, read_dialogues
 from nlpcli.tasks.gen.chat.decode import Decoding, generate
+from nlpcli.tasks.gen.chat.inputs import build_input, fit_latest_turns
 from nlpcli.tasks.gen.chat.metrics import bigram_nll, distinct_n
-from nlpcli.tasks.gen.chat.pipeline import ChatConfig, ChatPipeline, ChatSession, build_input, fit_latest_turns
+from nlpcli.tasks.gen.chat.pipeline import ChatPipeline
+from nlpcli.tasks.gen.chat.session import ChatSession
 from nlpcli.tasks.gen.lm.data import Sentence
 from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
 
@@ -419,7 +422,7 @@ def test_chat_from_lm_computes_the_lm_distribution_at_step_0(tmp_path):
     directory = tiny_lm(tmp_path)
     lm = api.load(str(directory), task="lm", device="cpu")
     pipe = tiny_pipe(sample_dialogues(), init=str(directory), hidden_size=64, layers=1)
-    assert (pipe.config.model.hidden_size, pipe.config.model.layers, pipe.config.model.max_len) == (32, 2, 66)
+    assert (pipe.config.model.hidden_size, pipe.config.model.layers, pipe.config.model.context_len) == (32, 2, 66)
     assert pipe.tokenizer.vocab.itos == lm.vocab.itos and not pipe.model.speaker.weight.any()
     pipe.model.eval()
     # A dialogue reads as the lm's packed stream: <s> u1 <s> u2 <s> (full-width commas folded as the lm does).

@@ -15,7 +15,7 @@ from util import SAMPLES, run_cli
 
 from nlpcli import api
 from nlpcli.errors import CheckpointError, ConfigError, DataError
-from nlpcli.tasks.gen.lm import cgmh
+from nlpcli.tasks.gen.lm import cgmh, settings
 from nlpcli.tasks.gen.lm.data import Sentence, read_sentences
 from nlpcli.tasks.gen.lm.model import SPECIALS, BiLM, reverse_rows, sentence_logprob
 from nlpcli.tasks.gen.lm.pipeline import LmConfig, LmPipeline
@@ -199,7 +199,7 @@ def test_detailed_balance_matches_exact_target(arch):
     pipe = toy_pipeline(arch=arch)
     kw_id, free, max_len = 5, [3, 4], 4
     target = exact_target(pipe, max_len, kw_id, free)
-    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1, proposal="full")  # K covers all: exact
+    s = cgmh.SamplerSettings(top_k=3, max_sentence_len=max_len, min_len=1, proposal="full")  # K covers all: exact
     n_chains, burn, steps = 400, 60, 360
     ch = cgmh.Chains.start([[[kw_id]]] * n_chains, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
@@ -234,7 +234,7 @@ def test_detailed_balance_test_catches_a_wrong_rule(monkeypatch, arch):
         return choice, torch.where(moves, naive, accept), delta
 
     monkeypatch.setattr(cgmh, "_decide", wrong)
-    s = cgmh.SamplerSettings(top_k=3, max_len=max_len, min_len=1, proposal="full")
+    s = cgmh.SamplerSettings(top_k=3, max_sentence_len=max_len, min_len=1, proposal="full")
     ch = cgmh.Chains.start([[[kw_id]]] * 400, max_len, torch.device("cpu"))
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
     gen = torch.Generator().manual_seed(0)
@@ -267,7 +267,7 @@ def stationary_tv(
         ch.kw[c, at] = 0
         ch.length[c] = len(seq)
     ch.logp = cgmh.score_rows(pipe, ch.tokens, ch.length, torch.zeros_like(ch.length))
-    s = cgmh.SamplerSettings(top_k=3, max_len=4, min_len=min_len, proposal=proposal)
+    s = cgmh.SamplerSettings(top_k=3, max_sentence_len=4, min_len=min_len, proposal=proposal)
     counts: Counter = Counter()
     for step in range(steps):
         cgmh.mh_step(pipe, ch, s, gen)
@@ -281,7 +281,7 @@ def stationary_tv(
     return 0.5 * sum(abs(counts.get(x, 0) / total - p) for x, p in target.items())
 
 
-@pytest.mark.parametrize("proposal", cgmh.PROPOSALS)
+@pytest.mark.parametrize("proposal", settings.PROPOSALS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_target_is_stationary_under_both_proposals(arch, proposal):
     assert stationary_tv(toy_pipeline(arch=arch), proposal) < 0.04  # ~0.02 is the sampling noise here
@@ -304,7 +304,7 @@ def test_kept_transformer_cache_equals_a_fresh_reading():
     cfg = LmConfig().updated(dict(arch="transformer", hidden_size=16, num_layers=2, dropout=0.0, gen_max_len=8))
     pipe = LmPipeline(cfg, {"tokens": SPECIALS + list("abcdefg")}, BiLM(cfg.model, len(SPECIALS) + 7).eval())
     start = [[[3], [4, 5]], [[6]], [[7], [8]]] * 4
-    s = cgmh.SamplerSettings(top_k=4, max_len=8, min_len=1, proposal="fast")
+    s = cgmh.SamplerSettings(top_k=4, max_sentence_len=8, min_len=1, proposal="fast")
     runs = []
     for kept in (True, False):
         ch = cgmh.Chains.start(start, 8, torch.device("cpu"))
@@ -331,7 +331,7 @@ def test_kept_transformer_cache_equals_a_fresh_reading():
     assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
     # A step that does not keep the cache (the full proposal) drops it: the next fast step reads afresh.
     gen = torch.Generator().manual_seed(2)
-    cgmh.mh_step(pipe, kept_ch, cgmh.SamplerSettings(top_k=4, max_len=8, min_len=1, proposal="full"), gen)
+    cgmh.mh_step(pipe, kept_ch, cgmh.SamplerSettings(top_k=4, max_sentence_len=8, min_len=1, proposal="full"), gen)
     assert kept_ch.cache is None
     cgmh.mh_step(pipe, kept_ch, s, gen)
     assert kept_ch.cache is not None
@@ -341,7 +341,7 @@ def test_kept_transformer_cache_equals_a_fresh_reading():
     assert torch.allclose((kept_ch.cache.lp * real).sum(1), kept_ch.logp, atol=1e-4)
 
 
-@pytest.mark.parametrize("proposal", cgmh.PROPOSALS)
+@pytest.mark.parametrize("proposal", settings.PROPOSALS)
 def test_min_len_floor_keeps_the_truncated_target_stationary(proposal):
     """hard_min_len: the target is the LM's distribution over sentences of at least min_len tokens; chains
     started in exact draws from it stay there, and none ever gets shorter."""
@@ -358,15 +358,11 @@ def test_min_len_floor_blocks_only_deletes_below_it():
 def test_unknown_proposal_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown proposal"):
         cgmh.SamplerSettings(proposal="greedy").check()
-    with pytest.raises(ConfigError, match="min_len 50 is above max_len 40"):
+    with pytest.raises(ConfigError, match="min_len 50 is above max_sentence_len 40"):
         cgmh.SamplerSettings(min_len=50).check()
 
 
 # --- generation on a trained model --------------------------------------------------------------
-
-
-def sampler(**values) -> cgmh.SamplerSettings:
-    return cgmh.SamplerSettings().updated(values)
 
 
 def test_training_lowers_nll(trained):
@@ -383,7 +379,7 @@ def test_keywords_always_present_over_seeds(trained):
     sets = [["北京", "游客"], ["上海"], ["北京天安门", "学生"], ["经济", "科技", "公司", "发展"], ["龘北京"]]
     assert len(pipe.keyword_ids("北京天安门")) >= 2  # a keyword that is several tokens
     for seed in range(5):
-        for words, gen in zip(sets, cgmh.generate(pipe, sets, sampler(num=3, steps=30, seed=seed))):
+        for words, gen in zip(sets, pipe.iter_generate(sets, num=3, steps=30, seed=seed)):
             assert gen.sentences
             for s in gen.sentences:
                 assert all(w in s["text"] for w in words), (words, s)
@@ -392,8 +388,8 @@ def test_keywords_always_present_over_seeds(trained):
 def test_generation_is_deterministic_and_improves_on_the_start(trained):
     pipe = api.load(str(trained[0]), task="lm", device="cpu")
     sets = [["北京", "游客"], ["学校"]]
-    a = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
-    b = cgmh.generate(pipe, sets, sampler(num=2, steps=60, seed=3))
+    a = list(pipe.iter_generate(sets, num=2, steps=60, seed=3))
+    b = list(pipe.iter_generate(sets, num=2, steps=60, seed=3))
     assert [g.sentences for g in a] == [g.sentences for g in b]
     # The sampler finds sentences the LM likes better than the bare keywords it starts from.
     start_nll = pipe.token_nll(["北京游客", "学校"])
@@ -425,10 +421,69 @@ def test_keyword_errors(trained):
         pipe.encode_keywords([])
     with pytest.raises(ConfigError, match="empty"):
         pipe.encode_keywords(["北京", " "])
-    with pytest.raises(ConfigError, match="none of its characters"):
-        pipe.encode_keywords(["龘靐"])
+    assert pipe.encode_keywords(["龘靐"]) == [[1]]  # unknown to the model: one unknown token, still placed
     with pytest.raises(ConfigError, match="steps"):
-        cgmh.generate(pipe, [["北京"]], sampler(steps=0))
+        list(pipe.iter_generate([["北京"]], steps=0))
+    # The one set no sentence can hold: keywords longer than the longest sentence.
+    with pytest.raises(ConfigError, match=r"take \d+ tokens, more than the longest sentence"):
+        pipe.check_keywords(["北京"] * 41)
+
+
+# --- keywords the model does not know: placed as written, never dropped ----------------------------
+
+UNKNOWN_SETS = [["浅析", "北京"], ["浅析"], ["经济", "浅析", "发展"], ["龘北京", "学生"]]
+
+
+@pytest.fixture(scope="module")
+def char_lm(tmp_path_factory):
+    """A tiny char-level lm (a few steps: coverage does not depend on fluency)."""
+    out = tmp_path_factory.mktemp("lm_char") / "run"
+    api.train("lm", SAMPLES / "lm" / "train.txt", out, unit="char", max_steps=20, **TINY)
+    return api.load(str(out), task="lm", device="cpu")
+
+
+def _check_every_keyword_kept(pipe: LmPipeline) -> None:
+    assert pipe.encode_keywords(["浅析"]) == [[1]]  # none of its characters is known: one unknown token
+    for proposal in settings.PROPOSALS:
+        results = list(pipe.iter_generate(UNKNOWN_SETS, num=2, steps=40, seed=0, proposal=proposal))
+        assert [g.words for g in results] == UNKNOWN_SETS  # every set generated, none dropped
+        for words, gen in zip(UNKNOWN_SETS, results):
+            assert gen.sentences, words
+            for s in gen.sentences:
+                assert all(w in s["text"] for w in words), (proposal, words, s)
+                assert "[UNK]" not in s["text"]  # the keyword itself, not the unknown token's name
+                assert len(s["text"]) > len("".join(words)) or s["text"] == "".join(words)
+
+
+def test_unknown_keywords_kept_word_level(trained):
+    pipe = api.load(str(trained[0]), task="lm", device="cpu")
+    assert pipe.config.model.unit == "word"
+    _check_every_keyword_kept(pipe)
+
+
+def test_unknown_keywords_kept_char_level(char_lm):
+    assert char_lm.config.model.unit == "char"
+    _check_every_keyword_kept(char_lm)
+
+
+def test_generate_skip_bad_writes_an_error_record(trained, tmp_path, monkeypatch):
+    """A set no sentence can hold stops the run (exit 1, nothing written), or with --skip-bad becomes an error
+    record in its place while every other set, an unknown keyword included, is generated (exit 0)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    keywords = tmp_path / "kw.txt"
+    keywords.write_text("浅析 北京\n\n" + "北京 " * 41 + "\n学生 学校\n", encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    args = ("generate", "--model", trained[0], "--input", keywords, "--output", target, "--steps", "5")
+    p = run_cli(*args)
+    assert p.returncode == 1 and "kw.txt:3" in p.stderr and not target.exists()
+    p = run_cli(*args, "--skip-bad")
+    assert p.returncode == 0, p.stderr
+    assert "1 keyword set(s) could not be served" in p.stderr and "line 3" in p.stderr
+    lines = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in lines] == [1, 3, 4]
+    assert "error" in lines[1] and "sentences" not in lines[1] and "longest sentence" in lines[1]["error"]
+    for r in (lines[0], lines[2]):
+        assert r["sentences"] and all(all(w in s["text"] for w in r["words"]) for s in r["sentences"])
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -472,7 +527,7 @@ def test_cli_train_evaluate_generate(tmp_path, monkeypatch):
 
     # Bad input: clear errors, and the output file already there is left as it was.
     bad = tmp_path / "bad.txt"
-    bad.write_text("北京 游客\n龘靐\n", encoding="utf-8")
+    bad.write_text("北京 游客\n" + "北京 " * 41 + "\n", encoding="utf-8")
     before = target.read_bytes()
     p = run_cli("generate", "--model", out, "--input", bad, "--output", target, "--steps", "5")
     assert p.returncode == 1 and "bad.txt:2" in p.stderr and target.read_bytes() == before

@@ -97,7 +97,7 @@ def test_pair_fits_the_positions_by_cutting_the_question_never_the_window(tiny_b
     from transformers import BertTokenizerFast
 
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
-    inputs = EncoderInputs(tokenizer, limit=40, max_len=20, type_vocab_size=2)
+    inputs = EncoderInputs(tokenizer, limit=40, window=20, type_vocab_size=2)
     question = "中国的首都是哪个城市？" * 5  # 55 tokens
     passage = "北京是中华人民共和国的首都，也是全国的政治和文化中心。"
     row = inputs.row(question, passage, 3, 23)
@@ -114,8 +114,8 @@ def test_pair_fits_the_positions_by_cutting_the_question_never_the_window(tiny_b
     short = inputs.row("首都是哪里？", passage, 0, 20).encoded.ids["input_ids"]
     assert len(short) == 3 + 6 + 20
     # A window that leaves the question no room is refused when the pipeline is built.
-    with pytest.raises(ConfigError, match="--max-len 20 or less"):
-        EncoderInputs(tokenizer, limit=40, max_len=21, type_vocab_size=2)
+    with pytest.raises(ConfigError, match="--window 20 or less"):
+        EncoderInputs(tokenizer, limit=40, window=21, type_vocab_size=2)
 
 
 def test_position_limits_of_bert_and_roberta_style_encoders():
@@ -165,7 +165,7 @@ def test_xlmr_pairs_have_no_token_types_and_pad_with_its_pad_id(tiny_xlmr):
 
 def test_long_question_and_passage_stay_within_a_small_encoder(tmp_path):
     bert = make_bert(tmp_path / "bert-64", 64)
-    with pytest.raises(ConfigError, match="--max-len"):
+    with pytest.raises(ConfigError, match="--window"):
         _pipeline(bert)  # 48-character windows leave a 64-position encoder too little room for the question
     pipe = _pipeline(bert, max_len=40, window_overlap=12)
     record = {"question": "熊猫主要吃什么？" * 20, "passages": [FILLER * 20 + "大熊猫主要以竹子为食。"]}

@@ -48,6 +48,12 @@ def generate(
     output_path: str | None = typer.Option(
         None, "--output", "-o", help="JSONL output for --input (written atomically); default stdout.", metavar="PATH"
     ),
+    skip_bad: bool = typer.Option(
+        False,
+        "--skip-bad",
+        help="With --input: a keyword set the model cannot serve becomes an error record (its line, words and "
+        "error) instead of stopping the run.",
+    ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
     as_json: bool = typer.Option(False, "--json", help="With --words: one JSON object on stdout."),
     quantize: bool = typer.Option(
@@ -61,13 +67,15 @@ def generate(
         metavar="PRECISION",
     ),
 ) -> None:
-    """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed.
+    """Make sentences that contain every given word (CGMH). Keywords are never deleted or changed; a keyword the
+    model does not know is still placed, as written (scored as the unknown token).
 
     Any sampler setting of the checkpoint (its `inference` section) can be overridden too:
     --top-k 100, --min-len 7, --chains 4, ... (`nlpcli info lm` lists them).
     """
     from .. import api
     from ..registry import get_task
+    from ..tasks.gen.lm.pipeline import LmPipeline
 
     extra, bare = parse_extra(ctx.args)
     config = get_task("lm").Config()
@@ -79,10 +87,11 @@ def generate(
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
     pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
+    assert isinstance(pipe, LmPipeline)
     if input_path is None:
-        _show(api.generate(pipe, [keywords])[0], as_json)
+        _show(next(pipe.iter_generate([keywords])), as_json)
         return
-    sets = api.read_keyword_file(pipe, input_path)  # every line is checked before anything is written
+    sets = pipe.read_keyword_file(input_path, skip_bad)  # every line is checked before anything is written
     _generate_file(pipe, sets, output_path)
 
 
@@ -100,8 +109,9 @@ def _show(result: Any, as_json: bool) -> None:
     err_console.print("score: mean log-probability per token under the forward LM (higher is better)", style="dim")
 
 
-def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: str | None) -> None:
-    """Stream JSONL records; on Ctrl-C the lines finished so far are kept (the file is still swapped in whole)."""
+def _generate_file(pipe: Any, sets: list[Any], output_path: str | None) -> None:
+    """Stream JSONL records, in input order (a set the model cannot serve, kept by --skip-bad, as an error record);
+    on Ctrl-C the lines finished so far are kept (the file is still swapped in whole)."""
     import sys
     from contextlib import nullcontext
 
@@ -114,7 +124,6 @@ def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: st
         TimeRemainingColumn,
     )
 
-    from .. import api
     from ..data.io import atomic_output
 
     sink = atomic_output(output_path) if output_path and output_path != "-" else nullcontext(sys.stdout)
@@ -129,13 +138,15 @@ def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: st
         disable=not stderr_is_tty(),
     )
     written, interrupted = 0, False
+    bad = [s for s in sets if s.error]
+    results = pipe.iter_generate([s.words for s in sets if not s.error])
     with sink as out, bar:
         task = bar.add_task("generate", total=len(sets))
         try:
-            for (line, words), result in zip(sets, api.iter_generate(pipe, [w for _, w in sets])):
-                out.write(
-                    json.dumps({"line": line, "words": words, "sentences": result.sentences}, ensure_ascii=False) + "\n"
-                )
+            for s in sets:
+                record = {"line": s.line, "words": s.words}
+                record |= {"error": s.error} if s.error else {"sentences": next(results).sentences}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 written += 1
                 bar.advance(task)
@@ -146,5 +157,10 @@ def _generate_file(pipe: Any, sets: list[tuple[int, list[str]]], output_path: st
     if interrupted:
         err_console.print(f"[yellow]interrupted:[/] kept {written} of {len(sets)} line(s) in {where}", highlight=False)
         raise typer.Exit(code)
+    if bad:
+        err_console.print(
+            f"{len(bad)} keyword set(s) could not be served (error records); first: line {bad[0].line}: {bad[0].error}",
+            highlight=False,
+        )
     if where != "stdout":
         err_console.print(f"wrote {written} line(s) to {where}", highlight=False)

@@ -25,7 +25,7 @@ class GPTConfig:
     dim: int = 256
     layers: int = 4
     heads: int = 4
-    max_len: int = 128  # rows of the position table; later positions reuse the last row
+    positions: int = 128  # rows of the position table; later positions reuse the last row
     dropout: float = 0.1
     speakers: int = 0  # speaker (segment) embeddings: chat has 2; 0: none
 
@@ -120,9 +120,9 @@ class GPT(nn.Module):
         if cfg.dim % cfg.heads:
             raise ConfigError(f"hidden size {cfg.dim} is not divisible by {cfg.heads} heads")
         self.cfg = cfg
-        self.max_len = cfg.max_len
+        self.context_len = cfg.positions  # tokens one input may hold (chat fits its history to it)
         self.tok = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.pos = nn.Embedding(cfg.max_len, cfg.dim)
+        self.pos = nn.Embedding(cfg.positions, cfg.dim)
         self.speaker = nn.Embedding(cfg.speakers, cfg.dim) if cfg.speakers else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
@@ -134,7 +134,7 @@ class GPT(nn.Module):
     def embed(self, ids: torch.Tensor, positions: torch.Tensor | None, speakers: torch.Tensor | None) -> torch.Tensor:
         if positions is None:
             positions = torch.arange(ids.shape[1], device=ids.device)
-        x = self.tok(ids) + self.pos(positions.clamp(0, self.max_len - 1))
+        x = self.tok(ids) + self.pos(positions.clamp(0, self.context_len - 1))
         if self.speaker is not None and speakers is not None:
             x = x + self.speaker(speakers)
         return self.drop(x)

@@ -22,7 +22,7 @@ from torch import nn
 from ..card import render_card
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
-from ..data.batching import Window, windows
+from ..data.batching import Window
 from ..data.io import ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
 from ..records.lines import STALL
@@ -253,7 +253,9 @@ class Pipeline:
 
     @classmethod
     def saved_config(cls, ckpt: Checkpoint) -> TaskConfig:
-        """The config a checkpoint was trained with; format 1 kept one flat dict, mapped into sections here."""
+        """The config a checkpoint was trained with. Format 1 kept one flat dict, mapped into sections here;
+        format 2 used names renamed since (`max_len` meant six things), which the config's `MOVED` table maps to
+        this format's fields: the old names are read where they stood, as options and presets are."""
         if ckpt.format_version == 1:
             config = cls.Config().updated(ckpt.config, strict=False)
             if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
@@ -265,9 +267,9 @@ class Pipeline:
     def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False) -> TaskConfig:
         """The config with overrides that leave the trained model as it is; others are a ConfigError.
 
-        Bare names are looked up in the inference section first (`--max-len` of `generate` is the sampler's),
-        or in the trainer's on --resume (`--batch-size` is the training batch)."""
-        runtime = ("trainer", "inference") if resume else ("inference", "trainer")
+        Bare names are looked up in the inference section first, then in windows (`--max-len` of `generate` is
+        the sampler's), or in the trainer's on --resume (`--batch-size` is the training batch)."""
+        runtime = ("trainer", "inference", "windows") if resume else ("inference", "windows", "trainer")
         settable, others = {}, {}
         for key, value in overrides.items():
             try:
@@ -389,9 +391,9 @@ class Pipeline:
         return outputs
 
     @staticmethod
-    def text_pieces(text: str, size: int, overlap: int) -> list[TextPiece]:
-        """Overlapping windows over a text (an empty text has none)."""
-        return [TextPiece(text[w.start : w.end], w) for w in windows(len(text), size, overlap) if w.end > w.start]
+    def text_pieces(text: str, cuts: list[Window]) -> list[TextPiece]:
+        """The pieces of a text cut into windows (an empty text has none)."""
+        return [TextPiece(text[w.start : w.end], w) for w in cuts if w.end > w.start]
 
     # --- evaluation ---------------------------------------------------------------------
     def evaluate(self, examples: list[Any], batch_size: int | None = None) -> dict[str, Any]:

@@ -112,18 +112,18 @@ class EncoderInputs(ReaderInputs):
     (`<s> q </s></s> window </s>` for XLM-R), with its token types. The question is repeated in every window
     and cut (never the window) so that the pair fits the encoder's positions."""
 
-    def __init__(self, tokenizer: Any, limit: int, max_len: int, type_vocab_size: int):
+    def __init__(self, tokenizer: Any, limit: int, window: int, type_vocab_size: int):
         self.tokenizer = tokenizer
         self.limit = limit
         self.specials = tokenizer.num_special_tokens_to_add(pair=True)
         # A window of n characters is at most n + 1 tokens for WordPiece (one a character, or fewer) and
         # SentencePiece (a bare "▁" before a word at most once more than its spaces).
-        room = limit - self.specials - (max_len + 1)
+        room = limit - self.specials - (window + 1)
         if room < MIN_QUESTION_TOKENS:
             most = limit - self.specials - 1 - MIN_QUESTION_TOKENS
             raise ConfigError(
-                f"inference.max_len {max_len} leaves the question fewer than {MIN_QUESTION_TOKENS} of the "
-                f"encoder's {limit} positions; use --max-len {most} or less"
+                f"a passage window of {window} characters leaves the question fewer than {MIN_QUESTION_TOKENS} of "
+                f"the encoder's {limit} positions; use --window {most} or less (and --train-window)"
             )
         self.token_types = "token_type_ids" in tokenizer.model_input_names and type_vocab_size > 1
         self.pad_id = pad_id_of(tokenizer)

@@ -4,7 +4,6 @@ and voting are shared, and an adapter per encoder kind (`inputs.py`) turns text 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,11 +14,11 @@ import torch
 from torch import nn
 
 from ...config import Section, TaskConfig, TrainerConfig, opt
-from ...data.batching import Window, pad_ids, windows
+from ...data.batching import Window, pad_ids
 from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
-from ...nn import hf
-from ...nn.encoder import AUTO, AutoChoice, Encoder, EncoderConfig, HFEncoder, create_encoder, rebuild_encoder
+from ...nn.encoder import AUTO, AutoChoice, Encoder, EncoderConfig, HFEncoder
+from ...nn.encoder_task import EncoderTask, WindowConfig
 from ...registry import register_task
 from ..base import InputField, Pipeline
 from .data import FORMATS, QAExample, passage_text, passages_field, read_qa
@@ -50,10 +49,6 @@ class QaInference(Section):
     threshold: float = opt(0.1, "Start/end probabilities at or below this never make a candidate answer.")
     voting: str = opt("vote", "How the candidates of several passages/windows become one answer: vote | max.")
     batch_size: int = opt(128, "Passage windows per forward pass.")
-    # 128: web evidence is short (WebQA's passages are mostly shorter), and SQuAD-style paragraphs cropped to 128
-    # train twice as many steps per minute and look more like it (a better WebQA dev score in a CPU budget).
-    max_len: int = opt(128, "Passage window in characters; longer passages are windowed (cropped in training).")
-    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
 
 
 @dataclass
@@ -84,8 +79,16 @@ class QaConfig(TaskConfig):
             "a higher held-out WebQA score than the DGCNN alone (README)",
         ),
     )
+    # Passage windows of 128 characters: web evidence is short (WebQA: mean 68 chars), and SQuAD-style paragraphs
+    # cropped to 128 train twice as many steps per minute and look more like it (README: qa results).
+    windows: WindowConfig = field(default_factory=lambda: WindowConfig(window=128))
     inference: QaInference = field(default_factory=QaInference)
     RENAMES = TaskConfig.RENAMES | {"passage_dilations": "encoder.dilations"}
+    # Format 2 kept the passage window (prediction, and the training crop) in `inference`.
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "inference.max_len": ("windows.window",),
+        "inference.window_overlap": ("windows.window_overlap",),
+    }
 
 
 @dataclass
@@ -111,7 +114,7 @@ class _Piece:
 
 
 @register_task
-class QaPipeline(Pipeline):
+class QaPipeline(EncoderTask, Pipeline):
     name = "qa"
     summary = "Reading-comprehension QA (DGCNN or a pretrained encoder) with answer voting across passages"
     input_fields = (
@@ -136,6 +139,7 @@ class QaPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
+    FIT_WINDOWS_TO_TOKENS = False  # the question is cut to fit a pretrained encoder, never the window
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
     model: QaModel | EncoderReader
@@ -144,10 +148,11 @@ class QaPipeline(Pipeline):
         super().__init__(config, assets, model)
         self.tokenizer = tokenizer
         self.inputs: ReaderInputs
-        if isinstance(model, EncoderReader):
-            limit = model.encoder.max_tokens(tokenizer)
-            types = int(getattr(model.encoder.model.config, "type_vocab_size", 1))
-            self.inputs = EncoderInputs(tokenizer, limit, config.inference.max_len, types)
+        encoder = self.pretrained_encoder
+        if encoder is not None:
+            types = int(getattr(encoder.model.config, "type_vocab_size", 1))
+            w = config.windows
+            self.inputs = EncoderInputs(tokenizer, self.max_tokens, max(w.window, w.training), types)
         else:
             self.inputs = ScratchInputs(assets)
 
@@ -162,14 +167,13 @@ class QaPipeline(Pipeline):
     def create(cls, config: QaConfig, train_examples: list[QAExample]) -> QaPipeline:
         cls._check(config)
         texts = list(dict.fromkeys(t for ex in train_examples for t in [ex.question] + [p.text for p in ex.passages]))
-        new = create_encoder(config.encoder, texts, config.AUTO_ENCODER)
-        config = dataclasses.replace(config, encoder=new.config)
+        config, new = cls.new_encoder(config, texts)
         return cls(config, new.assets, cls._model(config, new.module), new.tokenizer)
 
     @classmethod
     def build(cls, config: QaConfig, assets: dict[str, Any], directory: Path | None = None) -> QaPipeline:
         cls._check(config)
-        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        encoder, tokenizer = cls.saved_encoder(config, assets, directory)
         return cls(config, assets, cls._model(config, encoder), tokenizer)
 
     @staticmethod
@@ -183,18 +187,6 @@ class QaPipeline(Pipeline):
             return EncoderReader(encoder)
         enc, m = config.encoder, config.model
         return QaModel(encoder, m.question_dilations, enc.kernel_size, enc.dropout, m.match_features)
-
-    def write_extra(self, directory: Path) -> None:
-        if isinstance(self.model, EncoderReader):
-            hf.save(self.model.encoder.model, self.tokenizer, directory)
-
-    def param_groups(self) -> list[dict[str, Any]] | None:
-        """An encoder trains at encoder.lr, the heads at trainer.lr."""
-        if not isinstance(self.model, EncoderReader):
-            return None
-        encoder = list(self.model.encoder.parameters())
-        heads = [p for name, p in self.model.named_parameters() if not name.startswith("encoder.")]
-        return [{"params": encoder, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": heads}]
 
     # --- encoding ---------------------------------------------------------------------------
     def training_examples(self, examples: list[QAExample]) -> list[_TrainItem]:
@@ -215,11 +207,11 @@ class QaPipeline(Pipeline):
         return items
 
     def example_length(self, item: _TrainItem) -> int:
-        return min(self.config.inference.max_len, max(p.length for p in item.passages))
+        return min(self.config.windows.training, max(p.length for p in item.passages))
 
     def _crop(self, p: _TrainPassage) -> int:
-        """Start of a random max_len window over a long passage, usually one holding an answer."""
-        length, size = p.length, self.config.inference.max_len
+        """Start of a random training window over a long passage, usually one holding an answer."""
+        length, size = p.length, self.config.windows.training
         if p.spans and random.random() < self.config.model.answer_crop_prob:
             s, e = random.choice(p.spans)
             lo, hi = max(0, e - size + 1), min(s, length - size)
@@ -228,8 +220,8 @@ class QaPipeline(Pipeline):
         return random.randint(0, length - size)
 
     def collate(self, items: list[_TrainItem]) -> dict[str, Any]:
-        """A training batch: one random passage per question, long ones cropped to max_len."""
-        size = self.config.inference.max_len
+        """A training batch: one random passage per question, long ones cropped to the training window."""
+        size = self.config.windows.training
         rows, starts, ends = [], [], []
         for b, item in enumerate(items):
             p = random.choice(item.passages)
@@ -281,7 +273,6 @@ class QaPipeline(Pipeline):
 
     def preprocess(self, record: dict[str, Any]) -> list[_Piece]:
         """Every window of every passage of the record's question."""
-        m = self.config.inference
         question = self.inputs.question(record["question"])
         pieces = []
         for pi, p in enumerate(passages_field(record, "", None)):
@@ -290,8 +281,7 @@ class QaPipeline(Pipeline):
                 continue
             passage = self.inputs.passage(text)
             pieces += [
-                _Piece(pi, w, self.inputs.row(question, passage, w.start, w.end))
-                for w in windows(len(text), m.max_len, m.window_overlap)
+                _Piece(pi, w, self.inputs.row(question, passage, w.start, w.end)) for w in self.text_windows(text)
             ]
         return pieces
 

@@ -19,10 +19,10 @@ class HFCausalLM(nn.Module):
 
     speaker_ids: torch.Tensor
 
-    def __init__(self, model: Any, speaker_token_ids: list[int], max_len: int):
+    def __init__(self, model: Any, speaker_token_ids: list[int], context_len: int):
         super().__init__()
         self.model = model
-        self.max_len = max_len
+        self.context_len = context_len
         self.register_buffer("speaker_ids", torch.tensor(speaker_token_ids, dtype=torch.long), persistent=False)
         self.uses_types = model.config.model_type == "gpt2"  # GPT-2 embeds token_type_ids with its wte
 

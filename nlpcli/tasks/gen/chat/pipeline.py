@@ -13,16 +13,15 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ....checkpoint import resolve_checkpoint_dir
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import TaskConfig
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids
 from ....data.io import ReadStats
@@ -31,171 +30,13 @@ from ....nn import hf
 from ....nn.gpt import GPT, GPTConfig
 from ....registry import register_task
 from ...base import InputField, Pipeline
+from .config import ChatConfig, ChatModelConfig
 from .data import FORMATS, Dialogue, clean_turns, read_dialogues
 from .decode import Decoding, Prompt, generate, generate_steps
+from .inputs import ChatExample, Encoded, build_input, fit_latest_turns
 from .metrics import distinct_n
 from .model import HFCausalLM
-
-CLS, SEP = "[CLS]", "[SEP]"
-CHAR_SPECIALS = [*V.SPECIALS, CLS, SEP]  # [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3
-SPEAKER_TOKENS = ["[speaker1]", "[speaker2]"]
-DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
-
-
-@dataclass
-class ChatModelConfig(Section):
-    init: str = opt(
-        "",
-        "A Hugging Face causal LM (name or path) or an nlpcli lm checkpoint (arch transformer, unit char) to "
-        "fine-tune; empty: a small GPT from scratch.",
-    )
-    # all (not responses): every context turn is Weibo text too, twice the training signal for the same compute
-    # (the benchmark's setting; its defaults here are what benchmarks/chat_lccc.py measured best).
-    loss: str = opt("all", "Tokens trained on: responses | all (every token after [CLS]).")
-    hidden_size: int = opt(128, "Width of the from-scratch GPT.")
-    layers: int = opt(3, "Transformer layers of the from-scratch GPT.")
-    heads: int = opt(4, "Attention heads of the from-scratch GPT.")
-    dropout: float = opt(0.1, "Dropout of the from-scratch GPT.")
-    max_len: int = opt(64, "Context in tokens: history + reply.")
-    max_turn_len: int = opt(30, "In training a longer turn keeps its first tokens (so a window holds 2+ turns).")
-    char_min_count: int = opt(2, "Training occurrences a character needs to enter the vocabulary (from scratch).")
-    vocab_size: int = opt(4000, "Most frequent characters kept (from scratch).")
-    init_lr: float = opt(5e-5, "Learning rate of an --init model.")
-
-
-@dataclass
-class ChatInference(Section):
-    max_new_tokens: int = opt(32, "Longest reply in tokens.")
-    temperature: float = opt(0.7, "Sampling temperature; 0 or below: greedy.")
-    top_k: int = opt(0, "Sample among the k most likely tokens; 0: off.")
-    top_p: float = opt(0.9, "Nucleus sampling: the most likely tokens holding this much probability; 1: off.")
-    repetition_penalty: float = opt(1.2, "Above 1 discourages tokens already in the context.")
-    seed: int = opt(42, "Seed of the sampler (the same seed, history and batching give the same replies).")
-    batch_size: int = opt(64, "Histories per generation batch.")
-    eval_samples: int = opt(100, "Histories whose sampled replies give distinct-1/2 and tokens/s in evaluate.")
-
-    def decoding(self) -> Decoding:
-        return Decoding(**{k: getattr(self, k) for k in DECODING_FIELDS})
-
-
-@dataclass
-class ChatConfig(TaskConfig):
-    trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(
-            epochs=50, batch_size=32, lr=2e-3, warmup_steps=50, schedule="cosine", eval_every=300, dev_max=300
-        )
-    )
-    model: ChatModelConfig = field(default_factory=ChatModelConfig)
-    inference: ChatInference = field(default_factory=ChatInference)
-
-
-@dataclass
-class ChatExample:
-    """An encoded window of a dialogue: token ids of whole turns (the first is context only)."""
-
-    turns: list[list[int]]
-    chars: int  # characters scored (scored turns' characters + one end mark per turn)
-    loss: str = "responses"
-    line: int | None = None
-
-
-@dataclass
-class Encoded:
-    ids: list[int]
-    speakers: list[int]
-    scored: list[bool]  # scored[t]: token t+1 is a training target
-
-
-def build_input(turns: list[list[int]], cls_id: int, sep_id: int, loss: str = "responses") -> Encoded:
-    """`[CLS] u1 [SEP] u2 [SEP] ...`, speaker = turn index mod 2 ([CLS] is speaker 0), and which
-    next-token targets count: response turns and their [SEP] ("responses"), or all after [CLS] ("all")."""
-    ids, speakers, target = [cls_id], [0], [False]
-    for i, t in enumerate(turns):
-        ids += [*t, sep_id]
-        speakers += [i % 2] * (len(t) + 1)
-        target += [loss == "all" or i > 0] * (len(t) + 1)
-    return Encoded(ids, speakers, target[1:])
-
-
-def fit_latest_turns(turns: list[list[int]], budget: int) -> tuple[list[list[int]], int]:
-    """The latest turns whose `[CLS] ... [SEP]` encoding fits `budget` tokens, and how many turns were kept.
-
-    When even the last turn alone is too long, its last tokens are kept (the part nearest the reply).
-    """
-    used, kept = 1, []
-    for t in reversed(turns):
-        if used + len(t) + 1 > budget:
-            break
-        kept.append(t)
-        used += len(t) + 1
-    if not kept:
-        return [turns[-1][-(budget - 2) :]], 1
-    return kept[::-1], len(kept)
-
-
-class CharTokenizer:
-    """Characters of the training data, as written (replies keep full-width punctuation); or, for a model
-    started from an lm checkpoint, the lm's characters, normalised as the lm reads them (full-width ASCII
-    folded, traditional to simplified, whitespace dropped), with its boundary token as [CLS] and [SEP]."""
-
-    def __init__(self, chars: list[str], cls: str = CLS, sep: str = SEP, normalize: bool = False):
-        self.vocab = V.Vocab(chars)
-        self.cls_id, self.sep_id, self.pad_id = self.vocab.id(cls), self.vocab.id(sep), V.PAD
-        self.banned_ids = sorted({V.PAD, V.UNK, self.cls_id} - {self.sep_id})
-        self.size = len(self.vocab)
-        self.normalize = normalize
-
-    def encode(self, text: str) -> list[int]:
-        if self.normalize:
-            return self.vocab.ids([c for c in V.char_tokens(text) if c.strip()])
-        return self.vocab.ids(text)
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.vocab.itos[i] for i in ids)
-
-    def char_count(self, ids: list[int]) -> int:
-        return len(ids)
-
-
-class HFTokenizer:
-    """A Hugging Face tokenizer with [CLS]/[SEP]-like tokens (its own, or added)."""
-
-    def __init__(self, tokenizer: Any, special: dict[str, Any]):
-        self.tok = tokenizer
-        ids = tokenizer.convert_tokens_to_ids
-        self.cls_id, self.sep_id, self.pad_id = ids(special["cls"]), ids(special["sep"]), ids(special["pad"])
-        self.speaker_ids = [ids(s) for s in special["speakers"]]
-        self.banned_ids = sorted({self.cls_id, self.pad_id, *self.speaker_ids} - {self.sep_id})
-        self.size = len(tokenizer)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        # BERT-style Chinese vocabularies decode with spaces between characters; the corpus has none.
-        return "".join(self.tok.decode(ids, skip_special_tokens=True).split())
-
-    def char_count(self, ids: list[int]) -> int:
-        return len(self.decode(ids))
-
-
-def add_chat_tokens(tokenizer: Any, model: Any) -> dict[str, Any]:
-    """Make sure the tokenizer has [CLS]/[SEP]-like, pad and speaker tokens; grow the embeddings to match."""
-    cls = tokenizer.cls_token or tokenizer.bos_token
-    sep = tokenizer.sep_token or tokenizer.eos_token
-    extra = {}
-    if cls is None:
-        extra["cls_token"] = cls = CLS
-    if sep is None:
-        extra["sep_token"] = sep = SEP
-    if extra:
-        tokenizer.add_special_tokens(extra)
-    missing = [s for s in SPEAKER_TOKENS if s not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing})
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    return {"cls": cls, "sep": sep, "pad": tokenizer.pad_token or sep, "speakers": SPEAKER_TOKENS}
+from .tokenizers import CHAR_SPECIALS, CLS, SEP, CharTokenizer, HFTokenizer, add_chat_tokens
 
 
 def _nlpcli_checkpoint(init: str) -> Path | None:
@@ -212,7 +53,11 @@ def _nlpcli_checkpoint(init: str) -> Path | None:
 def _context_limit(model: nn.Module, cfg: ChatModelConfig) -> int:
     conf = getattr(model, "config", None)
     limit = getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
-    return min(cfg.max_len, limit) if limit else cfg.max_len
+    return min(cfg.context_len, limit) if limit else cfg.context_len
+
+
+if TYPE_CHECKING:
+    from .session import ChatSession
 
 
 @register_task
@@ -244,7 +89,7 @@ class ChatPipeline(Pipeline):
                 assets["chars"], assets.get("cls", CLS), assets.get("sep", SEP), assets.get("normalize", False)
             )
         )
-        self.context: int = model.max_len
+        self.context: int = model.context_len
         if self.context - config.inference.max_new_tokens < 8:
             raise ConfigError(
                 f"a context of {self.context} tokens leaves no room for the history after "
@@ -260,8 +105,8 @@ class ChatPipeline(Pipeline):
     def check_config(cls, cfg: ChatConfig) -> None:
         if cfg.model.loss not in ("responses", "all"):
             raise ConfigError(f"--loss must be 'responses' or 'all', not {cfg.model.loss!r}")
-        if not 0 < cfg.inference.max_new_tokens <= cfg.model.max_len - 8:
-            raise ConfigError(f"--max-new-tokens must be between 1 and max_len - 8 ({cfg.model.max_len - 8})")
+        if not 0 < cfg.inference.max_new_tokens <= cfg.model.context_len - 8:
+            raise ConfigError(f"--max-new-tokens must be between 1 and context_len - 8 ({cfg.model.context_len - 8})")
 
     @classmethod
     def create(cls, config: ChatConfig, train_examples: list[Dialogue]) -> ChatPipeline:
@@ -297,7 +142,7 @@ class ChatPipeline(Pipeline):
                 f"--init {config.model.init}: an lm checkpoint of arch {m.arch}, unit {m.unit}; chat starts only "
                 "from a char transformer lm (train it with --arch transformer --unit char)"
             )
-        shape = {"hidden_size": m.hidden_size, "layers": m.num_layers, "heads": m.heads, "max_len": m.positions}
+        shape = {"hidden_size": m.hidden_size, "layers": m.num_layers, "heads": m.heads, "context_len": m.positions}
         config = config.updated({f"model.{k}": v for k, v in shape.items()})
         cls.check_config(config)
         boundary = lm.vocab.itos[BOS]
@@ -320,7 +165,7 @@ class ChatPipeline(Pipeline):
         cls.check_config(config)
         m = config.model
         if "chars" in assets:  # from scratch, or started from an lm checkpoint
-            model = GPT(GPTConfig(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.max_len, m.dropout, 2))
+            model = GPT(GPTConfig(len(assets["chars"]), m.hidden_size, m.layers, m.heads, m.context_len, m.dropout, 2))
             return cls(config, assets, model)
         if checkpoint_dir is None:
             raise ConfigError("a Hugging Face model is rebuilt from a checkpoint directory")
@@ -528,6 +373,8 @@ class ChatPipeline(Pipeline):
 
     def session(self, max_turns: int = 10, seed: int | None = None) -> ChatSession:
         """A multi-turn conversation: `s.say("你好")` -> reply; `s.send(text)` streams it."""
+        from .session import ChatSession  # the session drives a pipeline: it imports this module
+
         return ChatSession(self, max_turns=max_turns, seed=seed)
 
     def forward_params(self) -> dict[str, Any]:
@@ -562,37 +409,3 @@ class ChatPipeline(Pipeline):
         """Adds `reply` (and `turns_used`: the latest turns that fit the context)."""
         (_, used), ids = parts[0]
         return {**record, "reply": self.tokenizer.decode(ids), "turns_used": used}
-
-
-class ChatSession:
-    """An interactive conversation: the history (at most `max_turns` turns) and streamed replies."""
-
-    def __init__(self, pipe: ChatPipeline, max_turns: int = 10, dec: Decoding | None = None, seed: int | None = None):
-        if max_turns < 1:
-            raise ConfigError("the history limit must be at least 1 turn")
-        self.pipe = pipe
-        self.max_turns = max_turns
-        self.dec = dec or pipe.config.inference.decoding()
-        self.generator = pipe.seeded_generator(seed)
-        self.history: list[str] = []
-
-    def reset(self) -> None:
-        self.history = []
-
-    def say(self, text: str) -> str:
-        """Add the user's turn and return the whole reply (which joins the history)."""
-        return "".join(self.send(text))
-
-    def send(self, text: str) -> Iterator[str]:
-        """Add the user's turn, stream the reply; the reply joins the history when it is done."""
-        turn = "".join(text.split())
-        if not turn:
-            raise DataError("input", "empty message")
-        self.history = ([*self.history, turn])[-self.max_turns :]
-        pieces = []
-        for piece in self.pipe.stream_reply(self.history, self.dec, self.generator):
-            pieces.append(piece)
-            yield piece
-        reply = "".join(pieces)
-        if reply:
-            self.history = ([*self.history, reply])[-self.max_turns :]

@@ -18,22 +18,21 @@ chain keeps the same target, and the current sentence's score from m is its trac
 prefix's (which the prefix read gives), so one sentence a step goes through the LM instead of K + 1.
 On a transformer the fast proposal also keeps both LMs' states over every chain's sentence across steps
 (`ChainCache`): nothing is read twice, only what a move changes.
+
+This module is the sampler only (its settings are in settings.py, the run over keyword sets in generation.py).
+It stays one module past 400 lines on purpose: the moves, both proposals, the transformer cache and the acceptance
+rules are one derivation (detailed balance holds only if they agree), and its tests patch them in one place.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from ....config import Section, opt
-from ....device import autocast
 from ....errors import ConfigError
 from .model import (
     BOS,
@@ -47,9 +46,9 @@ from .model import (
     sentence_logprob,
     target_logprobs,
 )
+from .settings import SamplerSettings
 
 REPLACE, INSERT, DELETE, SKIP = 0, 1, 2, 3
-PROPOSALS = ("full", "fast")
 
 
 class KeywordLM(Protocol):
@@ -71,59 +70,6 @@ class KeywordLM(Protocol):
     def precision(self) -> torch.dtype | None: ...  # autocast dtype (bf16 on request), None: fp32
 
     def encode_keywords(self, words: list[str]) -> list[list[int]]: ...
-
-
-@dataclass
-class SamplerSettings(Section):
-    """The sampler's settings (the `inference` section of an lm checkpoint; any may change per call)."""
-
-    top_k: int = opt(50, "Proposals per edit: the K words most likely under both directions' LMs.")
-    p_replace: float = opt(0.3, "Probability of a replace move.")
-    p_insert: float = opt(0.3, "Probability of an insert move.")
-    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).")
-    min_len: int = opt(
-        5,
-        "Shortest sentence in tokens: deletes never go below it (with hard_min_len); shorter sentences are "
-        "returned only when nothing longer was visited.",
-    )
-    # A floor, not only a ranking: a char sampler's chains otherwise stay near their keywords' length (44 of 100
-    # outputs under 8 chars), where real sentences read worst per char (README: lm + CGMH, the judge).
-    hard_min_len: bool = opt(
-        True,
-        "Deletes never take a sentence below min_len: the target is the LM's distribution over sentences of at "
-        "least min_len tokens (chains start from the keywords and grow). false: min_len only ranks the results.",
-    )
-    max_len: int = opt(40, "Longest sentence in tokens.")
-    chains: int = opt(2, "Chains per keyword set (at least num).")
-    # 128: 1.8x the sentences/s of 64 for the word LSTM and 1.4x for the char GPT (benchmarks/lm_cgmh.py, 100
-    # keyword sets, one chain each; README: lm + CGMH); a quick timing of 256 gained nothing more.
-    batch_chains: int = opt(128, "Chains run side by side in one batch.")
-    num: int = opt(3, "Sentences returned per keyword set, best first.")
-    steps: int = opt(200, "Metropolis-Hastings steps per chain.")
-    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).")
-    keep_order: bool = opt(False, "Keywords appear in the given order.")
-    batched: bool = opt(True, "Score candidate sentences in batches; false: one at a time (the speed baseline).")
-    # fast: 5.5x (word LSTM) and 6.3x (char GPT) the sentences/s of full, 100% keyword coverage, and per-char
-    # NLL under an independent judge LM within 0.11 nats of full's (README: lm + CGMH results).
-    proposal: str = opt(
-        "fast",
-        "full: score all top-K candidate sentences with the forward LM and draw by those scores; "
-        "fast: draw by the two LMs' word probabilities alone and score only the drawn sentence (the acceptance "
-        "ratio corrects for the difference: the same target, many times fewer sentences scored per step).",
-    )
-
-    def check(self) -> None:
-        self.action_probs()
-        if self.proposal not in PROPOSALS:
-            raise ConfigError(f"unknown proposal {self.proposal!r}; use {' or '.join(PROPOSALS)}")
-        if self.min_len > self.max_len:
-            raise ConfigError(f"min_len {self.min_len} is above max_len {self.max_len}: no sentence fits both")
-
-    def action_probs(self) -> torch.Tensor:
-        skip = 1.0 - self.p_replace - self.p_insert - self.p_delete
-        if min(self.p_replace, self.p_insert, self.p_delete, skip) < 0 or self.p_insert <= 0 or self.p_delete <= 0:
-            raise ConfigError("action probabilities must be >= 0, insert and delete > 0, and sum to at most 1")
-        return torch.tensor([self.p_replace, self.p_insert, self.p_delete, skip])
 
 
 @dataclass
@@ -402,7 +348,7 @@ def mh_step(
     action = torch.multinomial(s.action_probs(), n, replacement=True, generator=gen).to(device)
     slots = ch.length + (action == INSERT).long()
     pos = (u[:, 0] * slots).long().clamp(max=slots - 1)
-    valid = _move_is_legal(ch, pos, action, s.max_len, width, s.min_len if s.hard_min_len else 0)
+    valid = _move_is_legal(ch, pos, action, s.max_sentence_len, width, s.min_len if s.hard_min_len else 0)
     changed = torch.zeros(n, dtype=torch.bool, device=device)
     act = valid.nonzero()[:, 0]
     if len(act) == 0:
@@ -585,152 +531,3 @@ def _accept_fast(
     moves = torch.where(action == INSERT, log_pd - log_pi, torch.where(action == DELETE, log_pi - log_pd, 0.0))
     stays = (action == REPLACE) & (word == ch.tokens[rows, m])  # drew the current word: a self-loop
     return (torch.log(u.clamp(min=1e-12)) < delta + log_g + moves) & ~stays
-
-
-# --- generation: keyword sets in, best visited sentences out ---------------------------------------
-
-
-@dataclass
-class Generation:
-    words: list[str]
-    sentences: list[dict[str, Any]] = field(default_factory=list)  # [{text, score}], best first
-
-
-def keyword_orders(n_words: int, n_chains: int, keep_order: bool, rng: random.Random) -> list[list[int]]:
-    """Start orders of the chains: the given order first, then other orders (unless --keep-order)."""
-    given = list(range(n_words))
-    if keep_order or n_words == 1:
-        return [given] * n_chains
-    if n_words <= 5:
-        others = [list(p) for p in itertools.permutations(given) if list(p) != given]
-        rng.shuffle(others)
-    else:
-        others = [rng.sample(given, n_words) for _ in range(n_chains)]
-    orders = [given, *others]
-    return [orders[i % len(orders)] for i in range(n_chains)]
-
-
-def render(lm: KeywordLM, tokens: list[int], kw: list[int], words: list[str]) -> str:
-    """Text of a chain: free tokens from the vocabulary, each locked keyword as the user wrote it."""
-    out, prev = [], -1
-    for t, k in zip(tokens, kw):
-        if k >= 0:
-            if k != prev:
-                out.append(words[k])
-        else:
-            out.append(lm.itos[t])
-        prev = k
-    return "".join(out)
-
-
-def generate(
-    lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings, stats: StepStats | None = None
-) -> list[Generation]:
-    """Up to `s.num` distinct sentences per keyword set, each holding every keyword, best first.
-
-    Score = mean forward-LM log-probability per token (end token included); higher is better.
-    """
-    return list(iter_generate(lm, keyword_sets, s, stats))
-
-
-def iter_generate(
-    lm: KeywordLM, keyword_sets: list[list[str]], s: SamplerSettings, stats: StepStats | None = None
-) -> Iterator[Generation]:
-    """`generate`, yielding each keyword set's result as soon as its batch of chains is done."""
-    if s.steps < 1:
-        raise ConfigError("--steps must be at least 1")
-    if s.num < 1:
-        raise ConfigError("--num must be at least 1")
-    s.check()
-    encoded = [lm.encode_keywords(words) for words in keyword_sets]  # all checked before any work
-    n_chains = max(s.num, s.chains)
-    per_batch = max(1, s.batch_chains // n_chains)
-    rng = random.Random(s.seed)
-    gen = torch.Generator().manual_seed(s.seed)
-    lm.fwd.eval()
-    lm.bwd.eval()
-    for b in range(0, len(keyword_sets), per_batch):
-        sets = keyword_sets[b : b + per_batch]
-        with autocast(lm.device, lm.precision):  # not around the yield: the caller's code runs in fp32
-            done = _run_batch(lm, sets, encoded[b : b + per_batch], n_chains, s, rng, gen, stats)
-        yield from done
-
-
-def read_keyword_file(lm: KeywordLM, path: str) -> list[tuple[int, list[str]]]:
-    """(line number, words) for each non-blank line (words split on whitespace); a bad line raises DataError."""
-    from ....data.io import open_input
-    from ....errors import DataError, NlpcliError
-
-    out = []
-    with open_input(path) as f:
-        try:
-            for lineno, line in enumerate(f, 1):
-                words = line.split()
-                if not words:
-                    continue  # blank lines are skipped; output records carry their input line number
-                try:
-                    lm.encode_keywords(words)
-                except NlpcliError as e:
-                    raise DataError(path, str(e), lineno) from None
-                out.append((lineno, words))
-        except UnicodeDecodeError:
-            raise DataError(path, "not UTF-8 text") from None
-    if not out:
-        raise DataError(path, "no keyword sets (the file has only blank lines)")
-    return out
-
-
-def _run_batch(
-    lm: KeywordLM,
-    sets: list[list[str]],
-    encoded: list[list[list[int]]],
-    n_chains: int,
-    s: SamplerSettings,
-    rng: random.Random,
-    gen: torch.Generator,
-    stats: StepStats | None,
-) -> list[Generation]:
-    starts, owner, orders = [], [], []
-    for i, ids in enumerate(encoded):
-        for order in keyword_orders(len(ids), n_chains, s.keep_order, rng):
-            starts.append([ids[o] for o in order])
-            owner.append(i)
-            orders.append(order)
-    device = lm.device
-    width = max(s.max_len, max(sum(len(t) for t in st) for st in starts))
-    ch = Chains.start(starts, width, device)
-    # Keyword indices of a chain follow its start order; map them back to the user's words when rendering.
-    ch.logp = score_rows(lm, ch.tokens, ch.length, torch.zeros_like(ch.length))
-    visited: list[dict[str, tuple[float, float]]] = [dict() for _ in sets]
-    _record(lm, ch, torch.ones(len(starts), dtype=torch.bool), owner, orders, sets, visited, s.min_len)
-    for _ in range(s.steps):
-        changed = mh_step(lm, ch, s, gen, stats)
-        if changed.any():
-            _record(lm, ch, changed, owner, orders, sets, visited, s.min_len)
-    out = []
-    for words, seen in zip(sets, visited):
-        best = sorted(seen.items(), key=lambda kv: -kv[1][0])[: s.num]
-        out.append(Generation(list(words), [{"text": t, "score": round(v[1], 4)} for t, v in best]))
-    return out
-
-
-def _record(
-    lm: KeywordLM,
-    ch: Chains,
-    changed: torch.Tensor,
-    owner: list[int],
-    orders: list[list[int]],
-    sets: list[list[str]],
-    visited: list[dict[str, tuple[float, float]]],
-    min_len: int,
-) -> None:
-    """Remember each changed chain's sentence with its length-normalised score (short ones rank last)."""
-    rows = changed.nonzero()[:, 0].tolist()
-    toks, kws = ch.tokens[rows].tolist(), ch.kw[rows].tolist()
-    lens, logps = ch.length[rows].tolist(), ch.logp[rows].tolist()
-    for r, t, k, n, lp in zip(rows, toks, kws, lens, logps):
-        words = [sets[owner[r]][o] for o in orders[r]]
-        text = render(lm, t[:n], k[:n], words)
-        score = lp / (n + 1)
-        rank = score if n >= min_len else score - 1e6  # too short: only when nothing longer was visited
-        visited[owner[r]][text] = (rank, score)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,4 +110,42 @@ def _read_conll(lines: list[str], path: str) -> list[Sentence]:
         elif chars:
             out.append(Sentence("".join(chars), start, path=path))
             chars = []
+    return out
+
+
+@dataclass
+class KeywordLine:
+    """One keyword set of a keyword file: its line number, words, and why it cannot be served ("" if it can)."""
+
+    line: int
+    words: list[str]
+    error: str = ""
+
+
+def read_keyword_file(path: str, check: Callable[[list[str]], object], skip_bad: bool = False) -> list[KeywordLine]:
+    """The keyword sets of a file, one a non-blank line (words split on whitespace), each checked with `check`
+    (which raises an NlpcliError for a set the model cannot serve): such a line raises DataError naming it, or,
+    with `skip_bad`, is kept with its error."""
+    from ....data.io import open_input
+    from ....errors import NlpcliError
+
+    out = []
+    with open_input(path) as f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                words = line.split()
+                if not words:
+                    continue  # blank lines are skipped; output records carry their input line number
+                try:
+                    check(words)
+                except NlpcliError as e:
+                    if not skip_bad:
+                        raise DataError(path, str(e), lineno) from None
+                    out.append(KeywordLine(lineno, words, str(e)))
+                    continue
+                out.append(KeywordLine(lineno, words))
+        except UnicodeDecodeError:
+            raise DataError(path, "not UTF-8 text") from None
+    if not out:
+        raise DataError(path, "no keyword sets (the file has only blank lines)")
     return out

@@ -30,11 +30,11 @@ class LmModelConfig(Section):
     num_layers: int = opt(2, "LSTM / transformer layers per direction.")
     heads: int = opt(4, "Attention heads (transformer only).")
     dropout: float = opt(0.1, "Dropout on embeddings and between layers.")
-    max_len: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.")
+    train_window: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.")
     positions: int = opt(66, "Position table size (transformer only; sentences the sampler grows must fit).")
     pack: bool = opt(
         False,
-        "Train on packed windows: sentences joined by the boundary token into full max_len windows, no padding "
+        "Train on packed windows: sentences joined by the boundary token into full train_window windows, no padding "
         "(each direction reads its own: the backward LM the window reversed). Evaluation stays per sentence.",
     )
     init: str = opt(
@@ -53,7 +53,7 @@ class LmModelConfig(Section):
         "hidden_size",
         "num_layers",
         "heads",
-        "max_len",
+        "train_window",
         "positions",
     )
 

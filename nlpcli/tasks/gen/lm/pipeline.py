@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,8 +20,9 @@ from ....data.io import ReadStats
 from ....errors import CheckpointError, ConfigError, DataError, NlpcliError
 from ....registry import register_task
 from ...base import InputField, Pipeline
-from .cgmh import Generation, SamplerSettings, generate
-from .data import FORMATS, Sentence, read_sentences
+from .cgmh import StepStats
+from .data import FORMATS, KeywordLine, Sentence, read_keyword_file, read_sentences
+from .generation import Generation, check_keywords, iter_generate
 from .model import (
     BOS,
     SPECIALS,
@@ -33,6 +34,7 @@ from .model import (
     sentence_logprob,
     window_nll_sum,
 )
+from .settings import SamplerSettings
 
 
 @dataclass
@@ -47,9 +49,18 @@ class LmConfig(TaskConfig):
     )
     model: LmModelConfig = field(default_factory=LmModelConfig)
     inference: LmInference = field(default_factory=LmInference)
-    RENAMES = TaskConfig.RENAMES | {
-        f"gen_{k}": f"inference.{k}"
-        for k in ("top_k", "p_replace", "p_insert", "p_delete", "min_len", "max_len", "chains", "batch_chains")
+    RENAMES = (
+        TaskConfig.RENAMES
+        | {
+            f"gen_{k}": f"inference.{k}"
+            for k in ("top_k", "p_replace", "p_insert", "p_delete", "min_len", "chains", "batch_chains")
+        }
+        | {"gen_max_len": "inference.max_sentence_len"}
+    )
+    # `max_len` meant the training window in `model` and the longest sentence in `inference` (format 2).
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model.max_len": ("model.train_window",),
+        "inference.max_len": ("inference.max_sentence_len",),
     }
 
 
@@ -118,15 +129,15 @@ class LmPipeline(Pipeline):
     @classmethod
     def build(cls, config: LmConfig, assets: dict[str, Any], directory: Path | None = None) -> LmPipeline:
         m, inf = config.model, config.inference
-        if m.arch == "transformer" and inf.max_len + 2 > m.positions:
+        if m.arch == "transformer" and inf.max_sentence_len + 2 > m.positions:
             raise ConfigError(
-                f"inference.max_len {inf.max_len} does not fit the model's {m.positions} positions "
-                f"(at most {m.positions - 2})"
+                f"inference.max_sentence_len {inf.max_sentence_len} does not fit the model's {m.positions} "
+                f"positions (at most {m.positions - 2})"
             )
-        if m.arch == "transformer" and m.max_len + 1 > m.positions:
+        if m.arch == "transformer" and m.train_window + 1 > m.positions:
             raise ConfigError(
-                f"model.max_len {m.max_len} (+1 for the start token) does not fit the model's {m.positions} "
-                f"positions (raise --positions)"
+                f"model.train_window {m.train_window} (+1 for the start token) does not fit the model's "
+                f"{m.positions} positions (raise --positions)"
             )
         return cls(config, assets, BiLM(m, len(assets["tokens"])))
 
@@ -162,10 +173,10 @@ class LmPipeline(Pipeline):
         return self.packed_windows(examples) if self.config.model.pack else self.sentence_windows(examples)
 
     def packed_windows(self, examples: list[Sentence]) -> list[torch.Tensor]:
-        """The sentences as one stream `<s> s1 <s> s2 ... <s>`, cut into windows of max_len + 1 tokens that
+        """The sentences as one stream `<s> s1 <s> s2 ... <s>`, cut into windows of train_window + 1 tokens that
         overlap by one (inputs w[:-1], targets w[1:]: every token a target exactly once); only the last window
         is padded. The backward LM reads each window reversed: a window of the reversed stream."""
-        size = self.config.model.max_len
+        size = self.config.model.train_window
         stream = array("i")
         for ex in examples:
             stream.append(BOS)
@@ -177,11 +188,13 @@ class LmPipeline(Pipeline):
         return list(flat.unfold(0, size + 1, size))
 
     def sentence_windows(self, examples: list[Sentence]) -> list[list[int]]:
-        """Token ids per sentence; sentences longer than max_len become consecutive windows."""
+        """Token ids per sentence; sentences longer than train_window become consecutive windows."""
         out: list[list[int]] = []
         for ex in examples:
             ids = self.encode(ex)
-            out.extend(ids[w.start : w.end] for w in windows(len(ids), self.config.model.max_len, 0) if w.end > w.start)
+            out.extend(
+                ids[w.start : w.end] for w in windows(len(ids), self.config.model.train_window, 0) if w.end > w.start
+            )
         return out
 
     def example_length(self, example: list[int] | torch.Tensor) -> int:
@@ -264,7 +277,7 @@ class LmPipeline(Pipeline):
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise DataError(path, "expected a field 'words' holding a list of strings", line)
         try:
-            self.encode_keywords(words)
+            self.check_keywords(words)
         except NlpcliError as e:
             raise DataError(path, str(e), line) from None
 
@@ -272,7 +285,7 @@ class LmPipeline(Pipeline):
         return [record["words"]]
 
     def forward(self, pieces: list[list[str]], **params: Any) -> list[Generation]:
-        return generate(self, pieces, self.config.inference)
+        return list(self.iter_generate(pieces))
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[list[str], Generation]]) -> dict[str, Any]:
         """Adds `sentences`: [{text, score}] (best first) to a {"words": [...]} record."""
@@ -283,13 +296,35 @@ class LmPipeline(Pipeline):
         those for a list of keyword lists; `settings` override the sampler's (`num=5`, `steps=400`, `seed=1`)."""
         single = bool(words) and all(isinstance(w, str) for w in words)
         sets = [list(words)] if single else [list(ws) for ws in words]
-        sampler = self.config.inference.updated(settings, "inference.") if settings else self.config.inference
-        out = [g.sentences for g in generate(self, sets, sampler)]  # type: ignore[arg-type]
+        out = [g.sentences for g in self.iter_generate(sets, **settings)]  # type: ignore[arg-type]
         return out[0] if single else out
+
+    def iter_generate(
+        self, keyword_sets: list[list[str]], stats: StepStats | None = None, **settings: Any
+    ) -> Iterator[Generation]:
+        """CGMH over keyword sets (the one way in: `generate`, `predict lm` and `nlpcli generate` come here): each
+        set's result as soon as its batch of chains is done; `stats` counts the sampler's work."""
+        return iter_generate(self, keyword_sets, self.sampler(**settings), stats)
+
+    def sampler(self, **settings: Any) -> SamplerSettings:
+        """The sampler's settings: the inference section, with `settings` over it."""
+        return self.config.inference.updated(settings, "inference.") if settings else self.config.inference
+
+    def check_keywords(self, words: list[str]) -> list[list[int]]:
+        """Token ids of each keyword, or a ConfigError saying why the sampler cannot serve the set."""
+        return check_keywords(self, words, self.sampler())
+
+    def read_keyword_file(self, path: str, skip_bad: bool = False) -> list[KeywordLine]:
+        """The keyword sets of a file (one a line), each checked against the model and sampler first: a set it
+        cannot serve raises DataError naming its line, or with `skip_bad` is kept with its error."""
+        return read_keyword_file(path, self.check_keywords, skip_bad)
 
     # --- keywords -------------------------------------------------------------------------------
     def encode_keywords(self, words: list[str]) -> list[list[int]]:
-        """Token ids of each keyword; a keyword jieba splits is several tokens, kept together by the sampler."""
+        """Token ids of each keyword; a keyword jieba splits is several tokens, kept together by the sampler.
+
+        A keyword the model does not know at all is one unknown token: the sampler still places it (scored as
+        the unknown token, never replaced or deleted) and the output shows the keyword as written."""
         if not words:
             raise ConfigError("no keywords given")
         out = []
@@ -297,9 +332,7 @@ class LmPipeline(Pipeline):
             if not w.strip():
                 raise ConfigError("an empty keyword was given")
             ids = self.keyword_ids(w.strip())
-            if all(i == V.UNK for i in ids):
-                raise ConfigError(f"keyword {w!r}: none of its characters is known to the model")
-            out.append(ids)
+            out.append(ids if any(i != V.UNK for i in ids) else [V.UNK])
         return out
 
     def keyword_ids(self, word: str) -> list[int]:

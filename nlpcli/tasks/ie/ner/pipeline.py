@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,21 +12,11 @@ import torch
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
-from ....data.batching import windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....metrics import set_errors, set_prf
-from ....nn import hf
-from ....nn.encoder import (
-    AUTO,
-    AutoChoice,
-    Encoder,
-    EncoderConfig,
-    HFEncoder,
-    TextEncoder,
-    create_encoder,
-    rebuild_encoder,
-)
+from ....nn.encoder import AUTO, AutoChoice, Encoder, EncoderConfig, TextEncoder
+from ....nn.encoder_task import EncoderTask, WindowConfig
 from ....nn.globalpointer import decode_spans, globalpointer_loss
 from ....registry import register_task
 from ....tables import Report, prf_report
@@ -65,8 +54,6 @@ class NerInference(Section):
     # training ones.
     max_span_len: int = opt(0, "Longest span predicted, in characters; 0: the longest entity seen in training.")
     batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
-    max_len: int = opt(256, "Window size in characters; longer texts are windowed, never cut (training too).")
-    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
 
 
 @dataclass
@@ -78,7 +65,13 @@ class NerConfig(TaskConfig):
         default_factory=lambda: EncoderConfig(name=AUTO, embed_dropout=0.2, char_min_count=1)
     )
     model: NerModelConfig = field(default_factory=NerModelConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
     inference: NerInference = field(default_factory=NerInference)
+    # Format 2 kept the window (training and prediction alike) in `inference`.
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "inference.max_len": ("windows.window",),
+        "inference.window_overlap": ("windows.window_overlap",),
+    }
     # Ranked by micro F1 on CLUENER (our 90/10 split, 20 CPU minutes, one thread): m3e-small, then the DGCNN
     # with word2vec vectors, then the DGCNN alone; e5-small came last (figures: README and benchmarks/results).
     AUTO_ENCODER = (
@@ -92,7 +85,7 @@ class NerConfig(TaskConfig):
 
 
 @register_task
-class NerPipeline(Pipeline):
+class NerPipeline(EncoderTask, Pipeline):
     name = "ner"
     summary = "GlobalPointer named-entity recognition (nested and flat)"
     input_fields = (InputField("text", help="the text to find entities in"),)
@@ -104,6 +97,7 @@ class NerPipeline(Pipeline):
     predictions_are_gold = True
     threshold_fields = ("threshold",)
     speed_unit = "chars"  # counted on the text, so speeds compare across encoders (a tokenizer's or chars)
+    FIT_WINDOWS_TO_TOKENS = False
     config: NerConfig
     model: NerModel
 
@@ -112,8 +106,7 @@ class NerPipeline(Pipeline):
         self.types: list[str] = assets["types"]
         self.type_ids = {t: i for i, t in enumerate(self.types)}
         self.tokenizer = tokenizer
-        limit = model.encoder.max_tokens(tokenizer) if isinstance(model.encoder, HFEncoder) else 512
-        self.encode = TextEncoder(assets, tokenizer, limit)
+        self.encode = TextEncoder(assets, tokenizer, self.max_tokens or 512)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -128,14 +121,13 @@ class NerPipeline(Pipeline):
         if not types:
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
-        new = create_encoder(config.encoder, [ex.text for ex in train_examples], config.AUTO_ENCODER)
-        config = dataclasses.replace(config, encoder=new.config)
+        config, new = cls.new_encoder(config, [ex.text for ex in train_examples])
         assets: dict[str, Any] = {"types": types, "longest_entity": longest} | new.assets
         return cls(config, assets, cls._model(config, new.module, len(types)), new.tokenizer)
 
     @classmethod
     def build(cls, config: NerConfig, assets: dict[str, Any], directory: Path | None = None) -> NerPipeline:
-        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        encoder, tokenizer = cls.saved_encoder(config, assets, directory)
         return cls(config, assets, cls._model(config, encoder, len(assets["types"])), tokenizer)
 
     @classmethod
@@ -150,24 +142,12 @@ class NerPipeline(Pipeline):
         m = config.model
         return NerModel(encoder, num_types, m.head, m.head_size, m.rope)
 
-    def write_extra(self, directory: Path) -> None:
-        if isinstance(self.model.encoder, HFEncoder):
-            hf.save(self.model.encoder.model, self.tokenizer, directory)
-
-    def param_groups(self) -> list[dict[str, Any]] | None:
-        if self.tokenizer is None:
-            return None
-        enc = list(self.model.encoder.parameters())
-        head = list(self.model.head.parameters())
-        return [{"params": enc, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": head}]
-
     # --- encoding ---------------------------------------------------------------------------
     def training_examples(self, examples: list[NerExample]) -> list[NerExample]:
         """Long texts become overlapping windows; each window keeps the spans it holds whole."""
         out = []
-        inf = self.config.inference
         for ex in examples:
-            for w in windows(len(ex.text), inf.max_len, inf.window_overlap):
+            for w in self.text_windows(ex.text, training=True):
                 spans = [(s - w.start, e - w.start, t) for s, e, t in ex.spans if s >= w.start and e < w.end]
                 out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start, path=ex.path))
         return out
@@ -206,8 +186,7 @@ class NerPipeline(Pipeline):
 
     # --- prediction -------------------------------------------------------------------------
     def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
-        inf = self.config.inference
-        return self.text_pieces(record["text"], inf.max_len, inf.window_overlap)
+        return self.text_pieces(record["text"], self.text_windows(record["text"]))
 
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)

@@ -19,7 +19,7 @@ class IeModel(nn.Module):
         self,
         encoder: Encoder,
         num_predicates: int,
-        max_len: int = 512,
+        max_positions: int = 512,
         attention_heads: int = 4,
         max_relative: int = 64,
         kernel_size: int = 3,
@@ -29,7 +29,7 @@ class IeModel(nn.Module):
         d = encoder.out_dim
         scratch = isinstance(encoder, CharWordDGCNN)
         self.encoder = encoder
-        self.position = nn.Embedding(max_len, d) if scratch else None
+        self.position = nn.Embedding(max_positions, d) if scratch else None
         self.attention = (
             nn.MultiheadAttention(d, attention_heads, dropout, batch_first=True)
             if scratch and attention_heads

@@ -9,7 +9,6 @@ sentence per step; prediction decodes every subject of a batch and scores all th
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,22 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ....config import Section, TaskConfig, TrainerConfig, opt
-from ....data.batching import Window, windows
 from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_errors, set_prf
-from ....nn import hf
-from ....nn.encoder import (
-    AUTO,
-    AutoChoice,
-    Encoded,
-    Encoder,
-    EncoderConfig,
-    HFEncoder,
-    TextEncoder,
-    create_encoder,
-    rebuild_encoder,
-)
+from ....nn.encoder import AUTO, AutoChoice, Encoded, Encoder, EncoderConfig, TextEncoder
+from ....nn.encoder_task import EncoderTask, WindowConfig
 from ....registry import register_task
 from ....tables import Report, prf_report
 from ...base import InputField, Pipeline, TextPiece
@@ -68,9 +56,7 @@ class IeModelConfig(Section):
     attention_heads: int = opt(
         4, "Heads of the self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none."
     )
-    # With a pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
-    max_len: int = opt(512, "Window size in characters (and the position-embedding size); longer texts are windowed.")
-    window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
+    max_positions: int = opt(512, "Rows of the position embedding (dgcnn): no window is longer than this.")
     max_relative: int = opt(64, "Relative distances (in positions) to the subject are clipped here.")
 
 
@@ -99,7 +85,14 @@ class IeConfig(TaskConfig):
         )
     )
     model: IeModelConfig = field(default_factory=IeModelConfig)
+    # With a pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
+    windows: WindowConfig = field(default_factory=lambda: WindowConfig(window=512))
     inference: IeInference = field(default_factory=IeInference)
+    # Format 2's `model.max_len` was both the window and the position table.
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model.max_len": ("model.max_positions", "windows.window"),
+        "model.window_overlap": ("windows.window_overlap",),
+    }
     # Ranked by triple F1 on SKE (seeded 10% dev, 20 CPU minutes, one thread): the DGCNN with word2vec-zhwiki
     # vectors, then the DGCNN alone, then m3e-small, which runs far fewer steps in the budget (figures: README
     # and benchmarks/results).
@@ -113,7 +106,7 @@ class IeConfig(TaskConfig):
 
 
 @register_task
-class IePipeline(Pipeline):
+class IePipeline(EncoderTask, Pipeline):
     name = "ie"
     summary = "probabilistic-graph relation (SPO triple) extraction over a DGCNN or a pretrained encoder"
     input_fields = (InputField("text", help="the text to extract triples from"),)
@@ -135,8 +128,6 @@ class IePipeline(Pipeline):
         self.predicate_ids = {p: i for i, p in enumerate(self.predicates)}
         self.types: dict[str, list[str]] = assets.get("types", {})
         self.tokenizer = tokenizer
-        # Tokens (special ones included) one input of a pretrained encoder may hold; 0: no limit but max_len
-        self.max_tokens = model.encoder.max_tokens(tokenizer) if isinstance(model.encoder, HFEncoder) else 0
         self.encode = TextEncoder(assets, tokenizer, self.max_tokens or 512)
 
     # --- construction ----------------------------------------------------------------------
@@ -163,8 +154,7 @@ class IePipeline(Pipeline):
             raise DataError(
                 ", ".join(sorted({ex.path for ex in train_examples})), "no triples in the training data and no --schema"
             )
-        new = create_encoder(config.encoder, [ex.text for ex in train_examples], config.AUTO_ENCODER)
-        config = dataclasses.replace(config, encoder=new.config)
+        config, new = cls.new_encoder(config, [ex.text for ex in train_examples])
         counts = location_counts(train_examples)
         assets: dict[str, Any] = {"predicates": predicates, "types": types, "train_triples": counts} | new.assets
         pipe = cls(config, assets, cls._model(config, new.module, len(predicates)), new.tokenizer)
@@ -173,48 +163,25 @@ class IePipeline(Pipeline):
 
     @classmethod
     def build(cls, config: IeConfig, assets: dict[str, Any], directory: Path | None = None) -> IePipeline:
-        encoder, tokenizer = rebuild_encoder(config.encoder, assets, directory)
+        encoder, tokenizer = cls.saved_encoder(config, assets, directory)
         return cls(config, assets, cls._model(config, encoder, len(assets["predicates"])), tokenizer)
 
     @staticmethod
     def _model(config: IeConfig, encoder: Encoder, num_predicates: int) -> IeModel:
         enc, m = config.encoder, config.model
         return IeModel(
-            encoder, num_predicates, m.max_len, m.attention_heads, m.max_relative, enc.kernel_size, enc.dropout
+            encoder, num_predicates, m.max_positions, m.attention_heads, m.max_relative, enc.kernel_size, enc.dropout
         )
 
-    def write_extra(self, directory: Path) -> None:
-        if isinstance(self.model.encoder, HFEncoder):
-            hf.save(self.model.encoder.model, self.tokenizer, directory)
-
-    def param_groups(self) -> list[dict[str, Any]] | None:
-        """A pretrained encoder trains at `encoder.lr`, the heads at `trainer.lr`."""
-        if not isinstance(self.model.encoder, HFEncoder):
-            return None
-        encoder = list(self.model.encoder.parameters())
-        heads = [p for name, p in self.model.named_parameters() if not name.startswith("encoder.")]
-        return [{"params": encoder, "lr_scale": self.config.encoder.lr / self.config.trainer.lr}, {"params": heads}]
+    def window_limit(self) -> int:
+        return self.config.model.max_positions
 
     # --- encoding ---------------------------------------------------------------------------
-    def text_windows(self, text: str) -> list[Window]:
-        """Overlapping windows of `max_len` characters; with a pretrained encoder, small enough that every
-        window's tokens fit its positions."""
-        m = self.config.model
-        if self.tokenizer is None:
-            return windows(len(text), m.max_len, m.window_overlap)
-        size = min(m.max_len, self.max_tokens - self.tokenizer.num_special_tokens_to_add())
-        while True:  # a character is usually at most one token, but e.g. NFKC may expand one into several
-            found = windows(len(text), size, min(m.window_overlap, size // 2))
-            longest = max(len(self.tokenizer(text[w.start : w.end])["input_ids"]) for w in found)
-            if longest <= self.max_tokens or size <= 16:
-                return found
-            size = max(16, min(size - 1, size * self.max_tokens // longest))
-
     def training_examples(self, examples: list[IeExample]) -> list[IeExample]:
         """Long texts become overlapping windows; a triple stays where both its ends fit whole."""
         out = []
         for ex in examples:
-            for w in self.text_windows(ex.text):
+            for w in self.text_windows(ex.text, training=True):
                 triples = [_shift(t, w.start, w.end) for t in ex.triples]
                 kept = [t for t in triples if t.subject_spans and t.object_spans]
                 out.append(IeExample(ex.text[w.start : w.end], kept, ex.line, w.start, ex.path))
@@ -223,7 +190,7 @@ class IePipeline(Pipeline):
     def cut_by_tokens(self, examples: list[IeExample]) -> int:
         """Triples that fit a training window but can never be trained on: in every window, no mention of the
         subject or none of the object starts and ends on token boundaries (0 for the character DGCNN)."""
-        if self.tokenizer is None:
+        if self.pretrained_encoder is None:
             return 0
         cut = 0
         for ex in examples:
@@ -249,7 +216,7 @@ class IePipeline(Pipeline):
         width = next(iter(batch.values())).shape[1]
         batch["attention_mask"] = torch.arange(width)[None] < lengths[:, None]
         span_mask = batch["attention_mask"].clone()
-        if self.tokenizer is not None:
+        if self.pretrained_encoder is not None:
             for b, e in enumerate(encoded):
                 span_mask[b, : len(e.offsets)] = torch.tensor(e.spannable())
         batch["span_mask"] = span_mask
@@ -303,8 +270,7 @@ class IePipeline(Pipeline):
 
     # --- prediction -------------------------------------------------------------------------
     def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
-        text = record["text"]
-        return [TextPiece(text[w.start : w.end], w) for w in self.text_windows(text) if w.end > w.start]
+        return self.text_pieces(record["text"], self.text_windows(record["text"]))
 
     def piece_length(self, piece: TextPiece) -> int:
         return len(piece.text)
