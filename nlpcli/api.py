@@ -22,7 +22,7 @@ from .config import TaskConfig, read_config_file
 from .data.io import STALL, STALL_LINE, ReadStats, has_bad_bytes
 from .data.tables import Table
 from .device import DistContext, init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, DataError, NlpcliError, UnknownOption
+from .errors import ConfigError, DataError, NlpcliError
 from .registry import get_task
 from .tasks.base import Pipeline
 from .trainer import Trainer, TrainResult
@@ -49,7 +49,7 @@ def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -
     if config_file:
         try:
             cfg = cfg.updated(read_config_file(config_file))
-        except UnknownOption as e:
+        except ConfigError as e:  # an unknown field or a value out of range: the file's, not an option's
             raise ConfigError(f"{config_file}: {e}") from None
     return cfg.updated(overrides)
 

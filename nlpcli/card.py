@@ -17,10 +17,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import safefiles
+from .errors import NlpcliError
+
 if TYPE_CHECKING:
     from .config import TaskConfig
 
 CARD_FILE = "README.md"
+CARD_LIMIT = 4 * safefiles.MiB  # a card is a few kB; a bound keeps a planted huge file from being read whole
 SCRATCH_LICENCE = "none: trained from scratch in this run (no pretrained weights)"
 
 
@@ -57,11 +61,12 @@ def licence_of(name: str) -> str:
     entry = CATALOGUE.get(name) or CATALOGUE.get(Path(name).name)
     if entry is not None:
         return entry.licence
-    readme = Path(name).expanduser() / CARD_FILE
+    base = Path(name).expanduser()
+    readme = base / CARD_FILE
     if readme.is_file():
         try:
-            found = re.search(r"^license:\s*(\S.*)$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
-        except OSError:
+            found = re.search(r"^license:\s*(\S.*)$", safefiles.read_text(readme, CARD_LIMIT, within=base), re.M)
+        except (OSError, NlpcliError):
             found = None
         if found:
             return found.group(1).strip().strip("\"'")
@@ -219,11 +224,12 @@ def read_card(model: str | Path) -> tuple[str, bool]:
 
     directory = resolve_checkpoint_dir(model)
     path = directory / CARD_FILE
-    if path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), False
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: cannot read ({e})") from None
+    try:  # a regular file inside the checkpoint: a README.md linking to /etc/passwd is refused, not printed
+        return safefiles.read_text(path, CARD_LIMIT, within=directory), False
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     ckpt = load_checkpoint(directory)
     cls = get_task(ckpt.task)
     config = cls.saved_config(ckpt)

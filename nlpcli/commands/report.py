@@ -56,6 +56,9 @@ def report(
             str(r["stopped_by"]),
         )
     out_console.print(table)
+    for r in rows:
+        if r["unreadable_lines"]:
+            err_console.print(f"{r['run']}: skipped {r['unreadable_lines']} log line(s) cut short", highlight=False)
     err_console.print(f"wrote {png}", highlight=False)
 
 

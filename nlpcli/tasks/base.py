@@ -215,12 +215,15 @@ class Pipeline:
     @classmethod
     def saved_config(cls, ckpt: Checkpoint) -> TaskConfig:
         """The config a checkpoint was trained with; format 1 kept one flat dict, mapped into sections here."""
-        if ckpt.format_version == 1:
-            config = cls.Config().updated(ckpt.config, strict=False)
-            if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
-                config = config.updated({"encoder.name": ckpt.config.get("encoder", "dgcnn")})
-            return config
-        return cls.Config.from_dict(ckpt.config, strict=False)
+        try:
+            if ckpt.format_version == 1:
+                config = cls.Config().updated(ckpt.config, strict=False)
+                if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
+                    config = config.updated({"encoder.name": ckpt.config.get("encoder", "dgcnn")})
+                return config
+            return cls.Config.from_dict(ckpt.config, strict=False)
+        except ConfigError as e:  # a value out of range or of the wrong type: the checkpoint's, not an option's
+            raise CheckpointError(f"{ckpt.path / 'config.json'}: {e}") from None
 
     @classmethod
     def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False) -> TaskConfig:

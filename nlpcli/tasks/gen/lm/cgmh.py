@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ....config import Section, opt
+from ....config import PROBABILITY, Section, opt
 from ....device import autocast
 from ....errors import ConfigError
 from .model import (
@@ -78,9 +78,9 @@ class SamplerSettings(Section):
     """The sampler's settings (the `inference` section of an lm checkpoint; any may change per call)."""
 
     top_k: int = opt(50, "Proposals per edit: the K words most likely under both directions' LMs.")
-    p_replace: float = opt(0.3, "Probability of a replace move.")
-    p_insert: float = opt(0.3, "Probability of an insert move.")
-    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).")
+    p_replace: float = opt(0.3, "Probability of a replace move.", **PROBABILITY)
+    p_insert: float = opt(0.3, "Probability of an insert move.", **PROBABILITY)
+    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).", **PROBABILITY)
     min_len: int = opt(
         5,
         "Shortest sentence in tokens: deletes never go below it (with hard_min_len); shorter sentences are "
@@ -100,7 +100,7 @@ class SamplerSettings(Section):
     batch_chains: int = opt(128, "Chains run side by side in one batch.")
     num: int = opt(3, "Sentences returned per keyword set, best first.")
     steps: int = opt(200, "Metropolis-Hastings steps per chain.")
-    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).")
+    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).", low=None)
     keep_order: bool = opt(False, "Keywords appear in the given order.")
     batched: bool = opt(True, "Score candidate sentences in batches; false: one at a time (the speed baseline).")
     # fast: 5.5x (word LSTM) and 6.3x (char GPT) the sentences/s of full, 100% keyword coverage, and per-char

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, even_when, opt, smaller
 from ....data.batching import windows
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
@@ -51,21 +51,27 @@ def _logit(p: float) -> float:
 @dataclass
 class NerModelConfig(Section):
     head: str = opt("efficient", "GlobalPointer head: efficient (Efficient GlobalPointer) | standard.")
-    head_size: int = opt(64, "Width of the head's start/end projections per entity type.")
+    head_size: int = opt(64, "Width of the head's start/end projections per entity type.", **POSITIVE)
     rope: bool = opt(True, "Rotary position embedding in the head (span scores see relative positions).")
+
+    RULES = (even_when("head_size", "rope"),)
 
 
 @dataclass
 class NerInference(Section):
     # score = sigmoid(GlobalPointer logit), so 0.5 is the paper's "logit > 0". (Format-1 checkpoints kept a
     # logit threshold; it is converted on load.)
-    threshold: float = opt(0.5, "Entities scoring above this probability are predicted.")
+    threshold: float = opt(0.5, "Entities scoring above this probability are predicted.", **PROBABILITY)
     # Spans longer than any trained on get untrained (often positive) scores, e.g. on texts longer than the
     # training ones.
     max_span_len: int = opt(0, "Longest span predicted, in characters; 0: the longest entity seen in training.")
-    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
-    max_len: int = opt(256, "Window size in characters; longer texts are windowed, never cut (training too).")
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.", **POSITIVE)
+    max_len: int = opt(
+        256, "Window size in characters; longer texts are windowed, never cut (training too).", **POSITIVE
+    )
     window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
+
+    RULES = (smaller("window_overlap", "max_len"),)
 
 
 @dataclass

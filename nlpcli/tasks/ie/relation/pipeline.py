@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, opt, smaller
 from ....data.batching import Window, windows
 from ....data.io import ReadStats
 from ....errors import DataError
@@ -68,17 +68,23 @@ class IeModelConfig(Section):
         4, "Heads of the self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none."
     )
     # With a pretrained encoder a window is also cut to fit the encoder's positions (in tokens).
-    max_len: int = opt(512, "Window size in characters (and the position-embedding size); longer texts are windowed.")
+    max_len: int = opt(
+        512, "Window size in characters (and the position-embedding size); longer texts are windowed.", **POSITIVE
+    )
     window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
     max_relative: int = opt(64, "Relative distances (in positions) to the subject are clipped here.")
+
+    RULES = (smaller("window_overlap", "max_len"),)
 
 
 @dataclass
 class IeInference(Section):
-    start_threshold: float = opt(0.5, "A start pointer above this probability starts a subject or object.")
-    end_threshold: float = opt(0.4, "An end pointer above this probability ends a subject or object.")
-    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
-    max_subjects: int = opt(512, "Subjects scored per object pass (bounds memory).")
+    start_threshold: float = opt(
+        0.5, "A start pointer above this probability starts a subject or object.", **PROBABILITY
+    )
+    end_threshold: float = opt(0.4, "An end pointer above this probability ends a subject or object.", **PROBABILITY)
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.", **POSITIVE)
+    max_subjects: int = opt(512, "Subjects scored per object pass (bounds memory).", **POSITIVE)
 
 
 @dataclass
