@@ -150,10 +150,10 @@ class Section:
                 raise UnknownOption(f"unknown option '{where}{key}'{hint}")
             changes[key] = convert(where + key, value, getattr(self, key))
         new = dataclasses.replace(self, **changes)
-        new.check(where, set(changes))
+        new.check_values(where, set(changes))
         return new
 
-    def check(self, where: str = "", changed: set[str] | None = None) -> None:
+    def check_values(self, where: str = "", changed: set[str] | None = None) -> None:
         """Every value (of the `changed` fields, when given) in range, and the RULES that involve them."""
         for f in dataclasses.fields(self):
             if changed is not None and f.name not in changed:

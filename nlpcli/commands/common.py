@@ -121,7 +121,7 @@ class _SigtermAsInterrupt:
 
     def __init__(self) -> None:
         self.terminated = False
-        self.signum = signal.SIGTERM
+        self.signum: int = signal.SIGTERM
         self.previous: dict[int, Any] = {}
 
     @property
