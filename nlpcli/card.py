@@ -219,21 +219,33 @@ def _clock(seconds: float) -> str:
 def read_card(model: str | Path) -> tuple[str, bool]:
     """A checkpoint's model card, and whether it had to be made now (checkpoints from before cards)."""
     from .checkpoint import load_checkpoint, resolve_checkpoint_dir
-    from .errors import CheckpointError
     from .registry import get_task
 
     directory = resolve_checkpoint_dir(model)
-    path = directory / CARD_FILE
-    try:  # a regular file inside the checkpoint: a README.md linking to /etc/passwd is refused, not printed
-        return safefiles.read_text(path, CARD_LIMIT, within=directory), False
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    text = card_text(directory)
+    if text is not None:
+        return text, False
     ckpt = load_checkpoint(directory)
     cls = get_task(ckpt.task)
     config = cls.saved_config(ckpt)
     return render_card(cls.name, cls.summary, cls.main_metric, config, ckpt.metrics, {"checkpoint": None}), True
+
+
+def card_text(directory: str | Path, names: tuple[str, ...] = (CARD_FILE,)) -> str | None:
+    """The first of `names` in `directory` as text, or None when there is none. Only a regular file inside
+    the directory is read, and a bounded one: a card linking to /etc/passwd is a CheckpointError, never
+    read (so `info --model` and a server's /info cannot be made to show another file)."""
+    from .errors import CheckpointError
+
+    for name in names:
+        path = Path(directory) / name
+        try:
+            return safefiles.read_text(path, CARD_LIMIT, within=directory)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    return None
 
 
 def commands_from_json(text: str | None) -> list[dict[str, Any]]:

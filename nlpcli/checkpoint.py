@@ -67,16 +67,19 @@ class Checkpoint:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         p = self.path / "model.safetensors"
+        f, self.weights_file = self.weights_file, None  # read once; a second call opens the file anew
         try:
-            if self.weights_file is None:
-                self.weights_file = os.fdopen(safefiles.open_regular(p, within=self.path), "rb")
-            held = Path(f"/proc/self/fd/{self.weights_file.fileno()}")
+            if f is None:
+                f = os.fdopen(safefiles.open_regular(p, within=self.path), "rb")
+            held = Path(f"/proc/self/fd/{f.fileno()}")
             if held.exists():  # the open file itself, mapped as load_file maps it (Linux)
                 return load_file(str(held))
-            self.weights_file.seek(0)
-            return load(self.weights_file.read())
+            return load(f.read())
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{p}: damaged weights file ({_first_line(e)})") from None
+        finally:
+            if f is not None:
+                f.close()
 
     def train_state(self) -> dict[str, Any] | None:
         p = self.path / "train_state.pt"

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import safefiles
 from .callbacks import TrainCallbacks
 from .card import commands_from_json
 from .checkpoint import BEST, LAST
@@ -31,6 +32,7 @@ from .data.io import atomic_binary_output, os_reason
 from .device import DistContext, autocast, autocast_dtype
 from .ema import EMA
 from .errors import CheckpointError, NlpcliError, TrainingInterrupted
+from .report import LOG_LIMIT
 from .tasks.base import Pipeline
 
 LOG_FILE = "train_log.jsonl"
@@ -436,13 +438,9 @@ class Trainer:
         run does them again; kept, they would be logged twice). The log is rewritten only when that changes it."""
         path = self.out / LOG_FILE
         try:
-            fd = _open_log(path, os.O_RDONLY)
+            lines = safefiles.read_bytes(path, LOG_LIMIT, within=self.out, error=NlpcliError).split(b"\n")
         except FileNotFoundError:
             return
-        except OSError as e:
-            raise NlpcliError(f"{path}: cannot read ({os_reason(e)})") from None
-        with os.fdopen(fd, "rb") as f:
-            lines = f.read().split(b"\n")
         cut = lines.pop() != b""  # what follows the last newline: nothing, or a line cut short
         kept = [line for line in lines if _record_step(line) <= self.state.step]
         if not cut and len(kept) == len(lines):
