@@ -40,11 +40,11 @@ class UsageError(typer.BadParameter):
 
 def cli_errors(fn: F) -> F:
     """Turn every failure into one line on stderr and an exit code: 1 (failure), 130 (Ctrl-C), 143 (SIGTERM),
-    141 (stdout closed by its reader, quietly).
+    129 (SIGHUP: the terminal or ssh session closed), 141 (stdout closed by its reader, quietly).
 
     Library errors are already one line; anything else is reported as an internal error with a hint to rerun
-    with --debug (which the wrapped command gains) for the traceback. SIGTERM is raised like Ctrl-C, so a
-    training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2), and an
+    with --debug (which the wrapped command gains) for the traceback. SIGTERM and SIGHUP are raised like
+    Ctrl-C, so a training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2), and an
     option or config field that the task does not have (`UnknownOption`, with its did-you-mean) is one too.
     """
 
