@@ -29,7 +29,7 @@ from .checkpoint import (
 from .config import TaskConfig, read_config_file
 from .data.io import ReadStats
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
-from .errors import ConfigError, NlpcliError, UnknownOption
+from .errors import ConfigError, NlpcliError
 from .records import predict as records
 from .records.stats import PredictStats
 from .registry import get_task
@@ -58,7 +58,7 @@ def make_config(task: str | type[Pipeline], config_file: str | None, overrides: 
     if config_file:
         try:
             cfg = cfg.updated(read_config_file(config_file))
-        except UnknownOption as e:
+        except ConfigError as e:  # an unknown field or a value out of range: the file's, not an option's
             raise ConfigError(f"{config_file}: {e}") from None
     return cfg.updated(overrides)
 

@@ -16,12 +16,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import safefiles
+from .errors import NlpcliError
+
 if TYPE_CHECKING:
     from .config import TaskConfig
 
 CARD_FILE = "README.md"
 # A card that came with converted weights is kept as MODEL_CARD.md (beside nlpcli's own README.md).
 CARD_FILES = (CARD_FILE, "MODEL_CARD.md")
+CARD_LIMIT = 4 * safefiles.MiB  # a card is a few kB; a bound keeps a planted huge file from being read whole
 SCRATCH_LICENCE = "none: trained from scratch in this run (no pretrained weights)"
 
 
@@ -57,11 +61,12 @@ def licence_of(name: str) -> str:
     entry = CATALOGUE.get(name) or CATALOGUE.get(Path(name).name)
     if entry is not None:
         return entry.licence
-    readme = Path(name).expanduser() / CARD_FILE
+    base = Path(name).expanduser()
+    readme = base / CARD_FILE
     if readme.is_file():
         try:
-            found = re.search(r"^license:\s*(\S.*)$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
-        except OSError:
+            found = re.search(r"^license:\s*(\S.*)$", safefiles.read_text(readme, CARD_LIMIT, within=base), re.M)
+        except (OSError, NlpcliError):
             found = None
         if found:
             return found.group(1).strip().strip("\"'")
@@ -215,19 +220,29 @@ def clock(seconds: float) -> str:
 def read_card(*directories: Path) -> str | None:
     """The model card in the first of `directories` that holds one (README.md, else MODEL_CARD.md): a
     checkpoint, then the training output above it. None when there is none (a checkpoint from before
-    cards); an unreadable card is a CheckpointError. A stray byte that is not UTF-8 shows as U+FFFD rather
-    than hiding the card."""
-    from .data.io import os_reason
+    cards); an unreadable card is a CheckpointError (see `card_text`)."""
+    for directory in dict.fromkeys(directories):
+        text = card_text(directory, CARD_FILES)
+        if text is not None:
+            return text
+    return None
+
+
+def card_text(directory: str | Path, names: tuple[str, ...] = (CARD_FILE,)) -> str | None:
+    """The first of `names` in `directory` as text, or None when there is none. Only a regular file inside
+    the directory is read, and a bounded one: a card linking to /etc/passwd is a CheckpointError, never
+    read (so `info --model` and a server's /info cannot be made to show another file)."""
     from .errors import CheckpointError
 
-    for directory in dict.fromkeys(directories):
-        for name in CARD_FILES:
-            path = directory / name
-            if path.is_file():
-                try:
-                    return path.read_text(encoding="utf-8", errors="replace")
-                except OSError as e:
-                    raise CheckpointError(f"{path}: cannot read ({os_reason(e)})") from None
+    for name in names:
+        path = Path(directory) / name
+        try:
+            # a stray byte that is not UTF-8 shows as U+FFFD rather than hiding the card
+            return safefiles.read_bytes(path, CARD_LIMIT, within=directory).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     return None
 
 

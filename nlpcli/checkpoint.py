@@ -22,11 +22,15 @@ finishing or rolling back whatever swap was cut short (`recover_run`); `.NAME.*`
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -36,11 +40,13 @@ from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
+from . import safefiles
 from .data.io import fsync_dir, os_reason, umask
 from .errors import CheckpointError
 from .models import resolve_model_dir
+from .safefiles import MiB
 from .version import __version__
 
 # 3: fields renamed (`max_len` split by meaning: windows.window, model.max_positions, model.train_window,
@@ -61,20 +67,34 @@ class Checkpoint:
     assets: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The weights of this very version, opened with the rest (a swap may rename or delete it after loading).
+    weights_file: BinaryIO | None = field(default=None, repr=False, compare=False)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         p = self.path / "model.safetensors"
+        f, self.weights_file = self.weights_file, None  # read once; a second call opens the file anew
         try:
-            return load_file(str(p))
+            if f is None:
+                f = os.fdopen(safefiles.open_regular(p, within=self.path), "rb")
+            held = Path(f"/proc/self/fd/{f.fileno()}")
+            if held.exists():  # the open file itself, mapped as load_file maps it (Linux)
+                return load_file(str(held))
+            return load(f.read())
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{p}: damaged weights file ({_first_line(e)})") from None
+        finally:
+            if f is not None:
+                f.close()
 
     def train_state(self) -> dict[str, Any] | None:
         p = self.path / "train_state.pt"
-        if not p.exists():
+        try:
+            fd = safefiles.open_regular(p, within=self.path)
+        except FileNotFoundError:
             return None
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            with os.fdopen(fd, "rb") as f:
+                state = torch.load(f, map_location="cpu", weights_only=True)
         except Exception:
             state = None
         if not isinstance(state, dict):
@@ -97,7 +117,23 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint into a temp dir, then swap it into place (never a half checkpoint); `readme` is its
     model card (README.md)."""
-    dest = Path(path)
+    with signals_deferred():
+        return _save_checkpoint(
+            Path(path), task, config, model_state, assets, metrics, train_state, write_extra, readme
+        )
+
+
+def _save_checkpoint(
+    dest: Path,
+    task: str,
+    config: dict[str, Any],
+    model_state: dict[str, torch.Tensor],
+    assets: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    train_state: dict[str, Any] | None,
+    write_extra: Callable[[Path], None] | None,
+    readme: str | None,
+) -> Path:
     tmp: Path | None = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +160,30 @@ def save_checkpoint(
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+# Stop signals that a checkpoint save holds back until it is done: Ctrl-C, SIGTERM, and SIGHUP (a closed
+# terminal or ssh session). Raised in the middle of a swap or its clean-up, they would leave a temporary
+# directory behind.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold stop signals back while the block runs, then deliver the first one that came (to the handler
+    that was in place). Only the main thread handles signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -240,15 +300,20 @@ def recover_run(output_dir: str | Path) -> None:
     if not out.is_dir():
         return
     try:
-        for name in (BEST, LAST):
-            _settle(out / name)
-            for debris in out.glob(f".{name}.*"):
-                if debris.is_dir() and not debris.is_symlink():
-                    shutil.rmtree(debris, ignore_errors=True)
-                else:
-                    debris.unlink(missing_ok=True)
+        with signals_deferred():
+            _recover(out)
     except OSError as e:
         raise CheckpointError(f"{out}: cannot repair an interrupted checkpoint save ({os_reason(e)})") from None
+
+
+def _recover(out: Path) -> None:
+    for name in (BEST, LAST):
+        _settle(out / name)
+        for debris in out.glob(f".{name}.*"):
+            if debris.is_dir() and not debris.is_symlink():
+                shutil.rmtree(debris, ignore_errors=True)
+            else:
+                debris.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -264,7 +329,7 @@ def run_lock(output_dir: str | Path) -> Iterator[None]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock_file(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -295,6 +360,22 @@ def run_lock(output_dir: str | Path) -> Iterator[None]:
                 out.rmdir()  # a run that stopped before writing anything leaves no empty directory
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened or created without following a link: a link planted there (a shared output
+    directory) must not make the run truncate and write its pid into the file it points to."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: is a symbolic link, not a lock file of nlpcli; remove it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a regular file, not a lock file of nlpcli; remove it")
+    return fd
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -318,36 +399,115 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpoint:
-    """Read config and assets; refuse checkpoints of another task or a newer format, and damaged files."""
-    d = resolve_checkpoint_dir(path)
-    meta = _read_json(d / "config.json")
-    assets = _read_json(d / "vocab.json")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{d}: checkpoint format {version} is newer than this nlpcli reads ({FORMAT_VERSION}); upgrade nlpcli"
-        )
-    task = meta.get("task")
-    if expect_task is not None and task != expect_task:
-        raise CheckpointError(f"{d}: this is a '{task}' checkpoint, not '{expect_task}'")
-    if not isinstance(task, str) or not isinstance(meta.get("config", {}), dict):
-        raise CheckpointError(f"{d / 'config.json'}: not an nlpcli checkpoint config (no task or config)")
-    if not (d / "model.safetensors").is_file():
-        raise CheckpointError(f"{d}: model.safetensors is missing")
-    metrics_path = d / "metrics.json"
-    metrics = _read_json(metrics_path) if metrics_path.exists() else {}
-    return Checkpoint(
-        path=d, task=task, config=meta.get("config", {}), assets=assets, metrics=metrics, format_version=version
-    )
+    """Read config and assets; refuse checkpoints of another task or a newer format, and damaged files.
+
+    A training may swap a new version in while this reads: every file comes from the one directory resolved
+    first (never two versions mixed), and when that version is deleted under the reader (a later swap), the
+    read starts again from the newest. The weights file is opened here, so `state_dict` reads this version."""
+    for attempt in range(_LOAD_TRIES):
+        d = resolve_checkpoint_dir(path)
+        try:
+            return _load_version(d, expect_task)
+        except _Vanished:
+            if attempt == _LOAD_TRIES - 1:
+                raise CheckpointError(f"{d}: replaced while being read, {_LOAD_TRIES} times; try again") from None
+    raise AssertionError("unreachable")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a checkpoint file; anything else is a CheckpointError naming the file."""
+_LOAD_TRIES = 5
+JSON_LIMIT = 256 * MiB  # vocab.json of a word vocabulary is a few MB; anything near this is not a checkpoint's
+
+
+class _Vanished(Exception):
+    """Internal: the checkpoint version being read was deleted by a swap."""
+
+
+def _load_version(d: Path, expect_task: str | None) -> Checkpoint:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        dir_fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:
+        raise _Vanished() from None
     except OSError as e:
+        raise CheckpointError(f"{d}: cannot read ({os_reason(e)})") from None
+    weights: BinaryIO | None = None
+    try:
+        meta = _read_json(d / "config.json", dir_fd)
+        version = meta.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise CheckpointError(
+                f"{d / 'config.json'}: format_version {version!r} is not a checkpoint format (a positive integer)"
+            )
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{d}: checkpoint format {version} is newer than this nlpcli reads ({FORMAT_VERSION}); upgrade nlpcli"
+            )
+        task = meta.get("task")
+        if expect_task is not None and task != expect_task:
+            raise CheckpointError(f"{d}: this is a '{task}' checkpoint, not '{expect_task}'")
+        if not isinstance(task, str) or not isinstance(meta.get("config", {}), dict):
+            raise CheckpointError(f"{d / 'config.json'}: not an nlpcli checkpoint config (no task or config)")
+        assets = _read_json(d / "vocab.json", dir_fd)
+        metrics = _read_json(d / "metrics.json", dir_fd, optional=True)
+        try:
+            weights = os.fdopen(safefiles.open_regular(d / "model.safetensors", dir_fd=dir_fd), "rb")
+        except FileNotFoundError:
+            _missing(d, dir_fd)
+            raise CheckpointError(f"{d}: model.safetensors is missing") from None
+        where = _trusted_name(d, dir_fd)
+        if where is None:  # moved out to be deleted while read: a file read above may be of no version
+            raise _Vanished()
+        ckpt = Checkpoint(
+            path=where,
+            task=task,
+            config=meta.get("config", {}),
+            assets=assets,
+            metrics=metrics,
+            format_version=version,
+            weights_file=weights,
+        )
+        weights = None
+        return ckpt
+    finally:
+        os.close(dir_fd)
+        if weights is not None:
+            weights.close()
+
+
+def _trusted_name(d: Path, dir_fd: int) -> Path | None:
+    """Where the version open as `dir_fd` is now, under a name readers trust (it may have moved from NAME.new
+    to NAME to NAME.old), or None once it was moved out to be deleted."""
+    st = os.fstat(dir_fd)
+    dest = d.with_name(d.name.removesuffix(NEW).removesuffix(OLD)) if d.name.endswith((NEW, OLD)) else d
+    for candidate in (d, *_versions(dest), dest):
+        try:
+            cs = os.stat(candidate)
+        except OSError:
+            continue
+        if (cs.st_dev, cs.st_ino) == (st.st_dev, st.st_ino):
+            return candidate
+    return None
+
+
+def _missing(d: Path, dir_fd: int) -> None:
+    """A file of the version open as `dir_fd` is missing: `_Vanished` when a swap is deleting that version."""
+    if _trusted_name(d, dir_fd) is None:
+        raise _Vanished()
+
+
+def _read_json(path: Path, dir_fd: int, optional: bool = False) -> dict[str, Any]:
+    """A JSON object from a checkpoint file (a regular file, not a link, of bounded size) read from the
+    directory open as `dir_fd`; anything else is a CheckpointError naming the file ({} for a missing optional
+    one)."""
+    try:
+        text = safefiles.read_text(path, JSON_LIMIT, dir_fd=dir_fd)
+    except FileNotFoundError as e:
+        _missing(path.parent, dir_fd)
+        if optional:
+            return {}
         raise CheckpointError(f"{path}: cannot read ({os_reason(e)})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint file ({_first_line(e)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: damaged checkpoint file (expected a JSON object)")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
@@ -31,15 +33,80 @@ C = TypeVar("C", bound="TaskConfig")
 T = TypeVar("T")
 
 
-def opt(default: T, help: str) -> T:
-    """A config field with its one-line description (`nlpcli info TASK` and `--toml` show it).
+def opt(
+    default: T,
+    help: str,
+    *,
+    low: float | None = 0,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> T:
+    """A config field with its one-line description (`nlpcli info TASK` and `--toml` show it) and, for a
+    number, the range it must lie in: finite, and by default at least 0 (`low=None`: no lower bound;
+    `low_open`/`high_open`: the bound itself is out). Values outside are a ConfigError when set.
 
     Every field of every section is declared this way (a test holds them to it); a list default is copied
     for each instance."""
+    meta = {"help": help, "range": Range(low, high, low_open, high_open)}
     if isinstance(default, list):
         items = list(default)
-        return cast(T, field(default_factory=lambda: list(items), metadata={"help": help}))
-    return field(default=default, metadata={"help": help})
+        return cast(T, field(default_factory=lambda: list(items), metadata=meta))
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field takes: finite, and within these bounds."""
+
+    low: float | None = 0
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is out of range (None when it is in, or not a number)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return "must be a finite number"
+        low, high = self.low, self.high
+        if low is not None and (value <= low if self.low_open else value < low):
+            return f"must be {'above' if self.low_open else 'at least'} {low:g}" + self._and_high()
+        if high is not None and (value >= high if self.high_open else value > high):
+            return f"must be {'below' if self.high_open else 'at most'} {high:g}" + self._and_low()
+        return None
+
+    def _and_high(self) -> str:
+        return "" if self.high is None else f" and {'below' if self.high_open else 'at most'} {self.high:g}"
+
+    def _and_low(self) -> str:
+        return "" if self.low is None else f" and {'above' if self.low_open else 'at least'} {self.low:g}"
+
+
+# Ranges that recur: a count of at least one, a probability, a dropout rate (1 would drop everything).
+POSITIVE: dict[str, Any] = {"low": 1}
+PROBABILITY: dict[str, Any] = {"low": 0, "high": 1}
+DROPOUT: dict[str, Any] = {"low": 0, "high": 1, "high_open": True}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint between fields of one section (declared in the section's RULES)."""
+
+    fields: tuple[str, ...]
+    holds: Callable[..., bool]
+    message: str
+
+
+def smaller(small: str, large: str) -> Rule:
+    """`small` below `large` (a window's overlap below its size)."""
+    return Rule((small, large), lambda a, b: a < b, f"{small} must be smaller than {large}")
+
+
+def even_when(name: str, flag: str) -> Rule:
+    """`name` even when `flag` is on (rotary position embeddings rotate pairs of dimensions)."""
+    return Rule((name, flag), lambda n, f: not f or n % 2 == 0, f"{name} must be even when {flag} is on")
 
 
 @dataclass(frozen=True)
@@ -71,8 +138,12 @@ class Section:
             for f in dataclasses.fields(self)
         ]
 
+    # Constraints between this section's fields (`smaller`, `even_when`), checked whenever values are set.
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
     def updated(self: S, values: dict[str, Any], where: str = "") -> S:
-        """A copy with values set; strings (command line) are converted to the field's type."""
+        """A copy with values set; strings (command line) are converted to the field's type, and every value
+        must lie in its field's range and fit the section's RULES (a ConfigError naming the option)."""
         names = set(self.field_names())
         changes = {}
         for key, value in values.items():
@@ -81,29 +152,52 @@ class Section:
                 hint = f"; did you mean {where}{close[0]}?" if close else ""
                 raise UnknownOption(f"unknown option '{where}{key}'{hint}")
             changes[key] = convert(where + key, value, getattr(self, key))
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        new.check_values(where, set(changes))
+        return new
+
+    def check_values(self, where: str = "", changed: set[str] | None = None) -> None:
+        """Every value (of the `changed` fields, when given) in range, and the RULES that involve them."""
+        for f in dataclasses.fields(self):
+            if changed is not None and f.name not in changed:
+                continue
+            bounds = f.metadata.get("range")
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, list) else [value]:
+                problem = bounds.problem(item) if bounds is not None else None
+                if problem:
+                    raise ConfigError(f"option '{where}{f.name}': {item!r} is out of range ({problem})")
+        for rule in self.RULES:
+            if changed is not None and not changed & set(rule.fields):
+                continue
+            values = [getattr(self, name) for name in rule.fields]
+            if not rule.holds(*values):
+                shown = ", ".join(f"{where}{n} = {v!r}" for n, v in zip(rule.fields, values, strict=True))
+                raise ConfigError(f"{rule.message.replace(rule.fields[0], where + rule.fields[0], 1)} ({shown})")
 
 
 @dataclass
 class TrainerConfig(Section):
     """How to train; shared by every task (tasks change the defaults)."""
 
-    epochs: int = opt(10, "Passes over the training data.")
+    epochs: int = opt(10, "Passes over the training data.", **POSITIVE)
     max_steps: int = opt(0, "Stop after this many optimiser steps; 0: no limit.")
     time_budget: float = opt(0.0, "Stop after this many minutes (the learning rate decays to fit); 0: no limit.")
-    batch_size: int = opt(32, "Training examples per optimiser step.")
-    lr: float = opt(1e-3, "Peak learning rate (AdamW).")
+    batch_size: int = opt(32, "Training examples per optimiser step.", **POSITIVE)
+    lr: float = opt(1e-3, "Peak learning rate (AdamW).", low_open=True)
     weight_decay: float = opt(0.01, "AdamW weight decay (never on biases, norms and other 1-d parameters).")
     warmup_steps: int = opt(100, "Steps of linear learning-rate warm-up.")
     schedule: str = opt("linear", "Decay after warm-up: linear | cosine | constant (over the steps or time budget).")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this; 0: off.")
-    ema_decay: float = opt(0.0, "EMA of the weights (evaluation and the best checkpoint use it); 0: off.")
+    ema_decay: float = opt(
+        0.0, "EMA of the weights (evaluation and the best checkpoint use it); 0: off.", high=1, high_open=True
+    )
     eval_every: int = opt(0, "Steps between dev evaluations; 0: once per epoch.")
     patience: int = opt(0, "Evaluations without improvement before stopping early; 0: never.")
-    dev_ratio: float = opt(0.1, "Share of train carved out as dev when no --dev is given.")
+    dev_ratio: float = opt(0.1, "Share of train carved out as dev when no --dev is given.", high=1, high_open=True)
     dev_max: int = opt(2000, "Cap on the size of the carved dev split.")
     save_every: int = opt(200, "Steps between resume states saved in last/.")
-    seed: int = opt(42, "Seed of the data order, the carved dev split and the initial weights.")
+    seed: int = opt(42, "Seed of the data order, the carved dev split and the initial weights.", low=None)
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU).")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 or fp16 autocast on CUDA, fp32 elsewhere).")
     threads: int = opt(0, "Torch intra-op threads; 0: torch's default.")

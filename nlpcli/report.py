@@ -3,7 +3,8 @@ summary of each run (`nlpcli report RUN_DIR ...`).
 
 A log holds a `step` record every log_every steps (loss, lr, speed, elapsed_s, ...), an `eval` record per
 dev evaluation and an `end` record per finished run. A run resumed after a kill repeats the steps after its
-last save; the repeated records replace the earlier ones here. matplotlib is imported only to draw.
+last save; the repeated records replace the earlier ones here (and a resumed run drops them from the log), and
+a line cut short by a kill or a full disk is skipped and counted. matplotlib is imported only to draw.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from . import safefiles
+from .errors import DataError, NlpcliError
 
 LOG_FILE = "train_log.jsonl"  # trainer.LOG_FILE, named here so reading a log needs no torch
+LOG_LIMIT = 1 << 30  # a record every log_every steps is ~300 bytes: millions of records fit
+CONFIG_LIMIT = 16 * safefiles.MiB
 
 
 @dataclass
@@ -30,6 +34,7 @@ class RunLog:
     end: dict[str, Any] | None = None
     task: str | None = None
     main_metric: str | None = None
+    unreadable_lines: int = 0  # lines cut short by a kill or a full disk (skipped)
 
     def elapsed_at(self, step: int) -> float | None:
         """Wall time (seconds of training) at a step, interpolated from the step records (older logs' eval
@@ -108,6 +113,7 @@ class RunLog:
             "best": best[1] if best else None,
             "best_step": best[0] if best else None,
             "stopped_by": end.get("stop_reason", "still running, or killed"),
+            "unreadable_lines": self.unreadable_lines,
         }
 
 
@@ -120,18 +126,17 @@ def read_run(path: str | Path) -> RunLog:
         raise DataError(p, f"no {LOG_FILE} here (not a training output directory, or nothing logged yet)")
     run = RunLog(name=str(path).rstrip("/") or str(path), path=run_dir)
     try:
-        lines = log.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(log, f"cannot read ({e})") from None
-    for lineno, line in enumerate(lines, 1):
+        data = safefiles.read_bytes(log, LOG_LIMIT, error=lambda m: DataError(log, m.split(": ", 1)[-1]))
+    except OSError as e:
+        raise DataError(log, f"cannot read ({e.strerror or e})") from None
+    for line in data.splitlines():
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):  # a line cut short by a kill
-                continue
-            raise DataError(log, "malformed JSON", lineno) from None
+        except (ValueError, RecursionError):  # a line cut short by a kill or a full disk, wherever it is
+            run.unreadable_lines += 1
+            continue
         if not isinstance(record, dict) or not isinstance(record.get("step"), int):
             continue
         step = record["step"]
@@ -159,8 +164,9 @@ def _task_of(run_dir: Path) -> str | None:
         config = run_dir / name / "config.json"
         if config.is_file():
             try:
-                task = json.loads(config.read_text(encoding="utf-8")).get("task")
-            except (OSError, ValueError, AttributeError):
+                text = safefiles.read_text(config, CONFIG_LIMIT, within=run_dir)
+                task = json.loads(text).get("task")
+            except (NlpcliError, OSError, ValueError, AttributeError, RecursionError):
                 continue
             if isinstance(task, str):
                 return task

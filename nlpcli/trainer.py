@@ -9,9 +9,12 @@ The trainer never prints: progress goes to callbacks.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import random
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import safefiles
 from .callbacks import TrainCallbacks, TrainResult
 from .card import commands_from_json
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
-from .data.io import os_reason
+from .data.io import atomic_binary_output, os_reason
 from .device import DistContext, autocast, autocast_dtype
 from .ema import EMA
 from .errors import CheckpointError, NlpcliError, TrainingInterrupted
+from .report import LOG_LIMIT
 from .tasks.base import Pipeline
 
 LOG_FILE = "train_log.jsonl"
@@ -137,6 +142,8 @@ class Trainer:
             "main_metric": self.pipe.main_metric,
             "speed_unit": self.pipe.speed_unit,
         }
+        if self.dist.is_main:
+            self._prepare_log()
         self.cb.on_start(total, st.step, info)
         nan_run = 0
         try:
@@ -402,12 +409,51 @@ class Trainer:
             from .tblog import write_scalars
 
             write_scalars(self.tb, record)
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            fd = _open_log(self.out / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, line)  # one write per record: a kill cuts at most this line
+            finally:
+                os.close(fd)
         except OSError as e:
             raise NlpcliError(f"{self.out / LOG_FILE}: cannot write ({os_reason(e)})") from None
+
+    def _prepare_log(self) -> None:
+        """Before this run's first record: drop a last line cut short by a kill or a full disk (the next record
+        would be glued onto it), and the records of the steps after the one this run starts from (a resumed
+        run does them again; kept, they would be logged twice). The log is rewritten only when that changes it."""
+        path = self.out / LOG_FILE
+        try:
+            lines = safefiles.read_bytes(path, LOG_LIMIT, within=self.out, error=NlpcliError).split(b"\n")
+        except FileNotFoundError:
+            return
+        cut = lines.pop() != b""  # what follows the last newline: nothing, or a line cut short
+        kept = [line for line in lines if _record_step(line) <= self.state.step]
+        if not cut and len(kept) == len(lines):
+            return
+        with atomic_binary_output(path) as f:  # a kill now leaves the old log or the new one
+            f.write(b"".join(line + b"\n" for line in kept))
+
+
+def _open_log(path: Path, flags: int) -> int:
+    """The log, opened without following a link planted in the output directory (a run must not write
+    through it); only a regular file is taken."""
+    fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def _record_step(line: bytes) -> int:
+    """The step of a log record; -1 for a line without one (kept as it is)."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError, RecursionError):
+        return -1
+    return step if isinstance(step, int) else -1
 
 
 class _Stop(Exception):

@@ -109,10 +109,11 @@ def _popen(*args: Any, env: dict[str, str] | None = None, **kw: Any) -> subproce
     return subprocess.Popen(_cmd(*args), env=env or cli_env(), cwd=ROOT, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _wait_for(predicate: Any, proc: subprocess.Popen, timeout: float = 120) -> None:
-    start = time.time()
+def _wait_for(predicate: Any, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait for an event (a file appearing) while the process lives; the timeout only stops a hung test."""
+    start = time.monotonic()
     while not predicate():
-        if proc.poll() is not None or time.time() - start > timeout:
+        if proc.poll() is not None or time.monotonic() - start > timeout:
             proc.kill()
             raise AssertionError(f"timed out (rc {proc.poll()}): {proc.stderr.read() if proc.stderr else ''}")
         time.sleep(0.05)
@@ -311,10 +312,8 @@ def test_loading_never_contacts_the_hub(hf_run: Path, tmp_path: Path) -> None:
     assert Path(str(log) + ".loaded").exists()  # the block was in place
     # Without encoder/, `--model best` (relative: it reads like a hub repo id) fails at once, offline.
     shutil.rmtree(run / "best" / "encoder")
-    start = time.time()
-    proc = _run("predict", "ner", "--model", "best", "--text", "张三", env=env, cwd=run, timeout=120)
+    proc = _run("predict", "ner", "--model", "best", "--text", "张三", env=env, cwd=run)
     _one_line_error(proc, "encoder")
-    assert time.time() - start < 60
     assert not log.exists(), f"connections attempted: {log.read_text()}"
 
 
@@ -345,10 +344,12 @@ def test_a_second_training_into_the_same_output_is_refused(tmp_path: Path) -> No
     finally:
         first.kill()  # SIGKILL: its lock file stays behind, stale
         first.wait()
-    step = torch.load(run / "last" / "train_state.pt", weights_only=True)["step"]
+    # The kill may land inside a swap of last/: last.new then holds the newest state, which --resume takes (and
+    # last/ an older one). Reading last/ directly once gave an older step, and the resumed run, already at
+    # step + 2, trained nothing and logged no `end` line: read what --resume reads.
+    step = _step(run / "last")
     third = _run(*TRAIN_NER, "--output", run, "--resume", "--max-steps", str(step + 2))
     assert third.returncode == 0, third.stderr
-    # Once in about four full-suite runs there was no `end` line at all (not reproduced alone): say what was there.
     ends = [r["step"] for r in _log(run) if r["event"] == "end"]
     tail = (run / "train_log.jsonl").read_text()[-1500:]
     assert ends == [step + 2], f"resumed at {step}; stderr: {third.stderr[-1500:]}\nlog tail: {tail}"
@@ -454,7 +455,7 @@ def test_bad_output_paths_are_one_error_line(ner_run: Path, tmp_path: Path) -> N
     # A directory as --output is refused before any input is read: stdin stays open and unread here.
     proc = _popen("predict", "ner", "--model", ner_run, "--output", tmp_path, stdin=subprocess.PIPE)
     try:
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     _one_line_error(subprocess.CompletedProcess([], proc.returncode, "", err), "directory")
@@ -541,7 +542,7 @@ def test_sigterm_saves_training_state_and_exits_143(tmp_path: Path) -> None:
     )
     _wait_for(lambda: (run / "last" / "train_state.pt").exists(), proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err
     stopped = [line for line in err.splitlines() if line.startswith("stopped:")]
     assert len(stopped) == 1 and "--resume" in stopped[0] and "Traceback" not in err  # one line at 80 columns
@@ -556,9 +557,8 @@ def test_sigterm_during_predict_leaves_no_temp_file(ner_run: Path, tmp_path: Pat
     proc.stdin.write('{"text": "张三在北京"}\n')
     proc.stdin.flush()
     _wait_for(lambda: any(tmp_path.glob(".out.jsonl.*")), proc)
-    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert out.read_text() == "precious\n" and not list(tmp_path.glob(".out.jsonl.*"))
@@ -578,7 +578,7 @@ def test_sigterm_during_generate_keeps_the_lines_done_and_exits_143(tmp_path: Pa
     )
     _wait_for(lambda: any(p.stat().st_size for p in tmp_path.glob(".out.jsonl.*")), proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err  # SIGTERM, not Ctrl-C's 130
     assert "interrupted: kept" in err and "Traceback" not in err
     kept = out.read_text(encoding="utf-8").splitlines()
@@ -635,9 +635,9 @@ def test_predict_answers_a_slow_producer_line_by_line(ner_run: Path) -> None:
         for text in ["张三在北京", "李四去上海"]:
             proc.stdin.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
             proc.stdin.flush()
-            answer = json.loads(_read_line(proc.stdout, 120))  # the input stays open
+            answer = json.loads(_read_line(proc.stdout, 300))  # the input stays open
             assert answer["text"] == text and "entities" in answer
         proc.stdin.close()
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=300) == 0
     finally:
         proc.kill()

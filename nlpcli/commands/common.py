@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)  # long paths stay on one line for scripts
 
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, SIGTERM (SIGHUP: 129)
 # A closed stdout (`nlpcli predict ... | head -1`) ends the command quietly with the status of a process that
 # SIGPIPE ended, 128 + 13, as `cat`, `grep` or `seq` end there: a shell shows it only under `set -o pipefail`.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -43,11 +43,11 @@ class UsageError(typer.BadParameter):
 
 def cli_errors(fn: F) -> F:
     """Turn every failure into one line on stderr and an exit code: 1 (failure), 130 (Ctrl-C), 143 (SIGTERM),
-    141 (stdout closed by its reader, quietly).
+    129 (SIGHUP: the terminal or ssh session closed), 141 (stdout closed by its reader, quietly).
 
     Library errors are already one line; anything else is reported as an internal error with a hint to rerun
-    with --debug (which the wrapped command gains) for the traceback. SIGTERM is raised like Ctrl-C, so a
-    training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2), and an
+    with --debug (which the wrapped command gains) for the traceback. SIGTERM and SIGHUP are raised like
+    Ctrl-C, so a training saves last/ and an output file is rolled back. Usage errors stay Typer's (exit code 2), and an
     option or config field that the task does not have (`UnknownOption`, with its did-you-mean) is one too.
     """
 
@@ -119,15 +119,17 @@ def _detach_stdout() -> None:
 
 
 class _SigtermAsInterrupt:
-    """While active, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, once."""
+    """While active, SIGTERM and SIGHUP (a closed terminal or ssh session; unless ignored, as under nohup)
+    raise `Terminated` (a KeyboardInterrupt) in the main thread, once."""
 
     def __init__(self) -> None:
         self.terminated = False
-        self.previous: Any = None
+        self.signum: int = signal.SIGTERM
+        self.previous: dict[int, Any] = {}
 
     @property
     def exit_code(self) -> int:
-        return EXIT_TERMINATED if self.terminated else EXIT_INTERRUPTED
+        return 128 + self.signum if self.terminated else EXIT_INTERRUPTED
 
     def _handle(self, signum: int, frame: object) -> None:
         from ..errors import Terminated
@@ -135,18 +137,21 @@ class _SigtermAsInterrupt:
         if self.terminated:
             return  # already stopping: let the clean-up finish
         self.terminated = True
+        self.signum = signum
         raise Terminated()
 
     def __enter__(self) -> _SigtermAsInterrupt:
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def parse_options(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:

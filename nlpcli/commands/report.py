@@ -61,6 +61,9 @@ def report(
             str(r["stopped_by"]),
         )
     print_table(table)
+    for r in rows:
+        if r["unreadable_lines"]:
+            err_console.print(f"{r['run']}: skipped {r['unreadable_lines']} log line(s) cut short", highlight=False)
     err_console.print(f"wrote {png}", highlight=False)
 
 

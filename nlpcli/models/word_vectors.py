@@ -75,7 +75,17 @@ def _header(data: bytes, source: str | Path) -> tuple[int, int, int]:
     parts = data[:end].split() if end > 0 else []
     if len(parts) != 2 or not all(x.isdigit() for x in parts):
         raise DataError(source, "not a word2vec file (the first line is not 'WORDS DIMENSIONS')", 1)
-    return int(parts[0]), int(parts[1]), end + 1
+    n, dim = int(parts[0]), int(parts[1])
+    # Checked before the [N, D] table is allocated: every row takes at least 2 bytes per value (text "0 ",
+    # binary 4) and 2 for a word and its separator, so a header claiming more rows than fit is not this file's.
+    room = len(data) - end - 1
+    if dim < 1 or n * (2 * dim + 2) > room:
+        raise DataError(
+            source,
+            f"the header claims {n:,} words of {dim:,} dimensions, which the file's {room:,} bytes cannot hold",
+            1,
+        )
+    return n, dim, end + 1
 
 
 def _is_binary(data: bytes, source: str | Path) -> bool:

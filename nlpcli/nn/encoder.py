@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Section, opt
+from ..config import DROPOUT, POSITIVE, Section, opt
 from ..data import vocab as V
 from ..errors import ConfigError
 from . import hf
@@ -42,13 +42,15 @@ class EncoderConfig(Section):
         "dgcnn (char+word convolutions from scratch), or a pretrained encoder: m3e-small, e5-small "
         "(`nlpcli models pull`), a local Hugging Face directory or a hub name.",
     )
-    hidden_size: int = opt(256, "DGCNN width (char embeddings and convolutions).")
-    dilations: list[int] = opt([1, 2, 4, 8, 1, 1], "Dilation of each gated convolution block (one block each).")
-    kernel_size: int = opt(3, "Width of each convolution.")
-    dropout: float = opt(0.1, "Dropout inside the DGCNN blocks.")
-    embed_dropout: float = opt(0.2, "Dropout on the char+word embeddings.")
+    hidden_size: int = opt(256, "DGCNN width (char embeddings and convolutions).", **POSITIVE)
+    dilations: list[int] = opt(
+        [1, 2, 4, 8, 1, 1], "Dilation of each gated convolution block (one block each).", **POSITIVE
+    )
+    kernel_size: int = opt(3, "Width of each convolution.", **POSITIVE)
+    dropout: float = opt(0.1, "Dropout inside the DGCNN blocks.", **DROPOUT)
+    embed_dropout: float = opt(0.2, "Dropout on the char+word embeddings.", **DROPOUT)
     use_words: bool = opt(True, "Add the embedding of the jieba word each char belongs to.")
-    word_dim: int = opt(128, "Width of the jieba word embeddings (projected to hidden_size).")
+    word_dim: int = opt(128, "Width of the jieba word embeddings (projected to hidden_size).", **POSITIVE)
     word_min_count: int = opt(2, "Training occurrences a word needs to enter the word vocabulary.")
     word_vocab_size: int = opt(50000, "Most words kept in the word vocabulary (pretrained vectors' words included).")
     char_min_count: int = opt(1, "Training occurrences a char needs to enter the char vocabulary.")
@@ -62,7 +64,7 @@ class EncoderConfig(Section):
     freeze_word_vectors: bool = opt(False, "Keep the pretrained word table fixed (its projection still trains).")
     # 1e-4, not the usual 3e-5: in a CPU budget of about 1,000 steps m3e-small reached a clearly higher CLUENER
     # F1 with it (README).
-    lr: float = opt(1e-4, "Learning rate of a pretrained encoder (the task's heads use trainer.lr).")
+    lr: float = opt(1e-4, "Learning rate of a pretrained encoder (the task's heads use trainer.lr).", low_open=True)
 
     @property
     def scratch(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..config import Section, TaskConfig, opt
+from ..config import POSITIVE, Section, TaskConfig, opt, smaller
 from ..data.batching import Window, windows
 from . import hf
 from .encoder import Encoder, EncoderConfig, HFEncoder, NewEncoder, create_encoder, rebuild_encoder
@@ -25,9 +25,13 @@ from .encoder import Encoder, EncoderConfig, HFEncoder, NewEncoder, create_encod
 class WindowConfig(Section):
     """How a long text is read: overlapping windows, never a cut (every position belongs to one window)."""
 
-    window: int = opt(256, "Window size in characters when predicting; longer texts are windowed, never cut.")
+    window: int = opt(
+        256, "Window size in characters when predicting; longer texts are windowed, never cut.", **POSITIVE
+    )
     window_overlap: int = opt(64, "Characters shared by neighbouring windows.")
     train_window: int = opt(0, "Window size in characters in training (qa: the crop of a long passage); 0: window.")
+
+    RULES = (smaller("window_overlap", "window"),)
 
     @property
     def training(self) -> int:

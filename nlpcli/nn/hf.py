@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+from .. import safefiles
+from ..errors import CheckpointError, ConfigError, NlpcliError
 
 HF_DIR = "encoder"  # checkpoint subdirectory holding the HF config and tokenizer
+CONFIG_LIMIT = 16 * safefiles.MiB
 
 
 def _quiet_transformers() -> Any:
@@ -23,6 +25,9 @@ def _quiet_transformers() -> Any:
 
 def load_pretrained(name_or_path: str, kind: str = "encoder") -> tuple[Any, Any]:
     """(model, tokenizer) from a hub name or a local directory (hub names need internet)."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():  # a pulled entry (even one pulled with --no-verify) or the user's own directory
+        _refuse_code(local, ConfigError)
     tf = _quiet_transformers()
     auto = tf.AutoModel if kind == "encoder" else tf.AutoModelForCausalLM
     try:
@@ -30,6 +35,12 @@ def load_pretrained(name_or_path: str, kind: str = "encoder") -> tuple[Any, Any]
         model = auto.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load Hugging Face model {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    if getattr(model.config, "auto_map", None) or (getattr(tokenizer, "init_kwargs", None) or {}).get("auto_map"):
+        # The checkpoint would keep the request, and loading it refuses custom code: refuse before training.
+        raise ConfigError(
+            f"{name_or_path!r} asks to run custom code (auto_map); nlpcli never runs model code, and a "
+            "checkpoint trained on it could not be loaded"
+        )
     if kind == "encoder" and not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"{name_or_path!r}: a fast tokenizer is needed (character offsets)")
     return model, tokenizer
@@ -46,11 +57,7 @@ def rebuild(checkpoint_dir: Path, kind: str = "encoder") -> tuple[Any, Any]:
         raise CheckpointError(
             f"{d}: missing (a checkpoint of a Hugging Face model keeps its config and tokenizer here)"
         )
-    for name in ("config.json", "tokenizer_config.json"):
-        if _asks_for_code(d / name):
-            raise CheckpointError(
-                f"{d / name}: asks to run custom code (auto_map); nlpcli never runs code from a checkpoint"
-            )
+    _refuse_code(d, CheckpointError)
     tf = _quiet_transformers()
     auto = tf.AutoModel if kind == "encoder" else tf.AutoModelForCausalLM
     offline = {"local_files_only": True, "trust_remote_code": False}
@@ -63,11 +70,18 @@ def rebuild(checkpoint_dir: Path, kind: str = "encoder") -> tuple[Any, Any]:
         raise CheckpointError(f"{d}: cannot rebuild the Hugging Face model ({reason})") from None
 
 
-def _asks_for_code(path: Path) -> bool:
+def _refuse_code(d: Path, error: type[NlpcliError]) -> None:
+    """An `error` when the directory's config or tokenizer config asks to run custom code (auto_map)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        if _asks_for_code(d / name, d):
+            raise error(f"{d / name}: asks to run custom code (auto_map); nlpcli never runs model code")
+
+
+def _asks_for_code(path: Path, within: Path) -> bool:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False  # a missing or broken file is transformers' to report
+        obj = json.loads(safefiles.read_text(path, CONFIG_LIMIT, within=within))
+    except (OSError, ValueError, RecursionError):
+        return False  # a missing or broken file is transformers' to report (a link or a huge one: refused above)
     return isinstance(obj, dict) and bool(obj.get("auto_map"))
 
 

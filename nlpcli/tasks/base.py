@@ -256,12 +256,15 @@ class Pipeline:
         """The config a checkpoint was trained with. Format 1 kept one flat dict, mapped into sections here;
         format 2 used names renamed since (`max_len` meant six things), which the config's `MOVED` table maps to
         this format's fields: the old names are read where they stood, as options and presets are."""
-        if ckpt.format_version == 1:
-            config = cls.Config().updated(ckpt.config, strict=False)
-            if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
-                config = config.updated({"encoder.name": ckpt.config.get("encoder", "dgcnn")})
-            return config
-        return cls.Config.from_dict(ckpt.config, strict=False)
+        try:
+            if ckpt.format_version == 1:
+                config = cls.Config().updated(ckpt.config, strict=False)
+                if config.encoder is not None:  # format 1 had no `auto`: no encoder field meant the DGCNN
+                    config = config.updated({"encoder.name": ckpt.config.get("encoder", "dgcnn")})
+                return config
+            return cls.Config.from_dict(ckpt.config, strict=False)
+        except ConfigError as e:  # a value out of range or of the wrong type: the checkpoint's, not an option's
+            raise CheckpointError(f"{ckpt.path / 'config.json'}: {e}") from None
 
     @classmethod
     def with_runtime_overrides(cls, config: TaskConfig, overrides: dict[str, Any], resume: bool = False) -> TaskConfig:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...config import Section, TaskConfig, TrainerConfig, opt
+from ...config import POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, opt
 from ...data.batching import Window, pad_ids
 from ...data.io import ReadStats
 from ...errors import ConfigError, DataError
@@ -35,7 +35,7 @@ class QaModelConfig(Section):
         [1, 2, 1], "Dilations of the question's DGCNN blocks (dgcnn only; the passage uses encoder.dilations)."
     )
     match_features: bool = opt(True, "Embed whether each passage char / word occurs in the question (dgcnn only).")
-    answer_crop_prob: float = opt(0.8, "How often a training crop of a long passage keeps an answer.")
+    answer_crop_prob: float = opt(0.8, "How often a training crop of a long passage keeps an answer.", **PROBABILITY)
     # softmax: cross-entropy over positions plus a gate loss (learns spans from a few thousand questions far
     # faster); focal: the original reader's per-position focal loss on sigmoid(pointer) * sigmoid(gate).
     pointer_loss: str = opt("softmax", "Pointer loss: softmax (over positions, plus a has-answer loss) | focal.")
@@ -45,10 +45,14 @@ class QaModelConfig(Section):
 
 @dataclass
 class QaInference(Section):
-    max_answer_len: int = opt(32, "Longest answer in the model's positions: characters (dgcnn) or tokens (encoder).")
-    threshold: float = opt(0.1, "Start/end probabilities at or below this never make a candidate answer.")
+    max_answer_len: int = opt(
+        32, "Longest answer in the model's positions: characters (dgcnn) or tokens (encoder).", **POSITIVE
+    )
+    threshold: float = opt(
+        0.1, "Start/end probabilities at or below this never make a candidate answer.", **PROBABILITY
+    )
     voting: str = opt("vote", "How the candidates of several passages/windows become one answer: vote | max.")
-    batch_size: int = opt(128, "Passage windows per forward pass.")
+    batch_size: int = opt(128, "Passage windows per forward pass.", **POSITIVE)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import DROPOUT, POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, opt
 from .decode import Decoding
 
 DECODING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
@@ -21,26 +21,28 @@ class ChatModelConfig(Section):
     # all (not responses): every context turn is Weibo text too, twice the training signal for the same compute
     # (the benchmark's setting; its defaults here are what benchmarks/chat_lccc.py measured best).
     loss: str = opt("all", "Tokens trained on: responses | all (every token after [CLS]).")
-    hidden_size: int = opt(128, "Width of the from-scratch GPT.")
-    layers: int = opt(3, "Transformer layers of the from-scratch GPT.")
-    heads: int = opt(4, "Attention heads of the from-scratch GPT.")
-    dropout: float = opt(0.1, "Dropout of the from-scratch GPT.")
-    context_len: int = opt(64, "Context in tokens: history + reply.")
+    hidden_size: int = opt(128, "Width of the from-scratch GPT.", **POSITIVE)
+    layers: int = opt(3, "Transformer layers of the from-scratch GPT.", **POSITIVE)
+    heads: int = opt(4, "Attention heads of the from-scratch GPT.", **POSITIVE)
+    dropout: float = opt(0.1, "Dropout of the from-scratch GPT.", **DROPOUT)
+    context_len: int = opt(64, "Context in tokens: history + reply.", **POSITIVE)
     max_turn_len: int = opt(30, "In training a longer turn keeps its first tokens (so a window holds 2+ turns).")
     char_min_count: int = opt(2, "Training occurrences a character needs to enter the vocabulary (from scratch).")
     vocab_size: int = opt(4000, "Most frequent characters kept (from scratch).")
-    init_lr: float = opt(5e-5, "Learning rate of an --init model.")
+    init_lr: float = opt(5e-5, "Learning rate of an --init model.", low_open=True)
 
 
 @dataclass
 class ChatInference(Section):
     max_new_tokens: int = opt(32, "Longest reply in tokens.")
-    temperature: float = opt(0.7, "Sampling temperature; 0 or below: greedy.")
+    temperature: float = opt(0.7, "Sampling temperature; 0 or below: greedy.", low=None)
     top_k: int = opt(0, "Sample among the k most likely tokens; 0: off.")
-    top_p: float = opt(0.9, "Nucleus sampling: the most likely tokens holding this much probability; 1: off.")
+    top_p: float = opt(
+        0.9, "Nucleus sampling: the most likely tokens holding this much probability; 1: off.", **PROBABILITY
+    )
     repetition_penalty: float = opt(1.2, "Above 1 discourages tokens already in the context.")
-    seed: int = opt(42, "Seed of the sampler (the same seed, history and batching give the same replies).")
-    batch_size: int = opt(64, "Histories per generation batch.")
+    seed: int = opt(42, "Seed of the sampler (the same seed, history and batching give the same replies).", low=None)
+    batch_size: int = opt(64, "Histories per generation batch.", **POSITIVE)
     eval_samples: int = opt(100, "Histories whose sampled replies give distinct-1/2 and tokens/s in evaluate.")
 
     def decoding(self) -> Decoding:

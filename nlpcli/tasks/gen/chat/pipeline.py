@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....checkpoint import resolve_checkpoint_dir
+from .... import safefiles
+from ....checkpoint import JSON_LIMIT, resolve_checkpoint_dir
 from ....config import TaskConfig
 from ....data import vocab as V
 from ....data.batching import bucket_batches, pad_ids
@@ -44,7 +45,7 @@ def _nlpcli_checkpoint(init: str) -> Path | None:
     anything else (a Hugging Face model name or directory)."""
     try:
         directory = resolve_checkpoint_dir(init)
-        meta = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        meta = json.loads(safefiles.read_text(directory / "config.json", JSON_LIMIT, within=directory))
     except (CheckpointError, OSError, ValueError):
         return None
     return directory if isinstance(meta, dict) and "task" in meta and "format_version" in meta else None

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....config import Section, opt
+from ....config import DROPOUT, POSITIVE, Section, opt
 from ....errors import ConfigError
 from ....nn.gpt import GPT, GPTConfig
 
@@ -25,12 +25,14 @@ class LmModelConfig(Section):
     vocab_size: int = opt(10000, "Most frequent tokens kept in the vocabulary.")
     min_count: int = opt(2, "Training occurrences a token needs to enter the vocabulary.")
     arch: str = opt("lstm", "Language model per direction: lstm | transformer (a small GPT, nlpcli/nn/gpt.py).")
-    embed_dim: int = opt(64, "Token embedding width of the LSTM (the output is tied to it; a GPT uses hidden_size).")
-    hidden_size: int = opt(256, "LSTM / transformer width.")
-    num_layers: int = opt(2, "LSTM / transformer layers per direction.")
-    heads: int = opt(4, "Attention heads (transformer only).")
-    dropout: float = opt(0.1, "Dropout on embeddings and between layers.")
-    train_window: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.")
+    embed_dim: int = opt(
+        64, "Token embedding width of the LSTM (the output is tied to it; a GPT uses hidden_size).", **POSITIVE
+    )
+    hidden_size: int = opt(256, "LSTM / transformer width.", **POSITIVE)
+    num_layers: int = opt(2, "LSTM / transformer layers per direction.", **POSITIVE)
+    heads: int = opt(4, "Attention heads (transformer only).", **POSITIVE)
+    dropout: float = opt(0.1, "Dropout on embeddings and between layers.", **DROPOUT)
+    train_window: int = opt(64, "Tokens per training window; longer sentences are windowed, never cut.", **POSITIVE)
     positions: int = opt(66, "Position table size (transformer only; sentences the sampler grows must fit).")
     pack: bool = opt(
         False,

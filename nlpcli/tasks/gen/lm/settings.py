@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ....config import Section, opt
+from ....config import PROBABILITY, Section, opt
 from ....errors import ConfigError
 
 PROPOSALS = ("full", "fast")
@@ -17,16 +17,16 @@ class SamplerSettings(Section):
     """The sampler's settings (the `inference` section of an lm checkpoint; any may change per call)."""
 
     top_k: int = opt(50, "Proposals per edit: the K words most likely under both directions' LMs.")
-    p_replace: float = opt(0.3, "Probability of a replace move.")
-    p_insert: float = opt(0.3, "Probability of an insert move.")
-    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).")
+    p_replace: float = opt(0.3, "Probability of a replace move.", **PROBABILITY)
+    p_insert: float = opt(0.3, "Probability of an insert move.", **PROBABILITY)
+    p_delete: float = opt(0.3, "Probability of a delete move (skip takes the rest).", **PROBABILITY)
     min_len: int = opt(
         5,
         "Shortest sentence in tokens: deletes never go below it (with hard_min_len); shorter sentences are "
         "returned only when nothing longer was visited.",
     )
-    # A floor, not only a ranking: a char sampler's chains otherwise stay near their keywords' length (44 of 100
-    # outputs under 8 chars), where real sentences read worst per char (README: lm + CGMH, the judge).
+    # A floor, not only a ranking: a char sampler's chains otherwise stay near their keywords' length, where even
+    # real sentences read worst per char (docs/results.md: lm + CGMH, the judge).
     hard_min_len: bool = opt(
         True,
         "Deletes never take a sentence below min_len: the target is the LM's distribution over sentences of at "
@@ -34,16 +34,15 @@ class SamplerSettings(Section):
     )
     max_sentence_len: int = opt(40, "Longest sentence in tokens (keywords included).")
     chains: int = opt(2, "Chains per keyword set (at least num).")
-    # 128: 1.8x the sentences/s of 64 for the word LSTM and 1.4x for the char GPT (benchmarks/lm_cgmh.py, 100
-    # keyword sets, one chain each; README: lm + CGMH); a quick timing of 256 gained nothing more.
+    # 128: more sentences/s than 64 for both LMs (docs/results.md: lm + CGMH); 256 gained nothing more.
     batch_chains: int = opt(128, "Chains run side by side in one batch.")
     num: int = opt(3, "Sentences returned per keyword set, best first.")
     steps: int = opt(200, "Metropolis-Hastings steps per chain.")
-    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).")
+    seed: int = opt(42, "Seed of the sampler (the same seed, keywords and batching give the same sentences).", low=None)
     keep_order: bool = opt(False, "Keywords appear in the given order.")
     batched: bool = opt(True, "Score candidate sentences in batches; false: one at a time (the speed baseline).")
-    # fast: 5.5x (word LSTM) and 6.3x (char GPT) the sentences/s of full, 100% keyword coverage, and per-char
-    # NLL under an independent judge LM within 0.11 nats of full's (README: lm + CGMH results).
+    # fast: several times the sentences/s of full, full keyword coverage, and a judge NLL close to full's
+    # (docs/results.md: lm + CGMH).
     proposal: str = opt(
         "fast",
         "full: score all top-K candidate sentences with the forward LM and draw by those scores; "

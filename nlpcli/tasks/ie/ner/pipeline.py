@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, even_when, opt
 from ....data.io import ReadStats
 from ....errors import ConfigError, DataError
 from ....metrics import set_errors, set_prf
@@ -41,19 +41,21 @@ def _logit(p: float) -> float:
 @dataclass
 class NerModelConfig(Section):
     head: str = opt("efficient", "GlobalPointer head: efficient (Efficient GlobalPointer) | standard.")
-    head_size: int = opt(64, "Width of the head's start/end projections per entity type.")
+    head_size: int = opt(64, "Width of the head's start/end projections per entity type.", **POSITIVE)
     rope: bool = opt(True, "Rotary position embedding in the head (span scores see relative positions).")
+
+    RULES = (even_when("head_size", "rope"),)
 
 
 @dataclass
 class NerInference(Section):
     # score = sigmoid(GlobalPointer logit), so 0.5 is the paper's "logit > 0". (Format-1 checkpoints kept a
     # logit threshold; it is converted on load.)
-    threshold: float = opt(0.5, "Entities scoring above this probability are predicted.")
+    threshold: float = opt(0.5, "Entities scoring above this probability are predicted.", **PROBABILITY)
     # Spans longer than any trained on get untrained (often positive) scores, e.g. on texts longer than the
     # training ones.
     max_span_len: int = opt(0, "Longest span predicted, in characters; 0: the longest entity seen in training.")
-    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.", **POSITIVE)
 
 
 @dataclass

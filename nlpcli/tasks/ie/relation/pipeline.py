@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....config import Section, TaskConfig, TrainerConfig, opt
+from ....config import POSITIVE, PROBABILITY, Section, TaskConfig, TrainerConfig, opt
 from ....data.io import ReadStats
 from ....errors import DataError
 from ....metrics import set_errors, set_prf
@@ -56,16 +56,18 @@ class IeModelConfig(Section):
     attention_heads: int = opt(
         4, "Heads of the self-attention layer after the DGCNN (a pretrained encoder has its own); 0: none."
     )
-    max_positions: int = opt(512, "Rows of the position embedding (dgcnn): no window is longer than this.")
+    max_positions: int = opt(512, "Rows of the position embedding (dgcnn): no window is longer than this.", **POSITIVE)
     max_relative: int = opt(64, "Relative distances (in positions) to the subject are clipped here.")
 
 
 @dataclass
 class IeInference(Section):
-    start_threshold: float = opt(0.5, "A start pointer above this probability starts a subject or object.")
-    end_threshold: float = opt(0.4, "An end pointer above this probability ends a subject or object.")
-    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.")
-    max_subjects: int = opt(512, "Subjects scored per object pass (bounds memory).")
+    start_threshold: float = opt(
+        0.5, "A start pointer above this probability starts a subject or object.", **PROBABILITY
+    )
+    end_threshold: float = opt(0.4, "An end pointer above this probability ends a subject or object.", **PROBABILITY)
+    batch_size: int = opt(64, "Windows per forward pass when predicting and evaluating.", **POSITIVE)
+    max_subjects: int = opt(512, "Subjects scored per object pass (bounds memory).", **POSITIVE)
 
 
 @dataclass
