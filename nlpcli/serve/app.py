@@ -161,7 +161,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                 continue
             try:
                 model.pipe.validate_record(example, "example", 1)
-                await asyncio.wrap_future(batchers[name].submit([example], chars=record_chars(example)))
+                await asyncio.wrap_future(batchers[name].submit([example], chars=record_chars(example), wait=False))
             except Exception as e:  # e.g. an lm whose vocabulary lacks the example's words: it answers anyway
                 log.warning("warm-up of %s skipped: %s", name, internal_message(e))
         warm.set()

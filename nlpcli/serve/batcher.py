@@ -34,6 +34,7 @@ class Job:
     records: list[dict[str, Any]]
     chars: int = 0
     deadline: float = float("inf")  # time.monotonic() after which nobody waits for the answer
+    wait: bool = True  # wait up to max_wait_s for company (the warm-up does not)
     future: Future[list[dict[str, Any]]] = field(default_factory=Future)
 
 
@@ -96,11 +97,16 @@ class MicroBatcher:
         return not self._thread.is_alive()
 
     def submit(
-        self, records: list[dict[str, Any]], *, chars: int = 0, deadline: float = float("inf")
+        self,
+        records: list[dict[str, Any]],
+        *,
+        chars: int = 0,
+        deadline: float = float("inf"),
+        wait: bool = True,
     ) -> Future[list[dict[str, Any]]]:
         """The future of these records' predictions (in order). Cancelling it drops a job not yet started
         from the queue; a started one stops once every job of its batch is past its deadline."""
-        job = Job(records, chars, deadline)
+        job = Job(records, chars, deadline, wait)
         job.future.add_done_callback(lambda f: self._discard(job) if f.cancelled() else None)
         with self._cond:
             self._jobs.append(job)
@@ -132,7 +138,7 @@ class MicroBatcher:
                 return [], True
             first = self._jobs.popleft()
             jobs, n, chars = [first], len(first.records), first.chars
-            if not self.enabled:
+            if not self.enabled or not first.wait:
                 return jobs, False
             deadline = time.monotonic() + self.max_wait_s
             while n < self.max_records:

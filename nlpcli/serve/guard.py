@@ -104,6 +104,7 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        self.metrics.started(scope.get("path", ""))
         try:
             refused = self.refusal(scope)
             if refused is not None:

@@ -24,9 +24,18 @@ class Metrics:
         self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
         self.latency: dict[str, list[int]] = {}  # route -> count per bucket (non-cumulative), +Inf last
         self.latency_sum: dict[str, float] = collections.defaultdict(float)
+        self.in_flight: collections.Counter[str] = collections.Counter()
+
+    def route(self, path: str) -> str:
+        return path if path in self.routes else "other"
+
+    def started(self, path: str) -> None:
+        self.in_flight[self.route(path)] += 1
 
     def observe(self, path: str, status: int, seconds: float) -> None:
-        route = path if path in self.routes else "other"
+        """A request answered (`started` before): its status and how long it took."""
+        route = self.route(path)
+        self.in_flight[route] -= 1
         self.requests[route, status] += 1
         counts = self.latency.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
         counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -67,6 +76,11 @@ class Metrics:
                 counts[bisect.bisect_left(BATCH_BUCKETS, size)] += n
             out += _histogram("nlpcli_batch_records", f'model="{name}"', BATCH_BUCKETS, counts)
             out.append(f'nlpcli_batch_records_sum{{model="{name}"}} {b.stats.records}')
+        out += [
+            "# HELP nlpcli_requests_in_flight Requests received and not yet answered, by route.",
+            "# TYPE nlpcli_requests_in_flight gauge",
+        ]
+        out += [f'nlpcli_requests_in_flight{{route="{r}"}} {n}' for r, n in sorted(self.in_flight.items())]
         out += [
             "# HELP nlpcli_queued_requests Requests waiting for their model.",
             "# TYPE nlpcli_queued_requests gauge",

@@ -115,6 +115,9 @@ def uvicorn_config(app: FastAPI | str, settings: ServeSettings, *, log_level: st
         # Requests in flight get the drain bound, less the time left to stop a running batch and exit.
         timeout_graceful_shutdown=max(1, int(settings.drain_bound_s - STOP_JOIN_S - 1)),
         server_header=False,
+        # A worker answers the parent's health pings only once it has imported torch and the task code,
+        # which takes longer than uvicorn's 5 s on a busy machine (the parent would kill it, again and again).
+        timeout_worker_healthcheck=60,
     )
     config.read_timeout_s = settings.read_timeout_s
     return config
