@@ -457,30 +457,64 @@ class _Gated:
 
 def test_a_timed_out_request_leaves_the_queue_and_a_batch_nobody_waits_for_stops():
     pipe = _Gated()
+    # {"text": "x"} is 5 characters (the key counts); a batch holds 10
     b = MicroBatcher(pipe, max_wait_s=0, max_records=64, max_chars=10, batch_size=1)  # type: ignore[arg-type]
     b.start()
     try:
-        first = b.submit([{"text": "a"}], chars=1)
+        first = b.submit([{"text": "a"}])
         assert pipe.entered.wait(60)  # running, blocked
-        waiting = b.submit([{"text": "b"}], chars=1)
+        waiting = b.submit([{"text": "b"}])
         assert b.queued() == 1
         assert waiting.cancel() and b.queued() == 0  # gone from the queue at once, not skipped later
-        # Two jobs that fit one batch by records but not by characters (10): two batches.
-        x, y = b.submit([{"text": "x"}], chars=6), b.submit([{"text": "y"}], chars=6)
         pipe.gate.set()
         assert first.result(60) == [{"text": "a"}]
-        assert x.result(60) == [{"text": "x"}] and y.result(60) == [{"text": "y"}]
-        assert b.stats.batches == 3 and b.stats.largest_batch == 1
         # A batch whose every request is past its deadline stops before its next forward batch.
         pipe.gate.clear()
         pipe.entered.clear()
-        late = b.submit([{"text": "1"}, {"text": "2"}, {"text": "3"}], chars=3, deadline=time.monotonic() - 1)
+        late = b.submit([{"text": "1"}, {"text": "2"}], deadline=time.monotonic() - 1)
         with pytest.raises(TimeoutError):
             late.result(60)
         assert b.stats.abandoned_batches == 1 and not pipe.entered.is_set()  # no forward ran for it
     finally:
         pipe.gate.set()
         assert b.stop(60)
+
+
+def test_a_large_request_takes_turns_with_the_requests_after_it():
+    pipe = _Gated()
+    b = MicroBatcher(pipe, max_wait_s=0, max_records=64, max_chars=10, batch_size=1)  # type: ignore[arg-type]
+    b.start()
+    try:
+        blocker = b.submit([{"text": "0"}])
+        assert pipe.entered.wait(60)
+        large = b.submit([{"text": t} for t in "12345"])  # 25 characters: three batches
+        small = b.submit([{"text": "s"}])
+        pipe.gate.set()
+        assert large.result(60) == [{"text": t} for t in "12345"] and small.result(60) == [{"text": "s"}]
+        assert blocker.result(60) == [{"text": "0"}]
+        order = [piece["text"] for call in pipe.calls for piece in call]
+        assert order == ["0", "1", "2", "s", "3", "4", "5"]  # the small request ran after one slice, not five
+        assert b.stats.batches == 4 and b.stats.sliced_requests == 1 and b.stats.largest_batch == 2
+        # A sliced request that times out between slices runs no more of them.
+        pipe.gate.clear()
+        pipe.entered.clear()
+        pipe.calls.clear()
+        b.batch_size = 2  # a slice is one forward call: the check between slices is what stops it
+        slow = b.submit([{"text": t} for t in "6789"], deadline=time.monotonic() + 0.5)
+        assert pipe.entered.wait(60)
+        while time.monotonic() <= slow_deadline(b):  # wait until it is late (the first slice is held)
+            time.sleep(0.05)
+        pipe.gate.set()
+        with pytest.raises(TimeoutError):
+            slow.result(60)
+        assert pipe.calls == [[{"text": "6"}, {"text": "7"}]]
+    finally:
+        pipe.gate.set()
+        assert b.stop(60)
+
+
+def slow_deadline(b: MicroBatcher) -> float:
+    return max((j.deadline for j in b._running), default=0.0)
 
 
 # --- a real server: slow clients, workers, the drain bound --------------------------------------------

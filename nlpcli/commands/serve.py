@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from .common import DEVICE_HELP, cli_errors, err_console
@@ -35,13 +38,16 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
     max_records: int = typer.Option(256, "--max-records", help="More records in one request get 413."),
     max_record_chars: int = typer.Option(
-        4_000, "--max-record-chars", help="A record with more characters gets 413 (split long texts).", metavar="N"
+        2_000, "--max-record-chars", help="A record with more characters gets 413 (split long texts).", metavar="N"
     ),
     max_request_chars: int = typer.Option(
-        16_000,
-        "--max-request-chars",
-        help="A request with more characters gets 413; also the most one batch holds, so it bounds how long "
-        "a request waits behind another.",
+        50_000, "--max-request-chars", help="A request with more characters gets 413.", metavar="N"
+    ),
+    max_batch_chars: int = typer.Option(
+        2_000,
+        "--max-batch-chars",
+        help="Characters in one model call (at least --max-record-chars): bounds how long a request waits "
+        "behind others; a larger request runs a slice per call, taking turns with later requests.",
         metavar="N",
     ),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before an unanswered request gets 504."),
@@ -93,6 +99,7 @@ def serve(
         ("--max-records", max_records),
         ("--max-record-chars", max_record_chars),
         ("--max-request-chars", max_request_chars),
+        ("--max-batch-chars", max_batch_chars),
         ("--max-connections", max_connections),
         ("--workers", workers),
     ):
@@ -113,7 +120,8 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_records=max_records,
         max_record_chars=max_record_chars,
-        max_request_chars=max(max_request_chars, max_record_chars),
+        max_request_chars=max_request_chars,
+        max_batch_chars=max(max_batch_chars, max_record_chars),
         timeout_s=timeout,
         drain_s=drain_timeout,
         read_timeout_s=read_timeout,
@@ -137,3 +145,8 @@ def serve(
         allowed_hosts=allowed_host,
         on_listen=listening,
     )
+    # Drained and stopped: leave now. The interpreter's own teardown (collecting a loaded model's objects)
+    # takes seconds on a busy machine, past the drain bound an orchestrator gives before SIGKILL.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from ..errors import NlpcliError
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, record_chars
 from .bodies import Problem, check_content_type, check_declared_size, parse_records, too_large
 from .guard import Guard
 from .metrics import Metrics
@@ -53,10 +53,12 @@ class ServeSettings:
     batch_size: int | None = None  # the model's forward batch inside a micro-batch (None: its inference setting)
     max_body_bytes: int = 1 << 20
     max_records: int = 256  # records in one request
-    # Characters (every string of a record, counted) in one record and in one request: what bounds the model
-    # time one request costs, and so how long others wait behind it. A batch holds no more than a request.
-    max_record_chars: int = 4_000
-    max_request_chars: int = 16_000
+    # Characters (every string of a record, counted) in one record, one request and one batch. A batch's
+    # bounds how long a request waits behind others (a larger request runs a slice per batch, taking turns
+    # with the requests that came after it); a record is never split, so it holds no more than a batch.
+    max_record_chars: int = 2_000
+    max_request_chars: int = 50_000
+    max_batch_chars: int = 2_000
     timeout_s: float = 30.0  # a request not answered by then gets 504 (and its work is dropped)
     drain_s: float | None = None  # SIGTERM: exit within this (None: timeout_s + 5)
     read_timeout_s: float = 10.0  # from a connection's (or request's) first byte to its whole body
@@ -98,23 +100,8 @@ def problem_response(status: int, message: str) -> Response:
     return json_response({"detail": message}, status)
 
 
-def record_chars(record: Any) -> int:
-    """Characters in every string of a record (keys included), however deep: what the model may read."""
-    total, stack = 0, [record]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return total
-
-
-def check_chars(records: list[dict[str, Any]], settings: ServeSettings) -> int:
-    """The request's characters; 413 naming the cap for a record or a request over it."""
+def check_chars(records: list[dict[str, Any]], settings: ServeSettings) -> None:
+    """413 naming the cap for a record or a request over it."""
     total = 0
     for i, record in enumerate(records, 1):
         n = record_chars(record)
@@ -131,7 +118,6 @@ def check_chars(records: list[dict[str, Any]], settings: ServeSettings) -> int:
             f"{total} characters in one request; at most {settings.max_request_chars} (--max-request-chars): "
             "send fewer records per request",
         )
-    return total
 
 
 def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
@@ -142,7 +128,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             m.pipe,
             max_wait_s=settings.max_wait_ms / 1000,
             max_records=settings.max_batch,
-            max_chars=settings.max_request_chars,
+            max_chars=max(settings.max_batch_chars, settings.max_record_chars),
             enabled=settings.micro_batching,
             batch_size=settings.batch_size,
             name=name,
@@ -161,7 +147,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                 continue
             try:
                 model.pipe.validate_record(example, "example", 1)
-                await asyncio.wrap_future(batchers[name].submit([example], chars=record_chars(example), wait=False))
+                await asyncio.wrap_future(batchers[name].submit([example], wait=False))
             except Exception as e:  # e.g. an lm whose vocabulary lacks the example's words: it answers anyway
                 log.warning("warm-up of %s skipped: %s", name, internal_message(e))
         warm.set()
@@ -203,13 +189,15 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             records, single = parse_records(body, model.pipe, settings.max_records)
             if not records:
                 return json_response([])
-            chars = check_chars(records, settings)
+            check_chars(records, settings)
             deadline = time.monotonic() + settings.timeout_s
-            future = batchers[name].submit(records, chars=chars, deadline=deadline)
+            future = batchers[name].submit(records, deadline=deadline)
             try:
                 outputs = await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s)
             except TimeoutError:  # cancelled with it: out of the queue, or its batch stops if nobody else waits
                 raise Problem(504, f"no answer within {settings.timeout_s:g} s (--timeout)") from None
+            except asyncio.CancelledError:  # past the drain bound of a SIGTERM: say so rather than a bare 500
+                return problem_response(503, "the server is shutting down (--drain-timeout)")
         except Problem as p:
             return problem_response(p.status, p.message)
         except ClientDisconnect:  # the client went (or its body was not sent in time): nobody reads an answer

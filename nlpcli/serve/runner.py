@@ -9,17 +9,22 @@ itself re-raises the signal once it has shut down, which would end the process w
 Uvicorn reads a request's headers and body with no time limit of its own (only idle keep-alive connections
 time out), so a client sending a header line every few seconds holds a connection for ever (slowloris).
 `_TimedH11` gives each request `read_timeout_s` from its first byte (or the connection's start) until its
-body is complete: past it, the server answers 408 if it has not answered yet, and closes.
+body is complete: past it, the server answers 408 if it has not answered yet, and closes. And it keeps the
+open connections under `--max-connections` and under the process' file-descriptor limit (less a margin):
+a new connection past that closes the oldest connection still sending its request. Without this, slow
+sockets fill every descriptor, and a health check waits in the kernel's accept queue behind them until
+their read timeouts free a place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 from collections.abc import Generator
-from typing import Any
+from typing import Any, ClassVar
 
 import h11
 import uvicorn
@@ -63,10 +68,17 @@ class _TimedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline on reading each request (headers and body)."""
 
     _read_timer: asyncio.TimerHandle | None = None
+    # Connections of this process still sending their request, oldest first (a dict keeps insertion order).
+    reading: ClassVar[dict[_TimedH11, None]] = {}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()  # a connection that sends nothing at all is timed out too
+        if len(self.connections) > _connection_cap(self.config.limit_concurrency):
+            oldest = next(iter(self.reading))
+            if oldest is not self:
+                oldest._disarm()
+                oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._read_timer is None and self.conn.their_state is h11.IDLE:
@@ -83,11 +95,13 @@ class _TimedH11(H11Protocol):
         timeout = getattr(self.config, "read_timeout_s", None)
         if timeout:
             self._read_timer = self.loop.call_later(timeout, self._read_timed_out)
+        self.reading[self] = None
 
     def _disarm(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+        self.reading.pop(self, None)
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
@@ -100,6 +114,23 @@ class _TimedH11(H11Protocol):
 
     def _started(self) -> bool:
         return self.cycle is not None and self.cycle.response_started
+
+
+@functools.cache
+def _connection_cap(limit: int | None) -> int:
+    """Open connections before the oldest one still sending its request is closed: under uvicorn's
+    `limit_concurrency` (where new requests get 503) and under the file-descriptor limit, so that there is
+    always a descriptor to accept the next connection with (a health check, say)."""
+    cap = (limit or 1 << 30) - 8
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY:
+            cap = min(cap, soft - 64)
+    except (ImportError, OSError, ValueError):  # no such limit here (Windows)
+        pass
+    return max(cap, 8)
 
 
 def uvicorn_config(app: FastAPI | str, settings: ServeSettings, *, log_level: str, workers: int = 1) -> _Config:
