@@ -7,9 +7,10 @@ Three experiments, each against a fresh server on 127.0.0.1 (nothing leaves this
 itself:
 
 1. **A greedy client.** One client sends the largest request the server allows (--max-request-chars of text
-   in records of --max-record-chars) in a loop, while 8 clients send one CLUENER sentence each in a loop:
-   their p50/p99 latency, against the same 8 clients alone. Then a request over the caps (case 3.34's
-   450 kB text): its status and how fast the 413 comes.
+   in records of --max-record-chars; the server runs it a --max-batch-chars slice per model call, taking
+   turns with the others) in a loop, while 8 clients send one CLUENER sentence each in a loop: their
+   p50/p99 latency, against the same 8 clients alone. Then a request over the caps (case 3.34's 450 kB
+   text): its status and how fast the 413 comes.
 2. **Slowloris.** 300 sockets each send a request line, then one header line every 5 s, reconnecting when
    the server closes them; the server runs with 256 file descriptors (as case 3.33). Meanwhile /health is
    asked 4 times a second: how many answered, p99 and worst latency, and how many slow sockets the server
@@ -143,7 +144,7 @@ def _status(url: str, timeout: float = 5) -> int | None:
 
 # --- 1. a greedy client ---------------------------------------------------------------------------------
 def greedy_client(model: Path, texts: list[str], seconds: float, work: Path) -> dict[str, Any]:
-    record_chars, request_chars = 4_000, 16_000  # the server's defaults
+    record_chars, request_chars = 2_000, 50_000  # the server's defaults
     filler = "".join(texts)
     while len(filler) < record_chars:
         filler += filler

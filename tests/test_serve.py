@@ -574,6 +574,28 @@ def test_slow_headers_and_short_bodies_are_timed_out_while_health_answers(models
         assert srv.stop() == 0, srv.log.read_text()
 
 
+def test_past_max_connections_the_oldest_slow_connection_makes_room(models, tmp_path):
+    # Read timeout far away: only the connection cap can free a place (uvicorn answers 503 at 20 connections).
+    srv = Server(tmp_path, "--model", models["ner"], "--read-timeout", 600, "--max-connections", 20)
+    try:
+        host, port = _host_port(srv.url)
+        slow = []
+        for _ in range(30):
+            s = socket.create_connection((host, port), timeout=30)
+            s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n".encode())
+            slow.append(s)
+        assert get(f"{srv.url}/health")[0] == 200  # not 503: the oldest slow sockets were closed
+        closed = 0
+        for s in slow[:10]:  # the first ones made room for the later ones
+            closed += _read_until_closed(s) == b""
+            s.close()
+        assert closed == 10
+        for s in slow[10:]:
+            s.close()
+    finally:
+        assert srv.stop() == 0, srv.log.read_text()
+
+
 def test_two_workers_give_the_same_answers_as_predict(models, records, expected, tmp_path):
     srv = Server(tmp_path, "--model", models["ner"], "--workers", 2)
     try:
