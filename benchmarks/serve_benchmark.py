@@ -243,7 +243,12 @@ async def _drive(
 
 
 async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> int:
-    head = f"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    # Host: the address connected to (the server answers only the names it is bound to)
+    host, port = writer.get_extra_info("peername")[:2]
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    )
     writer.write(head.encode() + b"\r\n" + body)
     await writer.drain()
     status = int((await reader.readline()).split()[1])

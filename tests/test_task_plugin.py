@@ -160,8 +160,10 @@ def test_serve_answers_and_shows_the_tasks_example(checkpoint: Path) -> None:
             docs = json.loads(answer.read())
         with urllib.request.urlopen(f"{url}/info/toy", timeout=60) as answer:
             info = json.loads(answer.read())
-    examples = docs["paths"]["/predict/{name}"]["post"]["requestBody"]["content"]["application/json"]["examples"]
-    assert examples == {"digits": {"value": DigitsPipeline.example}}
+    body_doc = docs["paths"]["/predict/toy"]["post"]["requestBody"]["content"]["application/json"]
+    assert body_doc["example"] == DigitsPipeline.example  # the task's own example, and its declared field:
+    schema = docs["components"]["schemas"]["ToyRecord"]
+    assert schema["properties"]["text"]["description"] == "the text to find digits in"
     assert info["task"] == "digits" and "# nlpcli digits model" in info["model_card"]
 
 

@@ -24,17 +24,35 @@ def serve(
     device: str = "auto",
     settings: ServeSettings | None = None,
     log_level: str = "info",
+    workers: int = 1,
+    threads: int | None = None,
+    allowed_hosts: list[str] | None = None,
     on_listen: Callable[[str, dict[str, ServedModel]], None] | None = None,
 ) -> None:
-    """Serve the models of `specs` (`DIR` or `NAME=DIR`) on host:port (0: a free port) until SIGTERM."""
+    """Serve the models of `specs` (`DIR` or `NAME=DIR`) on host:port (0: a free port) until SIGTERM.
+
+    Host names answered: the bound ones (loopback names for a loopback address) and `allowed_hosts`
+    (`"*"`: any). `workers` > 1 runs that many processes behind the one port, each with its own models."""
+    import dataclasses
+    import json
+    import os
+
+    from .app import SETTINGS_ENV
+    from .guard import default_hosts
     from .runner import bind, run_server
 
-    settings = settings or ServeSettings()
-    models = load_models(specs, device)
+    settings = dataclasses.replace(settings or ServeSettings())
+    settings.allowed_hosts = [*default_hosts(host), *(allowed_hosts or [])]
+    models = load_models(specs, device)  # in this process too: a bad model is one line before any worker starts
     sock = bind(host, port)
     if on_listen is not None:
         addr = sock.getsockname()
         shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
         on_listen(f"http://{shown}:{addr[1]}", models)
-    # In-flight requests get their timeout to finish, and a little more to be written out.
-    run_server(create_app(models, settings), sock, drain_s=settings.timeout_s + 5, log_level=log_level)
+    if workers <= 1:
+        run_server(create_app(models, settings), sock, settings, log_level=log_level)
+        return
+    del models  # each worker loads its own
+    conf = {"specs": specs, "device": device, "threads": threads, "settings": dataclasses.asdict(settings)}
+    os.environ[SETTINGS_ENV] = json.dumps(conf)
+    run_server("nlpcli.serve.app:app_from_env", sock, settings, log_level=log_level, workers=workers)

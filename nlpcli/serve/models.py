@@ -29,17 +29,62 @@ class ServedModel:
         from ..checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(self.path)  # config.json and metrics.json only; the weights are in memory already
+        card = _model_card(ckpt.path, Path(self.path))
+        # No absolute path, command line or working directory of the serving machine leaves it: a client
+        # learns the model's name and the checkpoint's kind, not where it lives or who trained it how.
         return {
             "name": self.name,
             "task": self.task,
-            "model": self.path,
-            "checkpoint": str(ckpt.path),
+            "model": Path(self.path).name,
+            "checkpoint": ckpt.path.name,
             # lm and chat sample: a reply may differ from `nlpcli predict`'s (the seed is drawn per batch)
             "sampled": self.pipe.sampled,
             "metrics": ckpt.metrics or None,
-            "model_card": _model_card(ckpt.path, Path(self.path)),
-            "config": self.pipe.config.to_dict(),
+            "model_card": redact_card(card) if card is not None else None,
+            "config": redact(self.pipe.config.to_dict()),
         }
+
+
+# An absolute path (/..., ~/..., C:\\...) not inside a URL or a word (tokens/s): shown by its last part.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/|~/|[A-Za-z]:\\)[^\s`|)'\"<>]+")
+HIDDEN_SECTIONS = ("## Training data", "## Training")  # data paths; commands and working directory
+
+
+def redact(value: Any) -> Any:
+    """A JSON value with every absolute path cut to its last part (config fields such as a local encoder)."""
+    if isinstance(value, str):
+        return ABSOLUTE_PATH.sub(_last_part, value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _last_part(m: re.Match[str]) -> str:
+    parts = [p for p in re.split(r"[/\\]", m.group(0)) if p and p != "~" and not p.endswith(":")]
+    return ".../" + parts[-1] if parts else "..."
+
+
+def redact_card(card: str) -> str:
+    """A model card as /info serves it: the training data and training sections (paths, command lines,
+    working directory) left out, and any other absolute path cut to its last part."""
+    out: list[str] = []
+    hidden = False
+    for line in card.splitlines():
+        if line.startswith("## "):
+            hidden = line.strip() in HIDDEN_SECTIONS
+            if hidden:
+                out += [
+                    line,
+                    "",
+                    "Not served (paths and commands of the training machine); see the checkpoint's README.md.",
+                    "",
+                ]
+                continue
+        if not hidden:
+            out.append(ABSOLUTE_PATH.sub(_last_part, line))
+    return "\n".join(out) + ("\n" if card.endswith("\n") else "")
 
 
 def parse_model_specs(specs: list[str]) -> list[tuple[str | None, str]]:
