@@ -40,6 +40,8 @@ class TrainReport:
     skip_reasons: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     encoder_note: str = ""  # what `--encoder auto` took, and what a pull would give when it fell back
+    precision: str = ""  # what training computed in: fp32, bf16 or fp16
+    precision_note: str = ""  # what `precision = "auto"` chose and why (empty when asked for by name)
 
 
 def make_config(task: str, config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
@@ -194,6 +196,8 @@ def _train(
         stats.reasons,
         pipe.config.to_dict(),
         pipe.assets.get("encoder_note", ""),
+        trainer.precision.name,
+        trainer.precision.note,
     )
 
 

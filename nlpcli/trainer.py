@@ -25,7 +25,7 @@ from .card import commands_from_json
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
 from .data.io import os_reason
-from .device import DistContext, autocast, autocast_dtype
+from .device import DistContext, autocast, choose_precision
 from .ema import EMA
 from .errors import CheckpointError, NlpcliError, TrainingInterrupted
 from .tasks.base import Pipeline
@@ -83,7 +83,12 @@ class Trainer:
         self.device = device
         self.cb = callbacks or TrainCallbacks()
         self.dist = dist or DistContext()
-        self.dtype = autocast_dtype(device, self.cfg.precision)
+        from .nn.hf import holds_pretrained
+
+        self.precision = choose_precision(
+            device, self.cfg.precision, training=True, pretrained=holds_pretrained(self.pipe.model)
+        )
+        self.dtype = self.precision.dtype
         self.pipe.to(device)
         self.model: nn.Module = self.pipe.model
         if self.dist.enabled:
@@ -148,6 +153,7 @@ class Trainer:
             "dev_examples": len(self.dev),
             "log_every": cfg.log_every,
             "main_metric": self.pipe.main_metric,
+            "precision_note": self.precision.note,
         }
         self.cb.on_start(total, st.step, info)
         nan_run = 0
@@ -358,7 +364,8 @@ class Trainer:
             "elapsed_s": st.elapsed_before + time.time() - self._t0,
             "tokens_per_s": self._tokens_per_s,
             "device": str(self.device),
-            "precision": str(self.dtype).replace("torch.", "") if self.dtype is not None else "fp32",
+            "precision": self.precision.name,
+            "precision_reason": self.precision.reason,
             "dev": self.run_info.get("dev"),
             "cwd": self.run_info.get("cwd"),
             "data": self.run_info.get("data", []),

@@ -13,12 +13,14 @@ from .common import (
     DEVICE_HELP,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    PRECISION_HELP,
     SAVED_SEED_HELP,
     UsageError,
     cli_errors,
     err_console,
     out_console,
     parse_extra,
+    print_note,
     stderr_is_tty,
 )
 
@@ -56,8 +58,7 @@ def generate(
     precision: str = typer.Option(
         "auto",
         "--precision",
-        help="auto (fp32 on a CPU) | fp32 | bf16: a GPT sampler runs about 1.4x faster in bf16 on CPUs with AMX; "
-        "see README.",
+        help=PRECISION_HELP + " A GPT sampler runs about 1.4x faster in bf16 with AMX.",
         metavar="PRECISION",
     ),
 ) -> None:
@@ -79,6 +80,7 @@ def generate(
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
     pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
+    print_note(pipe.precision_note)
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)
         return

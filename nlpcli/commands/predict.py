@@ -15,11 +15,13 @@ from rich.progress import Progress
 
 from .common import (
     DEVICE_HELP,
+    PRECISION_HELP,
     UsageError,
     cli_errors,
     did_you_mean,
     err_console,
     parse_options,
+    print_note,
     stderr_is_tty,
     task_argument,
 )
@@ -72,12 +74,7 @@ def predict(
     quantize: bool = typer.Option(
         False, "--quantize", help="Dynamic int8 Linear layers (CPU): faster pretrained encoders; see README."
     ),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto (fp32 on a CPU) | fp32 | bf16 (faster on CPUs with AMX; see README).",
-        metavar="PRECISION",
-    ),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
 ) -> None:
     """Add predictions to every input record; each output record keeps the input's fields (or columns).
 
@@ -116,6 +113,8 @@ def predict(
     stats = api.PredictStats()
     # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
     main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0
+    if main:
+        print_note(pipe.precision_note)
     with _errors_told_by_rank_0(main):
         if in_fmt == JSONL:
             outputs = _predict_jsonl(pipe, input_path, record, batch_size, skip_bad, stats)

@@ -22,6 +22,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "auto",
+    precision: str = "auto",
     settings: ServeSettings | None = None,
     log_level: str = "info",
     on_listen: Callable[[str, dict[str, ServedModel]], None] | None = None,
@@ -30,7 +31,7 @@ def serve(
     from .runner import bind, run_server
 
     settings = settings or ServeSettings()
-    models = load_models(specs, device)
+    models = load_models(specs, device, precision)
     sock = bind(host, port)
     if on_listen is not None:
         addr = sock.getsockname()

@@ -69,6 +69,7 @@ class Pipeline:
         self.model = model
         self.device = torch.device("cpu")
         self.precision: torch.dtype | None = None  # autocast dtype of prediction (set by `load`)
+        self.precision_note = ""  # what `load`'s precision auto chose and why (the CLI prints it)
 
     # --- data -------------------------------------------------------------------------
     @classmethod
@@ -164,7 +165,8 @@ class Pipeline:
         is refused. `overrides` may change inference settings and the trainer's resumable fields only; a bare
         name is looked up in the inference section first, or in the trainer's when `resume`. `quantize`:
         dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; see README).
-        `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (README: speed).
+        `precision` of prediction: auto (bf16 on a GPU and on a CPU that multiplies bf16 natively, else fp32;
+        `device.choose_precision`), fp32 or bf16 (README: speed); `precision_note` says what auto chose.
         """
         from ..device import resolve_device
         from ..registry import get_task
@@ -190,9 +192,10 @@ class Pipeline:
         pipe.model.eval()
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         pipe = pipe.to(dev)
-        from ..device import predict_dtype
+        from ..device import choose_precision
 
-        pipe.precision = predict_dtype(dev, precision)
+        chosen = choose_precision(dev, precision)
+        pipe.precision, pipe.precision_note = chosen.dtype, chosen.note
         if quantize:
             pipe.quantize()
         return pipe
