@@ -244,13 +244,15 @@ def evaluate(
     batch_size: int | None = None,
     skip_bad: bool = False,
     fmt: str | None = None,
+    precision: str = "auto",
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Metrics of a trained model (a directory or a loaded model) on a gold file, as `nlpcli evaluate`."""
+    """Metrics of a trained model (a directory, loaded with `precision`, or a loaded model) on a gold file, as
+    `nlpcli evaluate`."""
     if isinstance(model, Pipeline):
         pipe = model.configured(**overrides) if overrides else model
     else:
-        pipe = load(model, task=task, device=device, **overrides)
+        pipe = load(model, task=task, device=device, precision=precision, **overrides)
     examples, stats = pipe.read(str(data), fmt, skip_bad)
     import torch
 
