@@ -123,3 +123,9 @@ def test_predict_prints_the_choice_once(tmp_path):
         assert expected == "precision auto: fp32 (no native bf16 on this CPU)"
     proc = run_cli("predict", "ner", "--model", out, "--text", "张三", "--precision", "fp32", check=True)
     assert "precision auto" not in proc.stderr
+
+
+def test_info_says_whether_this_cpu_has_native_bf16():
+    out = run_cli("info", check=True).stdout
+    feature = device.native_bf16_feature()
+    assert (f"native ({feature})" if feature else "emulated: precision auto stays fp32") in out

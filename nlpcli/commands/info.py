@@ -73,6 +73,7 @@ def _versions() -> None:
 
     from .. import __version__
     from ..card import package_version
+    from ..device import native_bf16_feature
     from ..registry import task_names
 
     table = Table(show_header=False, box=None)
@@ -89,6 +90,12 @@ def _versions() -> None:
             else "not available",
         ),
         ("cpu threads", str(torch.get_num_threads())),
+        (
+            "cpu bf16",
+            f"native ({feature}): precision auto uses bf16"
+            if (feature := native_bf16_feature())
+            else "emulated: precision auto stays fp32",
+        ),
         ("tasks", ", ".join(task_names())),
     ]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
