@@ -49,6 +49,8 @@ class TrainReport:
     skip_reasons: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     encoder_note: str = ""  # what `--encoder auto` took, and what a pull would give when it fell back
+    precision: str = ""  # what training computed in: fp32, bf16 or fp16
+    precision_note: str = ""  # what `precision = "auto"` chose and why (empty when asked for by name)
 
 
 def make_config(task: str | type[Pipeline], config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
@@ -203,6 +205,8 @@ def _train(
         stats.reasons,
         pipe.config.to_dict(),
         pipe.assets.get("encoder_note", ""),
+        trainer.precision.name,
+        trainer.precision.note,
     )
 
 
@@ -270,14 +274,16 @@ def evaluate(
     skip_bad: bool = False,
     fmt: str | None = None,
     errors: PathLike | None = None,
+    precision: str = "auto",
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Metrics of a trained model (a directory or a loaded model) on a gold file, as `nlpcli evaluate`;
-    `errors` names a JSON Lines file to write every false positive and false negative to (ner, ie, qa)."""
+    """Metrics of a trained model (a directory, loaded with `precision`, or a loaded model) on a gold file, as
+    `nlpcli evaluate`; `errors` names a JSON Lines file to write every false positive and false negative to
+    (ner, ie, qa)."""
     if isinstance(model, Pipeline):
         pipe = model.configured(**overrides) if overrides else model
     else:
-        pipe = load(model, task=task, device=device, **overrides)
+        pipe = load(model, task=task, device=device, precision=precision, **overrides)
     examples, stats = pipe.read(str(data), fmt, skip_bad)
     import torch
 

@@ -110,7 +110,8 @@ def render_card(
     """The model card (Markdown with a Hugging Face style front matter) of a checkpoint.
 
     `run` is what the trainer knows: checkpoint (best | last), step, epoch, elapsed_s, tokens_per_s, device,
-    precision, dev (where dev came from), data ([{role, path, bytes, sha256}]), commands ([{command, step}])."""
+    precision (and precision_reason, when `auto` chose it), dev (where dev came from), data
+    ([{role, path, bytes, sha256}]), commands ([{command, step}])."""
     run = run or {}
     lines = [
         "---",
@@ -164,7 +165,8 @@ def render_card(
             f"- steps: {run['step']} (epoch {run.get('epoch', 0)}), training time {clock(run.get('elapsed_s', 0.0))}"
             + (f", {run['tokens_per_s']:,.0f} tokens/s" if run.get("tokens_per_s") else "")
         )
-        lines.append(f"- device: {run.get('device', '?')}, precision {run.get('precision', '?')}")
+        why = f" (auto: {run['precision_reason']})" if run.get("precision_reason") else ""
+        lines.append(f"- device: {run.get('device', '?')}, precision {run.get('precision', '?')}{why}")
     lines.append(f"- saved: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     lines += ["", "## Base model", "", "| role | name | licence |", "|---|---|---|"]
     lines += [f"| {role} | `{_cell(name)}` | {_cell(licence_of(name))} |" for role, name in base_models(config)]

@@ -199,7 +199,11 @@ class TrainerConfig(Section):
     save_every: int = opt(200, "Steps between resume states saved in last/.")
     seed: int = opt(42, "Seed of the data order, the carved dev split and the initial weights.", low=None)
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU).")
-    precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 or fp16 autocast on CUDA, fp32 elsewhere).")
+    precision: str = opt(
+        "auto",
+        "auto | fp32 | bf16 | fp16 (auto: bf16 or fp16 autocast on CUDA; bf16 for a pretrained encoder on a CPU "
+        "that multiplies bf16 natively; fp32 elsewhere).",
+    )
     threads: int = opt(0, "Torch intra-op threads; 0: torch's default.")
     log_every: int = opt(20, "Steps between train_log.jsonl lines (and progress lines when stderr is no terminal).")
     tensorboard: str = opt("", "Directory for TensorBoard event files (needs the tensorboard package); empty: off.")

@@ -6,6 +6,8 @@ import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,38 +36,80 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return dev
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for a device: bf16 on CUDA when supported else fp16; none on CPU by default."""
-    precision = precision.lower()
+def _asked_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision named explicitly (None: fp32)."""
     if precision in ("fp32", "32", "no", "none"):
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
+    raise ConfigError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+
+
+# CPU features that multiply bf16 in hardware, as /proc/cpuinfo names them (read where torch cannot say).
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@lru_cache(maxsize=1)
+def native_bf16_feature() -> str | None:
+    """The feature by which this CPU multiplies bf16 natively (amx_bf16 or avx512_bf16), or None where bf16 is
+    emulated (AVX2-only CPUs, where bf16 matmuls run slower than fp32). torch's own probe when it has one."""
+    probes = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    checks = [(flag, check) for flag, name in probes if (check := getattr(torch.cpu, name, None)) is not None]
+    if checks:
+        return next((flag for flag, check in checks if check()), None)
+    try:
+        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a command computes in: an autocast dtype (None: fp32) and, when `auto` chose it, why."""
+
+    dtype: torch.dtype | None
+    reason: str = ""  # empty when the precision was asked for by name
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32") if self.dtype else "fp32"
+
+    @property
+    def note(self) -> str:
+        """The line a command prints once: `precision auto: bf16 (why)`; empty when it was asked for."""
+        return f"precision auto: {self.name} ({self.reason})" if self.reason else ""
+
+
+def choose_precision(
+    device: torch.device, precision: str = "auto", *, training: bool = False, pretrained: bool = False
+) -> Precision:
+    """The precision of a command: as asked, or for `auto` what pays on this device.
+
+    `auto` on a GPU: bf16 autocast (fp16 where the GPU lacks bf16). On a CPU: bf16 only where the CPU
+    multiplies it natively (`native_bf16_feature`), and there for prediction and generation (a DGCNN, a
+    pretrained encoder and the CGMH sampler all ran faster at the same quality) and for training a
+    pretrained (Hugging Face) network (faster at the same or better dev score); a model trained from scratch
+    trained no faster in bf16, so it trains in fp32. Emulated bf16 is slower than fp32: fp32 elsewhere."""
+    precision = (precision or "auto").lower()
     if precision != "auto":
-        raise ConfigError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+        return Precision(_asked_dtype(precision))
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # CPU autocast in bf16 is slower than fp32 on most CPUs without AMX; MPS autocast is partial.
-    return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16): there bf16 matmuls ran several times faster
-    than fp32 (measured on one thread); on AVX2-only CPUs bf16 is emulated and slower."""
-    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return any(check is not None and check() for check in checks)
-
-
-def predict_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Autocast dtype for prediction: as for training (`auto`: bf16/fp16 on a GPU, fp32 on a CPU).
-
-    bf16 on a CPU with native bf16 (`cpu_has_native_bf16`) predicted m3e-small NER several times faster at
-    the same CLUENER F1 (README), but it is opt-in: scores then move in the third decimal with the batch a
-    record shares, and a model's answers should not depend on its company (predict, the API and serve give
-    the same in fp32)."""
-    return autocast_dtype(device, precision)
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, "CUDA autocast; this GPU supports bf16")
+        return Precision(torch.float16, "CUDA autocast; this GPU has no bf16")
+    if device.type != "cpu":
+        return Precision(None, f"autocast on {device.type} is partial")
+    feature = native_bf16_feature()
+    if feature is None:
+        return Precision(None, "no native bf16 on this CPU")
+    if training and not pretrained:
+        return Precision(None, f"a model trained from scratch trains no faster in bf16, even with {feature}")
+    return Precision(torch.bfloat16, f"this CPU multiplies bf16 natively: {feature}")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:

@@ -29,7 +29,7 @@ from .card import commands_from_json
 from .checkpoint import BEST, LAST
 from .data.batching import bucket_batches
 from .data.io import atomic_binary_output, os_reason
-from .device import DistContext, autocast, autocast_dtype
+from .device import DistContext, autocast, choose_precision
 from .ema import EMA
 from .errors import CheckpointError, NlpcliError, TrainingInterrupted
 from .report import LOG_LIMIT
@@ -75,7 +75,12 @@ class Trainer:
         self.device = device
         self.cb = callbacks or TrainCallbacks()
         self.dist = dist or DistContext()
-        self.dtype = autocast_dtype(device, self.cfg.precision)
+        from .nn.hf import holds_pretrained
+
+        self.precision = choose_precision(
+            device, self.cfg.precision, training=True, pretrained=holds_pretrained(self.pipe.model)
+        )
+        self.dtype = self.precision.dtype
         self.pipe.to(device)
         self.model: nn.Module = self.pipe.model
         if self.dist.enabled:
@@ -141,6 +146,7 @@ class Trainer:
             "log_every": cfg.log_every,
             "main_metric": self.pipe.main_metric,
             "speed_unit": self.pipe.speed_unit,
+            "precision_note": self.precision.note,
         }
         if self.dist.is_main:
             self._prepare_log()
@@ -353,7 +359,8 @@ class Trainer:
             "elapsed_s": st.elapsed_before + time.time() - self._t0,
             "tokens_per_s": self._tokens_per_s,
             "device": str(self.device),
-            "precision": str(self.dtype).replace("torch.", "") if self.dtype is not None else "fp32",
+            "precision": self.precision.name,
+            "precision_reason": self.precision.reason,
             "dev": self.run_info.get("dev"),
             "cwd": self.run_info.get("cwd"),
             "data": self.run_info.get("data", []),

@@ -173,10 +173,13 @@ def test_quantized_prediction_is_close(models):
     assert a and len(keys & {(t["subject"], t["predicate"], t["object"]) for t in b}) >= 0.8 * len(keys)
 
 
-def test_bf16_prediction_is_opt_in(models):
+def test_bf16_prediction_where_the_cpu_has_it_or_when_asked(models, monkeypatch):
     import torch
 
-    assert nlpcli.load(models["ner"], device="cpu").precision is None  # fp32 unless asked
+    from nlpcli import device
+
+    monkeypatch.setattr(device, "native_bf16_feature", lambda: None)  # bf16 emulated: auto is fp32
+    assert nlpcli.load(models["ner"], device="cpu").precision is None
     fast = nlpcli.load(models["ner"], device="cpu", precision="bf16")
     assert fast.precision == torch.bfloat16
     text = "张伟在北京的华为公司担任工程师。"

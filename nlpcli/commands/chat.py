@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .common import DEVICE_HELP, SAVED_SEED_HELP, cli_errors, err_console
+from .common import DEVICE_HELP, PRECISION_HELP, SAVED_SEED_HELP, cli_errors, err_console, print_note
 
 HELP = "commands: /reset forgets the conversation, /exit (or Ctrl-D) leaves"
 
@@ -33,6 +33,7 @@ def chat(
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens.", metavar="N"),
     seed: int | None = typer.Option(None, "--seed", help=SAVED_SEED_HELP, metavar="N"),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
 ) -> None:
     """Chat with a trained model in the terminal; the defaults of the decoding options come from the checkpoint."""
     from .. import api
@@ -46,7 +47,8 @@ def chat(
         "max_new_tokens": max_new_tokens,
     }
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    pipe: Any = api.load(model, task="chat", device=device, **overrides)
+    pipe: Any = api.load(model, task="chat", device=device, precision=precision, **overrides)
+    print_note(pipe.precision_note)
     session = pipe.session(max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()
     if interactive:

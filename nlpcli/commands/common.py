@@ -281,6 +281,10 @@ def task_argument() -> Any:
 
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps."
+PRECISION_HELP = (
+    "auto (bf16 on a GPU and on a CPU that multiplies bf16 natively, AMX or AVX512-BF16; fp32 elsewhere; "
+    "the choice is printed) | fp32 | bf16 | fp16."
+)
 # One seed rule for every verb: --seed N seeds everything random the verb does; left out, the seed saved with
 # the model is used (every seed defaults to 42), so the same input, settings and batching give the same output.
 SEED_HELP = "Seed of everything random here; the same seed and input give the same output."
@@ -291,3 +295,9 @@ EXTRA_HELP = (
     "(e.g. --head standard, --encoder bert-base-chinese, --inference.batch-size 128); `nlpcli info TASK` lists "
     "them by section (trainer, encoder, model, inference) with their defaults; --config FILE reads a preset."
 )
+
+
+def print_note(note: str) -> None:
+    """A one-line note of what the library chose (precision or encoder auto) on stderr; nothing when empty."""
+    if note:
+        err_console.print(note, highlight=False, soft_wrap=True)

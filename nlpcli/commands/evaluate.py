@@ -7,7 +7,17 @@ from typing import Any
 
 import typer
 
-from .common import DEVICE_HELP, UsageError, cli_errors, err_console, inference_options, print_table, task_argument
+from .common import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    UsageError,
+    cli_errors,
+    err_console,
+    inference_options,
+    print_note,
+    print_table,
+    task_argument,
+)
 
 
 @cli_errors
@@ -41,6 +51,7 @@ def evaluate(
         None, "--batch-size", help="Inference batch size (default: the model's).", metavar="N"
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed records."),
     fmt: str | None = typer.Option(
         None, "--format", help="Input format, when sniffing the file is not enough.", metavar="FORMAT"
@@ -65,21 +76,17 @@ def evaluate(
         if thresholds is not None:
             raise UsageError("--errors lists the errors at the model's own settings: leave out --thresholds")
         check_output_file(errors)
-    options: dict[str, Any] = {
-        "task": task,
-        "device": device,
-        "batch_size": batch_size,
-        "skip_bad": skip_bad,
-        "fmt": fmt,
-    }
+    options: dict[str, Any] = {"batch_size": batch_size, "skip_bad": skip_bad, "fmt": fmt}
     title = f"{task} on {data}"
-    if thresholds is not None:
-        pipe = api.load(model, task=task, device=device, **overrides)
-        rows = api.evaluate_thresholds(pipe, data, _floats(thresholds), **options)
+    levels = _floats(thresholds) if thresholds is not None else None
+    pipe = api.load(model, task=task, device=device, precision=precision, **overrides)
+    print_note(pipe.precision_note)
+    if levels is not None:
+        rows = api.evaluate_thresholds(pipe, data, levels, **options)
         table = threshold_report(rows, cls.main_metric, title)
         metrics: dict[str, Any] = {"thresholds": rows}
     else:
-        metrics = api.evaluate(model, data, **options, errors=errors, **overrides)
+        metrics = api.evaluate(pipe, data, **options, errors=errors)
         table = cls.report(metrics, title)
     if report is not None:
         write_report(table, report, metrics)

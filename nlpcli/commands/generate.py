@@ -13,12 +13,14 @@ from .common import (
     DEVICE_HELP,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    PRECISION_HELP,
     SAVED_SEED_HELP,
     UsageError,
     cli_errors,
     err_console,
     out_console,
     parse_extra,
+    print_note,
     stderr_is_tty,
 )
 
@@ -62,8 +64,7 @@ def generate(
     precision: str = typer.Option(
         "auto",
         "--precision",
-        help="auto (fp32 on a CPU) | fp32 | bf16: a GPT sampler runs faster in bf16 on CPUs with AMX; "
-        "see docs/results.md.",
+        help=PRECISION_HELP + " A GPT sampler runs faster in bf16 on CPUs with AMX (docs/results.md).",
         metavar="PRECISION",
     ),
 ) -> None:
@@ -88,6 +89,7 @@ def generate(
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
     pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
     assert isinstance(pipe, LmPipeline)
+    print_note(pipe.precision_note)
     if input_path is None:
         _show(next(pipe.iter_generate([keywords])), as_json)
         return

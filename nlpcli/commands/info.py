@@ -111,6 +111,7 @@ def _versions(as_json: bool) -> None:
     import torch  # devices and threads; transformers is only asked for its version (importing it takes seconds)
 
     from ..card import package_version
+    from ..device import native_bf16_feature
     from ..registry import task_names
     from ..version import __version__
 
@@ -127,6 +128,12 @@ def _versions(as_json: bool) -> None:
             else "not available",
         ),
         ("cpu threads", str(torch.get_num_threads())),
+        (
+            "cpu bf16",
+            f"native ({feature}): precision auto uses bf16"
+            if (feature := native_bf16_feature())
+            else "emulated: precision auto stays fp32",
+        ),
         ("tasks", ", ".join(task_names())),
     ]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):

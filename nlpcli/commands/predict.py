@@ -14,11 +14,13 @@ from rich.progress import Progress
 
 from .common import (
     DEVICE_HELP,
+    PRECISION_HELP,
     UsageError,
     cli_errors,
     did_you_mean,
     err_console,
     parse_options,
+    print_note,
     stderr_is_tty,
     task_argument,
 )
@@ -82,12 +84,7 @@ def predict(
     quantize: bool = typer.Option(
         False, "--quantize", help="Dynamic int8 Linear layers (CPU): faster pretrained encoders; see README."
     ),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto (fp32 on a CPU) | fp32 | bf16 (faster on CPUs with AMX; see README).",
-        metavar="PRECISION",
-    ),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
 ) -> None:
     """Add predictions to every input record; each output record keeps the input's fields (or columns).
 
@@ -134,6 +131,8 @@ def predict(
     stats = PredictStats()
     # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
     main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0
+    if main:
+        print_note(pipe.precision_note)
     # stdin is answered as it arrives: when it stalls, the records in hand run without waiting for more.
     source = open_source(input_path, input_format, record or None, STALL_S)
     with _errors_told_by_rank_0(main), source as opened:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from .common import DEVICE_HELP, cli_errors, err_console
+from .common import DEVICE_HELP, PRECISION_HELP, cli_errors, err_console, print_note
 
 
 @cli_errors
@@ -24,6 +24,7 @@ def serve(
     ),
     port: int = typer.Option(8000, "--port", help="Port to listen on (0: a free one, printed).", metavar="N"),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
     threads: int | None = typer.Option(
         None, "--threads", help="Torch intra-op threads (default: torch's).", metavar="N"
     ),
@@ -134,6 +135,8 @@ def serve(
     )
 
     def listening(url: str, models: dict[str, ServedModel]) -> None:
+        for note in dict.fromkeys(m.pipe.precision_note for m in models.values()):
+            print_note(note)
         served = ", ".join(f"{n} ({m.task}, {m.path})" for n, m in models.items())
         err_console.print(f"serving {served} at {url} (docs: {url}/docs)", highlight=False)
 
@@ -142,6 +145,7 @@ def serve(
         host=host,
         port=port,
         device=device,
+        precision=precision,
         settings=settings,
         log_level=log_level,
         workers=workers,

@@ -20,6 +20,7 @@ from .common import (
     err_console,
     out_console,
     parse_extra,
+    print_note,
     stderr_is_tty,
     task_argument,
 )
@@ -46,6 +47,8 @@ class RichCallbacks(TrainCallbacks):
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
+        if info.get("precision_note"):
+            self.progress.console.print(info["precision_note"], highlight=False)
         # Progress is the larger of steps done and time budget used, so the ETA holds for both.
         self.total_steps = total_steps
         self.unit = str(info.get("speed_unit", "tokens"))
@@ -170,6 +173,7 @@ def train(
         "dev": report.dev_source,
         "skipped_bad_records": report.skipped,
         "encoder": (report.config.get("encoder") or {}).get("name"),
+        "precision": report.precision,
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -177,8 +181,7 @@ def train(
     if report.skipped:
         err_console.print(f"skipped {report.skipped} bad record(s); first: {report.skip_reasons[:1]}", highlight=False)
     out_console.print(f"dev: {report.dev_source}", highlight=False)
-    if report.encoder_note:
-        err_console.print(report.encoder_note, highlight=False, soft_wrap=True)
+    print_note(report.encoder_note)
     best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
     out_console.print(
         f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} {unit}/s, "

@@ -83,10 +83,22 @@ def char_tokens(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _jieba() -> Any:
+    """jieba, imported the first time a model uses words, with its dictionary from $NLPCLI_HOME/jieba (read a
+    first character at a time: `jieba_dict`), written there the first time."""
     import jieba
 
+    from ..models.cache import home
+    from .jieba_dict import install
+
     jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
+    where = home() / "jieba"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        jieba.initialize()  # an unwritable home: jieba's own cache in the temp dir
+        return jieba
+    if not jieba.dt.initialized:
+        install(jieba.dt, where)
     return jieba
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,13 @@ from ..errors import CheckpointError, ConfigError, NlpcliError
 
 HF_DIR = "encoder"  # checkpoint subdirectory holding the HF config and tokenizer
 CONFIG_LIMIT = 16 * safefiles.MiB
+
+
+def holds_pretrained(model: Any) -> bool:
+    """Whether a torch module contains a Hugging Face network (none can before transformers is imported)."""
+    tf = sys.modules.get("transformers")
+    base = getattr(tf, "PreTrainedModel", None) if tf is not None else None
+    return base is not None and any(isinstance(m, base) for m in model.modules())
 
 
 def _quiet_transformers() -> Any:

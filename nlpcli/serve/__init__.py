@@ -22,6 +22,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "auto",
+    precision: str = "auto",
     settings: ServeSettings | None = None,
     log_level: str = "info",
     workers: int = 1,
@@ -43,7 +44,8 @@ def serve(
 
     settings = dataclasses.replace(settings or ServeSettings())
     settings.allowed_hosts = [*default_hosts(host), *(allowed_hosts or [])]
-    models = load_models(specs, device)  # in this process too: a bad model is one line before any worker starts
+    # in this process too: a bad model is one line before any worker starts
+    models = load_models(specs, device, precision)
     sock = bind(host, port)
     if on_listen is not None:
         addr = sock.getsockname()
@@ -53,6 +55,12 @@ def serve(
         run_server(create_app(models, settings), sock, settings, log_level=log_level)
         return
     del models  # each worker loads its own
-    conf = {"specs": specs, "device": device, "threads": threads, "settings": dataclasses.asdict(settings)}
+    conf = {
+        "specs": specs,
+        "device": device,
+        "precision": precision,
+        "threads": threads,
+        "settings": dataclasses.asdict(settings),
+    }
     os.environ[SETTINGS_ENV] = json.dumps(conf)
     run_server("nlpcli.serve.app:app_from_env", sock, settings, log_level=log_level, workers=workers)

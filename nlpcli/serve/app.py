@@ -327,7 +327,8 @@ def app_from_env() -> FastAPI:
 
     conf = json.loads(os.environ[SETTINGS_ENV])
     set_threads(conf["threads"])
-    return create_app(load_models(conf["specs"], conf["device"]), ServeSettings(**conf["settings"]))
+    models = load_models(conf["specs"], conf["device"], conf["precision"])
+    return create_app(models, ServeSettings(**conf["settings"]))
 
 
 def internal_message(e: BaseException) -> str:

@@ -101,15 +101,16 @@ def parse_model_specs(specs: list[str]) -> list[tuple[str | None, str]]:
     return out
 
 
-def load_models(specs: list[str], device: str = "auto") -> dict[str, ServedModel]:
-    """Each model loaded once, under its name (default: its task); two models under one name are refused."""
+def load_models(specs: list[str], device: str = "auto", precision: str = "auto") -> dict[str, ServedModel]:
+    """Each model loaded once, under its name (default: its task); two models under one name are refused.
+    Each pipe's `precision_note` says what precision auto chose."""
     from .. import api
 
     if not specs:
         raise ConfigError("no model to serve; give --model DIR (or NAME=DIR, several times for several models)")
     models: dict[str, ServedModel] = {}
     for name, path in parse_model_specs(specs):
-        pipe = api.load(path, device=device)
+        pipe = api.load(path, device=device, precision=precision)
         name = name or pipe.name
         if name in models:
             raise ConfigError(

@@ -93,6 +93,7 @@ class Pipeline:
         self.model = model
         self.device = torch.device("cpu")
         self.precision: torch.dtype | None = None  # autocast dtype of prediction (set by `load`)
+        self.precision_note = ""  # what `load`'s precision auto chose and why (the CLI prints it)
 
     # --- data -------------------------------------------------------------------------
     @classmethod
@@ -208,9 +209,10 @@ class Pipeline:
         `overrides` may change inference settings and the trainer's resumable fields only; a bare
         name is looked up in the inference section first, or in the trainer's when `resume`. `quantize`:
         dynamic int8 `Linear` layers for prediction on a CPU (faster for pretrained encoders; docs/results.md).
-        `precision` of prediction: auto (fp32 on a CPU, bf16/fp16 on a GPU), fp32 or bf16 (docs/results.md).
+        `precision` of prediction: auto (bf16 on a GPU and on a CPU that multiplies bf16 natively, else fp32;
+        `device.choose_precision`), fp32 or bf16 (docs/results.md); `precision_note` says what auto chose.
         """
-        from ..device import predict_dtype, resolve_device
+        from ..device import resolve_device
 
         config = cls.saved_config(ckpt)
         if overrides:
@@ -231,7 +233,10 @@ class Pipeline:
         pipe.model.eval()
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         pipe = pipe.to(dev)
-        pipe.precision = predict_dtype(dev, precision)
+        from ..device import choose_precision
+
+        chosen = choose_precision(dev, precision)
+        pipe.precision, pipe.precision_note = chosen.dtype, chosen.note
         if quantize:
             pipe.quantize()
         return pipe

@@ -81,9 +81,16 @@ class LstmLM(nn.Module):
     def vocab_size(self) -> int:
         return self.bias.shape[0]
 
+    def run_rnn(self, x: Any, state: Any = None) -> tuple[Any, Any]:
+        """The LSTM over x (a tensor or a packed sequence), in fp32 even under bf16 autocast: oneDNN builds no
+        bf16 LSTM on CPUs without native bf16 (an error, not a slow path), and the Linear layers around it are
+        where bf16 pays."""
+        with torch.autocast(self.bias.device.type, enabled=False):
+            return self.rnn(x, state)
+
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """States [B, L, E]; position t has read ids[:, :t+1] only (right padding never leaks left)."""
-        h, _ = self.rnn(self.drop(self.embed(ids)))
+        h, _ = self.run_rnn(self.drop(self.embed(ids)))
         return self.drop(self.out(h))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -99,7 +106,7 @@ class LstmLM(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(
             self.drop(self.embed(inputs)), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        out, state = self.rnn(packed)  # (h, c) at each row's own last input, in the original row order
+        out, state = self.run_rnn(packed)  # (h, c) at each row's own last input, in the original row order
         top = self.drop(self.out(state[0][-1]))
         own = None
         if scored:
@@ -130,7 +137,7 @@ class LstmLM(nn.Module):
         for rows in order.chunk(buckets) if len(order) else ():
             width = int(n[rows[0]])
             x = self.drop(self.embed(inputs[rows, :width]))
-            h, _ = self.rnn(x, tuple(t[:, rows] for t in state))
+            h, _ = self.run_rnn(x, tuple(t[:, rows] for t in state))
             out[rows] = target_logprob(self, self.drop(self.out(h)), targets[rows, :width], mask[rows, :width])
         return out
 
