@@ -10,6 +10,9 @@
     train_state.pt     optimizer/scheduler/step/RNG for --resume (optional; weights_only load)
     <extra>/           task files such as a Hugging Face tokenizer and config
 
+An exported directory (`nlpcli export`, `nlpcli.onnx_runtime`) holds onnx.json and ONNX graphs in place of
+model.safetensors and train_state.pt.
+
 A training output directory holds `best/` (what --model loads) and `last/` (what --resume loads).
 
 Saving survives a kill (or a power cut) at any point. A checkpoint is written into `.NAME.XXXX`, synced
@@ -45,6 +48,7 @@ FORMAT_VERSION = 2
 BEST, LAST = "best", "last"
 NEW, OLD = ".new", ".old"  # suffixes of a checkpoint's next and previous versions during a swap
 LOCK_FILE = ".lock"
+ONNX_META = "onnx.json"  # marks an exported directory: ONNX graphs instead of model.safetensors
 
 
 @dataclass
@@ -327,7 +331,7 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None) -> Checkpo
         raise CheckpointError(f"{d}: this is a '{task}' checkpoint, not '{expect_task}'")
     if not isinstance(task, str) or not isinstance(meta.get("config", {}), dict):
         raise CheckpointError(f"{d / 'config.json'}: not an nlpcli checkpoint config (no task or config)")
-    if not (d / "model.safetensors").is_file():
+    if not (d / "model.safetensors").is_file() and not (d / ONNX_META).is_file():
         raise CheckpointError(f"{d}: model.safetensors is missing")
     metrics_path = d / "metrics.json"
     metrics = _read_json(metrics_path) if metrics_path.exists() else {}

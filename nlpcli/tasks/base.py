@@ -63,6 +63,9 @@ class Pipeline:
     threshold_fields: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
+    # The model's methods that prediction calls, each exported as one ONNX graph (`nlpcli export`); none: the
+    # task cannot be exported.
+    onnx_methods: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TaskConfig, assets: dict[str, Any], model: nn.Module):
         self.config = config
@@ -180,6 +183,10 @@ class Pipeline:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             what = f"{type(e).__name__}: {e}".splitlines()[0]
             raise CheckpointError(f"{ckpt.path}: config.json or vocab.json does not fit the task ({what})") from None
+        from ..onnx_runtime import attach, is_exported
+
+        if is_exported(ckpt.path):  # an `nlpcli export` directory: the network runs in onnxruntime
+            return attach(pipe, ckpt.path, device, resume, quantize)
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, task_cls.V1_WEIGHTS)
@@ -197,6 +204,10 @@ class Pipeline:
         if quantize:
             pipe.quantize()
         return pipe
+
+    def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Prediction records built from example texts, traced when the model is exported to ONNX."""
+        return [{"text": t} for t in texts]
 
     def quantize(self) -> None:
         """Replace the model's `Linear` layers by dynamically quantised int8 ones (prediction on a CPU only)."""

@@ -115,6 +115,7 @@ class QaPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
+    onnx_methods = ("forward",)
     record_options: ClassVar[dict[str, tuple[str, bool]]] = {
         "question": ("question", False),
         "passage": ("passages", True),
@@ -323,6 +324,9 @@ class QaPipeline(Pipeline):
             "start": best.start,
             "end": best.end,
         }
+
+    def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
+        return [{"question": texts[-1], "passages": texts}]
 
     def __call__(  # type: ignore[override]
         self,

@@ -96,6 +96,7 @@ class NerPipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("threshold",)
+    onnx_methods = ("forward",)
     config: NerConfig
     model: NerModel
 

@@ -116,6 +116,7 @@ class IePipeline(Pipeline):
     formats = FORMATS
     predictions_are_gold = True
     threshold_fields = ("start_threshold", "end_threshold")
+    onnx_methods = ("encode", "subject_logits", "object_logits")
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
     config: IeConfig
     model: IeModel

@@ -1,0 +1,382 @@
+"""Exported models: the network as ONNX graphs run by onnxruntime, tokenizer and decoder as in a checkpoint.
+
+An exported directory (`nlpcli export`) is the checkpoint directory without its torch weights and training
+state (config.json, vocab.json, tokenizer files, the card), plus one ONNX graph per model method that the task's
+prediction calls (`model.onnx` for `forward`, `model.NAME.onnx` for another) and `onnx.json`, which marks the
+directory and describes the graphs: opset, precision, each method's inputs and outputs.
+
+Loading builds the pipeline from config and assets exactly as for a checkpoint, then puts an `OnnxModel` in place
+of `pipe.model`: it runs the graphs on the tensors the model's methods receive and returns torch tensors in the
+structure they return, so the task's `forward` and `postprocess` hooks run unchanged (same decoding, same
+entities, triples and answers).
+
+onnxruntime is an optional extra; it is imported only when an exported model is loaded or written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .checkpoint import ONNX_META, _swap_into_place, _sync_tree, resolve_checkpoint_dir
+from .data.io import os_reason
+from .errors import CheckpointError, ConfigError, NlpcliError
+
+if TYPE_CHECKING:
+    from .tasks.base import Pipeline
+
+OPSET = 17
+SKIPPED = ("model.safetensors", "train_state.pt", "metrics.json.tmp")  # torch-only files not copied on export
+# The example inputs traced on export: two texts of different lengths, so the batch holds padding.
+EXAMPLE_TEXTS = ("新华社北京电，国家主席习近平在人民大会堂会见了法国总统马克龙。", "张三在上海工作。")
+
+
+def onnxruntime() -> Any:
+    """The onnxruntime module, or a one-line error saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise NlpcliError("exported (ONNX) models need onnxruntime: pip install 'nlpcli[onnx]'") from None
+    return ort
+
+
+def is_exported(directory: Path) -> bool:
+    return (directory / ONNX_META).is_file()
+
+
+def graph_file(method: str) -> str:
+    return "model.onnx" if method == "forward" else f"model.{method}.onnx"
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+class OnnxModel(nn.Module):
+    """Stands in for a task's model: each exported method runs its ONNX graph (on the CPU, with torch's thread
+    count) on the same arguments and returns tensors in the same structure (a tensor, a tuple or a dict)."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]):
+        super().__init__()
+        ort = onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the --threads setting, as for torch
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's concern
+        self.methods: dict[str, dict[str, Any]] = meta["methods"]
+        self.sessions: dict[str, Any] = {}
+        for method in self.methods:
+            path = directory / graph_file(method)
+            try:
+                self.sessions[method] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+                raise CheckpointError(f"{path}: cannot load the ONNX graph ({str(e).splitlines()[0]})") from None
+            if method != "forward":
+                setattr(self, method, functools.partial(self.run, method))
+
+    def forward(self, *args: Any) -> Any:
+        return self.run("forward", *args)
+
+    def run(self, method: str, *args: Any) -> Any:
+        spec = self.methods[method]
+        feed = {name: t.detach().cpu().numpy() for name, t in zip(spec["inputs"], _flat_inputs(spec["args"], args))}
+        outs = [torch.from_numpy(o) for o in self.sessions[method].run(None, feed)]
+        kind = spec["output"]
+        if kind == "tensor":
+            return outs[0]
+        if kind == "tuple":
+            return tuple(outs)
+        return dict(zip(kind, outs))
+
+
+def attach(pipe: Pipeline, directory: Path, device: str | torch.device, resume: bool, quantize: bool) -> Pipeline:
+    """`pipe` (built from an exported directory's config and assets) running its model through onnxruntime."""
+    if resume:
+        raise CheckpointError(
+            f"{directory}: an exported (ONNX) model cannot be trained; train from the checkpoint it was exported from"
+        )
+    if quantize:
+        raise ConfigError("--quantize is for torch checkpoints; an exported model is made int8 by `export --int8`")
+    if str(device) not in ("cpu", "auto"):
+        raise ConfigError(f"--device {device}: an exported (ONNX) model runs on the CPU (use --device cpu)")
+    meta = _read_meta(directory)
+    pipe.model = OnnxModel(directory, meta)
+    pipe.precision = None  # the graph's own precision: autocast does not reach onnxruntime
+    return pipe
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / ONNX_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        methods = meta["methods"]
+        ok = isinstance(methods, dict) and all({"args", "inputs", "output"} <= set(m) for m in methods.values())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: damaged export description ({type(e).__name__})") from None
+    if not ok:
+        raise CheckpointError(f"{path}: damaged export description (methods)")
+    return meta
+
+
+# --- exporting -------------------------------------------------------------------------------------------
+class _KeyLog(dict[str, Any]):
+    """A batch dict that remembers which tensors the model read (so the graph takes exactly those inputs)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: list[str] = []
+
+    def _note(self, key: str) -> None:
+        if key in self.keys() and torch.is_tensor(dict.__getitem__(self, key)) and key not in self.read:
+            self.read.append(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self._note(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._note(key)
+        return super().get(key, default)
+
+
+class _Recorder(nn.Module):
+    """Wraps a model: the first call of each method is recorded (its arguments, with the batch keys read)."""
+
+    def __init__(self, model: nn.Module, methods: tuple[str, ...]):
+        super().__init__()
+        self.inner = model
+        self.calls: dict[str, tuple[Any, ...]] = {}
+        for method in methods:
+            if method != "forward":
+                setattr(self, method, functools.partial(self.call, method))
+
+    def forward(self, *args: Any) -> Any:
+        return self.call("forward", *args)
+
+    def call(self, method: str, *args: Any) -> Any:
+        if method not in self.calls:
+            args = tuple(_KeyLog(a) if isinstance(a, dict) else a for a in args)
+            self.calls[method] = args
+        return getattr(self.inner, method)(*args)
+
+
+def _arg_spec(args: tuple[Any, ...]) -> list[Any]:
+    """Per argument: the batch keys read (a dict argument) or None (a tensor)."""
+    return [list(a.read) if isinstance(a, _KeyLog) else None for a in args]
+
+
+def _flat_inputs(spec: list[Any], args: tuple[Any, ...]) -> list[torch.Tensor]:
+    flat: list[torch.Tensor] = []
+    for keys, a in zip(spec, args):
+        flat.extend([a[k] for k in keys] if keys is not None else [a])
+    return flat
+
+
+def _input_names(spec: list[Any]) -> list[str]:
+    return [name for i, keys in enumerate(spec) for name in (keys if keys is not None else [f"arg{i}"])]
+
+
+class _Flat(nn.Module):
+    """One model method as a module of positional tensors in, a flat tuple of tensors out (what the exporter
+    traces)."""
+
+    def __init__(self, model: nn.Module, method: str, spec: list[Any]):
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.spec = spec
+
+    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        args: list[Any] = []
+        it = iter(flat)
+        for keys in self.spec:
+            args.append({k: next(it) for k in keys} if keys is not None else next(it))
+        out = getattr(self.model, self.method)(*args)
+        if torch.is_tensor(out):
+            return (out,)
+        return tuple(out.values()) if isinstance(out, dict) else tuple(out)
+
+
+def _output_spec(out: Any) -> Any:
+    if torch.is_tensor(out):
+        return "tensor"
+    return list(out) if isinstance(out, dict) else "tuple"
+
+
+def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Path:
+    """Write a trained model as an exported directory (see the module's docstring); returns its path.
+
+    `int8`: dynamically quantised int8 weights for the matrix products (onnxruntime.quantization)."""
+    from .tasks.base import Pipeline
+
+    onnxruntime()
+    source = resolve_checkpoint_dir(model_dir)
+    if is_exported(source):
+        raise ConfigError(f"{source}: already an exported model; export the torch checkpoint it came from")
+    dest = Path(output)
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not is_exported(dest))):
+        raise ConfigError(f"{dest}: exists and is not an exported model; choose another --output")
+    pipe = Pipeline.load(source, device="cpu", precision="fp32")
+    if not pipe.onnx_methods:
+        raise ConfigError(f"{pipe.name} models cannot be exported to ONNX (they sample in a Python loop)")
+    calls = _record(pipe)
+    tmp: Path | None = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*SKIPPED), dirs_exist_ok=True)
+        methods = {}
+        for method, args in calls.items():
+            methods[method] = _export_method(pipe.model, method, args, tmp / graph_file(method), int8)
+        meta = {
+            "format": 1,
+            "nlpcli_version": __version__,
+            "opset": OPSET,
+            "precision": "int8" if int8 else "fp32",
+            "int8": int8,
+            "methods": methods,
+        }
+        (tmp / ONNX_META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        _note_in_card(tmp / "README.md", int8)
+        _sync_tree(tmp)
+        _swap_into_place(tmp, dest)
+    except OSError as e:
+        raise CheckpointError(f"{dest}: cannot write the exported model ({os_reason(e)})") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _record(pipe: Pipeline) -> dict[str, tuple[Any, ...]]:
+    """The arguments of each exported method's first call while predicting the example records.
+
+    Thresholds are set near zero so that every method runs (e.g. the relation model's object pointers run only
+    for subjects found)."""
+    recorder = _Recorder(pipe.model, pipe.onnx_methods)
+    low = {name: 1e-4 for name in pipe.threshold_fields}
+    probe = pipe.configured(**low)
+    probe.model = recorder
+    probe.predict_checked(pipe.onnx_examples(list(EXAMPLE_TEXTS)), batch_size=len(EXAMPLE_TEXTS))
+    missing = [m for m in pipe.onnx_methods if m not in recorder.calls]
+    if missing:
+        raise NlpcliError(f"cannot export: the example inputs never reached the model's {', '.join(missing)}")
+    return recorder.calls
+
+
+def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: Path, int8: bool) -> dict[str, Any]:
+    spec = _arg_spec(args)
+    flat = _flat_inputs(spec, args)
+    names = _input_names(spec)
+    with torch.no_grad():
+        raw = getattr(model, method)(*args)
+    output = _output_spec(raw)
+    n_out = 1 if output == "tensor" else len(raw)
+    out_names = output if isinstance(output, list) else [f"out{i}" for i in range(n_out)]
+    # Batch and length vary (axes 0 and 1 of every input); each input gets its own names, as lengths of
+    # questions and passages, or of subjects and texts, differ.
+    axes = {name: {d: f"{name}_{d}" for d in range(min(t.dim(), 2))} for name, t in zip(names, flat)}
+    target = path.with_suffix(".fp32.onnx") if int8 else path
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter's deprecation notice and tracer warnings about Python values: the traced
+        # shapes are checked by the tests at other batch sizes and lengths.
+        warnings.simplefilter("ignore")
+        # nn.MultiheadAttention's fused inference kernel has no ONNX form; its plain path computes the same.
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            _trace(model, method, spec, flat, target, names, out_names, axes)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(target), str(path), weight_type=QuantType.QInt8)
+        os.remove(target)
+    return {"args": spec, "inputs": names, "output": output}
+
+
+class _TraceableAttention(nn.Module):
+    """A batch-first nn.MultiheadAttention in self-attention, as the exporter can trace it at any batch size and
+    length: torch's own (non-fused) path reshapes by Python ints, which the trace fixes at the example's sizes.
+    Same weights, same result (attention dropout is off in inference)."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        self.mha = mha
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: Any = None, **_: Any
+    ) -> tuple[torch.Tensor, None]:
+        m = self.mha
+        b, n, heads = query.shape[0], query.shape[1], m.num_heads
+        q, k, v = (
+            x.reshape(b, n, heads, m.head_dim).transpose(1, 2)
+            for x in F.linear(query, m.in_proj_weight, m.in_proj_bias).chunk(3, dim=2)
+        )
+        keep = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return m.out_proj(out.transpose(1, 2).reshape(b, n, m.embed_dim)), None
+
+
+@contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """The model's self-attention layers swapped for `_TraceableAttention` while it is traced."""
+    swapped = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.MultiheadAttention) and child.batch_first and child._qkv_same_embed_dim
+    ]
+    for parent, name, child in swapped:
+        setattr(parent, name, _TraceableAttention(child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def _trace(
+    model: nn.Module,
+    method: str,
+    spec: list[Any],
+    flat: list[torch.Tensor],
+    target: Path,
+    names: list[str],
+    out_names: list[str],
+    axes: dict[str, dict[int, str]],
+) -> None:
+    flat_model = _Flat(model, method, spec)
+    training = model.training
+    try:
+        with _traceable(model):
+            torch.onnx.export(
+                flat_model,
+                tuple(flat),
+                str(target),
+                input_names=names,
+                output_names=out_names,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    finally:
+        model.train(training)  # the exporter restores the wrapper's (training) mode into the model
+
+
+def _note_in_card(card: Path, int8: bool) -> None:
+    if card.is_file():
+        weights = "int8 dynamically quantised weights" if int8 else "fp32 weights"
+        note = f"\n## Exported\n\nONNX graphs (opset {OPSET}, {weights}) run by onnxruntime: `{ONNX_META}`.\n"
+        card.write_text(card.read_text(encoding="utf-8") + note, encoding="utf-8")
