@@ -42,6 +42,10 @@ OPSET = 17
 SKIPPED = ("model.safetensors", "train_state.pt", "metrics.json.tmp")  # torch-only files not copied on export
 # The example inputs traced on export: two texts of different lengths, so the batch holds padding.
 EXAMPLE_TEXTS = ("新华社北京电，国家主席习近平在人民大会堂会见了法国总统马克龙。", "张三在上海工作。")
+# Checked after export: another batch size and other lengths than the traced example (a graph that fixed a
+# size while tracing fails or differs here, and the export is refused rather than written).
+CHECK_TEXTS = ("上海", "今天北京的天气很好。", "李四明天去广州出差，后天回到南京。")
+TOLERANCE = 1e-3  # of an fp32 graph's outputs against torch's (they agree to about 1e-6)
 
 
 def onnxruntime() -> Any:
@@ -229,7 +233,7 @@ def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Pat
     pipe = Pipeline.load(source, device="cpu", precision="fp32")
     if not pipe.onnx_methods:
         raise ConfigError(f"{pipe.name} models cannot be exported to ONNX (they sample in a Python loop)")
-    calls = _record(pipe)
+    calls = _record(pipe, EXAMPLE_TEXTS)
     tmp: Path | None = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +251,7 @@ def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Pat
             "methods": methods,
         }
         (tmp / ONNX_META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        _check(pipe, OnnxModel(tmp, meta), int8)
         _note_in_card(tmp / "README.md", int8)
         _sync_tree(tmp)
         _swap_into_place(tmp, dest)
@@ -258,7 +263,7 @@ def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Pat
     return dest
 
 
-def _record(pipe: Pipeline) -> dict[str, tuple[Any, ...]]:
+def _record(pipe: Pipeline, texts: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
     """The arguments of each exported method's first call while predicting the example records.
 
     Thresholds are set near zero so that every method runs (e.g. the relation model's object pointers run only
@@ -267,11 +272,39 @@ def _record(pipe: Pipeline) -> dict[str, tuple[Any, ...]]:
     low = {name: 1e-4 for name in pipe.threshold_fields}
     probe = pipe.configured(**low)
     probe.model = recorder
-    probe.predict_checked(pipe.onnx_examples(list(EXAMPLE_TEXTS)), batch_size=len(EXAMPLE_TEXTS))
+    probe.predict_checked(pipe.onnx_examples(list(texts)), batch_size=len(texts))
     missing = [m for m in pipe.onnx_methods if m not in recorder.calls]
     if missing:
         raise NlpcliError(f"cannot export: the example inputs never reached the model's {', '.join(missing)}")
     return recorder.calls
+
+
+def _check(pipe: Pipeline, exported: OnnxModel, int8: bool) -> None:
+    """The graphs run on other inputs than the traced ones and (fp32) give the model's outputs."""
+    for method, args in _record(pipe, CHECK_TEXTS).items():
+        with torch.no_grad():
+            want = _tensors(getattr(pipe.model, method)(*args))
+        try:
+            got = _tensors(exported.run(method, *args))
+        except Exception as e:  # onnxruntime's own exception types
+            raise NlpcliError(
+                f"cannot export this model: its ONNX graph {method} fails on other sizes ({str(e).splitlines()[0]})"
+            ) from None
+        for w, g in zip(want, got):
+            real = w.abs() < 1e9  # masked positions hold -1e12 (or the dtype's minimum) in both
+            bad = w.shape != g.shape or not torch.equal(real, g.abs() < 1e9)
+            if not bad and not int8 and real.any():
+                bad = bool((w.float() - g.float())[real].abs().max() > TOLERANCE)
+            if bad:
+                raise NlpcliError(
+                    f"cannot export this model: its ONNX graph {method} differs from torch on other sizes"
+                )
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if torch.is_tensor(out):
+        return [out]
+    return list(out.values()) if isinstance(out, dict) else list(out)
 
 
 def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: Path, int8: bool) -> dict[str, Any]:
