@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -110,7 +109,7 @@ def attach(pipe: Pipeline, directory: Path, device: str | torch.device, resume: 
             f"{directory}: an exported (ONNX) model cannot be trained; train from the checkpoint it was exported from"
         )
     if quantize:
-        raise ConfigError("--quantize is for torch checkpoints; an exported model is made int8 by `export --int8`")
+        raise ConfigError("--quantize is for torch checkpoints; an exported (ONNX) model runs in fp32")
     if str(device) not in ("cpu", "auto"):
         raise ConfigError(f"--device {device}: an exported (ONNX) model runs on the CPU (use --device cpu)")
     meta = _read_meta(directory)
@@ -217,10 +216,11 @@ def _output_spec(out: Any) -> Any:
     return list(out) if isinstance(out, dict) else "tuple"
 
 
-def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Path:
+def export(model_dir: str | Path, output: str | Path) -> Path:
     """Write a trained model as an exported directory (see the module's docstring); returns its path.
 
-    `int8`: dynamically quantised int8 weights for the matrix products (onnxruntime.quantization)."""
+    fp32 only: onnxruntime's dynamic int8 quantisation did not pay for these models (benchmarks/onnx_speed.py:
+    no faster with int8 matrix products, half the speed with int8 convolutions too)."""
     from .tasks.base import Pipeline
 
     onnxruntime()
@@ -241,18 +241,17 @@ def export(model_dir: str | Path, output: str | Path, int8: bool = False) -> Pat
         shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*SKIPPED), dirs_exist_ok=True)
         methods = {}
         for method, args in calls.items():
-            methods[method] = _export_method(pipe.model, method, args, tmp / graph_file(method), int8)
+            methods[method] = _export_method(pipe.model, method, args, tmp / graph_file(method))
         meta = {
             "format": 1,
             "nlpcli_version": __version__,
             "opset": OPSET,
-            "precision": "int8" if int8 else "fp32",
-            "int8": int8,
+            "precision": "fp32",
             "methods": methods,
         }
         (tmp / ONNX_META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        _check(pipe, OnnxModel(tmp, meta), int8)
-        _note_in_card(tmp / "README.md", int8)
+        _check(pipe, OnnxModel(tmp, meta))
+        _note_in_card(tmp / "README.md")
         _sync_tree(tmp)
         _swap_into_place(tmp, dest)
     except OSError as e:
@@ -279,8 +278,8 @@ def _record(pipe: Pipeline, texts: tuple[str, ...]) -> dict[str, tuple[Any, ...]
     return recorder.calls
 
 
-def _check(pipe: Pipeline, exported: OnnxModel, int8: bool) -> None:
-    """The graphs run on other inputs than the traced ones and (fp32) give the model's outputs."""
+def _check(pipe: Pipeline, exported: OnnxModel) -> None:
+    """The graphs run on other inputs than the traced ones and give the model's outputs."""
     for method, args in _record(pipe, CHECK_TEXTS).items():
         with torch.no_grad():
             want = _tensors(getattr(pipe.model, method)(*args))
@@ -293,7 +292,7 @@ def _check(pipe: Pipeline, exported: OnnxModel, int8: bool) -> None:
         for w, g in zip(want, got):
             real = w.abs() < 1e9  # masked positions hold -1e12 (or the dtype's minimum) in both
             bad = w.shape != g.shape or not torch.equal(real, g.abs() < 1e9)
-            if not bad and not int8 and real.any():
+            if not bad and real.any():
                 bad = bool((w.float() - g.float())[real].abs().max() > TOLERANCE)
             if bad:
                 raise NlpcliError(
@@ -307,7 +306,7 @@ def _tensors(out: Any) -> list[torch.Tensor]:
     return list(out.values()) if isinstance(out, dict) else list(out)
 
 
-def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: Path, int8: bool) -> dict[str, Any]:
+def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: Path) -> dict[str, Any]:
     spec = _arg_spec(args)
     flat = _flat_inputs(spec, args)
     names = _input_names(spec)
@@ -319,7 +318,6 @@ def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: P
     # Batch and length vary (axes 0 and 1 of every input); each input gets its own names, as lengths of
     # questions and passages, or of subjects and texts, differ.
     axes = {name: {d: f"{name}_{d}" for d in range(min(t.dim(), 2))} for name, t in zip(names, flat)}
-    target = path.with_suffix(".fp32.onnx") if int8 else path
     fastpath = torch.backends.mha.get_fastpath_enabled()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter's deprecation notice and tracer warnings about Python values: the traced
@@ -328,14 +326,9 @@ def _export_method(model: nn.Module, method: str, args: tuple[Any, ...], path: P
         # nn.MultiheadAttention's fused inference kernel has no ONNX form; its plain path computes the same.
         torch.backends.mha.set_fastpath_enabled(False)
         try:
-            _trace(model, method, spec, flat, target, names, out_names, axes)
+            _trace(model, method, spec, flat, path, names, out_names, axes)
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(target), str(path), weight_type=QuantType.QInt8)
-        os.remove(target)
     return {"args": spec, "inputs": names, "output": output}
 
 
@@ -408,8 +401,7 @@ def _trace(
         model.train(training)  # the exporter restores the wrapper's (training) mode into the model
 
 
-def _note_in_card(card: Path, int8: bool) -> None:
+def _note_in_card(card: Path) -> None:
     if card.is_file():
-        weights = "int8 dynamically quantised weights" if int8 else "fp32 weights"
-        note = f"\n## Exported\n\nONNX graphs (opset {OPSET}, {weights}) run by onnxruntime: `{ONNX_META}`.\n"
+        note = f"\n## Exported\n\nONNX graphs (opset {OPSET}, fp32) run by onnxruntime: `{ONNX_META}`.\n"
         card.write_text(card.read_text(encoding="utf-8") + note, encoding="utf-8")

@@ -15,13 +15,9 @@ def export(
     output: str = typer.Option(
         ..., "--output", "-o", help="Directory to write (a previous export there is replaced).", metavar="DIR2"
     ),
-    int8: bool = typer.Option(
-        False, "--int8", help="Quantise the weights of matrix products to int8 (onnxruntime dynamic quantisation)."
-    ),
 ) -> None:
     """Export a trained model to ONNX: the graphs, tokenizer and decoder files (needs `pip install 'nlpcli[onnx]'`)."""
     from ..onnx_runtime import export as export_model
 
-    path = export_model(model, output, int8=int8)
-    precision = "int8" if int8 else "fp32"
-    out_console.print(f"exported {escape(model)} to {escape(str(path))} (ONNX, {precision})", highlight=False)
+    path = export_model(model, output)
+    out_console.print(f"exported {escape(model)} to {escape(str(path))} (ONNX, fp32)", highlight=False)
