@@ -154,6 +154,19 @@ def test_export_replaces_an_export_but_not_other_directories(
         export(exported, tmp_path / "again")
 
 
+def test_a_graph_that_differs_from_torch_is_not_written(
+    models: dict[str, tuple[Path, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlpcli import onnx_runtime
+
+    run, _ = models["ner"]
+    real_run = onnx_runtime.OnnxModel.run
+    monkeypatch.setattr(onnx_runtime.OnnxModel, "run", lambda self, *a: real_run(self, *a) + 0.01)
+    with pytest.raises(NlpcliError, match="differs from torch on other sizes"):
+        onnx_runtime.export(run, tmp_path / "off")
+    assert not (tmp_path / "off").exists() and list(tmp_path.iterdir()) == []
+
+
 def test_exported_model_cannot_be_trained_or_moved_off_the_cpu(models: dict[str, tuple[Path, Path]]) -> None:
     from nlpcli.tasks.base import Pipeline
 
