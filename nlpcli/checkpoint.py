@@ -11,6 +11,9 @@
     train_state.pt     optimizer/scheduler/step/RNG for --resume (optional; weights_only load)
     <extra>/           task files such as a Hugging Face tokenizer and config
 
+An exported directory (`nlpcli export`, `nlpcli.onnx_runtime`) holds onnx.json and ONNX graphs in place of
+model.safetensors and train_state.pt.
+
 A training output directory holds `best/` (what --model loads) and `last/` (what --resume loads).
 
 Saving survives a kill (or a power cut) at any point. A checkpoint is written into `.NAME.XXXX`, synced
@@ -55,6 +58,7 @@ FORMAT_VERSION = 3
 BEST, LAST = "best", "last"
 NEW, OLD = ".new", ".old"  # suffixes of a checkpoint's next and previous versions during a swap
 LOCK_FILE = ".lock"
+ONNX_META = "onnx.json"  # marks an exported directory: ONNX graphs instead of model.safetensors
 
 
 @dataclass
@@ -452,7 +456,8 @@ def _load_version(d: Path, expect_task: str | None) -> Checkpoint:
             weights = os.fdopen(safefiles.open_regular(d / "model.safetensors", dir_fd=dir_fd), "rb")
         except FileNotFoundError:
             _missing(d, dir_fd)
-            raise CheckpointError(f"{d}: model.safetensors is missing") from None
+            if not _exported(d, dir_fd):  # an exported (ONNX) directory has graphs instead of weights
+                raise CheckpointError(f"{d}: model.safetensors is missing") from None
         where = _trusted_name(d, dir_fd)
         if where is None:  # moved out to be deleted while read: a file read above may be of no version
             raise _Vanished()
@@ -471,6 +476,14 @@ def _load_version(d: Path, expect_task: str | None) -> Checkpoint:
         os.close(dir_fd)
         if weights is not None:
             weights.close()
+
+
+def _exported(d: Path, dir_fd: int) -> bool:
+    try:
+        os.close(safefiles.open_regular(d / ONNX_META, dir_fd=dir_fd))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _trusted_name(d: Path, dir_fd: int) -> Path | None:

@@ -9,6 +9,7 @@ import typer
 from .commands.chat import chat
 from .commands.common import TaskRecordsHelp
 from .commands.evaluate import evaluate
+from .commands.export import export
 from .commands.generate import generate
 from .commands.info import info
 from .commands.models import models_app
@@ -33,6 +34,7 @@ app.command()(chat)
 app.command()(report)
 app.command()(info)
 app.command()(serve)  # HTTP: nlpcli/serve/
+app.command()(export)  # ONNX for onnxruntime: nlpcli/onnx_runtime.py
 app.add_typer(models_app, name="models")
 
 

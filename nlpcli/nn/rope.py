@@ -20,5 +20,7 @@ def rope_tables(
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [..., length, dim] by position: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)."""
-    rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+    # A positive stacking axis and reshape, not dim=-1 and flatten(-2): the ONNX exporter (`nlpcli export`)
+    # does not know the rank of the slices and stacks on the wrong axis.
+    rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=x.dim()).reshape(x.shape)
     return x * cos + rotated * sin

@@ -74,6 +74,9 @@ class Pipeline:
     speed_unit: ClassVar[str] = "tokens"
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
+    # The model's methods that prediction calls, each exported as one ONNX graph (`nlpcli export`); none: the
+    # task cannot be exported.
+    onnx_methods: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -222,6 +225,10 @@ class Pipeline:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             what = f"{type(e).__name__}: {e}".splitlines()[0]
             raise CheckpointError(f"{ckpt.path}: config.json or vocab.json does not fit the task ({what})") from None
+        from ..onnx_runtime import attach, is_exported
+
+        if is_exported(ckpt.path):  # an `nlpcli export` directory: the network runs in onnxruntime
+            return attach(pipe, ckpt.path, device, resume, quantize)
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, cls.V1_WEIGHTS)
@@ -240,6 +247,10 @@ class Pipeline:
         if quantize:
             pipe.quantize()
         return pipe
+
+    def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Prediction records built from example texts, traced when the model is exported to ONNX."""
+        return [{"text": t} for t in texts]
 
     def quantize(self) -> None:
         """Replace the model's `Linear` layers by dynamically quantised int8 ones (prediction on a CPU only)."""

@@ -144,6 +144,7 @@ class QaPipeline(EncoderTask, Pipeline):
     predictions_are_gold = True
     threshold_fields = ("threshold",)
     FIT_WINDOWS_TO_TOKENS = False  # the question is cut to fit a pretrained encoder, never the window
+    onnx_methods = ("forward",)
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "p_encoder.": "encoder.dgcnn."}
     config: QaConfig
     model: QaModel | EncoderReader
@@ -332,6 +333,9 @@ class QaPipeline(EncoderTask, Pipeline):
             "start": best.start,
             "end": best.end,
         }
+
+    def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
+        return [{"question": texts[-1], "passages": texts}]
 
     def __call__(  # type: ignore[override]
         self,

@@ -101,6 +101,7 @@ class NerPipeline(EncoderTask, Pipeline):
     threshold_fields = ("threshold",)
     speed_unit = "chars"  # counted on the text, so speeds compare across encoders (a tokenizer's or chars)
     FIT_WINDOWS_TO_TOKENS = False
+    onnx_methods = ("forward",)
     config: NerConfig
     model: NerModel
 

@@ -120,6 +120,7 @@ class IePipeline(EncoderTask, Pipeline):
     predictions_are_gold = True
     threshold_fields = ("start_threshold", "end_threshold")
     speed_unit = "chars"  # counted on the text, so speeds compare across encoders (a tokenizer's or chars)
+    onnx_methods = ("encode", "subject_logits", "object_logits")
     V1_WEIGHTS: ClassVar[dict[str, str]] = {"embed.": "encoder.embed.", "dgcnn.": "encoder.dgcnn."}
     config: IeConfig
     model: IeModel
