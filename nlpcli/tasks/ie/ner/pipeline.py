@@ -220,7 +220,7 @@ class NerPipeline(Pipeline):
         ]
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Span]]]) -> dict[str, Any]:
-        """Adds `entities`: [{type, start, end (inclusive), text, score}]; a window gives the entities starting
+        """Adds `entities`: [{type, start, end (exclusive), text, score}]; a window gives the entities starting
         in the part of the text it owns. `score` is the sigmoid of the span's GlobalPointer logit, in (0, 1):
         every entity scores above the inference threshold (0.5 by default)."""
         text = record["text"]
@@ -232,7 +232,7 @@ class NerPipeline(Pipeline):
                     key = (w + s, w + e, t)
                     best[key] = max(score, best.get(key, 0.0))
         entities = [
-            {"type": t, "start": s, "end": e, "text": text[s : e + 1], "score": round(v, 4)}
+            {"type": t, "start": s, "end": e + 1, "text": text[s : e + 1], "score": round(v, 4)}
             for (s, e, t), v in sorted(best.items())
         ]
         return {**record, "entities": entities}
@@ -241,10 +241,14 @@ class NerPipeline(Pipeline):
         """Entities of one text ([{type, start, end, text, score}]) or, for a list of texts, a list of those."""
         return self._predict_texts(text, "entities", batch_size)
 
+    @property
+    def labels(self) -> list[str]:
+        return list(self.types)
+
     def predict_spans(self, texts: list[str], batch_size: int | None = None) -> list[list[tuple[int, int, str]]]:
         """Entity spans (start, end inclusive, type) of each text."""
         records = self.predict_records(({"text": t} for t in texts), batch_size)
-        return [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in records]
+        return [[(e["start"], e["end"] - 1, e["type"]) for e in r["entities"]] for r in records]
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, examples: list[NerExample], batch_size: int | None = None) -> dict[str, Any]:
