@@ -97,7 +97,7 @@ def train_options(extra: list[str]) -> dict[str, str]:
 
 
 def predict_speed(model_dir: Path, texts_file: Path, threads: int) -> dict[str, float]:
-    pipe = api.load(str(model_dir), task="ie", device="cpu")
+    pipe = api.load(str(model_dir), task="ie", device="cpu").pipeline
     lines = texts_file.read_text(encoding="utf-8").splitlines()
     records = [{"text": json.loads(x)["text"]} for x in lines if x.strip()]
     list(pipe.predict_records(records[:8]))  # warm-up

@@ -46,7 +46,7 @@ def chat(
         "max_new_tokens": max_new_tokens,
     }
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    pipe: Any = api.load(model, task="chat", device=device, **overrides)
+    pipe: Any = api.load(model, task="chat", device=device, **overrides).pipeline
     session = pipe.session(max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()
     if interactive:

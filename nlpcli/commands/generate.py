@@ -78,7 +78,7 @@ def generate(
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
+    pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides).pipeline
     if input_path is None:
         _show(api.generate(pipe, [keywords])[0], as_json)
         return

@@ -91,7 +91,7 @@ def predict(
 ) -> None:
     """Add predictions to every input record; each output record keeps the input's fields (or columns).
 
-    ner:  {"text": ...} gains "entities": [{type, start, end (inclusive), text, score}].
+    ner:  {"text": ...} gains "entities": [{type, start, end (exclusive), text, score}].
     ie:   {"text": ...} gains "spo_list": [{subject, predicate, object, subject_type, object_type, offsets}].
     qa:   {"question": ..., "passages": [...]} gains answer, score, passage_index, start, end.
     lm:   {"words": [...]} gains "sentences": [{text, score}] (CGMH; see also `nlpcli generate`).
@@ -134,7 +134,7 @@ def predict(
         raise UsageError(f"{', '.join(options[f] for f in columns)}: only for table input (csv, tsv, xlsx, parquet)")
     if output_path != "-":
         check_output_file(output_path)  # before the model loads and the input is read
-    pipe = api.load(model, task=task, device=device, quantize=quantize, precision=precision, **overrides)
+    pipe = api.load(model, task=task, device=device, quantize=quantize, precision=precision, **overrides).pipeline
     stats = PredictStats()
     # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
     main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0

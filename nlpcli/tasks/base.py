@@ -61,6 +61,8 @@ class Pipeline:
     table_fields: ClassVar[dict[str, str]] = {"text": "text"}
     # The inference fields `evaluate --thresholds` sweeps (set together), in the task's own units.
     threshold_fields: ClassVar[tuple[str, ...]] = ()
+    # Public methods of the task besides the call (`nlpcli.load` offers them; the first is what `pipe` maps over).
+    methods: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
 
@@ -70,6 +72,11 @@ class Pipeline:
         self.model = model
         self.device = torch.device("cpu")
         self.precision: torch.dtype | None = None  # autocast dtype of prediction (set by `load`)
+
+    @property
+    def labels(self) -> list[str]:
+        """What the model tells apart (entity types, predicates), for `Predictor`'s description; [] if nothing."""
+        return []
 
     # --- data -------------------------------------------------------------------------
     @classmethod
