@@ -79,8 +79,7 @@ def main() -> None:
     train_path, test_path, n_train, n_test = split(LCCC, args.test, args.seed, out)
     overrides = dict(zip([a.lstrip("-") for a in extra[::2]], extra[1::2])) | {"seed": args.seed}
     report = api.train("chat", train_path, out / "model", config=config, overwrite=True, **overrides)
-    r = report.result
-    pipe = api.load(str(out / "model"), task="chat", device="cpu", eval_samples=args.samples)
+    pipe = api.load(str(out / "model"), task="chat", device="cpu", eval_samples=args.samples).pipeline
     test, _ = pipe.read(test_path)
     with torch.no_grad():
         metrics = pipe.evaluate(test)
@@ -93,17 +92,17 @@ def main() -> None:
         {
             "preset": config,
             "extra_options": extra,
-            "data": f"{LCCC.name}: {n_train} train dialogues (dev of {report.dev_examples} carved from them), "
+            "data": f"{LCCC.name}: {n_train} train dialogues (dev of {report['dev_examples']} carved from them), "
             f"{n_test} held out (seed {args.seed})",
             "train": {
-                "steps": r.step,
-                "stopped_by": r.stop_reason,
-                "elapsed_s": round(r.elapsed_s, 1),
-                "train_tokens_per_s": round(r.tokens_per_s, 1),
-                "best_dev_ppl": r.best_metric,
+                "steps": report["steps"],
+                "stopped_by": report["stopped_by"],
+                "elapsed_s": round(report["elapsed_s"], 1),
+                "train_tokens_per_s": round(report["tokens_per_s"], 1),
+                "best_dev_ppl": report["best_metric"],
                 "parameters": sum(p.numel() for p in pipe.model.parameters()),
             },
-            "config": report.config,
+            "config": report["config"],
             "test": {
                 k: metrics[k]
                 for k in ("ppl", "scored_chars", "distinct_1", "distinct_2", "replies_sampled", "mean_reply_chars")

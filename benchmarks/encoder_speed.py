@@ -79,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, dev = split("cluener", Path(tmp))
         texts = [json.loads(x)["text"] for x in dev.read_text(encoding="utf-8").splitlines()]
-        pipe = nlpcli.load(args.model, device="cpu")
+        pipe = nlpcli.load(args.model, device="cpu").pipeline
         out["training"] = training_share(Path(args.model), peak, non_embedding_parameters(pipe))
         out["fp32"] = measure(pipe, dev, texts)
         out["bf16_autocast"] = measure(pipe, dev, texts, torch.bfloat16)
@@ -88,19 +88,19 @@ def main() -> None:
             for impl in ("eager", "sdpa"):
                 hf.set_attn_implementation(impl)
                 out[f"attention_{impl}"] = measure(pipe, dev, texts)
-        out["int8_dynamic"] = measure(nlpcli.load(args.model, device="cpu", quantize=True), dev, texts)
+        out["int8_dynamic"] = measure(nlpcli.load(args.model, device="cpu", quantize=True).pipeline, dev, texts)
         if args.compile:
-            compiled = nlpcli.load(args.model, device="cpu")
+            compiled = nlpcli.load(args.model, device="cpu").pipeline
             compiled.model = torch.compile(compiled.model, dynamic=True)
             t = time.perf_counter()
             compiled(texts[:64])
             out["compile_seconds"] = round(time.perf_counter() - t, 1)
             out["torch_compile"] = measure(compiled, dev, texts)
         if args.scratch:
-            scratch = nlpcli.load(args.scratch, device="cpu")
+            scratch = nlpcli.load(args.scratch, device="cpu").pipeline
             out["scratch_dgcnn_fp32"] = measure(scratch, dev, texts)
             out["scratch_dgcnn_int8_dynamic"] = measure(
-                nlpcli.load(args.scratch, device="cpu", quantize=True), dev, texts
+                nlpcli.load(args.scratch, device="cpu", quantize=True).pipeline, dev, texts
             )
     bench.finish("encoder_speed", out)
 

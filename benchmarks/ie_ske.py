@@ -96,7 +96,7 @@ def train_options(extra: list[str]) -> dict[str, str]:
 
 
 def predict_speed(model_dir: Path, texts_file: Path, threads: int) -> dict[str, float]:
-    pipe = api.load(str(model_dir), task="ie", device="cpu")
+    pipe = api.load(str(model_dir), task="ie", device="cpu").pipeline
     lines = texts_file.read_text(encoding="utf-8").splitlines()
     records = [{"text": json.loads(x)["text"]} for x in lines if x.strip()]
     list(pipe.predict_records(records[:8]))  # warm-up
@@ -143,22 +143,21 @@ def main() -> None:
         }
         clock = StepClock(api.make_config("ie", config, overrides).trainer.save_every)
         report = api.train("ie", train_files[f], out, dev_file, config, overwrite=True, callbacks=clock, **overrides)
-        r = report.result
         metrics = api.evaluate(out, dev_file, task="ie", device="cpu")
         run = {
             "fraction": f,
-            "train_sentences": report.train_examples,
-            "dev_sentences": report.dev_examples,
+            "train_sentences": report["train_examples"],
+            "dev_sentences": report["dev_examples"],
             "budget_min": budget,
-            "steps": r.step,
-            "epochs_done": r.epoch,
-            "stopped_by": r.stop_reason,
-            "train_seconds": round(r.elapsed_s, 1),
-            "train_chars_per_s" if args.encoder == "dgcnn" else "train_tokens_per_s": round(r.tokens_per_s, 1),
-            "train_sentences_per_s": round(r.steps_per_s * report.config["trainer"]["batch_size"], 1),
+            "steps": report["steps"],
+            "epochs_done": report["epochs_done"],
+            "stopped_by": report["stopped_by"],
+            "train_seconds": round(report["elapsed_s"], 1),
+            "train_chars_per_s" if args.encoder == "dgcnn" else "train_tokens_per_s": round(report["tokens_per_s"], 1),
+            "train_sentences_per_s": round(report["steps_per_s"] * report["config"]["trainer"]["batch_size"], 1),
             # steps alone (no evaluation or checkpoint time): batch size x steps / seconds
             "train_step_sentences_per_s": round(
-                clock.steps * report.config["trainer"]["batch_size"] / max(clock.seconds, 1e-9), 1
+                clock.steps * report["config"]["trainer"]["batch_size"] / max(clock.seconds, 1e-9), 1
             ),
             "dev_precision": round(metrics["precision"], 4),
             "dev_recall": round(metrics["recall"], 4),

@@ -124,7 +124,7 @@ def length_matched(out_nll: np.ndarray, out_len: np.ndarray, real_nll: np.ndarra
 
 def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: list[str]) -> dict:
     """Per-char NLL under an LM the sampler did not use (trained on a disjoint split): outputs vs real text."""
-    judge = api.load(judge_dir, task="lm", device="cpu")
+    judge = api.load(judge_dir, task="lm", device="cpu").pipeline
     # Each text scored once: totals and chars serve both the overall figures and the length bands.
     out_nll, out_len = np.array(sentence_nll(judge, outputs)), np.array([chars(t) for t in outputs])
     real_nll, real_len = np.array(sentence_nll(judge, held)), np.array([chars(t) for t in held])
@@ -141,7 +141,7 @@ def judge_scores(judge_dir: str, outputs: list[str], sources: list[str], held: l
 def unk_free_comparison(pipe, other_dir: str, held: list[str]) -> dict:
     """Per-char perplexity of this model and another on the held-out sentences in which neither has an UNK
     token: the same text, no model scoring a cheap UNK class (word and char models compare at face value)."""
-    other = api.load(other_dir, task="lm", device="cpu")
+    other = api.load(other_dir, task="lm", device="cpu").pipeline
 
     def known(p, text: str) -> bool:
         return all(p.vocab.id(t) != V.UNK for t in tokenize(Sentence(text), p.config.model.unit))
@@ -218,13 +218,13 @@ def main() -> None:
         t0 = time.time()
         rep = api.train("lm", train_file, model, config=config, overwrite=True, **overrides)
         result["train"] = {
-            "steps": rep.result.step,
+            "steps": rep["steps"],
             "seconds": round(time.time() - t0, 1),
-            "train_sentences": rep.train_examples,
-            "tokens_per_s": round(rep.result.tokens_per_s, 1),
-            "config": rep.config,
+            "train_sentences": rep["train_examples"],
+            "tokens_per_s": round(rep["tokens_per_s"], 1),
+            "config": rep["config"],
         }
-    pipe = api.load(model, task="lm", device="cpu", quantize=args.quantize, precision=args.precision)
+    pipe = api.load(model, task="lm", device="cpu", quantize=args.quantize, precision=args.precision).pipeline
     given = (("proposal", args.proposal), ("top_k", args.top_k), ("chains", args.chains))
     given += (("batch_chains", args.batch_chains),)
     sampler = {k: v for k, v in given if v is not None} | parse_pairs(args.sampler)

@@ -294,7 +294,7 @@ def main() -> None:
     mean_line = manifest["train"]["chars"] / manifest["train"]["lines"]
     import nlpcli
 
-    pipe = nlpcli.load(str(run), task="lm")  # best/ (last/ before the first evaluation), as `--model RUN`
+    pipe = nlpcli.load(str(run), task="lm").pipeline  # best/ (last/ before the first evaluation), as `--model RUN`
     flops = model_flops(pipe, context=mean_line + 1)
     heldout = {}
     spell = SpellingModel(train_file, pipe.config.model.unit)

@@ -80,7 +80,7 @@ def predict_in_process(run: Path, texts: list[str]) -> float:
     from nlpcli import api
 
     torch.set_num_threads(1)
-    pipe = api.load(str(run), task="ner", device="cpu")
+    pipe = api.load(str(run), task="ner", device="cpu").pipeline
     pipe.predict_spans(texts[:64])  # warm-up
     start = time.perf_counter()
     pipe.predict_spans(texts, batch_size=64)

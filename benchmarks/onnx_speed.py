@@ -41,7 +41,7 @@ def sentences_per_s(model: Path, texts: list[str]) -> float:
     from nlpcli import api
 
     torch.set_num_threads(1)  # the onnxruntime session takes torch's thread count
-    pipe = api.load(str(model), task="ner", device="cpu")
+    pipe = api.load(str(model), task="ner", device="cpu").pipeline
     pipe.predict_spans(texts[:64])  # warm-up
     start = time.perf_counter()
     pipe.predict_spans(texts, batch_size=64)

@@ -73,7 +73,7 @@ def encoder_option(extra: list[str]) -> str:
 
 
 def predict_speed(run: str, path: Path, repeats: int = 1) -> dict:
-    pipe = api.load(run, task="qa", device="cpu")
+    pipe = api.load(run, task="qa", device="cpu").pipeline
     lines = path.read_text(encoding="utf-8").splitlines()
     t = time.perf_counter()
     n = 0
@@ -138,7 +138,7 @@ def main() -> None:
         voting = {}
         for path in MULTI:
             for mode in ("vote", "max"):
-                pipe = api.load(args.run, task="qa", device="cpu", voting=mode)
+                pipe = api.load(args.run, task="qa", device="cpu", voting=mode).pipeline
                 examples, _ = pipe.read(path, None, skip_bad=True)  # the last list item is truncated
                 voting[f"{path.parent.name}/{path.name} {mode}"] = pipe.evaluate(examples)
         results["voting"] = voting

@@ -117,11 +117,11 @@ def prepare(work: Path) -> dict[str, dict[str, Any]]:
 
 # --- the three ways to get predictions ----------------------------------------------------------
 def in_process(model: Path, records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """`nlpcli.load(model).predict_checked([record])` (what `pipe(record)` does with a record), one record per
+    """`nlpcli.load(model).pipeline.predict_checked([record])` (what `pipe(record)` does with a record), one record per
     call in a loop; and all records in one call."""
     import nlpcli
 
-    pipe = nlpcli.load(model, device="cpu")
+    pipe = nlpcli.load(model, device="cpu").pipeline
     pipe.predict_checked(records[:1])  # warm up
     latencies, deadline = [], time.perf_counter() + seconds
     for record in itertools.cycle(records):
@@ -201,7 +201,7 @@ def same_answers(url: str, model: Path, records: list[dict[str, Any]]) -> bool:
     body = json.dumps(records, ensure_ascii=False).encode()
     req = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as resp:
-        return bool(json.loads(resp.read()) == nlpcli.load(model, device="cpu").predict_checked(records))
+        return bool(json.loads(resp.read()) == nlpcli.load(model, device="cpu").pipeline.predict_checked(records))
 
 
 def _batches(url: str) -> dict[str, int]:

@@ -9,11 +9,10 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .callbacks import TrainCallbacks, TrainResult
+from .callbacks import TrainCallbacks
 from .card import read_card
 from .checkpoint import (
     BEST,
@@ -30,27 +29,15 @@ from .config import TaskConfig, read_config_file
 from .data.io import ReadStats
 from .device import init_distributed, resolve_device, seed_everything, set_threads, shutdown_distributed
 from .errors import ConfigError, NlpcliError
+from .predictor import Predictor
 from .records import predict as records
 from .records.stats import PredictStats
 from .registry import get_task
+from .results import EvaluateReport, TrainReport
 from .tasks.base import Pipeline
 from .trainer import Trainer
 
 PathLike = str | Path
-
-
-@dataclass
-class TrainReport:
-    result: TrainResult
-    train_examples: int
-    dev_examples: int
-    dev_source: str  # the --dev file, or how the dev split was carved
-    skipped: int = 0
-    skip_reasons: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    encoder_note: str = ""  # what `--encoder auto` took, and what a pull would give when it fell back
-    precision: str = ""  # what training computed in: fp32, bf16 or fp16
-    precision_note: str = ""  # what `precision = "auto"` chose and why (empty when asked for by name)
 
 
 def make_config(task: str | type[Pipeline], config_file: str | None, overrides: dict[str, Any]) -> TaskConfig:
@@ -111,6 +98,7 @@ def train(
     by repairing a checkpoint swap that a kill cut short. Resuming a run that already reached its end
     trains nothing (the report's stop reason says so). Every checkpoint carries a model card (README.md)
     naming `command` (default: this process's command line) and the data files with their sha256.
+    The report is a plain dict (`nlpcli.results.TrainReport`), ready for `json.dumps`.
     """
     pipe_cls = _task_class(task)
     out = Path(output)
@@ -196,17 +184,29 @@ def _train(
         result = trainer.finished_result(finished) if finished else trainer.fit()
     finally:
         shutdown_distributed()
+    config = pipe.config.to_dict()
     return TrainReport(
-        result,
-        len(train_ex),
-        len(dev_ex),
-        dev_source,
-        stats.skipped,
-        stats.reasons,
-        pipe.config.to_dict(),
-        pipe.assets.get("encoder_note", ""),
-        trainer.precision.name,
-        trainer.precision.note,
+        task=pipe_cls.name,
+        output=str(out),
+        steps=result.step,
+        epochs_done=result.epoch,
+        stopped_by=result.stop_reason,
+        elapsed_s=result.elapsed_s,
+        tokens_per_s=result.tokens_per_s,
+        steps_per_s=result.steps_per_s,
+        metric=pipe_cls.main_metric,
+        best_metric=result.best_metric,
+        best_metrics=result.best_metrics,
+        train_examples=len(train_ex),
+        dev_examples=len(dev_ex),
+        dev=dev_source,
+        skipped_bad_records=stats.skipped,
+        skip_reasons=stats.reasons,
+        encoder=(config.get("encoder") or {}).get("name"),
+        encoder_note=pipe.assets.get("encoder_note", ""),
+        config=config,
+        precision=trainer.precision.name,
+        precision_note=trainer.precision.note,
     )
 
 
@@ -234,17 +234,18 @@ def load(
     quantize: bool = False,
     precision: str = "auto",
     **overrides: Any,
-) -> Pipeline:
-    """A trained model from a checkpoint (or training output) directory; its task is read from it (`task`, a
-    name or a task class, refuses another task's checkpoint). `overrides` change inference settings
-    (`threshold=0.5`, ...). The one way to load a checkpoint of any task.
+) -> Predictor:
+    """A trained model from a checkpoint (or training output) directory, as a `Predictor`; its task is read
+    from it (`task`, a name or a task class, refuses another task's checkpoint). `overrides` change inference
+    settings (`threshold=0.5`, ...). The one way to load a checkpoint of any task.
 
-    The object is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
+    The `Predictor` is callable in its task's shape: `ner("text")`, `ie(["t1", "t2"])`,
     `qa(question=..., passages=[...])`, `lm.generate(["北京", "游客"])`, `chat.reply(history)`."""
     cls = _task_class(task) if task else None
     ckpt = load_checkpoint(model, expect_task=cls.name if cls else None)
     cls = cls or get_task(ckpt.task)
-    return cls.from_checkpoint(ckpt, overrides or None, device, quantize=quantize, precision=precision)
+    pipe = cls.from_checkpoint(ckpt, overrides or None, device, quantize=quantize, precision=precision)
+    return Predictor(pipe, model)
 
 
 def model_card(model: PathLike) -> tuple[str, bool]:
@@ -264,8 +265,13 @@ def _task_class(task: str | type[Pipeline]) -> type[Pipeline]:
     return get_task(task) if isinstance(task, str) else task
 
 
+def pipeline_of(model: Predictor | Pipeline) -> Pipeline:
+    """The task pipeline behind what `load` returned (or the pipeline itself): what the verbs work on."""
+    return model.pipeline if isinstance(model, Predictor) else model
+
+
 def evaluate(
-    model: PathLike | Pipeline,
+    model: PathLike | Predictor | Pipeline,
     data: PathLike,
     *,
     task: str | None = None,
@@ -276,14 +282,15 @@ def evaluate(
     errors: PathLike | None = None,
     precision: str = "auto",
     **overrides: Any,
-) -> dict[str, Any]:
+) -> EvaluateReport:
     """Metrics of a trained model (a directory, loaded with `precision`, or a loaded model) on a gold file, as
-    `nlpcli evaluate`; `errors` names a JSON Lines file to write every false positive and false negative to
-    (ner, ie, qa)."""
-    if isinstance(model, Pipeline):
-        pipe = model.configured(**overrides) if overrides else model
+    `nlpcli evaluate`: a plain dict, ready for `json.dumps`; `errors` names a JSON Lines file to write every
+    false positive and false negative to (ner, ie, qa)."""
+    if isinstance(model, (Predictor, Pipeline)):
+        pipe = pipeline_of(model)
+        pipe = pipe.configured(**overrides) if overrides else pipe
     else:
-        pipe = load(model, task=task, device=device, precision=precision, **overrides)
+        pipe = load(model, task=task, device=device, precision=precision, **overrides).pipeline
     examples, stats = pipe.read(str(data), fmt, skip_bad)
     import torch
 
@@ -301,13 +308,13 @@ def evaluate(
 
 
 def evaluate_thresholds(
-    model: PathLike | Pipeline, data: PathLike, thresholds: Sequence[float], **options: Any
+    model: PathLike | Predictor | Pipeline, data: PathLike, thresholds: Sequence[float], **options: Any
 ) -> list[dict[str, Any]]:
     """`evaluate` at each threshold (the task's `threshold_fields`, set together): one metrics dict each, with
     its `threshold`. `options` as for `evaluate`."""
-    pipe = (
+    pipe = pipeline_of(
         model
-        if isinstance(model, Pipeline)
+        if isinstance(model, (Predictor, Pipeline))
         else load(model, task=options.pop("task", None), device=options.pop("device", "auto"))
     )
     fields = pipe.threshold_fields
@@ -319,7 +326,7 @@ def evaluate_thresholds(
 
 
 def predict(
-    pipe: Pipeline,
+    pipe: Predictor | Pipeline,
     lines: Iterable[str],
     path: str,
     batch_size: int | None = None,
@@ -327,4 +334,4 @@ def predict(
     stats: PredictStats | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream predictions: JSONL lines in, records with predictions out, in order (`records.predict`)."""
-    return records.predict(pipe, lines, path, batch_size, skip_bad, stats)
+    return records.predict(pipeline_of(pipe), lines, path, batch_size, skip_bad, stats)

@@ -33,7 +33,6 @@ from .models import cache
 from .models.archive import read_members, sha256_file, verify_sha256
 from .models.fetch import package_file
 from .models.recipes import Recipe, get_recipe
-from .registry import get_task
 from .version import __version__
 
 SOURCE_FILE = "source.json"  # in builds/NAME/data: where the files came from (written last)
@@ -138,15 +137,15 @@ def build(
         score = test_metrics.get(recipe.metric)
         say(f"test {recipe.metric}: {score:.4f}" if isinstance(score, float) else f"test: {test_metrics}")
         best = resolve_checkpoint_dir(run)
-        seconds = {"data": data.get("seconds", 0.0), "train": report.result.elapsed_s, "test": test_s}
+        seconds = {"data": data.get("seconds", 0.0), "train": report["elapsed_s"], "test": test_s}
         train = {
-            "steps": report.result.step,
-            "stopped_by": report.result.stop_reason,
-            "elapsed_s": report.result.elapsed_s,
-            "best_dev": {get_task(recipe.task).main_metric: report.result.best_metric},
-            "train_examples": report.train_examples,
-            "dev_examples": report.dev_examples,
-            "dev": report.dev_source,
+            "steps": report["steps"],
+            "stopped_by": report["stopped_by"],
+            "elapsed_s": report["elapsed_s"],
+            "best_dev": {report["metric"]: report["best_metric"]},
+            "train_examples": report["train_examples"],
+            "dev_examples": report["dev_examples"],
+            "dev": report["dev"],
         }
         marker = {
             "name": recipe.name,

@@ -16,6 +16,10 @@ model.safetensors and train_state.pt.
 
 A training output directory holds `best/` (what --model loads) and `last/` (what --resume loads).
 
+Character offsets in predictions are an output format, not a fact of the model: ends are exclusive
+(`text[start:end]`) whatever the checkpoint's format, where nlpcli once wrote inclusive ones for formats 1
+and 2 alike (docs/offsets.md). No checkpoint file changed with it, so the format version did not either.
+
 Saving survives a kill (or a power cut) at any point. A checkpoint is written into `.NAME.XXXX`, synced
 to disk, renamed to `NAME.new`, then `NAME` becomes `NAME.old`, `NAME.new` becomes `NAME`, and `NAME.old`
 is renamed to a `.NAME.*` name and deleted. So `NAME.new`, `NAME` and `NAME.old` only ever hold complete

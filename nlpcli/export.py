@@ -128,7 +128,7 @@ def export(model_dir: str | Path, output: str | Path) -> Path:
     dest = Path(output)
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not is_exported(dest))):
         raise ConfigError(f"{dest}: exists and is not an exported model; choose another --output")
-    pipe = api.load(source, device="cpu", precision="fp32")
+    pipe = api.load(source, device="cpu", precision="fp32").pipeline
     if not pipe.onnx_methods:
         raise ConfigError(f"{pipe.name} models cannot be exported to ONNX (they sample in a Python loop)")
     calls = _record(pipe, EXAMPLE_TEXTS)

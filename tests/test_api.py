@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import pickle
 import subprocess
 import sys
 
@@ -29,7 +32,7 @@ def models(tmp_path_factory):
             max_steps=30,
             epochs=100,
         )
-        assert report.result.step == 30 and (root / task / "best" / "config.json").is_file()
+        assert report["steps"] == 30 and (root / task / "best" / "config.json").is_file()
         out[task] = root / task
     return out
 
@@ -43,7 +46,7 @@ def _predict_cli(task: str, model, records: list[dict]) -> list[dict]:
 def test_import_is_light_and_exports_only_the_api():
     code = "import sys, nlpcli; print('torch' in sys.modules, sorted(nlpcli.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=ROOT)
-    assert out.stdout.split(maxsplit=1) == ["False", "['__version__', 'evaluate', 'load', 'train']\n"]
+    assert out.stdout.split(maxsplit=1) == ["False", "['Predictor', '__version__', 'evaluate', 'load', 'train']\n"]
 
 
 def test_ner_one_liner(models):
@@ -51,7 +54,7 @@ def test_ner_one_liner(models):
     texts = ["张伟在北京的华为公司担任工程师。", "上海浦东的游客很多。"]
     one = ner(texts[0])
     assert one and all(set(e) == {"type", "start", "end", "text", "score"} for e in one)
-    assert all(texts[0][e["start"] : e["end"] + 1] == e["text"] and 0 < e["score"] < 1 for e in one)
+    assert all(texts[0][e["start"] : e["end"]] == e["text"] and 0 < e["score"] < 1 for e in one)
     assert ner(texts) == [ner(t) for t in texts]  # a list is batched, with the same results
     cli = _predict_cli("ner", models["ner"], [{"text": t} for t in texts])
     default = nlpcli.load(models["ner"])  # the CLI ran with the checkpoint's own threshold
@@ -76,7 +79,7 @@ def test_qa_one_liner(models):
     assert ans == {k: cli[k] for k in ans}
     assert qa([{"question": q, "passages": ps}] * 2) == [ans, ans]
     if ans["answer"]:
-        assert ps[ans["passage_index"]][ans["start"] : ans["end"] + 1] == ans["answer"]
+        assert ps[ans["passage_index"]][ans["start"] : ans["end"]] == ans["answer"]
     with pytest.raises(ConfigError):
         qa(passages=ps)
 
@@ -114,7 +117,7 @@ def test_api_errors_are_clear(models):
     with pytest.raises(ConfigError, match="cannot change"):
         nlpcli.load(models["ner"], hidden_size=8)
     ner = nlpcli.load(models["ner"])
-    with pytest.raises(DataError, match="input:2: missing string field 'text'"):
+    with pytest.raises(TypeError, match=r"inputs\[1\]: expected a text \(str\), got int 3"):
         ner(["好", 3])
 
 
@@ -166,7 +169,7 @@ def test_quantized_prediction_is_close(models):
 
     plain = nlpcli.load(models["ie"], start_threshold=0.02, end_threshold=0.02)
     quick = nlpcli.load(models["ie"], quantize=True, start_threshold=0.02, end_threshold=0.02)
-    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.model.modules())
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.pipeline.model.modules())
     text = "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"
     a, b = plain(text), quick(text)
     keys = {(t["subject"], t["predicate"], t["object"]) for t in a}
@@ -179,10 +182,146 @@ def test_bf16_prediction_where_the_cpu_has_it_or_when_asked(models, monkeypatch)
     from nlpcli import device
 
     monkeypatch.setattr(device, "native_bf16_feature", lambda: None)  # bf16 emulated: auto is fp32
-    assert nlpcli.load(models["ner"], device="cpu").precision is None
+    assert nlpcli.load(models["ner"], device="cpu").precision == "fp32"
     fast = nlpcli.load(models["ner"], device="cpu", precision="bf16")
-    assert fast.precision == torch.bfloat16
+    assert fast.precision == "bf16" and fast.pipeline.precision == torch.bfloat16
     text = "张伟在北京的华为公司担任工程师。"
     assert all(0 < e["score"] < 1 for e in fast(text))
     with pytest.raises(ConfigError, match="unknown precision"):
         nlpcli.load(models["ner"], device="cpu", precision="fp8")
+
+
+def _sliced(text: str, start: int, end: int) -> str:
+    assert 0 <= start < end <= len(text)
+    return text[start:end]
+
+
+def test_offsets_are_exclusive_in_the_api_and_predict(models):
+    """`text[start:end]` is the predicted text (Hugging Face, spaCy and Python slices count this way)."""
+    texts = ["张伟在北京的华为公司担任工程师。", "上海浦东的游客很多。"]
+    ner = nlpcli.load(models["ner"], threshold=0.2)
+    found = ner(texts)
+    assert any(found) and all(_sliced(t, e["start"], e["end"]) == e["text"] for t, es in zip(texts, found) for e in es)
+    cli = _predict_cli("ner", models["ner"], [{"text": t} for t in texts])
+    assert all(_sliced(r["text"], e["start"], e["end"]) == e["text"] for r in cli for e in r["entities"])
+    assert any(r["entities"] for r in cli)
+
+    ie = nlpcli.load(models["ie"], start_threshold=0.02, end_threshold=0.02)
+    text = "《星河夜话》是孙雨桐创作的长篇小说，由东海出版社出版"
+    triples = ie(text)
+    assert triples and all(
+        _sliced(text, t["subject_start"], t["subject_end"]) == t["subject"]
+        and _sliced(text, t["object_start"], t["object_end"]) == t["object"]
+        for t in triples
+    )
+
+    qa = nlpcli.load(models["qa"], threshold=0.0)
+    questions = [json.loads(x) for x in (SAMPLES / "qa" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:8]]
+    answers = qa([{"question": q["question"], "passages": q["passages"]} for q in questions])
+    answered = [(q, a) for q, a in zip(questions, answers) if a["answer"]]
+    assert answered and all(
+        _sliced(_passage(q["passages"][a["passage_index"]]), a["start"], a["end"]) == a["answer"] for q, a in answered
+    )
+
+
+def _passage(p: str | dict) -> str:
+    return p if isinstance(p, str) else p["passage"]
+
+
+def test_a_prediction_file_reads_back_with_its_exclusive_ends(tmp_path):
+    from nlpcli.tasks.ie.ner.data import parse_record
+
+    text = "张伟在北京工作"
+    ours = {"text": text, "entities": [{"type": "loc", "start": 3, "end": 5, "text": "北京"}]}
+    cmeee = {"text": text, "entities": [{"type": "loc", "start_idx": 3, "end_idx": 4, "entity": "北京"}]}
+    cluener = {"text": text, "label": {"loc": {"北京": [[3, 4]]}}}
+    assert [parse_record(r, "x", 1).spans for r in (ours, cmeee, cluener)] == [[(3, 4, "loc")]] * 3
+    with pytest.raises(DataError, match="does not match"):
+        parse_record({"text": text, "entities": [{"type": "loc", "start": 3, "end": 4, "text": "北京"}]}, "x", 1)
+
+
+def test_predictor_describes_itself_and_keeps_its_surface_small(models):
+    ner = nlpcli.load(models["ner"], device="cpu")
+    assert isinstance(ner, nlpcli.Predictor) and ner.task == "ner" and ner.path == models["ner"]
+    text = repr(ner)
+    assert text.startswith("Predictor(task='ner', labels=[") and f"path='{models['ner']}'" in text
+    assert "device='cpu'" in text and "precision='fp32'" in text and " at 0x" not in text
+    assert set(ner.labels) <= set(ner.pipeline.types) and ner.labels
+    public = [n for n in dir(ner) if not n.startswith("_")]
+    assert public == ["config", "device", "labels", "path", "pipe", "pipeline", "precision", "task"]
+    assert ner.config["inference"]["threshold"] == ner.pipeline.config.inference.threshold
+    with pytest.raises(TypeError):
+        ner.config["inference"]["threshold"] = 0.1  # type: ignore[index]
+    with pytest.raises(AttributeError, match="no attribute 'generate'"):
+        ner.generate  # noqa: B018
+    lm, chat = nlpcli.load(models["lm"]), nlpcli.load(models["chat"])
+    assert "generate" in dir(lm) and {"reply", "session"} <= set(dir(chat)) and "reply" not in dir(lm)
+    assert repr(lm).startswith("Predictor(task='lm', path=")  # no labels to show
+    dev = SAMPLES / "ner" / "dev.jsonl"
+    assert nlpcli.evaluate(ner, dev) == nlpcli.evaluate(ner.pipeline, dev)
+
+
+def test_wrong_argument_types_are_a_clear_type_error(models):
+    ner = nlpcli.load(models["ner"])
+    for bad, message in [
+        (None, r"inputs: expected a text \(str\) or a list of texts, got None"),
+        (3, r"inputs: expected a text \(str\) or a list of texts, got int 3"),
+        ([1, 2], r"inputs\[0\]: expected a text \(str\), got int 1"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            ner(bad)
+    with pytest.raises(TypeError, match=r"inputs: expected an iterable of inputs, got int"):
+        ner.pipe(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"inputs\[1\]: expected a text \(str\), got None"):
+        next(ner.pipe(["好", None]))
+    qa = nlpcli.load(models["qa"])
+    with pytest.raises(TypeError, match=r"question: expected a text \(str\)"):
+        qa(question=3, passages=["张三。"])
+    with pytest.raises(TypeError, match=r"passages: expected a list of texts"):
+        qa(question="谁？", passages="张三。")
+    with pytest.raises(TypeError, match=r"inputs\[0\]: expected a record \(dict\)"):
+        qa(["谁？"])
+    with pytest.raises(TypeError, match=r"words: expected a list of words \(list\[str\]\), got str"):
+        nlpcli.load(models["lm"]).generate("北京")
+    chat = nlpcli.load(models["chat"])
+    with pytest.raises(TypeError, match=r"history\[0\]: expected a list of texts"):
+        chat.reply([1])
+    with pytest.raises(DataError, match="input:1: missing field 'history'"):
+        chat([{"turns": ["你好"]}])  # a record of the wrong shape is still the task's DataError
+
+
+def test_pipe_streams_an_endless_iterable_a_chunk_at_a_time(models):
+    ner = nlpcli.load(models["ner"], threshold=0.2)
+    texts = ["张伟在北京的华为公司担任工程师。", "上海浦东的游客很多。", "李明去了杭州。"]
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield texts[i % len(texts)]
+
+    first = list(itertools.islice(ner.pipe(endless(), batch_size=2, chunk_size=4), 5))
+    assert first == ner([texts[i % 3] for i in range(5)]) and pulled == 8  # two chunks of 4, no more
+    qa = nlpcli.load(models["qa"])
+    q = {"question": "熊猫主要吃什么？", "passages": ["大熊猫主要以竹子为食。"]}
+    assert list(qa.pipe(iter([q, q]))) == qa([q, q])
+    chat = nlpcli.load(models["chat"])
+    assert list(chat.pipe(iter([["你好"]]))) == [chat.reply(["你好"])]
+    assert copy.copy(ner).task == "ner" and pickle.loads(pickle.dumps(nlpcli.Predictor(None, "x"))).path.name == "x"
+
+
+def test_train_and_evaluate_reports_are_plain_json(models, tmp_path):
+    report = nlpcli.train(
+        "ner",
+        train=SAMPLES / "ner" / "train.jsonl",
+        output=tmp_path / "run",
+        config=ROOT / "configs" / "tiny" / "ner.toml",
+        max_steps=4,
+        epochs=100,
+    )
+    assert json.loads(json.dumps(report)) == report
+    assert report["task"] == "ner" and report["steps"] == 4 and report["metric"] == "f1"
+    assert report["config"]["trainer"]["max_steps"] == 4
+    metrics = nlpcli.evaluate(models["ner"], SAMPLES / "ner" / "dev.jsonl")
+    assert json.loads(json.dumps(metrics)) == metrics

@@ -262,7 +262,7 @@ def test_cli_predict_bad_input_and_long_history(trained, tmp_path):
     proc = run_cli("predict", "chat", "--model", trained, "--input", bad, "--skip-bad", check=True)
     assert len(proc.stdout.splitlines()) == 1 and "skipped 4" in proc.stderr
     history = ["很长的一句话" * 5] * 6 + ["晚上吃什么？"]
-    pipe = api.load(str(trained), task="chat", device="cpu")
+    pipe = api.load(str(trained), task="chat", device="cpu").pipeline
     line = json.dumps({"history": history}, ensure_ascii=False)
     row = next(api.predict(pipe, [line], "long.jsonl"))
     assert row["history"] == history and 1 <= row["turns_used"] < len(history) and row["reply"]
@@ -390,7 +390,7 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
         "predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl", check=True
     ).stdout.splitlines()
     assert len(rows) == 4 and all(isinstance(json.loads(r)["reply"], str) for r in rows)
-    pipe = api.load(str(out), task="chat", device="cpu")  # rebuilt offline from the checkpoint's own files
+    pipe = api.load(str(out), task="chat", device="cpu").pipeline  # rebuilt offline from the checkpoint's own files
     metrics = pipe.evaluate(read_dialogues(SAMPLES / "chat" / "dev.json")[0])
     assert metrics["ppl"] < 10 and metrics["scored_chars"] == 26
     prompts = [pipe.prompt(h)[0] for h in (["你好"], ["早上好", "早，吃早饭了吗？"])]
@@ -420,7 +420,7 @@ def tiny_lm(tmp_path, **fields) -> Path:
 
 def test_chat_from_lm_computes_the_lm_distribution_at_step_0(tmp_path):
     directory = tiny_lm(tmp_path)
-    lm = api.load(str(directory), task="lm", device="cpu")
+    lm = api.load(str(directory), task="lm", device="cpu").pipeline
     pipe = tiny_pipe(sample_dialogues(), init=str(directory), hidden_size=64, layers=1)
     assert (pipe.config.model.hidden_size, pipe.config.model.layers, pipe.config.model.context_len) == (32, 2, 66)
     assert pipe.tokenizer.vocab.itos == lm.vocab.itos and not pipe.model.speaker.weight.any()
@@ -463,7 +463,7 @@ def test_cli_train_chat_from_lm_and_reload(tmp_path):
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["event"] == "step"]
     assert losses[-1] < losses[0]
-    pipe = api.load(str(out), task="chat", device="cpu")  # rebuilt from the checkpoint alone
+    pipe = api.load(str(out), task="chat", device="cpu").pipeline  # rebuilt from the checkpoint alone
     assert pipe.tokenizer.cls_id == pipe.tokenizer.sep_id == 2 and pipe.config.model.hidden_size == 32
     rows = run_cli("predict", "chat", "--model", out, "--input", SAMPLES / "chat" / "input.jsonl", check=True)
     assert len(rows.stdout.splitlines()) == 4

@@ -157,8 +157,8 @@ def test_overfit_a_few_sentences_exact_triples(tiny_bert: Path) -> None:
     assert ("陈一帆", "出生日期", "1988年1月9日") in gold[0]
     for record in predicted():
         for d in record["spo_list"]:
-            assert record["text"][d["subject_start"] : d["subject_end"] + 1] == d["subject"]
-            assert record["text"][d["object_start"] : d["object_end"] + 1] == d["object"]
+            assert record["text"][d["subject_start"] : d["subject_end"]] == d["subject"]
+            assert record["text"][d["object_start"] : d["object_end"]] == d["object"]
 
 
 def test_param_groups_encoder_lr_for_the_encoder_trainer_lr_for_the_heads(tiny_bert: Path) -> None:
@@ -265,11 +265,11 @@ def test_cli_train_saves_encoder_and_predicts_offline(tiny_bert: Path, tmp_path:
     assert sum(len(p["spo_list"]) for p in preds) >= 5
     for p in preds:
         for t in p["spo_list"]:
-            assert p["text"][t["subject_start"] : t["subject_end"] + 1] == t["subject"]
-            assert p["text"][t["object_start"] : t["object_end"] + 1] == t["object"]
+            assert p["text"][t["subject_start"] : t["subject_end"]] == t["subject"]
+            assert p["text"][t["object_start"] : t["object_end"]] == t["object"]
     date = [t for t in preds[-1]["spo_list"] if t["predicate"] == "出生日期"]
     assert [(t["subject"], t["object"], t["object_start"], t["object_end"]) for t in date] == [
-        ("陈一帆", "1988年1月9日", 4, 12)
+        ("陈一帆", "1988年1月9日", 4, 13)
     ]
     # the prediction file reads back as gold and scores 1.0 against the same model
     r = run_cli("evaluate", "ie", "--model", out, "--data", pred, "--json", check=True)

@@ -183,9 +183,9 @@ def test_predict_scores_all_subjects_in_one_object_pass():
         "subject_type": pipe.types[pipe.predicates[1]][0],
         "object_type": pipe.types[pipe.predicates[1]][1],
         "subject_start": 0,
-        "subject_end": 0,
+        "subject_end": 1,
         "object_start": 3,
-        "object_end": 3,
+        "object_end": 4,
         "score": 1.0,
     }
 
@@ -275,8 +275,8 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
     assert sum(len(p["spo_list"]) for p in preds) > 0
     for p in preds:
         for t in p["spo_list"]:
-            assert p["text"][t["subject_start"] : t["subject_end"] + 1] == t["subject"]
-            assert p["text"][t["object_start"] : t["object_end"] + 1] == t["object"]
+            assert p["text"][t["subject_start"] : t["subject_end"]] == t["subject"]
+            assert p["text"][t["object_start"] : t["object_end"]] == t["object"]
             assert {"subject_type", "object_type", "predicate"} <= set(t)
 
     # stdin -> stdout gives the same lines

@@ -369,13 +369,13 @@ def test_training_lowers_nll(trained):
     out, report = trained
     evals = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     nll = [e["nll"] for e in evals if e["event"] == "eval"]
-    assert report.result.best_metric < nll[0] - 0.5
-    pipe = api.load(str(out), task="lm", device="cpu")
-    assert report.result.best_metric < math.log(len(pipe.vocab))  # better than a uniform guess
+    assert report["best_metric"] < nll[0] - 0.5
+    pipe = api.load(str(out), task="lm", device="cpu").pipeline
+    assert report["best_metric"] < math.log(len(pipe.vocab))  # better than a uniform guess
 
 
 def test_keywords_always_present_over_seeds(trained):
-    pipe = api.load(str(trained[0]), task="lm", device="cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu").pipeline
     sets = [["北京", "游客"], ["上海"], ["北京天安门", "学生"], ["经济", "科技", "公司", "发展"], ["龘北京"]]
     assert len(pipe.keyword_ids("北京天安门")) >= 2  # a keyword that is several tokens
     for seed in range(5):
@@ -386,7 +386,7 @@ def test_keywords_always_present_over_seeds(trained):
 
 
 def test_generation_is_deterministic_and_improves_on_the_start(trained):
-    pipe = api.load(str(trained[0]), task="lm", device="cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu").pipeline
     sets = [["北京", "游客"], ["学校"]]
     a = list(pipe.iter_generate(sets, num=2, steps=60, seed=3))
     b = list(pipe.iter_generate(sets, num=2, steps=60, seed=3))
@@ -405,18 +405,18 @@ def test_new_checkpoints_sample_fast_and_older_ones_keep_their_sampler(trained, 
     """proposal = fast is the default for models trained now; a checkpoint saved before the setting existed
     keeps the sampler it was made with (full), so it generates what it generated."""
     out, _ = trained
-    assert api.load(out, task="lm").config.inference.proposal == "fast"
+    assert api.load(out, task="lm").pipeline.config.inference.proposal == "fast"
     old = tmp_path / "old"
     shutil.copytree(out / "best", old)
     meta = json.loads((old / "config.json").read_text(encoding="utf-8"))
     del meta["config"]["inference"]["proposal"], meta["config"]["inference"]["hard_min_len"]
     (old / "config.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert api.load(old, task="lm").config.inference.proposal == "full"
-    assert not api.load(old, task="lm").config.inference.hard_min_len  # min_len only ranks, as it did
+    assert api.load(old, task="lm").pipeline.config.inference.proposal == "full"
+    assert not api.load(old, task="lm").pipeline.config.inference.hard_min_len  # min_len only ranks, as it did
 
 
 def test_keyword_errors(trained):
-    pipe = api.load(str(trained[0]), task="lm", device="cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu").pipeline
     with pytest.raises(ConfigError, match="no keywords"):
         pipe.encode_keywords([])
     with pytest.raises(ConfigError, match="empty"):
@@ -588,27 +588,27 @@ def test_packed_gpt_learns_and_round_trips(tmp_path, monkeypatch):
     fields = GPT_TINY | {"pack": True, "batch_size": 4, "max_steps": 150, "epochs": 1000, "lr": 3e-3}
     fields |= {"warmup_steps": 10, "eval_every": 50, "threads": 1, "seed": 1}
     report = api.train("lm", train, out, dev=dev, **fields)
-    pipe = api.load(str(out), task="lm", device="cpu")
+    pipe = api.load(str(out), task="lm", device="cpu").pipeline
     uniform = math.log(len(pipe.vocab))
     # Held-out sentences (never seen whole), scored one by one from <s>: far below a uniform guess.
-    assert report.result.best_metric < 0.4 * uniform, (report.result.best_metric, uniform)
+    assert report["best_metric"] < 0.4 * uniform, (report["best_metric"], uniform)
     # The checkpoint round trip: the loaded model scores the dev set exactly as the best one did.
     again = pipe.evaluate(pipe.read(dev)[0])
-    assert again["nll"] == pytest.approx(report.result.best_metric, abs=1e-5)
+    assert again["nll"] == pytest.approx(report["best_metric"], abs=1e-5)
     gen = pipe.generate(["苹果"], num=1, steps=40, seed=0)
     assert gen and "苹果" in gen[0]["text"]
     # `generate --quantize`: int8 Linear layers in the GPT; the sampler still keeps the keyword, and the
     # quantised model scores the dev set within a little of the float one.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        quick = api.load(str(out), task="lm", device="cpu", quantize=True)
+        quick = api.load(str(out), task="lm", device="cpu", quantize=True).pipeline
     assert not [w for w in caught if "quantiz" in str(w.message)]  # torch's API notices stay off the user's screen
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quick.model.modules())
     assert quick.evaluate(pipe.read(dev)[0])["nll"] == pytest.approx(again["nll"], abs=0.05)
     assert "苹果" in quick.generate(["苹果"], num=1, steps=40, seed=0)[0]["text"]
     # `generate --precision bf16`: the sampler computes in bf16 (its kept cache holds bf16 keys) and still keeps
     # the keyword.
-    half = api.load(str(out), task="lm", device="cpu", precision="bf16")
+    half = api.load(str(out), task="lm", device="cpu", precision="bf16").pipeline
     kept: list[torch.dtype] = []
     read = cgmh.ChainCache.read
 
@@ -627,10 +627,10 @@ def test_packed_gpt_learns_and_round_trips(tmp_path, monkeypatch):
     report2 = api.train(
         "lm", dev, more, dev=dev, init=str(out), arch="lstm", hidden_size=8, max_steps=1, lr=1e-9, threads=1
     )
-    tuned = api.load(str(more), task="lm", device="cpu")
+    tuned = api.load(str(more), task="lm", device="cpu").pipeline
     assert tuned.config.model.arch == "transformer" and tuned.config.model.hidden_size == 32
     assert tuned.vocab.itos == pipe.vocab.itos
-    assert report2.result.best_metric == pytest.approx(again["nll"], abs=1e-3)
+    assert report2["best_metric"] == pytest.approx(again["nll"], abs=1e-3)
 
 
 def test_old_transformer_checkpoint_is_refused_in_one_line(tmp_path):

@@ -78,4 +78,4 @@ def test_hf_encoder_trains_saves_and_predicts_offline(tiny_bert, tmp_path):
     (line,) = [json.loads(s) for s in proc.stdout.splitlines()]
     assert line["entities"], line
     for e in line["entities"]:
-        assert text[e["start"] : e["end"] + 1] == e["text"] and not e["text"].startswith(" ")
+        assert text[e["start"] : e["end"]] == e["text"] and not e["text"].startswith(" ")

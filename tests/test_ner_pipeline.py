@@ -96,7 +96,7 @@ def test_predict_file_and_stdin_agree_and_keep_fields(trained, tmp_path):
     assert sum(len(r["entities"]) for r in lines) >= len(lines)
     for r in lines:
         for e in r["entities"]:
-            assert r["text"][e["start"] : e["end"] + 1] == e["text"]
+            assert r["text"][e["start"] : e["end"]] == e["text"]
     piped = run_cli(
         "predict", "ner", "--model", trained, input=(NER / "input.jsonl").read_text(encoding="utf-8"), check=True
     )
@@ -110,8 +110,8 @@ def test_long_texts_are_windowed_not_cut(trained):
     examples, _ = NerPipeline.read(NER / "dev.jsonl")
     long_text = "".join(ex.text for ex in examples[:12])
     assert len(long_text) > 200
-    whole = api.load(str(trained), task="ner", device="cpu", max_len=1000)
-    windowed = api.load(str(trained), task="ner", device="cpu", max_len=40, window_overlap=20)
+    whole = api.load(str(trained), task="ner", device="cpu", max_len=1000).pipeline
+    windowed = api.load(str(trained), task="ner", device="cpu", max_len=40, window_overlap=20).pipeline
     spans_whole = whole.predict_spans([long_text])[0]
     spans_windowed = windowed.predict_spans([long_text])[0]
     assert spans_whole and spans_whole == spans_windowed

@@ -271,7 +271,7 @@ def test_train_predict_evaluate(trained, tmp_path):
     run_cli("predict", "qa", "--model", trained, "--input", SAMPLES / "qa" / "input.jsonl", "--output", out, check=True)
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["answer"] for r in rows[:3]] == ["北京", "曹雪芹", "竹子"]
-    assert rows[0]["passage_index"] == 1 and rows[0]["passages"][1][rows[0]["start"] : rows[0]["end"] + 1] == "北京"
+    assert rows[0]["passage_index"] == 1 and rows[0]["passages"][1][rows[0]["start"] : rows[0]["end"]] == "北京"
     assert rows[3]["answer"] == "" and rows[3]["passage_index"] is None
     # A prediction file reads back as gold.
     proc = run_cli("evaluate", "qa", "--model", trained, "--data", out, "--json", check=True)

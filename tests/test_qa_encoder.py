@@ -211,7 +211,7 @@ def test_windows_and_ownership_give_what_one_large_window_gives(encoder, at, req
     assert len(pipe.preprocess(record)) == 2
     (whole,) = pipe.predict_records([record])
     assert windowed == whole
-    assert (windowed["passage_index"], windowed["start"], windowed["end"]) == (1, at, at + 1)
+    assert (windowed["passage_index"], windowed["start"], windowed["end"]) == (1, at, at + 2)
     assert windowed["answer"] == "竹子" and windowed["score"] == pytest.approx(0.5)
 
 
@@ -324,7 +324,7 @@ def test_train_save_load_offline_predict(trained, tmp_path, monkeypatch):
     assert [r["answer"] for r in rows] == ["北京", "曹雪芹", "竹子", "", "竹子"]
     for r in rows:
         if r["answer"]:  # offsets index the passage as given
-            assert r["passages"][r["passage_index"]][r["start"] : r["end"] + 1] == r["answer"]
+            assert r["passages"][r["passage_index"]][r["start"] : r["end"]] == r["answer"]
     assert rows[4]["passage_index"] == 1 and rows[4]["start"] == long_passage.index("竹子")
     # A prediction file reads back as gold.
     proc = run_cli("evaluate", "qa", "--model", trained, "--data", out, "--json", check=True)

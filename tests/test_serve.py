@@ -163,6 +163,21 @@ def test_answers_equal_nlpcli_predict_one_record_and_a_list(server, records, exp
         assert post_json(url, record) == (200, want)
 
 
+def test_served_offsets_are_exclusive(server, records):
+    """The server's offsets slice the text to what it names (`text[start:end]`), as the CLI's and the API's."""
+    status, ner = post_json(f"{server.url}/predict/ner", records["ner"])
+    entities = [(r["text"], e) for r in ner for e in r["entities"]]
+    assert status == 200 and entities
+    assert all(e["end"] <= len(text) and text[e["start"] : e["end"]] == e["text"] for text, e in entities)
+    status, qa = post_json(f"{server.url}/predict/qa", records["qa"])
+    answered = [r for r in qa if r["answer"]]
+    assert status == 200 and answered
+    for r in answered:
+        passage = r["passages"][r["passage_index"]]
+        passage = passage if isinstance(passage, str) else passage["passage"]
+        assert r["end"] <= len(passage) and passage[r["start"] : r["end"]] == r["answer"]
+
+
 def test_one_model_answers_on_predict_and_info_describes_it(models, records, expected, tmp_path):
     srv = Server(tmp_path, "--model", models["ner"])
     try:

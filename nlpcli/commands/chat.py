@@ -47,7 +47,7 @@ def chat(
         "max_new_tokens": max_new_tokens,
     }
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    pipe: Any = api.load(model, task="chat", device=device, precision=precision, **overrides)
+    pipe: Any = api.load(model, task="chat", device=device, precision=precision, **overrides).pipeline
     print_note(pipe.precision_note)
     session = pipe.session(max_turns=max_turns, seed=seed)
     interactive = sys.stdin.isatty()

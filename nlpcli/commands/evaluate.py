@@ -79,7 +79,7 @@ def evaluate(
     options: dict[str, Any] = {"batch_size": batch_size, "skip_bad": skip_bad, "fmt": fmt}
     title = f"{task} on {data}"
     levels = _floats(thresholds) if thresholds is not None else None
-    pipe = api.load(model, task=task, device=device, precision=precision, **overrides)
+    pipe = api.load(model, task=task, device=device, precision=precision, **overrides).pipeline
     print_note(pipe.precision_note)
     if levels is not None:
         rows = api.evaluate_thresholds(pipe, data, levels, **options)

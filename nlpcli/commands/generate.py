@@ -87,7 +87,7 @@ def generate(
     keywords = list(words or []) + bare
     if bool(keywords) == bool(input_path):
         raise UsageError("give the keywords with --words W1 W2 ..., or a keyword file with --input (not both)")
-    pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides)
+    pipe = api.load(model, task="lm", device=device, quantize=quantize, precision=precision, **overrides).pipeline
     assert isinstance(pipe, LmPipeline)
     print_note(pipe.precision_note)
     if input_path is None:

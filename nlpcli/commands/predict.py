@@ -127,7 +127,7 @@ def predict(
         raise UsageError(f"{', '.join(options[f] for f in columns)}: only for table input (csv, tsv, xlsx, parquet)")
     if output_path != "-":
         check_output_file(output_path)  # before the model loads and the input is read
-    pipe = api.load(model, task=task, device=device, quantize=quantize, precision=precision, **overrides)
+    pipe = api.load(model, task=task, device=device, quantize=quantize, precision=precision, **overrides).pipeline
     stats = PredictStats()
     # Under torchrun the ranks share the lines, and rank 0 alone writes them all, in input order.
     main = not is_distributed() or int(os.environ.get("RANK", "0")) == 0

@@ -158,33 +158,34 @@ def train(
         command=shlex.join(["nlpcli", *sys.argv[1:]]),
         **overrides,
     )
-    r = report.result
     summary = {
         "task": task,
         "output": output,
-        "steps": r.step,
-        "epochs_done": r.epoch,
-        "stopped_by": r.stop_reason,
-        "elapsed_s": round(r.elapsed_s, 1),
-        "tokens_per_s": round(r.tokens_per_s, 1),
-        "best_" + metric: r.best_metric,
-        "train_examples": report.train_examples,
-        "dev_examples": report.dev_examples,
-        "dev": report.dev_source,
-        "skipped_bad_records": report.skipped,
-        "encoder": (report.config.get("encoder") or {}).get("name"),
-        "precision": report.precision,
+        "steps": report["steps"],
+        "epochs_done": report["epochs_done"],
+        "stopped_by": report["stopped_by"],
+        "elapsed_s": round(report["elapsed_s"], 1),
+        "tokens_per_s": round(report["tokens_per_s"], 1),
+        "best_" + metric: report["best_metric"],
+        "train_examples": report["train_examples"],
+        "dev_examples": report["dev_examples"],
+        "dev": report["dev"],
+        "skipped_bad_records": report["skipped_bad_records"],
+        "encoder": report["encoder"],
+        "precision": report["precision"],
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
         return
-    if report.skipped:
-        err_console.print(f"skipped {report.skipped} bad record(s); first: {report.skip_reasons[:1]}", highlight=False)
-    out_console.print(f"dev: {report.dev_source}", highlight=False)
-    print_note(report.encoder_note)
-    best = f"{r.best_metric:.4f}" if r.best_metric is not None else "n/a"
+    skipped = report["skipped_bad_records"]
+    if skipped:
+        err_console.print(f"skipped {skipped} bad record(s); first: {report['skip_reasons'][:1]}", highlight=False)
+    out_console.print(f"dev: {report['dev']}", highlight=False)
+    print_note(report["encoder_note"])
+    best = f"{report['best_metric']:.4f}" if report["best_metric"] is not None else "n/a"
     out_console.print(
-        f"done: {r.step} steps ({r.stop_reason}), {r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} {unit}/s, "
+        f"done: {report['steps']} steps ({report['stopped_by']}), {report['elapsed_s']:.0f}s, "
+        f"{report['tokens_per_s']:,.0f} {unit}/s, "
         f"best dev {metric} {best} -> {output}/best",
         highlight=False,
     )

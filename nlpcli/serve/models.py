@@ -110,7 +110,7 @@ def load_models(specs: list[str], device: str = "auto", precision: str = "auto")
         raise ConfigError("no model to serve; give --model DIR (or NAME=DIR, several times for several models)")
     models: dict[str, ServedModel] = {}
     for name, path in parse_model_specs(specs):
-        pipe = api.load(path, device=device, precision=precision)
+        pipe = api.load(path, device=device, precision=precision).pipeline
         name = name or pipe.name
         if name in models:
             raise ConfigError(

@@ -72,6 +72,8 @@ class Pipeline:
     threshold_fields: ClassVar[tuple[str, ...]] = ()
     # What a batch's `_tokens` counts, named in the training log and `report` ("tokens" per second, ...).
     speed_unit: ClassVar[str] = "tokens"
+    # Public methods of the task besides the call (`nlpcli.load` offers them; the first is what `pipe` maps over).
+    methods: ClassVar[tuple[str, ...]] = ()
     # Format-1 checkpoints: weight-name prefixes renamed since (old prefix -> new prefix).
     V1_WEIGHTS: ClassVar[dict[str, str]] = {}
     # The model's methods that prediction calls, each exported as one ONNX graph (`nlpcli export`); none: the
@@ -97,6 +99,11 @@ class Pipeline:
         self.device = torch.device("cpu")
         self.precision: torch.dtype | None = None  # autocast dtype of prediction (set by `load`)
         self.precision_note = ""  # what `load`'s precision auto chose and why (the CLI prints it)
+
+    @property
+    def labels(self) -> list[str]:
+        """What the model tells apart (entity types, predicates), for `Predictor`'s description; [] if nothing."""
+        return []
 
     # --- data -------------------------------------------------------------------------
     @classmethod

@@ -137,7 +137,7 @@ class QaPipeline(EncoderTask, Pipeline):
         "question": "熊猫主要吃什么？",
         "passages": ["大熊猫主要以竹子为食，每天要吃大量的竹子。"],
     }
-    output_help = "answer, score, passage_index, start, end."
+    output_help = "answer, score, passage_index, start, end (exclusive: the passage's [start:end] is the answer)."
     Config = QaConfig
     main_metric = "score"
     formats = FORMATS
@@ -314,7 +314,7 @@ class QaPipeline(EncoderTask, Pipeline):
         ]
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[_Piece, tuple[float, int, int]]]) -> dict[str, Any]:
-        """Adds answer ("" if none), score, passage_index, start and end (inclusive, in that passage): the best
+        """Adds answer ("" if none), score, passage_index, start and end (exclusive, in that passage): the best
         span of each window, voted with those of the question's other windows and passages."""
         texts = [passage_text(p, "", None, "")[0] for p in passages_field(record, "", None)]
         candidates = []
@@ -331,7 +331,7 @@ class QaPipeline(EncoderTask, Pipeline):
             "score": round(score, 6),
             "passage_index": best.passage,
             "start": best.start,
-            "end": best.end,
+            "end": best.end + 1,
         }
 
     def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -356,7 +356,7 @@ class QaPipeline(EncoderTask, Pipeline):
     def answer(
         self, questions: list[str], passages: list[list[str]], batch_size: int | None = None
     ) -> list[dict[str, Any]]:
-        """For each question: answer ("" if none), score, passage index and span (end inclusive)."""
+        """For each question: answer ("" if none), score, passage index and span (end exclusive)."""
         records = ({"question": q, "passages": ps} for q, ps in zip(questions, passages))
         keys = ("answer", "score", "passage_index", "start", "end")
         return [{k: r[k] for k in keys} for r in self.predict_records(records, batch_size)]

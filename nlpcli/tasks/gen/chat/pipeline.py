@@ -365,6 +365,8 @@ class ChatPipeline(Pipeline):
             raise DataError(path, "missing field 'history' (a list of turns)", line)
         clean_turns(record["history"], path, line, "history")
 
+    methods: ClassVar[tuple[str, ...]] = ("reply", "session")
+
     def reply(self, history: Sequence[str] | Sequence[Sequence[str]]) -> Any:
         """The reply to one history (a list of turns), or a list of replies to a list of histories."""
         single = bool(history) and all(isinstance(t, str) for t in history)

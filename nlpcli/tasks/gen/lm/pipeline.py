@@ -291,6 +291,8 @@ class LmPipeline(Pipeline):
         """Adds `sentences`: [{text, score}] (best first) to a {"words": [...]} record."""
         return {**record, "sentences": parts[0][1].sentences}
 
+    methods: ClassVar[tuple[str, ...]] = ("generate",)
+
     def generate(self, words: Sequence[str] | Sequence[Sequence[str]], **settings: Any) -> Any:
         """Sentences holding every keyword, best first ([{text, score}]) for one keyword list, or a list of
         those for a list of keyword lists; `settings` override the sampler's (`num=5`, `steps=400`, `seed=1`)."""

@@ -67,7 +67,8 @@ def _check_span(
 
 
 def parse_record(obj: Any, path: str, line: int) -> NerExample:
-    """One JSON record: `text` plus CLUENER `label`, or an `entities` list (CMeEE or nlpcli output)."""
+    """One JSON record: `text` plus CLUENER `label` (inclusive ends), or an `entities` list: CMeEE's
+    `start_idx`/`end_idx` (inclusive) or nlpcli's output `start`/`end` (exclusive)."""
     if not isinstance(obj, dict):
         raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line)
     text = obj.get("text")
@@ -93,10 +94,16 @@ def parse_record(obj: Any, path: str, line: int) -> NerExample:
             if not isinstance(ent, dict):
                 raise DataError(path, "each entity must be an object", line)
             start = ent.get("start_idx", ent.get("start"))
-            end = ent.get("end_idx", ent.get("end"))
+            # CMeEE's `end_idx` is inclusive; the `end` of nlpcli's own output is exclusive (text[start:end]).
+            end = ent["end_idx"] if "end_idx" in ent else _inclusive(ent.get("end"))
             mention = ent.get("entity", ent.get("text"))
             spans.append(_check_span(text, start, end, ent.get("type"), mention, path, line))
     return NerExample(text=text, spans=sorted(set(spans)), record=obj, line=line, path=path)
+
+
+def _inclusive(end: Any) -> Any:
+    """An exclusive end as the inclusive one spans keep (anything else is left for `_check_span` to refuse)."""
+    return end - 1 if isinstance(end, int) and not isinstance(end, bool) else end
 
 
 def _collect(items: Iterable[tuple[int, Any]], path: str, stats: ReadStats | None) -> list[NerExample]:

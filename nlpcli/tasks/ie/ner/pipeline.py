@@ -24,7 +24,7 @@ from ...base import InputField, Pipeline, TextPiece
 from .data import FORMATS, NerExample, read_ner
 from .model import NerModel
 
-# A predicted entity: start, end (inclusive), type, score.
+# A predicted entity: start, end (exclusive), type, score.
 Span = tuple[int, int, str, float]
 
 
@@ -93,7 +93,7 @@ class NerPipeline(EncoderTask, Pipeline):
     summary = "GlobalPointer named-entity recognition (nested and flat)"
     input_fields = (InputField("text", help="the text to find entities in"),)
     example: ClassVar[dict[str, Any]] = {"text": "张伟在北京的华为公司担任工程师。"}
-    output_help = '"entities": [{type, start, end (inclusive), text, score}].'
+    output_help = '"entities": [{type, start, end (exclusive), text, score}].'
     Config = NerConfig
     main_metric = "f1"
     formats = FORMATS
@@ -211,7 +211,7 @@ class NerPipeline(EncoderTask, Pipeline):
         ]
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Span]]]) -> dict[str, Any]:
-        """Adds `entities`: [{type, start, end (inclusive), text, score}]; a window gives the entities starting
+        """Adds `entities`: [{type, start, end (exclusive), text, score}]; a window gives the entities starting
         in the part of the text it owns. `score` is the sigmoid of the span's GlobalPointer logit, in (0, 1):
         every entity scores above the inference threshold (0.5 by default)."""
         text = record["text"]
@@ -223,7 +223,7 @@ class NerPipeline(EncoderTask, Pipeline):
                     key = (w + s, w + e, t)
                     best[key] = max(score, best.get(key, 0.0))
         entities = [
-            {"type": t, "start": s, "end": e, "text": text[s : e + 1], "score": round(v, 4)}
+            {"type": t, "start": s, "end": e + 1, "text": text[s : e + 1], "score": round(v, 4)}
             for (s, e, t), v in sorted(best.items())
         ]
         return {**record, "entities": entities}
@@ -232,10 +232,14 @@ class NerPipeline(EncoderTask, Pipeline):
         """Entities of one text ([{type, start, end, text, score}]) or, for a list of texts, a list of those."""
         return self._predict_texts(text, "entities", batch_size)
 
+    @property
+    def labels(self) -> list[str]:
+        return list(self.types)
+
     def predict_spans(self, texts: list[str], batch_size: int | None = None) -> list[list[tuple[int, int, str]]]:
         """Entity spans (start, end inclusive, type) of each text."""
         records = self.predict_records(({"text": t} for t in texts), batch_size)
-        return [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in records]
+        return [[(e["start"], e["end"] - 1, e["type"]) for e in r["entities"]] for r in records]
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, examples: list[NerExample], batch_size: int | None = None) -> dict[str, Any]:

@@ -304,7 +304,7 @@ class IePipeline(EncoderTask, Pipeline):
 
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Scored]]]) -> dict[str, Any]:
         """Adds `spo_list` [{subject, predicate, object, subject_type, object_type, subject_start,
-        subject_end, object_start, object_end, score}] (ends inclusive); a triple belongs to its subject's
+        subject_end, object_start, object_end, score}] (ends exclusive); a triple belongs to its subject's
         window. `score` is the product of its four pointer probabilities, in (0, 1)."""
         best: dict[Found, float] = {}
         for piece, found in parts:
@@ -319,6 +319,10 @@ class IePipeline(EncoderTask, Pipeline):
     def __call__(self, text: str | Sequence[str], batch_size: int | None = None) -> Any:  # type: ignore[override]
         """Triples of one text ([{subject, predicate, object, ..., offsets}]) or a list of those for a list."""
         return self._predict_texts(text, "spo_list", batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.predicates)
 
     def spo_list(self, text: str, found: list[Scored]) -> list[dict[str, Any]]:
         """Predictions in the training format plus offsets and score; one entry per distinct (s, p, o) string
@@ -341,9 +345,9 @@ class IePipeline(EncoderTask, Pipeline):
                     "subject_type": s_type,
                     "object_type": o_type,
                     "subject_start": ss,
-                    "subject_end": se,
+                    "subject_end": se + 1,
                     "object_start": os_,
-                    "object_end": oe,
+                    "object_end": oe + 1,
                     "score": round(score, 4),
                 }
             )
