@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
@@ -189,17 +189,23 @@ def parse_extra(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def inference_options(task_cls: Any, args: list[str]) -> dict[str, str]:
     """Extra `--name value` options that must each be an inference setting of the task (a usage error else)."""
-    from ..errors import ConfigError
-
-    config = task_cls.Config()
     pairs, bare = parse_options(args)
     if bare:
         raise UsageError(f"unexpected argument {bare[0]!r}")
+    return inference_settings(task_cls, pairs)
+
+
+def inference_settings(task_cls: Any, pairs: list[tuple[str, str]], also_known: Sequence[str] = ()) -> dict[str, str]:
+    """(name, value) pairs that must each be an inference setting of the task; another name is a usage error
+    suggesting the closest of those settings and `also_known` (the verb's other extra options)."""
+    from ..errors import ConfigError
+
+    config = task_cls.Config()
     for key, _ in pairs:
         try:
             config.locate(key, ("inference",))
         except ConfigError:
-            known = config.sections()["inference"].field_names()
+            known = [*also_known, *config.sections()["inference"].field_names()]
             raise UsageError(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
     return dict(pairs)
 

@@ -17,8 +17,8 @@ from .common import (
     PRECISION_HELP,
     UsageError,
     cli_errors,
-    did_you_mean,
     err_console,
+    inference_settings,
     parse_options,
     print_note,
     stderr_is_tty,
@@ -58,22 +58,6 @@ def predict(
         help="Output file (written atomically) in the input's format, or the one its suffix names; - for stdout.",
         metavar="PATH",
     ),
-    text_column: str | None = typer.Option(
-        None,
-        "--text-column",
-        help="Table input: the column holding the text (default: text) (lm: the keywords, words; chat: history).",
-        metavar="NAME",
-    ),
-    question_column: str | None = typer.Option(
-        None, "--question-column", help="qa, table input: the question column (default: question).", metavar="NAME"
-    ),
-    passage_columns: list[str] | None = typer.Option(
-        None,
-        "--passage-column",
-        help="qa, table input: a column of passages (a passage, or a JSON list of them); may repeat "
-        "(default: passages, else passage).",
-        metavar="NAME",
-    ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Inference batch size (default: the model's).", metavar="N"
     ),
@@ -92,7 +76,8 @@ def predict(
     Plain text (a .txt file, or stdin whose first line is not a JSON object) is one record per line: its
     text (ner, ie) or its keywords separated by spaces (lm); the output is JSON Lines.
     A table (.csv, .tsv, .xlsx, .parquet) keeps every column and gains the prediction columns (lists as JSON
-    text in a cell); --text-column (qa: --question-column, --passage-column) names the input columns.
+    text in a cell); --text-column NAME (qa: --question-column, --passage-column; `nlpcli info TASK` lists each
+    task's) names the input columns.
     One record can also be given as options instead of --input, e.g. `--text "..."` or
     `--question "..." --passage "..." --passage "..."` (`--passage` given twice fills `passages`).
     Inference settings of the model may follow too (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`).
@@ -108,7 +93,7 @@ def predict(
     from ..registry import get_task
 
     cls = get_task(task)
-    overrides, record = split_predict_options(cls, ctx.args)
+    overrides, record, columns = split_predict_options(cls, ctx.args)
     if record and input_path is not None:
         raise UsageError("give either --input or a record as options, not both")
     if input_format is not None and input_format not in INPUT_FORMATS:
@@ -122,7 +107,7 @@ def predict(
     if input_path == "-" and in_fmt in TABLE_FORMATS:
         raise UsageError(f"--format {in_fmt}: a table is read from a file (--input FILE)")
     out_fmt = output_format(output_path, in_fmt)
-    columns, options = _columns(cls, text_column, question_column, passage_columns)
+    options = {f.name: f.column_option for f in cls.input_fields}
     if columns and (in_fmt not in TABLE_FORMATS or record):
         raise UsageError(f"{', '.join(options[f] for f in columns)}: only for table input (csv, tsv, xlsx, parquet)")
     if output_path != "-":
@@ -147,52 +132,33 @@ def predict(
         err_console.print(f"wrote {stats.written} record(s) to {output_path}", highlight=False)
 
 
-QA_COLUMN_OPTIONS = {"question": "--question-column", "passages": "--passage-column"}
-
-
-def _columns(
-    cls: Any, text: str | None, question: str | None, passages: list[str] | None
-) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Table column options as field -> columns, and field -> the option that names it (for messages)."""
-    fields = list(cls.table_fields)
-    qa = "question" in fields
-    options = dict(QA_COLUMN_OPTIONS) if qa else {fields[0]: "--text-column"}
-    columns: dict[str, list[str]] = {}
-    if text is not None:
-        if qa:
-            raise UsageError("qa reads --question-column and --passage-column, not --text-column")
-        columns[fields[0]] = [text]
-    for name, value in (("question", [question] if question else []), ("passages", passages or [])):
-        if value:
-            if not qa:
-                raise UsageError(f"{QA_COLUMN_OPTIONS[name]}: only for qa (the text is --text-column)")
-            columns[name] = value
-    return columns, options
-
-
-def split_predict_options(task_cls: Any, args: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
-    """Extra options of `predict`: inference settings of the task (`--threshold 0.4`), and the fields of one
-    input record (`--text ...`; `--passage` given twice fills `passages`). Anything else is a usage error."""
-    from ..errors import ConfigError
-
-    config = task_cls.Config()
+def split_predict_options(
+    task_cls: Any, args: list[str]
+) -> tuple[dict[str, str], dict[str, Any], dict[str, list[str]]]:
+    """Extra options of `predict`, all from the task's own facts: inference settings (`--threshold 0.4`), the
+    fields of one input record (`--text ...`; `--passage` given twice fills `passages`), and the table columns
+    of its input fields (`--text-column NAME`; qa: `--question-column`, `--passage-column`, which may repeat).
+    Anything else is a usage error."""
+    column_options = {f.column_option.lstrip("-").replace("-", "_"): f for f in task_cls.input_fields}
     pairs, bare = parse_options(args)
     if bare:
         raise UsageError(f"unexpected argument {bare[0]!r}")
-    overrides: dict[str, str] = {}
     record: dict[str, Any] = {}
+    columns: dict[str, list[str]] = {}
+    settings: list[tuple[str, str]] = []
     for key, value in pairs:
         if key in task_cls.record_options:
             name, repeats = task_cls.record_options[key]
             record[name] = [*record.get(name, []), value] if repeats else value
-            continue
-        try:
-            config.locate(key, ("inference",))
-        except ConfigError:
-            known = list(task_cls.record_options) + config.sections()["inference"].field_names()
-            raise UsageError(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
-        overrides[key] = value
-    return overrides, record
+        elif key in column_options:
+            field = column_options[key]
+            if field.name in columns and field.kind == "text":
+                raise UsageError(f"{field.column_option}: one column holds the {field.name}; give it once")
+            columns[field.name] = [*columns.get(field.name, []), value]
+        else:
+            settings.append((key, value))
+    overrides = inference_settings(task_cls, settings, [*task_cls.record_options, *column_options])
+    return overrides, record, columns
 
 
 @contextmanager
