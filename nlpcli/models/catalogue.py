@@ -6,9 +6,13 @@ Each entry names the exact package file and its sha256, so a pull through any mi
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from ..errors import ConfigError
+
+T = TypeVar("T")
 
 ENCODER = "encoder"
 WORD_VECTORS = "word vectors"
@@ -126,10 +130,15 @@ def names() -> list[str]:
 
 def get_entry(name: str) -> Entry:
     """The catalogue entry called `name`; an unknown name is a ConfigError that suggests the nearest one."""
-    try:
-        return CATALOGUE[name]
-    except KeyError:
-        pass
-    close = difflib.get_close_matches(name, names(), n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    raise ConfigError(f"unknown model {name!r}{hint}; `nlpcli models list` shows: {', '.join(names())}")
+    return lookup(
+        CATALOGUE, name, lambda hint: f"unknown model {name!r}{hint}; `nlpcli models list` shows: " + ", ".join(names())
+    )
+
+
+def lookup(table: Mapping[str, T], name: str, unknown: Callable[[str], str]) -> T:
+    """table[name]; for an unknown name a ConfigError with the message `unknown(hint)`, the hint suggesting the
+    nearest known name (or empty)."""
+    if name in table:
+        return table[name]
+    close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.5)
+    raise ConfigError(unknown(f" (did you mean {close[0]}?)" if close else ""))

@@ -8,16 +8,14 @@ resolution of model names read this table.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from . import corpus as C
-from .catalogue import PackageFile
+from .catalogue import PackageFile, lookup
 
 NER_MODEL = "ner model"
 LM_MODEL = "language model (forward + backward char GPT)"
@@ -234,7 +232,7 @@ RECIPES: dict[str, Recipe] = {
                 "model.num_layers": 6,
                 "model.heads": 4,
                 "model.dropout": 0.1,
-                "model.max_len": 128,
+                "model.train_window": 128,
                 "model.positions": 130,
                 "inference.min_len": 10,
             },
@@ -252,10 +250,6 @@ def recipe_names() -> list[str]:
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called `name`; an unknown name is a ConfigError that suggests the nearest one."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        pass
-    close = difflib.get_close_matches(name, recipe_names(), n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    raise ConfigError(f"no recipe called {name!r}{hint}; buildable: {', '.join(recipe_names())}")
+    return lookup(
+        RECIPES, name, lambda hint: f"no recipe called {name!r}{hint}; buildable: " + ", ".join(recipe_names())
+    )
