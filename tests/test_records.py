@@ -85,6 +85,17 @@ def test_plain_text_is_one_text_per_line_from_stdin_or_a_txt_file(model: Path, t
     assert run_cli(*args, "--format", "yaml", input="x\n").returncode == 2
 
 
+def test_windows_may_change_at_predict_time_by_new_and_old_names(model: Path) -> None:
+    """The window is an inference setting: `--window` (or its old name `--max-len`) and `--window-overlap` are
+    taken by `predict`; an overlap not below the window is a one-line error naming it."""
+    args = ("predict", "ner", "--model", model)
+    whole = json.loads(run_cli(*args, input=TEXT + "\n", check=True).stdout)
+    for option in ("--window", "--max-len"):
+        small = json.loads(run_cli(*args, option, "8", "--window-overlap", "4", input=TEXT + "\n", check=True).stdout)
+        assert small["text"] == whole["text"] and "entities" in small
+    _one_line_error(run_cli(*args, "--window", "4", "--window-overlap", "4", input=TEXT + "\n"), "window_overlap")
+
+
 def test_plain_text_gives_each_task_its_record_or_says_what_the_task_needs() -> None:
     ner = text_parser(get_task("ner").__new__(get_task("ner")), "-")
     assert ner(TEXT + "\n", "-", 1, Echo()) == {"text": TEXT}

@@ -196,16 +196,18 @@ def inference_options(task_cls: Any, args: list[str]) -> dict[str, str]:
 
 
 def inference_settings(task_cls: Any, pairs: list[tuple[str, str]], also_known: Sequence[str] = ()) -> dict[str, str]:
-    """(name, value) pairs that must each be an inference setting of the task; another name is a usage error
+    """(name, value) pairs that must each be an inference or window setting of the task; another name is a usage error
     suggesting the closest of those settings and `also_known` (the verb's other extra options)."""
     from ..errors import ConfigError
 
     config = task_cls.Config()
+    sections = config.sections()
+    runtime = tuple(name for name in ("inference", "windows") if name in sections)  # what may change after training
     for key, _ in pairs:
         try:
-            config.locate(key, ("inference",))
+            config.locate(key, runtime)
         except ConfigError:
-            known = [*also_known, *config.sections()["inference"].field_names()]
+            known = [*also_known, *(f for name in runtime for f in sections[name].field_names())]
             raise UsageError(f"unknown option --{key.replace('_', '-')}{did_you_mean(key, known)}") from None
     return dict(pairs)
 

@@ -60,7 +60,7 @@ def evaluate(
     """Score a trained model on gold data: one table (ner, ie: per type P/R/F1/support, micro and macro rows;
     tab-separated rows when stdout is not a terminal, --json for every metric).
 
-    Inference settings of the model may follow (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`)."""
+    Inference settings of the model may follow (`--threshold 0.4`, `--window 512`; `nlpcli info TASK`)."""
     from .. import api
     from ..data.io import check_output_file
     from ..registry import get_task

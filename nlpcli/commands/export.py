@@ -16,7 +16,10 @@ def export(
         ..., "--output", "-o", help="Directory to write (a previous export there is replaced).", metavar="DIR2"
     ),
 ) -> None:
-    """Export a trained model to ONNX: the graphs, tokenizer and decoder files (needs `pip install 'nlpcli[onnx]'`)."""
+    """Export a trained model to ONNX: the graphs, tokenizer and decoder files.
+
+    Needs the onnx extra: `pip install 'nlpcli\\[onnx]'`."""
+    # (the help escapes [onnx]: rich would read it as markup and drop it)
     from ..export import export as export_model
 
     path = export_model(model, output)

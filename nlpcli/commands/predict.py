@@ -80,7 +80,7 @@ def predict(
     task's) names the input columns.
     One record can also be given as options instead of --input, e.g. `--text "..."` or
     `--question "..." --passage "..." --passage "..."` (`--passage` given twice fills `passages`).
-    Inference settings of the model may follow too (`--threshold 0.4`, `--max-len 512`; `nlpcli info TASK`).
+    Inference settings of the model may follow too (`--threshold 0.4`, `--window 512`; `nlpcli info TASK`).
     """
     from .. import api
     from ..data.io import check_output_file
