@@ -62,7 +62,7 @@ def test_task_meets_the_contract(task: str, tmp_path: Path) -> None:
         pipe.validate_record(record, "input.jsonl", 1)
     before = list(pipe.predict_records(records))
     saved = pipe.save(tmp_path / "ckpt", metrics={cls.main_metric: 0.0})
-    loaded = load(saved, device="cpu")  # the task is read from the checkpoint
+    loaded = load(saved, device="cpu").pipeline  # the task is read from the checkpoint
     assert type(loaded) is cls and loaded.config == pipe.config
     after = list(loaded.predict_records(records))
     assert after == before
