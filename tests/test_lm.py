@@ -439,7 +439,7 @@ def char_lm(tmp_path_factory):
     """A tiny char-level lm (a few steps: coverage does not depend on fluency)."""
     out = tmp_path_factory.mktemp("lm_char") / "run"
     api.train("lm", SAMPLES / "lm" / "train.txt", out, unit="char", max_steps=20, **TINY)
-    return api.load(str(out), task="lm", device="cpu")
+    return api.load(str(out), task="lm", device="cpu").pipeline
 
 
 def _check_every_keyword_kept(pipe: LmPipeline) -> None:
@@ -456,7 +456,7 @@ def _check_every_keyword_kept(pipe: LmPipeline) -> None:
 
 
 def test_unknown_keywords_kept_word_level(trained):
-    pipe = api.load(str(trained[0]), task="lm", device="cpu")
+    pipe = api.load(str(trained[0]), task="lm", device="cpu").pipeline
     assert pipe.config.model.unit == "word"
     _check_every_keyword_kept(pipe)
 

@@ -162,12 +162,12 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
 
     # Python: nlpcli.load(NAME), and a path that is the name's entry gives the same model
     ner = nlpcli.load(NAME)
-    assert ner.name == "ner" and isinstance(ner("张三在北京的华为公司工作。"), dict | list)
+    assert ner.task == "ner" and isinstance(ner("张三在北京的华为公司工作。"), dict | list)
     assert resolve_model_dir(NAME) == entry
     from nlpcli.serve.models import load_models  # serve --model NAME: /info names the entry and its card
 
     info = load_models([NAME], device="cpu")["ner"].info()
-    assert info["checkpoint"] == str(entry) and sha in (info["model_card"] or "")
+    assert info["checkpoint"] == entry.name and sha in (info["model_card"] or "")  # /info shows no absolute path
 
     listed = {r["name"]: r for r in json.loads(invoke("models", "list", "--json").stdout)}
     assert listed[NAME]["cached"] and listed[NAME]["path"] == str(entry) and listed[NAME]["build_seconds"] is not None
@@ -403,7 +403,7 @@ def test_gpt_zh_builds_from_three_package_files_and_a_corpus(gpt_packages: list[
     card = (home / "models" / GPT / "README.md").read_text(encoding="utf-8")
     assert "insuranceqa_data-1.2.tar.gz" in card and str(extra) in card and "license: other" in card
     lm = nlpcli.load(GPT)
-    assert lm.name == "lm" and lm.config.model.arch == "transformer"
+    assert lm.task == "lm" and lm.pipeline.config.model.arch == "transformer"
 
     # The corpus was cleaned and deduplicated: read it back from a build that stops before training.
     from nlpcli.models.recipes import RECIPES
