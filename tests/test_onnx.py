@@ -94,7 +94,7 @@ def test_exported_model_predicts_as_torch(models: dict[str, tuple[Path, Path]], 
     run, exported = models[name]
     assert (exported / "model.onnx").is_file() or task == "ie"
     assert not (exported / "model.safetensors").exists() and not (exported / "train_state.pt").exists()
-    torch_pipe, onnx_pipe = nlpcli.load(run, device="cpu"), nlpcli.load(exported, device="cpu")
+    torch_pipe, onnx_pipe = nlpcli.load(run, device="cpu").pipeline, nlpcli.load(exported, device="cpu").pipeline
     assert isinstance(onnx_pipe.model, OnnxModel) and onnx_pipe.name == task
     records = _records(task)
     # Other batch sizes than torch's, and than the export's example batch: the graphs take any batch and length.

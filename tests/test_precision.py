@@ -84,19 +84,19 @@ def test_load_returns_the_choice_and_its_reason(cpu_feature, tmp_path):
     out = tmp_path / "run"
     api.train("ner", SAMPLES / "ner" / "train.jsonl", out, config=TINY, encoder="dgcnn", max_steps=1)
     cpu_feature("amx_bf16")
-    pipe = api.load(out, device="cpu")
+    pipe = api.load(out, device="cpu").pipeline
     assert pipe.precision == torch.bfloat16 and pipe.precision_note.endswith("natively: amx_bf16)")
     cpu_feature(None)
-    pipe = api.load(out, device="cpu")
+    pipe = api.load(out, device="cpu").pipeline
     assert pipe.precision is None and pipe.precision_note == "precision auto: fp32 (no native bf16 on this CPU)"
-    assert api.load(out, device="cpu", precision="fp32").precision_note == ""
+    assert api.load(out, device="cpu", precision="fp32").pipeline.precision_note == ""
 
 
 def test_training_from_scratch_stays_fp32_and_the_card_says_why(cpu_feature, tmp_path):
     cpu_feature("amx_bf16")
     report = api.train("ner", SAMPLES / "ner" / "train.jsonl", tmp_path / "run", config=TINY, max_steps=1)
-    assert report.precision == "fp32"
-    assert report.precision_note == (
+    assert report["precision"] == "fp32"
+    assert report["precision_note"] == (
         "precision auto: fp32 (a model trained from scratch trains no faster in bf16, even with amx_bf16)"
     )
     card = (tmp_path / "run" / "best" / "README.md").read_text(encoding="utf-8")
