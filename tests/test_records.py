@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from util import ROOT, SAMPLES, run_cli
+from util import ROOT, SAMPLES, run_cli, told
 
 import nlpcli
 from nlpcli.errors import DataError
@@ -62,7 +62,7 @@ class Echo:
 
 
 def _one_line_error(proc: Any, *needles: str, code: int = 1) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = told(proc.stderr)
     assert proc.returncode == code and len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr

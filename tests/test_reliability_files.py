@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from util import ROOT, SAMPLES, cli_env
+from util import ROOT, SAMPLES, cli_env, told
 
 from nlpcli import api, checkpoint
 from nlpcli.checkpoint import load_checkpoint, save_checkpoint
@@ -50,7 +50,7 @@ def _cli(*args: Any, **kw: Any) -> subprocess.CompletedProcess:
 
 def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    lines = told(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr

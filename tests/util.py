@@ -48,3 +48,9 @@ def shared_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not available")
     return p
+
+
+def told(stderr: str) -> list[str]:
+    """The non-blank lines of a command's stderr, less the one saying what `precision = "auto"` chose (an
+    announcement every verb that loads a model makes once, not an error)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("precision auto: ")]
