@@ -99,9 +99,9 @@ def test_the_registry_finds_the_task_by_name() -> None:
 
 
 def test_library_loads_and_predicts(checkpoint: Path) -> None:
-    pipe = nlpcli.load(checkpoint, device="cpu")  # the task is read from the checkpoint
-    assert type(pipe) is DigitsPipeline
-    assert pipe(DigitsPipeline.example) == EXPECTED
+    toy = nlpcli.load(checkpoint, device="cpu")  # the task is read from the checkpoint
+    assert type(toy.pipeline) is DigitsPipeline and toy.task == "digits"
+    assert toy(DigitsPipeline.example) == EXPECTED
 
 
 def test_predict_takes_a_record_as_options_and_a_table(checkpoint: Path, tmp_path: Path) -> None:
