@@ -152,15 +152,15 @@ class Predictor:
         if _is_list(value) and (len(kinds) > 1 or kind == "text" or (value and all(map(_is_list, value)))):
             for i, item in enumerate(value):
                 self._check_one(f"{name}[{i}]", item)
-        elif len(kinds) > 1 and isinstance(value, Mapping):
-            return
+        elif isinstance(value, Mapping):
+            return  # a whole record, as `predict` reads it: the task checks its fields
         else:
             _check_value(name, value, kind, or_list=True)
 
     def _check_one(self, name: str, item: Any) -> None:
         """One input: a record for tasks of several fields, else a value of the one field."""
         kinds = self._pipeline.table_fields
-        if len(kinds) > 1:
+        if len(kinds) > 1 or isinstance(item, Mapping):
             _check_records(name, item)
         else:
             _check_value(name, item, kinds[_first_field(self._pipeline)])
