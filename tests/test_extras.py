@@ -83,3 +83,17 @@ def test_a_hugging_face_encoder_without_transformers(tmp_path) -> None:  # type:
         "1",
     )
     assert_names_the_extra(proc, "hf")
+
+
+def test_tables_without_pandas_or_pyarrow(tmp_path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,张三在北京\n", encoding="utf-8")
+    # a CSV is read by the csv module, but written back through pandas; a Parquet file needs pyarrow to be read
+    proc = run_without(["pandas"], "predict", "ner", "--model", str(NER_V1), "--input", str(src), "--precision", "fp32")
+    assert_names_the_extra(proc, "tables")
+    parquet = tmp_path / "in.parquet"
+    parquet.write_bytes(b"PAR1")
+    proc = run_without(
+        ["pyarrow"], "predict", "ner", "--model", str(NER_V1), "--input", str(parquet), "--precision", "fp32"
+    )
+    assert_names_the_extra(proc, "tables")

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from ..data.io import atomic_binary_output, atomic_output, check_file, os_reason
 from ..errors import ConfigError, DataError
+from ..extras import require
 from .formats import BINARY_FORMATS, CSV, PARQUET, TABLE_FORMATS, TSV, XLSX, format_of
 from .stats import PredictStats, count_skipped
 from .task import RecordTask
@@ -49,19 +50,13 @@ class Table:
 
 
 def _pandas() -> Any:
-    import pandas
-
-    return pandas
+    return require("pandas", "tables", "reading and writing tables (CSV, TSV, Excel, Parquet)")
 
 
 def _need(fmt: str) -> None:
     package = PACKAGES.get(fmt)
-    if package is None:
-        return
-    try:
-        __import__(package)
-    except ImportError:
-        raise ConfigError(f"reading and writing {fmt} needs the {package} package: pip install {package}") from None
+    if package is not None:
+        require(package, "tables", f"reading and writing {fmt} files")
 
 
 def read_table(path: str | Path, fmt: str | None = None) -> Table:
