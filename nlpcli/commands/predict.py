@@ -66,7 +66,7 @@ def predict(
         False, "--skip-bad", help="Skip and count malformed lines or rows instead of stopping."
     ),
     quantize: bool = typer.Option(
-        False, "--quantize", help="Dynamic int8 Linear layers (CPU): faster pretrained encoders; see README."
+        False, "--quantize", help="Dynamic int8 Linear layers (CPU): faster pretrained encoders; see docs/results.md."
     ),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP, metavar="PRECISION"),
 ) -> None:

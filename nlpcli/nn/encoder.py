@@ -63,7 +63,7 @@ class EncoderConfig(Section):
     )
     freeze_word_vectors: bool = opt(False, "Keep the pretrained word table fixed (its projection still trains).")
     # 1e-4, not the usual 3e-5: in a CPU budget of about 1,000 steps m3e-small reached a clearly higher CLUENER
-    # F1 with it (README).
+    # F1 with it (docs/results.md).
     lr: float = opt(1e-4, "Learning rate of a pretrained encoder (the task's heads use trainer.lr).", low_open=True)
 
     @property

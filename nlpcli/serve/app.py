@@ -48,7 +48,7 @@ class ServeSettings:
 
     micro_batching: bool = True
     # How long the first record of a batch waits for company. 0: a batch is what queued while the model was
-    # busy; measured (README) as fast as waiting a few ms under load, and much faster for a lone client.
+    # busy; measured (docs/results.md) as fast as waiting a few ms under load, and much faster for a lone client.
     max_wait_ms: float = 0.0
     max_batch: int = 64  # records in one micro-batch (a request is never split, so one may hold more)
     batch_size: int | None = None  # the model's forward batch inside a micro-batch (None: its inference setting)

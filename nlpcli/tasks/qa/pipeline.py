@@ -75,16 +75,16 @@ class QaConfig(TaskConfig):
     )
     model: QaModelConfig = field(default_factory=QaModelConfig)
     # Ranked by held-out WebQA score (30 CPU minutes, one thread): the DGCNN with word2vec-zhwiki vectors, then
-    # the DGCNN alone; m3e-small runs too few steps in the budget to catch up (figures: README, benchmarks/results).
+    # the DGCNN alone; m3e-small runs too few steps in the budget to catch up (figures: docs/results.md).
     AUTO_ENCODER = (
         AutoChoice(
             (("name", "dgcnn"), ("word_vectors", "word2vec-zhwiki")),
             "word2vec-zhwiki",
-            "a higher held-out WebQA score than the DGCNN alone (README)",
+            "a higher held-out WebQA score than the DGCNN alone (docs/results.md)",
         ),
     )
     # Passage windows of 128 characters: web evidence is short (WebQA: mean 68 chars), and SQuAD-style paragraphs
-    # cropped to 128 train twice as many steps per minute and look more like it (README: qa results).
+    # cropped to 128 train twice as many steps per minute and look more like it (docs/results.md: qa).
     windows: WindowConfig = field(default_factory=lambda: WindowConfig(window=128))
     inference: QaInference = field(default_factory=QaInference)
     RENAMES = TaskConfig.RENAMES | {"passage_dilations": "encoder.dilations"}

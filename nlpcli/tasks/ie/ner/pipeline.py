@@ -75,14 +75,14 @@ class NerConfig(TaskConfig):
         "inference.window_overlap": ("windows.window_overlap",),
     }
     # Ranked by micro F1 on CLUENER (our 90/10 split, 20 CPU minutes, one thread): m3e-small, then the DGCNN
-    # with word2vec vectors, then the DGCNN alone; e5-small came last (figures: README and benchmarks/results).
+    # with word2vec vectors, then the DGCNN alone; e5-small came last (figures: docs/results.md).
     # Above nn.encoder.LARGE_TRAINING_SET training texts auto takes the DGCNN instead (docs/encoder-auto.md).
     AUTO_ENCODER = (
-        AutoChoice((("name", "m3e-small"),), "m3e-small", "the best micro F1 on CLUENER in the README's runs"),
+        AutoChoice((("name", "m3e-small"),), "m3e-small", "the best micro F1 on CLUENER in docs/results.md"),
         AutoChoice(
             (("name", "dgcnn"), ("word_vectors", "word2vec-zhwiki")),
             "word2vec-zhwiki",
-            "a higher micro F1 on CLUENER than the DGCNN alone (README)",
+            "a higher micro F1 on CLUENER than the DGCNN alone (docs/results.md)",
         ),
     )
 

@@ -96,13 +96,13 @@ class IeConfig(TaskConfig):
         "model.window_overlap": ("windows.window_overlap",),
     }
     # Ranked by triple F1 on SKE (seeded 10% dev, 20 CPU minutes, one thread): the DGCNN with word2vec-zhwiki
-    # vectors, then the DGCNN alone, then m3e-small, which runs far fewer steps in the budget (figures: README
+    # vectors, then the DGCNN alone, then m3e-small, which runs far fewer steps in the budget (figures: docs/results.md
     # and benchmarks/results).
     AUTO_ENCODER = (
         AutoChoice(
             (("name", "dgcnn"), ("word_vectors", "word2vec-zhwiki")),
             "word2vec-zhwiki",
-            "a higher triple F1 on SKE than the DGCNN alone (README)",
+            "a higher triple F1 on SKE than the DGCNN alone (docs/results.md)",
         ),
     )
 
