@@ -8,6 +8,7 @@ The steps, each of which a rerun after a kill or Ctrl-C takes up where it stoppe
 4. a model card, and the checkpoint swapped whole into `$NLPCLI_HOME/models/NAME` (`models.cache`), after
    which the build directory is removed.
 It sits above `api` (it trains); `models/` below holds the recipes and the cache, so a name resolves anywhere.
+One module above the usual size: the four steps above share the build directory's state and its resume rules.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ model.safetensors and train_state.pt.
 
 A training output directory holds `best/` (what --model loads) and `last/` (what --resume loads).
 
+One module above the usual size: writing and reading share the swap protocol below (names, order, recovery),
+and a reader that races a writer must know every step of it.
+
 Character offsets in predictions are an output format, not a fact of the model: ends are exclusive
 (`text[start:end]`) whatever the checkpoint's format, where nlpcli once wrote inclusive ones for formats 1
 and 2 alike (docs/offsets.md). No checkpoint file changed with it, so the format version did not either.

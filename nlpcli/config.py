@@ -12,6 +12,9 @@ Values come from the task's defaults, then a config file (TOML/JSON, with `[sect
 then the command line: `--field value` (looked up in trainer, model, encoder, windows, inference, in that order)
 or `--section.field value`. Renamed fields keep their old names as aliases (`TaskConfig.MOVED`), so presets,
 options and checkpoints that use them still mean what they meant.
+
+Above the usual size: sections, the lookup of options (with old names), value ranges and the file readers are
+one mechanism that every task's config goes through.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ gradient clipping, optional EMA, mixed precision where the device supports it, d
 evaluation with the best checkpoint kept, early stopping, resumable state saved in
 `last/`, Ctrl-C saving before it exits, DDP under torchrun, and a JSONL log.
 The trainer never prints: progress goes to callbacks.
+
+One module on purpose, above the usual size: the loop, its resumable state and the save/evaluate points share
+the run's state (step, RNG, EMA, budget clock), and split apart they would pass it all back and forth.
 """
 
 from __future__ import annotations

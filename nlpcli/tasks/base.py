@@ -5,6 +5,9 @@ hooks (`preprocess` / `forward` / `postprocess`, in the spirit of transformers' 
 prediction loop here, its metrics, and `save` / `load` as a pair. It also declares what the verbs show of
 it: its input fields and their options, an example record and what a prediction adds (`input_fields`,
 `example`, `output_help`), and registers itself by name (`nlpcli.registry.register_task`).
+
+Above the usual size because the contract is one class: its hooks, the one prediction loop and save/load as a
+pair belong together, and every task reads them here.
 """
 
 from __future__ import annotations

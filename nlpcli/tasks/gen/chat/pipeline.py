@@ -4,6 +4,10 @@ From scratch (a small char-level GPT) by default, or fine-tuned from any Hugging
 (`--init NAME_OR_PATH`) or from the forward LM of an nlpcli char transformer lm checkpoint (`--init DIR`:
 the same GPT, its char vocabulary, speaker embeddings added at zero). Loss on responses only (CDial-GPT)
 or on every token after [CLS].
+
+Above the usual size because the three starting points (from scratch, a Hugging Face LM, an nlpcli lm) differ
+only in how `create` and `build` make the model and tokenizer; config, tokenizers, inputs and the session are
+modules of their own.
 """
 
 from __future__ import annotations

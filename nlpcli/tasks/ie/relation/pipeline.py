@@ -5,6 +5,9 @@ Subject start/end pointers over the positions (characters, or a tokenizer's toke
 start/end pointers per predicate. Gold character spans map to positions and decoded positions back to
 characters through `Encoded`, so offsets always index the text as given. Training samples one gold subject per
 sentence per step; prediction decodes every subject of a batch and scores all their objects in one batched pass.
+
+Above the usual size because training samples and prediction decodes through the same two-stage pointers:
+the encoder plumbing is shared (`nn.encoder_task`), what remains is this task's own.
 """
 
 from __future__ import annotations
