@@ -147,6 +147,7 @@ def test_evaluate_errors_lists_exactly_the_false_positives_and_negatives(ner_mod
     kinds = [r["kind"] for r in rows]
     assert kinds.count("false_positive") == metrics["predicted"] - metrics["tp"] > 0
     assert kinds.count("false_negative") == metrics["gold"] - metrics["tp"] > 0
+    assert all(r["text"][r["start"] : r["end"]] == r["entity"] for r in rows)  # offsets exclusive, as predict's
     # Exactly the predicted-not-gold and gold-not-predicted entities, by their text and where they start.
     found = run_cli("predict", "ner", "--model", ner_model, "--input", dev, check=True).stdout
     predicted = {

@@ -362,17 +362,23 @@ class QaPipeline(EncoderTask, Pipeline):
         return [{k: r[k] for k in keys} for r in self.predict_records(records, batch_size)]
 
     def evaluate(self, examples: list[QAExample], batch_size: int | None = None) -> dict[str, Any]:
-        return self.evaluate_errors(examples, batch_size)[0]
+        return self._evaluate(examples, batch_size, with_errors=False)[0]
 
     def evaluate_errors(
         self, examples: list[QAExample], batch_size: int | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self._evaluate(examples, batch_size, with_errors=True)
+
+    def _evaluate(
+        self, examples: list[QAExample], batch_size: int | None, with_errors: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The metrics, and the error list only when asked: a dev evaluation in training needs none."""
         preds = self.answer(
             [ex.question for ex in examples], [[p.text for p in ex.passages] for ex in examples], batch_size
         )
         answers = [p["answer"] for p in preds]
         metrics = qa_metrics([ex.answers for ex in examples], answers, [ex.kind for ex in examples])
-        return metrics, self.errors(examples, answers)
+        return metrics, (self.errors(examples, answers) if with_errors else [])
 
     @staticmethod
     def errors(examples: list[QAExample], answers: list[str]) -> list[dict[str, Any]]:

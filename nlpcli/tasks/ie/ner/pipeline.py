@@ -243,11 +243,17 @@ class NerPipeline(EncoderTask, Pipeline):
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self, examples: list[NerExample], batch_size: int | None = None) -> dict[str, Any]:
-        return self.evaluate_errors(examples, batch_size)[0]
+        return self._evaluate(examples, batch_size, with_errors=False)[0]
 
     def evaluate_errors(
         self, examples: list[NerExample], batch_size: int | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self._evaluate(examples, batch_size, with_errors=True)
+
+    def _evaluate(
+        self, examples: list[NerExample], batch_size: int | None, with_errors: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The metrics, and the error list only when asked: a dev evaluation in training needs none."""
         for ex in examples:
             for _, _, t in ex.spans:
                 if t not in self.type_ids:
@@ -257,19 +263,19 @@ class NerPipeline(EncoderTask, Pipeline):
         metrics = set_prf(gold, preds, type_of=lambda span: span[2])
         metrics["nested"] = _nested_counts(gold, preds)
         metrics["examples"] = len(examples)
-        return metrics, self.errors(examples, preds)
+        return metrics, (self.errors(examples, preds) if with_errors else [])
 
     @staticmethod
     def errors(examples: list[NerExample], preds: list[list[tuple[int, int, str]]]) -> list[dict[str, Any]]:
         """Each entity predicted but not gold (false_positive) and gold but not predicted (false_negative), its
-        offsets as the task's predictions give them and its text."""
+        offsets as the task's predictions give them (`end` exclusive) and its text."""
         return [
             {
                 "text": examples[i].text,
                 "kind": kind,
                 "type": t,
                 "start": s,
-                "end": e,
+                "end": e + 1,
                 "entity": examples[i].text[s : e + 1],
             }
             for i, kind, (s, e, t) in set_errors([ex.spans for ex in examples], preds)

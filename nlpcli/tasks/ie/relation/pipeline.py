@@ -359,11 +359,17 @@ class IePipeline(EncoderTask, Pipeline):
 
     def evaluate(self, examples: list[IeExample], batch_size: int | None = None) -> dict[str, Any]:
         """Triple-level exact-match micro P/R/F1 (official normalisation) and a per-predicate table."""
-        return self.evaluate_errors(examples, batch_size)[0]
+        return self._evaluate(examples, batch_size, with_errors=False)[0]
 
     def evaluate_errors(
         self, examples: list[IeExample], batch_size: int | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self._evaluate(examples, batch_size, with_errors=True)
+
+    def _evaluate(
+        self, examples: list[IeExample], batch_size: int | None, with_errors: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The metrics, and the error list only when asked: a dev evaluation in training needs none."""
         records = self.predict_records(({"text": ex.text} for ex in examples), batch_size)
         preds = [
             {(normalize_mention(d["subject"]), d["predicate"], normalize_mention(d["object"])) for d in r["spo_list"]}
@@ -375,7 +381,7 @@ class IePipeline(EncoderTask, Pipeline):
         metrics["examples"] = len(examples)
         if unknown:  # scored as misses: the model cannot predict them
             metrics["gold_triples_with_unknown_predicate"] = unknown
-        return metrics, self.errors(examples, gold, preds)
+        return metrics, (self.errors(examples, gold, preds) if with_errors else [])
 
     @staticmethod
     def errors(
