@@ -77,7 +77,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32") if self.dtype else "fp32"
+        return precision_name(self.dtype)
 
     @property
     def note(self) -> str:
@@ -187,3 +187,8 @@ def init_distributed(device: torch.device) -> DistContext:
 def shutdown_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """fp32, bf16 or fp16: the name of an autocast dtype (None: no autocast, fp32)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"

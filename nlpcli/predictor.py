@@ -68,8 +68,9 @@ class Predictor:
     @property
     def precision(self) -> str:
         """Arithmetic of prediction: fp32, or the autocast dtype (bf16, fp16)."""
-        dtype = self._pipeline.precision
-        return {"bfloat16": "bf16", "float16": "fp16"}.get(str(dtype).removeprefix("torch."), "fp32")
+        from .device import precision_name
+
+        return precision_name(self._pipeline.precision)
 
     @property
     def config(self) -> Mapping[str, Any]:
