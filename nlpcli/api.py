@@ -87,6 +87,8 @@ def train(
     fmt: str | None = None,
     callbacks: TrainCallbacks | None = None,
     command: str | None = None,
+    teacher: PathLike | None = None,
+    unlabelled: Sequence[PathLike] = (),
     **fields: Any,
 ) -> TrainReport:
     """Train TASK (a name, or the task's class) on files into `output` (best/ and last/ checkpoints,
@@ -98,6 +100,9 @@ def train(
     by repairing a checkpoint swap that a kill cut short. Resuming a run that already reached its end
     trains nothing (the report's stop reason says so). Every checkpoint carries a model card (README.md)
     naming `command` (default: this process's command line) and the data files with their sha256.
+    `teacher` (a trained model of the same task: a directory or a model name) labels the `unlabelled` files
+    (plain text, one text a line), and the model trains on those labels beside the gold (`nlpcli.distill`);
+    a `resume` keeps the labels the run started with.
     The report is a plain dict (`nlpcli.results.TrainReport`), ready for `json.dumps`.
     """
     pipe_cls = _task_class(task)
@@ -114,8 +119,21 @@ def train(
         else:
             _wait_for_recovery(out)
         run = {"command": command or shlex.join(sys.argv), "cwd": os.getcwd()}
+        distill = (str(teacher) if teacher is not None else None, [str(p) for p in unlabelled])
         return _train(
-            pipe_cls, train_paths, out, dev_path, config_file, fields, resume, overwrite, skip_bad, fmt, callbacks, run
+            pipe_cls,
+            train_paths,
+            out,
+            dev_path,
+            config_file,
+            fields,
+            resume,
+            overwrite,
+            skip_bad,
+            fmt,
+            callbacks,
+            run,
+            distill,
         )
 
 
@@ -132,8 +150,16 @@ def _train(
     fmt: str | None,
     callbacks: TrainCallbacks | None,
     run: dict[str, Any],
+    distill: tuple[str | None, list[str]] = (None, []),
 ) -> TrainReport:
     overrides = dict(overrides or {})
+    teacher, unlabelled = distill
+    if unlabelled and teacher is None:
+        raise ConfigError("--unlabelled needs --teacher: the trained model that labels that text")
+    if teacher is not None:
+        from .distill import check_distillable
+
+        check_distillable(pipe_cls)
     resume_state = None
     if resume:
         resumed = pipe_cls.load(out / LAST, overrides, resume=True)
@@ -167,6 +193,11 @@ def _train(
             dev_source = (
                 f"{len(dev_ex)} examples carved from train (seed {trainer_cfg.seed}, ratio {trainer_cfg.dev_ratio})"
             )
+        # After the dev split: the dev score stays a score against gold.
+        taught = _teacher_examples(pipe_cls, task_config, out, teacher, unlabelled, resume, device, callbacks)
+        if taught is not None:
+            train_ex = train_ex + taught[0]
+            run = run | {"teacher": teacher or "(as the run started)", "taught_examples": len(taught[0])}
         if resume:
             pipe = resumed
         else:
@@ -177,7 +208,9 @@ def _train(
         if dist.is_main:
             from .card import file_facts
 
-            files = [("train", p) for p in train_paths] + ([("dev", dev_path)] if dev_path else [])
+            files = [("train", p) for p in train_paths] + [("unlabelled", p) for p in unlabelled]
+            files += [("teacher labels", str(taught[1]))] if taught is not None else []
+            files += [("dev", dev_path)] if dev_path else []
             run = run | {"data": [file_facts(p, role) for role, p in files], "dev": dev_source}
         trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist, run)
         finished = trainer.finished_reason() if resume else None
@@ -208,6 +241,30 @@ def _train(
         precision=trainer.precision.name,
         precision_note=trainer.precision.note,
     )
+
+
+def _teacher_examples(
+    pipe_cls: type[Pipeline],
+    config: TaskConfig,
+    out: Path,
+    teacher: str | None,
+    unlabelled: list[str],
+    resume: bool,
+    device: Any,
+    callbacks: TrainCallbacks | None,
+) -> tuple[list, Path] | None:
+    """The examples a teacher's labels make (labelled now, or those a resumed run started with) and their file."""
+    from .distill import LABELS, TEACHER_DIR, teacher_labels
+
+    labels = out / TEACHER_DIR / LABELS
+    if teacher is None:
+        if not (resume and labels.is_file()):
+            return None
+    else:
+        say = callbacks.on_status if callbacks is not None else None
+        labels, _ = teacher_labels(pipe_cls, teacher, unlabelled, out, str(device), say)
+    examples, _ = pipe_cls.read(str(labels))
+    return pipe_cls.check_examples(config, examples, None), labels
 
 
 def _wait_for_recovery(out: Path, timeout_s: float = 60.0) -> None:

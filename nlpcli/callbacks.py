@@ -38,6 +38,9 @@ class TrainCallbacks:
 
     def on_end(self, result: TrainResult) -> None: ...
 
+    def on_status(self, message: str) -> None:
+        """A line about work before training starts (e.g. a teacher labelling text); ignored by default."""
+
 
 class LogLines(TrainCallbacks):
     """Plain progress lines for logs (CI, nohup, a file): one every `log_every` steps with the step, loss,
@@ -82,6 +85,9 @@ class LogLines(TrainCallbacks):
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         self._print(f"step {step}: dev {self.metric} {shown}" + (" (best, saved)" if is_best else ""))
 
+    def on_status(self, message: str) -> None:
+        self._print(message)
+
 
 class CallbackList(TrainCallbacks):
     """Several callbacks as one."""
@@ -104,3 +110,7 @@ class CallbackList(TrainCallbacks):
     def on_end(self, result: TrainResult) -> None:
         for cb in self.callbacks:
             cb.on_end(result)
+
+    def on_status(self, message: str) -> None:
+        for cb in self.callbacks:
+            cb.on_status(message)

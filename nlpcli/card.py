@@ -149,6 +149,13 @@ def render_card(
         ]
         if run.get("dev"):
             lines += ["", f"Dev: {_cell(str(run['dev']))}."]
+        if run.get("teacher"):
+            lines += [
+                "",
+                f"Teacher: `{_cell(str(run['teacher']))}`. Its predictions on the unlabelled text "
+                f"({run.get('taught_examples', '?')} examples, the `teacher labels` file) were trained on beside the "
+                "gold (distillation).",
+            ]
     else:
         lines.append("Not recorded (this checkpoint was not saved by `nlpcli train`).")
     lines += ["", "## Training", ""]

@@ -367,6 +367,8 @@ class Trainer:
             "dev": self.run_info.get("dev"),
             "cwd": self.run_info.get("cwd"),
             "data": self.run_info.get("data", []),
+            "teacher": self.run_info.get("teacher"),
+            "taught_examples": self.run_info.get("taught_examples"),
             "commands": self.commands,
         }
 

@@ -73,6 +73,9 @@ class RichCallbacks(TrainCallbacks):
     def on_end(self, result: TrainResult) -> None:
         self.progress.stop()
 
+    def on_status(self, message: str) -> None:
+        err_console.print(message, highlight=False)
+
 
 @cli_errors
 def train(
@@ -119,6 +122,19 @@ def train(
     fmt: str | None = typer.Option(
         None, "--format", help="Input format, when sniffing the file is not enough.", metavar="FORMAT"
     ),
+    teacher: str | None = typer.Option(
+        None,
+        "--teacher",
+        help="A trained model of this task (directory or name) whose predictions on --unlabelled text the model "
+        "also learns from (distillation: ner, ie).",
+        metavar="DIR",
+    ),
+    unlabelled: list[str] = typer.Option(
+        [],
+        "--unlabelled",
+        help="Plain text for --teacher to label, one text a line (repeat for more files).",
+        metavar="FILE",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
 ) -> None:
     """Train TASK on files and keep the best checkpoint by dev score.
@@ -156,6 +172,8 @@ def train(
         fmt=fmt,
         callbacks=callbacks,
         command=shlex.join(["nlpcli", *sys.argv[1:]]),
+        teacher=teacher,
+        unlabelled=unlabelled,
         **overrides,
     )
     summary = {
