@@ -116,3 +116,23 @@ def test_resume_keeps_the_labels_the_run_started_with(teacher, data, tmp_path):
     resumed = api.train("ner", data / "gold.jsonl", out, max_steps=20, threads=1, resume=True, **TINY)
     assert resumed["steps"] == 20 and resumed["train_examples"] == first["train_examples"]
     assert "Teacher:" in (out / "last" / "README.md").read_text(encoding="utf-8")
+
+
+def test_an_ie_teachers_triples_read_back_as_training_records(tmp_path):
+    from nlpcli.tasks.ie.relation.pipeline import IePipeline
+
+    ie = SAMPLES / "ie"
+    out = tmp_path / "ie"
+    api.train(
+        "ie", ie / "train.jsonl", out, config="configs/tiny/ie.toml", schema=str(ie / "schema.jsonl"), max_steps=30
+    )
+    texts = [json.loads(line)["text"] for line in (ie / "train.jsonl").read_text(encoding="utf-8").splitlines()[:20]]
+    (tmp_path / "plain.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    labels, count = teacher_labels(IePipeline, str(out), [str(tmp_path / "plain.txt")], tmp_path / "student", "cpu")
+    examples, _ = IePipeline.read(str(labels))
+    assert count == len(examples) == 20 and [ex.text for ex in examples] == texts
+    predicted = api.load(out)(texts)
+    assert sum(len(p) for p in predicted) > 0
+    assert [len({(t.subject, t.predicate, t.object) for t in ex.triples}) for ex in examples] == [
+        len({(p["subject"], p["predicate"], p["object"]) for p in triples}) for triples in predicted
+    ]
