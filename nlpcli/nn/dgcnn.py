@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ class DGCNN(nn.Module):
         m = mask.unsqueeze(1).to(x.dtype)
         h = x.transpose(1, 2) * m
         for block in self.blocks:
-            h = block.channels_first(h, m)
+            h = cast(GatedDilatedBlock, block).channels_first(h, m)
         return h.transpose(1, 2)
 
 
