@@ -15,6 +15,11 @@ from typing import Any
 from ..data.io import check_file, os_reason
 from ..errors import DataError
 
+# Records per prediction chunk, in batches. Pieces are sorted by length within a chunk, so the larger the chunk,
+# the less padding: on People's Daily sentences (47 characters on average, a few in the hundreds) 4 batches of
+# 64 padded the text to 2.3x its length and the span scores (length squared) to 5x; 64 batches pad to 1.2x.
+CHUNK_BATCHES = 64
+
 
 class _StallLine(str):
     """The type of `STALL_LINE`."""

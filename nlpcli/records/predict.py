@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError, NlpcliError
 from .formats import TABLE_FORMATS
 from .jsonl import parse_record
-from .lines import STALL_LINE
+from .lines import CHUNK_BATCHES, STALL_LINE
 from .sink import Predictions
 from .source import LineParser, Source, read_records
 from .stats import PredictStats
@@ -129,7 +129,7 @@ class RankedPredict:
         import torch.distributed as tdist
 
         world, rank = self.dist.world_size, self.dist.rank
-        per_rank = self.round_records or max(256, 4 * (batch_size or self.pipe.config.inference.batch_size))
+        per_rank = self.round_records or CHUNK_BATCHES * (batch_size or self.pipe.config.inference.batch_size)
         numbered = ((n, line) for n, line in enumerate(lines, 1) if line is not STALL_LINE)
         while block := list(islice(numbered, per_rank * world)):  # the same blocks on every rank: same file
             mine = [(n, line) for n, line in block if (n - 1) % world == rank]

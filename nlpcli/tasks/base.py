@@ -28,7 +28,7 @@ from ..config import TaskConfig, TrainerConfig
 from ..data.batching import Window
 from ..data.io import ReadStats
 from ..errors import CheckpointError, ConfigError, DataError
-from ..records.lines import STALL
+from ..records.lines import CHUNK_BATCHES, STALL
 from ..tables import Report, metrics_report, render
 from .fields import TEXT_FIELD, InputField
 
@@ -391,13 +391,13 @@ class Pipeline:
     ) -> Iterator[dict[str, Any]]:
         """Input records -> the same records with predictions added, in input order.
 
-        Records are read a chunk at a time (several batches, so sorting by length has room to work); the
+        Records are read a chunk at a time (CHUNK_BATCHES batches, so sorting by length has room to work); the
         pieces of a chunk run through `run_pieces` and are handed back to their records.
         """
         bs = batch_size or self.config.inference.batch_size  # type: ignore[attr-defined]
         params = self.forward_params()
         it = iter(records)
-        while chunk := _next_chunk(it, max(256, 4 * bs)):
+        while chunk := _next_chunk(it, CHUNK_BATCHES * bs):
             pieces = [(r, piece) for r, record in enumerate(chunk) for piece in self.preprocess(record)]
             outputs = self.run_pieces([piece for _, piece in pieces], bs, **params)
             parts: list[list[tuple[Any, Any]]] = [[] for _ in chunk]
