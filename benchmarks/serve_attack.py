@@ -51,6 +51,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a trained ner model (default: a tiny one trained here)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nlpcli-serve-attack"))
     parser.add_argument("--seconds", type=float, default=10.0, help="per experiment")
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help='extra `nlpcli serve` options for the greedy-client run, e.g. "--max-batch-chars 1000"',
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     run = Run()
@@ -68,9 +73,10 @@ def main() -> None:
             "cpu": cpu_model(),
             "small_requests": "one CLUENER test sentence each",
             "seconds_per_experiment": args.seconds,
+            "greedy_client_serve_args": args.serve_args,
         }
     }
-    figures["greedy_client"] = greedy_client(model, texts, args.seconds, args.work)
+    figures["greedy_client"] = greedy_client(model, texts, args.seconds, args.work, args.serve_args.split())
     print(json.dumps(figures["greedy_client"], indent=1), flush=True)
     figures["slowloris"] = slowloris(model, args.seconds, args.work)
     print(json.dumps(figures["slowloris"], indent=1), flush=True)
@@ -143,7 +149,7 @@ def _status(url: str, timeout: float = 5) -> int | None:
 
 
 # --- 1. a greedy client ---------------------------------------------------------------------------------
-def greedy_client(model: Path, texts: list[str], seconds: float, work: Path) -> dict[str, Any]:
+def greedy_client(model: Path, texts: list[str], seconds: float, work: Path, flags: list[str]) -> dict[str, Any]:
     record_chars, request_chars = 2_000, 50_000  # the server's defaults
     filler = "".join(texts)
     while len(filler) < record_chars:
@@ -153,7 +159,7 @@ def greedy_client(model: Path, texts: list[str], seconds: float, work: Path) -> 
     over = json.dumps({"text": "张三在北京的华为公司工作。" * 11600}, ensure_ascii=False).encode()  # case 3.34
     small = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
     out: dict[str, Any] = {"largest_allowed_request": {"records": len(big), "chars": request_chars}}
-    with server(model, work) as (url, _):
+    with server(model, work, *flags) as (url, _):
         out["alone"] = asyncio.run(_clients(url, small, None, seconds))
         out["with_greedy_client"] = asyncio.run(_clients(url, small, big_body, seconds))
         t0 = time.perf_counter()

@@ -54,10 +54,13 @@ class EfficientGlobalPointer(nn.Module):
         if self.rope:
             cos, sin = rope_tables(h.shape[1], self.head_size, h.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        logits = torch.einsum("bmd,bnd->bmn", q, k) / math.sqrt(self.head_size)
+        # Scaled before the product (L x D values, not L x L); the [B, T, L, L] sum is made once and then
+        # added to and masked in place: at prediction time these span-sized tensors cost more than the head's
+        # matrix products.
+        logits = torch.einsum("bmd,bnd->bmn", q / math.sqrt(self.head_size), k)
         bias = self.q_dense(p).transpose(1, 2) / 2  # [B, 2T, L]
-        logits = logits[:, None] + bias[:, 0::2, None, :] + bias[:, 1::2, :, None]
-        return logits.float().masked_fill(~span_mask(mask), NEG)
+        logits = (logits[:, None] + bias[:, 0::2, None, :]).add_(bias[:, 1::2, :, None])
+        return logits.float().masked_fill_(~span_mask(mask), NEG)
 
 
 def multilabel_categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -203,7 +203,7 @@ class NerPipeline(EncoderTask, Pipeline):
         if limit:
             n = logits.shape[-1]
             too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
-            logits = logits.masked_fill(too_long, float("-inf"))
+            logits = logits.masked_fill_(too_long, float("-inf"))  # in place: the model's fresh output
         found = decode_spans(logits, _logit(self.config.inference.threshold))
         return [
             [(offsets[i][0], offsets[j][1] - 1, self.types[t], _sigmoid(v)) for t, i, j, v in spans]
