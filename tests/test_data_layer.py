@@ -126,3 +126,13 @@ def test_traditional_chars_fold_to_simplified_with_offsets_kept():
     assert len(V.char_tokens(trad)) == len(trad) and V.char_tokens("ＡＢ臺") == ["a", "b", "台"]
     cw = V.CharWordVocab({"chars": ["[PAD]", "[UNK]", "台", "湾"], "words": ["[PAD]", "[UNK]", "台湾"]})
     assert cw.encode("臺灣") == cw.encode("台湾") == {"char_ids": [2, 3], "word_ids": [2, 2]}
+
+
+def test_char_tokens_fold_each_character_and_keep_one_token_per_character():
+    from nlpcli.data.vocab import char_tokens, normalize_char, to_simplified
+
+    for text in ["ＡＢＣ１２３　中文Ab", "İstanbul 張三", "".join(map(chr, range(0x20, 0x3100)))]:
+        tokens = char_tokens(text)
+        assert len(tokens) == len(text)
+        assert tokens == [normalize_char(c) for c in to_simplified(text)]
+    assert char_tokens("ＡＢ　İ") == ["a", "b", " ", "i̇"]

@@ -76,9 +76,16 @@ def to_simplified(text: str) -> str:
     return out if len(out) == len(text) else text.translate(_t2s_table())
 
 
+# normalize_char's folding of full-width ASCII and the ideographic space, as one str.translate table.
+_FOLD = {code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {0x3000: " "}
+
+
 def char_tokens(text: str) -> list[str]:
-    """One token per character (offsets stay character offsets)."""
-    return [normalize_char(c) for c in to_simplified(text)]
+    """One token per character (offsets stay character offsets): normalize_char of each, done on the whole
+    text when lower-casing keeps its length (a few characters, such as İ, lower-case to two)."""
+    folded = to_simplified(text).translate(_FOLD)
+    lowered = folded.lower()
+    return list(lowered) if len(lowered) == len(folded) else [c.lower() for c in folded]
 
 
 @lru_cache(maxsize=1)
