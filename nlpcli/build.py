@@ -34,6 +34,7 @@ from .models import cache
 from .models.archive import read_members, sha256_file, verify_sha256
 from .models.fetch import package_file
 from .models.recipes import Recipe, get_recipe
+from .registry import get_task
 from .version import __version__
 
 SOURCE_FILE = "source.json"  # in builds/NAME/data: where the files came from (written last)
@@ -125,10 +126,16 @@ def build(
             (root / COMMANDS_FILE).unlink(missing_ok=True)
         data = _prepare_data(recipe, root, from_files, verify, [Path(c) for c in corpus], say)
         commands = _record_command(root, command or f"nlpcli models build {name}")
-        overrides = dict(recipe.config) | {"time_budget": recipe.minutes if minutes is None else minutes}
+        # One key per field (`hidden_size` from the user replaces the recipe's `encoder.hidden_size`). A resumed
+        # build takes the model's settings from its checkpoint, as `train --resume` does: the recipe's config
+        # (and whatever the first command set over it) went in when it started.
+        canonical = get_task(recipe.task).Config().canonical
+        resuming = current_version(root / "run" / LAST) is not None
+        overrides = {} if resuming else canonical(dict(recipe.config))
+        overrides |= canonical({"time_budget": recipe.minutes if minutes is None else minutes})
         if device is not None:
-            overrides["device"] = device
-        overrides |= fields
+            overrides |= canonical({"device": device})
+        overrides |= canonical(fields)
         run = root / "run"
         report = _train(recipe, root, overrides, callbacks, commands[-1], say)
         say(f"scoring the best checkpoint on {recipe.test_file} ...")
@@ -287,7 +294,7 @@ def _train(
 ) -> api.TrainReport:
     run = root / "run"
     resume = current_version(run / LAST) is not None
-    budget = overrides.get("time_budget")
+    budget = overrides.get("trainer.time_budget")
     say(("resuming the training in " if resume else "training in ") + f"{run} (budget {budget} min)")
     try:
         return api.train(

@@ -319,6 +319,21 @@ class TaskConfig:
         where = "" if allowed == tuple(self.sections()) else f" in section(s) {', '.join(allowed)}"
         return f"unknown option --{key.replace('_', '-')}{where}{hint} (`nlpcli info TASK` lists the options)"
 
+    def canonical(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The same settings keyed `section.field` (flat and old names resolved, section tables spread), so that
+        two spellings of one field, merged as dicts, are one key and the later one wins."""
+        sections = self.sections()
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            pairs = (
+                [(f"{key}.{k}", v) for k, v in value.items()]
+                if isinstance(value, dict) and key in sections
+                else [(key, value)]
+            )
+            for k, v in pairs:
+                out.update({f"{name}.{fname}": v for name, fname in self.targets(k)})
+        return out
+
     def updated(self: C, values: dict[str, Any], strict: bool = True, only: tuple[str, ...] | None = None) -> C:
         """A copy with values set. Keys: a section name holding a table, `section.field`, or a flat field
         name; unknown keys raise ConfigError (or are ignored when not strict)."""
