@@ -166,13 +166,15 @@ class NerPipeline(EncoderTask, Pipeline):
         encoded = [self.encode(ex.text) for ex in examples]
         batch: dict[str, Any] = dict(self.encode.pad(encoded))
         width = next(iter(batch.values())).shape[1]
-        attention = torch.zeros(len(encoded), width, dtype=torch.bool)
-        spannable = torch.zeros(len(encoded), width, dtype=torch.bool)
+        lengths = torch.tensor([len(enc.offsets) for enc in encoded])
+        attention = torch.arange(width)[None, :] < lengths[:, None]
+        # One position a character covers every real position; a tokenizer's special tokens cover none.
+        spannable = attention.clone() if self.tokenizer is None else torch.zeros_like(attention)
         labels = torch.zeros(len(encoded), len(self.types), width, width, dtype=torch.bool)
         index: list[tuple[int, int, int, int]] = []
         for b, (ex, enc) in enumerate(zip(examples, encoded)):
-            attention[b, : len(enc.offsets)] = True
-            spannable[b, : len(enc.offsets)] = torch.tensor(enc.spannable())
+            if self.tokenizer is not None:
+                spannable[b, : len(enc.offsets)] = torch.tensor(enc.spannable())
             for s, e, t in ex.spans:
                 pos = enc.positions(s, e)
                 if pos is not None and t in self.type_ids:
