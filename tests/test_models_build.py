@@ -321,7 +321,12 @@ def test_ctrl_c_during_the_training_says_how_to_go_on(wheel: Path, home: Path, t
         proc = subprocess.Popen([*cmd, *TINY, "--epochs", "100000"], env=env, cwd=ROOT, stderr=err)
         _wait_for(lambda: (run / "train_log.jsonl").is_file() and (run / "best").is_dir(), proc, log)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"no exit 120 s after Ctrl-C: {log.read_text()[-2000:]}") from None
+        assert code == 130, log.read_text()[-2000:]
     last = [ln for ln in log.read_text().splitlines() if ln.strip()][-1]
     assert last.startswith("stopped:") and f"run `nlpcli models build {NAME}` to go on" in last
     assert run.joinpath("last").is_dir() and cache.read_marker(NAME) is None
