@@ -202,7 +202,7 @@ def _train(
             pipe = resumed
         else:
             if overwrite and dist.is_main:
-                _clear_run(out)
+                _clear_run(out, keep_teacher_labels=teacher is not None)
             dist.barrier()
             pipe = pipe_cls.create(task_config, train_ex)
         if dist.is_main:
@@ -275,11 +275,17 @@ def _wait_for_recovery(out: Path, timeout_s: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def _clear_run(out: Path) -> None:
+def _clear_run(out: Path, keep_teacher_labels: bool = False) -> None:
+    """Remove a run's checkpoints and log; a teacher's labels too unless this run has a teacher (which reuses
+    them only if they are its own), so that a later --resume never trains on another run's labels."""
     import shutil
+
+    from .distill import TEACHER_DIR
 
     for name in (BEST, LAST, BEST + NEW, LAST + NEW, BEST + OLD, LAST + OLD):
         shutil.rmtree(out / name, ignore_errors=True)
+    if not keep_teacher_labels:
+        shutil.rmtree(out / TEACHER_DIR, ignore_errors=True)
     (out / "train_log.jsonl").unlink(missing_ok=True)
 
 

@@ -136,3 +136,14 @@ def test_an_ie_teachers_triples_read_back_as_training_records(tmp_path):
     assert [len({(t.subject, t.predicate, t.object) for t in ex.triples}) for ex in examples] == [
         len({(p["subject"], p["predicate"], p["object"]) for p in triples}) for triples in predicted
     ]
+
+
+def test_overwriting_without_a_teacher_drops_the_old_labels(teacher, data, tmp_path):
+    out = tmp_path / "run"
+    unlabelled = [data / "unlabelled.txt"]
+    api.train("ner", data / "gold.jsonl", out, max_steps=2, threads=1, teacher=teacher, unlabelled=unlabelled, **TINY)
+    assert (out / TEACHER_DIR / LABELS).is_file()
+    api.train("ner", data / "gold.jsonl", out, max_steps=2, threads=1, overwrite=True, **TINY)
+    assert not (out / TEACHER_DIR).exists()  # a later --resume cannot pick up the other run's labels
+    resumed = api.train("ner", data / "gold.jsonl", out, max_steps=4, threads=1, resume=True, **TINY)
+    assert resumed["train_examples"] == N_GOLD - 1  # the gold less its carved dev example, nothing taught
