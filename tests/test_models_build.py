@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from util import ROOT, cli_env
+from util import ROOT, as_from_a_terminal, cli_env
 
 import nlpcli
 from nlpcli import build as build_module
@@ -318,7 +318,9 @@ def test_ctrl_c_during_the_training_says_how_to_go_on(wheel: Path, home: Path, t
     log = tmp_path / "err.log"
     cmd = [sys.executable, "-m", "nlpcli.cli", "models", "build", NAME, "--from", str(wheel), "--no-verify"]
     with open(log, "w") as err:
-        proc = subprocess.Popen([*cmd, *TINY, "--epochs", "100000"], env=env, cwd=ROOT, stderr=err)
+        proc = subprocess.Popen(
+            [*cmd, *TINY, "--epochs", "100000"], env=env, cwd=ROOT, stderr=err, preexec_fn=as_from_a_terminal
+        )
         _wait_for(lambda: (run / "train_log.jsonl").is_file() and (run / "best").is_dir(), proc, log)
         proc.send_signal(signal.SIGINT)
         try:

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from util import ROOT, SAMPLES, cli_env, run_cli
+from util import ROOT, SAMPLES, as_from_a_terminal, cli_env, run_cli
 
 NER = SAMPLES / "ner"
 TINY = [
@@ -111,9 +111,7 @@ def test_ctrl_c_saves_state_and_exits_cleanly(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A suite started in the background inherits SIGINT ignored, and Python then never raises
-        # KeyboardInterrupt: give the child the default disposition, as a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=as_from_a_terminal,
     )
     _wait_for(run / "last" / "train_state.pt", proc)
     proc.send_signal(signal.SIGINT)

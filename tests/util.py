@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ def cli_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["COLUMNS"] = "200"
     return env
+
+
+def as_from_a_terminal() -> None:
+    """`preexec_fn` of a child that a test stops with SIGINT: a suite started in the background (`cmd &`,
+    nohup, a CI runner) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a terminal's
+    child has the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(
