@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 TEACHER_DIR = "teacher"
 LABELS = "labels.jsonl"
 KEY = "source.json"
-CHUNK = 1024  # texts per teacher call: large enough to sort by length, small enough to report progress
+PROGRESS_EVERY = 10_000  # texts labelled between progress lines
 
 
 def check_distillable(pipe_cls: type[Pipeline]) -> None:
@@ -97,12 +97,10 @@ def teacher_labels(
     say(f"teacher: labelling {len(texts):,} texts with {teacher}")
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(labels) as f:
-        for start in range(0, len(texts), CHUNK):
-            chunk = [{"text": t} for t in texts[start : start + CHUNK]]
-            for record in pipe.predict_records(chunk):
-                f.write(dumps(record) + "\n")
-            done = min(start + CHUNK, len(texts))
-            if done == len(texts) or (start // CHUNK) % 10 == 9:
+        # One stream through the prediction loop, which chunks and sorts by length itself.
+        for done, record in enumerate(pipe.predict_records({"text": t} for t in texts), 1):
+            f.write(dumps(record) + "\n")
+            if done % PROGRESS_EVERY == 0 or done == len(texts):
                 say(f"teacher: labelled {done:,}/{len(texts):,} texts")
     with atomic_output(key_file) as f:
         f.write(json.dumps(key, indent=1) + "\n")
