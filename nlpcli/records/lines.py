@@ -16,8 +16,8 @@ from ..data.io import check_file, os_reason
 from ..errors import DataError
 
 # Records per prediction chunk, in batches. Pieces are sorted by length within a chunk, so the larger the chunk,
-# the less padding: on People's Daily sentences (47 characters on average, a few in the hundreds) 4 batches of
-# 64 padded the text to 2.3x its length and the span scores (length squared) to 5x; 64 batches pad to 1.2x.
+# the less padding: with a few long texts among short ones, a chunk of a few batches pads most texts to the long
+# ones' length, and span scores grow with its square (docs/results.md, "ner: faster than LAC").
 CHUNK_BATCHES = 64
 
 

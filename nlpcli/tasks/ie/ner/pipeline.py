@@ -64,8 +64,7 @@ class NerConfig(TaskConfig):
         default_factory=lambda: TrainerConfig(epochs=30, batch_size=32, lr=2e-3, warmup_steps=200, ema_decay=0.0)
     )
     # The DGCNN 128 wide, not the shared 256: in the same minutes it makes twice the passes, and it scored
-    # higher on MSRA (People's Daily dev 0.949 against 0.917) and CLUENER (0.741 against 0.726)
-    # (docs/results.md, "ner: faster than LAC").
+    # higher on both MSRA and CLUENER (docs/results.md, "ner: faster than LAC").
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(name=AUTO, embed_dropout=0.2, char_min_count=1, hidden_size=128)
     )
