@@ -119,7 +119,6 @@ def train(
         else:
             _wait_for_recovery(out)
         run = {"command": command or shlex.join(sys.argv), "cwd": os.getcwd()}
-        distill = (str(teacher) if teacher is not None else None, [str(p) for p in unlabelled])
         return _train(
             pipe_cls,
             train_paths,
@@ -133,7 +132,8 @@ def train(
             fmt,
             callbacks,
             run,
-            distill,
+            str(teacher) if teacher is not None else None,
+            [str(p) for p in unlabelled],
         )
 
 
@@ -150,10 +150,11 @@ def _train(
     fmt: str | None,
     callbacks: TrainCallbacks | None,
     run: dict[str, Any],
-    distill: tuple[str | None, list[str]] = (None, []),
+    teacher: str | None = None,
+    unlabelled: list[str] | None = None,
 ) -> TrainReport:
     overrides = dict(overrides or {})
-    teacher, unlabelled = distill
+    unlabelled = unlabelled or []
     if unlabelled and teacher is None:
         raise ConfigError("--unlabelled needs --teacher: the trained model that labels that text")
     if teacher is not None:
