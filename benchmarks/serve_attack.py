@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIGS, DATA, ROOT, Run, nlpcli
+from _common import CONFIGS, DATA, ROOT, Run, cpu_model, nlpcli
 from serve_benchmark import _post, summary
 
 SMALL_CLIENTS = 8
@@ -90,16 +90,6 @@ def sentences() -> list[str]:
     if path.is_file():
         return [json.loads(x)["text"] for x in path.open(encoding="utf-8")][:500]
     return [json.loads(x)["text"] for x in (ROOT / "samples" / "ner" / "dev.jsonl").open(encoding="utf-8")]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical cores)"
-    except OSError:
-        pass
-    return f"unknown ({os.cpu_count()} logical cores)"
 
 
 @contextmanager
