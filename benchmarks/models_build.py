@@ -9,7 +9,7 @@ a killed run is resumed by running the same command again (the build resumes; th
 session only, `build_seconds` the whole build: data + training + scoring). Further options pass through to
 `nlpcli models build` (e.g. --minutes 30, --threads 2). For ner-msra the model is also scored on People's
 Daily dev (../shared/data/people_daily_ner/example.dev), issue 23's second NER target. Writes
-benchmarks/results/models_build_NAME.json.
+benchmarks/results/models_build_NAME.json (or --result NAME).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="a buildable name (nlpcli models list)")
     ap.add_argument("--home", default=str(ROOT / "runs" / "models_home"), help="the NLPCLI_HOME to build into")
+    ap.add_argument("--result", help="the result file's name in benchmarks/results (default models_build_NAME)")
     ap.add_argument("--from", dest="from_files", action="append", default=[], help="a package file already here")
     args, extra = ap.parse_known_args()
     bench = Run()
@@ -55,7 +56,7 @@ def main() -> None:
         "commands": built["commands"],
         "other_scores": scores,
     }
-    bench.finish(f"models_build_{args.name}", figures)
+    bench.finish(args.result or f"models_build_{args.name}", figures)
 
 
 if __name__ == "__main__":
