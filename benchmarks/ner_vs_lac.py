@@ -17,6 +17,8 @@ Rows, all on one thread (OMP_NUM_THREADS=1, torch and onnxruntime alike):
 - `nlpcli.load`: the model loaded once, then one call on the list of texts (its default batching).
 Each speed is also given as a ratio to LAC's, from this run. Start-up: CPU seconds of a one-line
 `echo TEXT | nlpcli predict ner --model M` against a bare `python -c "import torch"` (median of 5 each).
+The commands run with nlpcli's modules byte-compiled first, as `pip install` leaves them: a source checkout
+under PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start.
 -> benchmarks/results/ner_vs_lac[_NAME].json
 """
 
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from _common import DATA, ROOT, Run, cpu_model
 
+import nlpcli
 from nlpcli.metrics import set_prf
 from nlpcli.tasks.ie.ner.data import read_bio
 
@@ -85,6 +88,17 @@ def our_spans(records: list[dict]) -> list[Spans]:
     return [{(e["start"], e["end"], e["type"]) for e in r["entities"] if e["type"] in TYPES} for r in records]
 
 
+def byte_compile() -> str:
+    """Give the nlpcli subprocesses bytecode, as an installed wheel has (pip compiles on install): a source
+    checkout run under PYTHONDONTWRITEBYTECODE=1 compiles each of its modules again on every start."""
+    prefix = Path(tempfile.gettempdir()) / "nlpcli-bench-pycache"
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)  # outside the checkout
+    package = Path(nlpcli.__file__).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+    return f"nlpcli byte-compiled beforehand into {prefix} (PYTHONPYCACHEPREFIX), as pip install does"
+
+
 def cpu_seconds(cmd: list[str], stdin: str = "", runs: int = 5) -> float:
     """Median user + system CPU seconds of a command (its children included)."""
     times = []
@@ -104,6 +118,7 @@ def main() -> None:
     ap.add_argument("--result", default=None, help="result name (default ner_vs_lac, or ner_vs_lac_NAME)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # for the `predict` subprocesses; this process sets torch's below
+    bytecode = byte_compile()
     bench = Run()
     examples = read_bio(DATA / "people_daily_ner" / "example.dev")
     texts = [ex.text for ex in examples]
@@ -141,8 +156,6 @@ def main() -> None:
 
         import torch
 
-        import nlpcli
-
         torch.set_num_threads(1)
         for form, model in models.items():
             predictor = nlpcli.load(model)
@@ -173,6 +186,7 @@ def main() -> None:
             "threads": 1,
             "rows": rows,
             "startup": startup,
+            "bytecode": bytecode,
         },
     )
 

@@ -35,7 +35,6 @@ from .records.stats import PredictStats
 from .registry import get_task
 from .results import EvaluateReport, TrainReport
 from .tasks.base import Pipeline
-from .trainer import Trainer
 
 PathLike = str | Path
 
@@ -213,6 +212,8 @@ def _train(
             files += [("teacher labels", str(taught[1]))] if taught is not None else []
             files += [("dev", dev_path)] if dev_path else []
             run = run | {"data": [file_facts(p, role) for role, p in files], "dev": dev_source}
+        from .trainer import Trainer  # here: prediction never needs it (start-up, nlpcli/cli.py)
+
         trainer = Trainer(pipe, train_ex, dev_ex, out, device, callbacks, resume_state, dist, run)
         finished = trainer.finished_reason() if resume else None
         result = trainer.finished_result(finished) if finished else trainer.fit()

@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
 
-from .commands.chat import chat
-from .commands.common import TaskRecordsHelp
-from .commands.evaluate import evaluate
-from .commands.export import export
-from .commands.generate import generate
-from .commands.info import info
-from .commands.models import models_app
-from .commands.predict import predict
-from .commands.report import report
-from .commands.serve import serve
-from .commands.train import train
 from .version import __version__
 
-app = typer.Typer(
-    help="Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat).",
-    no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion: tasks, options and files complete
-    pretty_exceptions_enable=False,
-)
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-app.command(context_settings=EXTRA_ARGS)(train)
-app.command(context_settings=EXTRA_ARGS)(evaluate)  # inference settings as --name value
-app.command(context_settings=EXTRA_ARGS, cls=TaskRecordsHelp)(predict)  # one record as --key value options
-app.command(context_settings=EXTRA_ARGS)(generate)  # --words W1 W2 ... and --gen-* overrides
-app.command()(chat)
-app.command()(report)
-app.command()(info)
-app.command()(serve)  # HTTP: nlpcli/serve/
-app.command()(export)  # ONNX for onnxruntime: nlpcli/onnx_runtime.py
-app.add_typer(models_app, name="models")
+# Each verb, its module under nlpcli.commands and how it is registered. A command line imports only the module
+# of the verb it names (the others hold their own imports: rich progress bars, the trainer, the server), which
+# keeps a one-line `predict` close to the cost of importing torch; --help and completion load them all.
+VERBS: dict[str, dict[str, Any]] = {
+    "train": {"context_settings": EXTRA_ARGS},
+    "evaluate": {"context_settings": EXTRA_ARGS},  # inference settings as --name value
+    "predict": {"context_settings": EXTRA_ARGS, "records_help": True},  # one record as --key value options
+    "generate": {"context_settings": EXTRA_ARGS},  # --words W1 W2 ... and --gen-* overrides
+    "chat": {},
+    "report": {},
+    "info": {},
+    "serve": {},  # HTTP: nlpcli/serve/
+    "export": {},  # ONNX for onnxruntime: nlpcli/onnx_runtime.py
+    "models": {"group": "models_app"},
+}
 
 
 def _print_version(value: bool) -> None:
@@ -44,7 +36,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
@@ -53,9 +44,43 @@ def _root(
     """Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat)."""
 
 
-def build_command() -> Any:
-    """The click command behind `nlpcli`, with flags shown without a value placeholder in --help."""
-    command = typer.main.get_command(app)
+def make_app(verbs: Sequence[str] = tuple(VERBS)) -> typer.Typer:
+    """The `nlpcli` typer app with these verbs (all by default)."""
+    app = typer.Typer(
+        help="Train, evaluate and run Chinese NLP pipelines (GlobalPointer NER, DGCNN QA/IE, CGMH, chat).",
+        no_args_is_help=True,
+        add_completion=True,  # --install-completion / --show-completion: tasks, options and files complete
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    for verb in verbs:
+        how = dict(VERBS[verb])
+        module = importlib.import_module(f"{__package__}.commands.{verb}")
+        if "group" in how:
+            app.add_typer(getattr(module, how["group"]), name=verb)
+            continue
+        if how.pop("records_help", False):
+            from .commands.common import TaskRecordsHelp
+
+            how["cls"] = TaskRecordsHelp
+        app.command(**how)(getattr(module, verb))
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`nlpcli.cli.app`: the whole app, made when first asked for (tests drive it with typer's CliRunner)."""
+    if name == "app":
+        return make_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_command(args: Sequence[str] = ()) -> Any:
+    """The click command behind `nlpcli`, with flags shown without a value placeholder in --help: with only the
+    verb that `args` (a command line without the program name) starts with, when it names one."""
+    verbs: Sequence[str] = tuple(VERBS)
+    if args and args[0] in VERBS and "_NLPCLI_COMPLETE" not in os.environ:  # completion lists every verb
+        verbs = (args[0],)
+    command = typer.main.get_command(make_app(verbs))
     _tidy(command)
     return command
 
@@ -70,7 +95,7 @@ def _tidy(command: Any) -> None:
 
 
 def main() -> None:
-    build_command()(prog_name="nlpcli")
+    build_command(sys.argv[1:])(prog_name="nlpcli")
 
 
 if __name__ == "__main__":

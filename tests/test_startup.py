@@ -1,5 +1,6 @@
-"""Start-up of a one-line `predict`: only what the model uses is imported (no transformers for a DGCNN, no jieba
-without word features), and jieba's dictionary is read a first character at a time from $NLPCLI_HOME."""
+"""Start-up of a one-line `predict`: only what the model and the verb use is imported (no transformers for a
+DGCNN, no jieba without word features, no other verb's module, no trainer), and jieba's dictionary is read a
+first character at a time from $NLPCLI_HOME."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-watched = ("transformers", "jieba", "pandas")
+watched = ("transformers", "jieba", "pandas", "nlpcli.trainer", "nlpcli.commands.train", "nlpcli.commands.serve")
 print("IMPORTED", json.dumps(sorted(m for m in watched if m in sys.modules)), file=sys.stderr)
 """
 
