@@ -9,8 +9,9 @@ Held out: a seeded 1,000 sentences of the pooled corpora (never trained on). Key
 that of the held-out sentences, distinct-2, sentences/s, and batched vs one-at-a-time candidate scoring.
 Held-out perplexity is also given per character with every UNK token charged its spelling (lm_pretrain.py's
 open-vocabulary figure), so word and char models compare. --judge names an lm checkpoint trained on a split
-disjoint from the sampler's (lm_corpus.py --judge-split): the outputs' per-char NLL under it, beside that of the
-held-out sentences, is the fluency check of issue 15. Writes benchmarks/results/lm_cgmh.json (or --result).
+disjoint from the sampler's (lm_corpus.py --judge-split, or --judge-train FILE --exclude SAMPLER_TEXT for a text
+file to train one on): the outputs' per-char NLL under it, beside that of the held-out sentences, is the fluency
+check of issue 15. Writes benchmarks/results/lm_cgmh.json (or --result).
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def split_corpus(work: Path, held_out: int, seed: int) -> tuple[Path, list[str]]
     train = work / "train.txt"
     train.write_text("\n".join(sents[held_out:]) + "\n", encoding="utf-8")
     return train, sents[:held_out]
+
+
+def write_judge_text(out: Path, held: list[str], exclude: list[Path]) -> None:
+    """Text for a fluency judge that neither the sampler nor the held-out set holds: the pooled corpora but MSRA
+    news (which `models build gpt-zh` trains on), less the held-out sentences and the lines of `exclude`."""
+    unseen = set(held)
+    for path in exclude:
+        unseen.update(path.read_text(encoding="utf-8").splitlines())
+    sents = [s.text for c in CORPORA if not c.startswith("msra") for s in read_sentences(DATA / c)[0]]
+    kept = [s for s in dict.fromkeys(sents) if s not in unseen]
+    out.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    print(f"{out}: {len(kept)} sentences ({len(sents) - len(kept)} held out, excluded or repeated)")
 
 
 def keyword_sets(sentences: list[str], n: int, seed: int) -> tuple[list[list[str]], list[str]]:
@@ -202,6 +215,13 @@ def main() -> None:
     ap.add_argument("--sampler", default="", help="other sampler settings as key=value,... (e.g. min_len=10)")
     ap.add_argument("--judge", default="", help="an lm checkpoint trained on a disjoint split: fluency judge")
     ap.add_argument("--compare-lm", default="", help="another lm checkpoint: per-char ppl on UNK-free sentences")
+    ap.add_argument(
+        "--judge-train",
+        default="",
+        help="write a judge's training text to this file and stop: the pooled corpora but MSRA news, less the "
+        "held-out sentences and every line of --exclude (the sampler's own training text, e.g. gpt-zh's)",
+    )
+    ap.add_argument("--exclude", action="append", default=[], help="a text file whose lines the judge never sees")
     ap.add_argument("--result", default="lm_cgmh", help="name of the result file in benchmarks/results/")
     ap.add_argument("--no-speed-sets", action="store_true", help="skip the batched vs one-at-a-time comparison")
     args = ap.parse_args()
@@ -210,6 +230,9 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.work)
     train_file, held = split_corpus(work, args.held_out, args.seed)
+    if args.judge_train:
+        write_judge_text(Path(args.judge_train), held, [Path(p) for p in args.exclude])
+        return
     result: dict = {"preset": config, "held_out_sentences": len(held)}
     model = args.model
     if not model:
