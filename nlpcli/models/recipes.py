@@ -223,8 +223,8 @@ RECIPES: dict[str, Recipe] = {
             dev_file="dev.txt",
             test_file="test.txt",
             metric="ppl_fwd",
-            # configs/lm-pretrain.toml's GPT (what benchmarks/lm_pretrain.py trains on a GPU) made for an hour of
-            # one CPU thread, which reads a fraction of one pass: there its 6 x 256 at 64 windows a step spent the
+            # As configs/lm-pretrain.toml (what benchmarks/lm_pretrain.py trains), sized for an hour of one CPU
+            # thread, which reads a fraction of one pass: the GPU runs' 6 x 256 at 64 windows a step spent that
             # hour warming up. 4 x 192 reads about twice the tokens a second, 32 windows a step give it several
             # times the updates, and without dropout (no text is seen twice) it learns from each of them.
             config={
