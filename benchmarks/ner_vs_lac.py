@@ -90,13 +90,14 @@ def our_spans(records: list[dict]) -> list[Spans]:
 
 def byte_compile() -> str:
     """Give the nlpcli subprocesses bytecode, as an installed wheel has (pip compiles on install): a source
-    checkout run under PYTHONDONTWRITEBYTECODE=1 compiles each of its modules again on every start."""
-    prefix = Path(tempfile.gettempdir()) / "nlpcli-bench-pycache"
+    checkout run under PYTHONDONTWRITEBYTECODE=1 compiles each of its modules again on every start. The bytecode
+    goes where Python looks for it beside the sources (__pycache__, ignored by git); a PYTHONPYCACHEPREFIX would
+    hide torch's own installed bytecode and make the first command compile all of torch."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)  # outside the checkout
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
     package = Path(nlpcli.__file__).parent
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
-    return f"nlpcli byte-compiled beforehand into {prefix} (PYTHONPYCACHEPREFIX), as pip install does"
+    return f"{package} byte-compiled beforehand (__pycache__), as pip install does"
 
 
 def cpu_seconds(cmd: list[str], stdin: str = "", runs: int = 5) -> float:
