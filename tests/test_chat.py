@@ -327,14 +327,15 @@ def test_cli_toy_data_end_to_end(tmp_path):
     assert metrics["ppl"] < vocab / 4  # far below a uniform guess over the vocabulary
 
 
-def test_cli_init_from_tiny_local_gpt2(tmp_path):
+def tiny_gpt2(tmp_path) -> Path:
+    """A tiny Hugging Face GPT-2 with a char vocabulary (as CDial-GPT uses), saved under tmp_path."""
     transformers = pytest.importorskip("transformers")
     chars = sorted({c for d in sample_dialogues() for t in d.turns for c in t})
     gpt = tmp_path / "gpt2"
     gpt.mkdir()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     (gpt / "vocab.txt").write_text("\n".join(specials + chars) + "\n", encoding="utf-8")
-    tok = transformers.BertTokenizerFast.from_pretrained(gpt)  # a char vocabulary, as CDial-GPT uses
+    tok = transformers.BertTokenizerFast.from_pretrained(gpt)
     assert len(tok) == len(specials) + len(chars)
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(
@@ -348,6 +349,11 @@ def test_cli_init_from_tiny_local_gpt2(tmp_path):
     )
     transformers.GPT2LMHeadModel(cfg).save_pretrained(gpt)
     tok.save_pretrained(gpt)
+    return gpt
+
+
+def test_cli_init_from_tiny_local_gpt2(tmp_path):
+    gpt = tiny_gpt2(tmp_path)
     out = tmp_path / "run"
     run_cli(
         "train",
@@ -445,6 +451,15 @@ def test_chat_from_lm_computes_the_lm_distribution_at_step_0(tmp_path):
         expected = lm.model.fwd.logits(lm.model.fwd.hidden(ids))
     assert torch.allclose(logits, expected, atol=1e-5)
     assert pipe.replies([["你好"]], dec=Decoding(6, temperature=0))  # it decodes (the boundary token ends a reply)
+
+
+def test_the_init_learning_rate_defaults_by_what_the_model_starts_from(tmp_path):
+    directory = str(tiny_lm(tmp_path))
+    assert tiny_pipe(sample_dialogues(), init=directory).config.model.init_lr == 1e-3  # an nlpcli lm
+    assert tiny_pipe(sample_dialogues(), init=directory, init_lr=3e-4).config.model.init_lr == 3e-4  # given
+    pipe = tiny_pipe(sample_dialogues(), init=directory, lr=2e-3)
+    assert [g["lr_scale"] for g in pipe.param_groups() or []] == [0.5, 0.5]  # the groups train at init_lr
+    assert tiny_pipe(sample_dialogues(), init=str(tiny_gpt2(tmp_path))).config.model.init_lr == 5e-5  # HF
 
 
 def test_chat_init_refuses_word_or_lstm_lm(tmp_path):

@@ -29,7 +29,11 @@ class ChatModelConfig(Section):
     max_turn_len: int = opt(30, "In training a longer turn keeps its first tokens (so a window holds 2+ turns).")
     char_min_count: int = opt(2, "Training occurrences a character needs to enter the vocabulary (from scratch).")
     vocab_size: int = opt(4000, "Most frequent characters kept (from scratch).")
-    init_lr: float = opt(5e-5, "Learning rate of an --init model.", low_open=True)
+    init_lr: float = opt(
+        0.0,
+        "Learning rate of an --init model; 0: by what it starts from (1e-3 for an nlpcli lm such as gpt-zh, "
+        "5e-5 for a Hugging Face model).",
+    )
 
 
 @dataclass

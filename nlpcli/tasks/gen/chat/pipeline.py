@@ -43,6 +43,17 @@ from .metrics import distinct_n
 from .model import HFCausalLM
 from .tokenizers import CHAR_SPECIALS, CLS, SEP, CharTokenizer, HFTokenizer, add_chat_tokens
 
+# The fine-tuning rate when --init-lr is 0 (the default), by what the model starts from. A small char GPT of our
+# own (gpt-zh: an hour of one CPU thread) is young, and fine-tunes best near its own pretraining rate
+# (docs/results.md, "Models built by name": 1e-3 beat 3e-4); a large Hugging Face model wants the usual small one.
+LM_INIT_LR = 1e-3
+HF_INIT_LR = 5e-5
+
+
+def _init_lr(config: ChatConfig, default: float) -> ChatConfig:
+    """The config with its init_lr set to `default` when the user left it at 0 (so the card records the rate)."""
+    return config if config.model.init_lr else config.updated({"model.init_lr": default})
+
 
 def _nlpcli_checkpoint(init: str) -> Path | None:
     """The nlpcli checkpoint directory `init` names (a checkpoint, or a training output's best/), or None for
@@ -123,12 +134,12 @@ class ChatPipeline(Pipeline):
             return cls.build(config, {"chars": chars.to_list()})
         lm_dir = _nlpcli_checkpoint(m.init)
         if lm_dir is not None:
-            return cls.from_lm(config, lm_dir)
+            return cls.from_lm(_init_lr(config, LM_INIT_LR), lm_dir)
         model, tokenizer = hf.load_pretrained(m.init, "causal")
         special = add_chat_tokens(tokenizer, model)
         speakers = [tokenizer.convert_tokens_to_ids(s) for s in special["speakers"]]
         wrapped = HFCausalLM(model, speakers, _context_limit(model, m))
-        return cls(config, {"special": special}, wrapped, tokenizer)
+        return cls(_init_lr(config, HF_INIT_LR), {"special": special}, wrapped, tokenizer)
 
     @classmethod
     def from_lm(cls, config: ChatConfig, directory: Path) -> ChatPipeline:
