@@ -35,7 +35,7 @@ from _common import DATA, ROOT, Run, nlpcli, write_jsonl
 
 LEVELS = (1, 8, 32)
 MODES = {  # server options of each mode
-    "micro_batching": ["--micro-batching"],  # wait up to 5 ms (the default) for more records
+    "micro_batching": ["--micro-batching"],  # the default wait (--max-wait-ms 0 now; 5 ms when first measured)
     "micro_batching_no_wait": ["--micro-batching", "--max-wait-ms", "0"],  # batch what queued while the model ran
     "no_micro_batching": ["--no-micro-batching"],  # one request per model call
 }
