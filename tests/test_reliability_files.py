@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from util import ROOT, SAMPLES, cli_env, told
+from util import ROOT, SAMPLES, as_from_a_terminal, cli_env, told
 
 from nlpcli import api, checkpoint
 from nlpcli.checkpoint import load_checkpoint, save_checkpoint
@@ -312,7 +312,7 @@ def test_sighup_saves_training_state(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as a terminal's session would have
+        preexec_fn=as_from_a_terminal,
     )
     try:
         _wait_for_file(run / "last" / "train_state.pt", proc)

@@ -26,10 +26,11 @@ def cli_env() -> dict[str, str]:
 
 
 def as_from_a_terminal() -> None:
-    """`preexec_fn` of a child that a test stops with SIGINT: a suite started in the background (`cmd &`,
-    nohup, a CI runner) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a terminal's
-    child has the default disposition."""
+    """`preexec_fn` of a child that a test stops with SIGINT or SIGHUP: a suite started in the background
+    (`cmd &`, nohup, a CI runner) inherits them ignored, and Python then never raises KeyboardInterrupt (nor
+    saves on a hang-up); a terminal's child has the default disposition of both."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def run_cli(
