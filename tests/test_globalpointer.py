@@ -105,3 +105,13 @@ def test_decode_returns_nested_spans():
     assert spans == [[(0, 1, 3), (1, 1, 1)], [(1, 0, 4)]]
     assert [[s[:3] for s in row] for row in decode_spans(logits, threshold=1.0)] == [[(0, 1, 3)], []]
     assert [s[3] for s in decode_spans(logits)[0]] == [logits[0, 0, 1, 3].item(), logits[0, 1, 1, 1].item()]
+
+
+def test_decode_keeps_spans_up_to_max_len():
+    logits = torch.full((1, 2, 6, 6), -5.0)
+    logits[0, 0, 0, 4] = 3.0  # 5 positions
+    logits[0, 1, 2, 3] = 1.0  # 2 positions
+    logits[0, 1, 5, 5] = 0.2  # 1 position
+    assert [s[:3] for s in decode_spans(logits, max_len=5)[0]] == [(0, 0, 4), (1, 2, 3), (1, 5, 5)]
+    assert [s[:3] for s in decode_spans(logits, max_len=2)[0]] == [(1, 2, 3), (1, 5, 5)]
+    assert [s[:3] for s in decode_spans(logits, max_len=1)[0]] == [(1, 5, 5)]

@@ -54,13 +54,17 @@ class EfficientGlobalPointer(nn.Module):
         if self.rope:
             cos, sin = rope_tables(h.shape[1], self.head_size, h.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # Scaled before the product (L x D values, not L x L); the [B, T, L, L] sum is made once and then
-        # added to and masked in place: at prediction time these span-sized tensors cost more than the head's
-        # matrix products.
+        # Scaled before the product (L x D values, not L x L). At prediction time the span-sized [B, T, L, L]
+        # tensors cost more than the head's matrix products, so the sum is made once and added to in place,
+        # and the mask rides on smaller tensors: NEG below the diagonal of the [B, L, L] product (a span ends
+        # at or after its start), NEG on the per-type biases of padded positions (start or end).
+        at = torch.arange(h.shape[1], device=h.device)
         logits = torch.einsum("bmd,bnd->bmn", q / math.sqrt(self.head_size), k)
-        bias = self.q_dense(p).transpose(1, 2) / 2  # [B, 2T, L]
+        logits = logits.masked_fill(at[:, None] > at[None, :], NEG)
+        padded = (~mask.bool()).unsqueeze(1).to(p.dtype) * NEG  # [B, 1, L]
+        bias = self.q_dense(p).transpose(1, 2) / 2 + padded  # [B, 2T, L]
         logits = (logits[:, None] + bias[:, 0::2, None, :]).add_(bias[:, 1::2, :, None])
-        return logits.float().masked_fill_(~span_mask(mask), NEG)
+        return logits.float()
 
 
 def multilabel_categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -84,12 +88,21 @@ def globalpointer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return multilabel_categorical_crossentropy(logits.reshape(b * t, -1), labels.reshape(b * t, -1))
 
 
-def decode_spans(logits: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
-    """Every (type, start, end, logit) with logit > threshold, per batch row; nested spans come out as they are."""
-    hit = logits > threshold
-    rows = hit.nonzero().tolist()
-    values = logits[hit].tolist()
-    out: list[list[tuple[int, int, int, float]]] = [[] for _ in range(logits.shape[0])]
-    for (b, t, i, j), v in zip(rows, values):
-        out[b].append((t, i, j, v))
+def decode_spans(
+    logits: torch.Tensor, threshold: float = 0.0, max_len: int = 0
+) -> list[list[tuple[int, int, int, float]]]:
+    """Every (type, start, end, logit) with logit > threshold, per batch row; nested spans come out as they are.
+    `max_len` > 0 keeps spans of at most that many positions: filtered here, among the few spans over the
+    threshold, rather than by masking the whole [B, T, L, L] tensor (a good part of a small model's time)."""
+    b, t, n, _ = logits.shape
+    flat = logits.reshape(-1)
+    where = (flat > threshold).nonzero().squeeze(1)
+    values = flat[where].tolist()
+    out: list[list[tuple[int, int, int, float]]] = [[] for _ in range(b)]
+    for k, v in zip(where.tolist(), values):
+        row, rest = divmod(k, t * n * n)
+        typ, rest = divmod(rest, n * n)
+        i, j = divmod(rest, n)
+        if max_len <= 0 or j - i < max_len:
+            out[row].append((typ, i, j, v))
     return out

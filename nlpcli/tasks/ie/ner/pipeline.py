@@ -204,11 +204,7 @@ class NerPipeline(EncoderTask, Pipeline):
         batch = self.collate([NerExample(p.text) for p in pieces])
         logits = self.model(self.to_device(batch))
         limit = self.config.inference.max_span_len or self.assets.get("longest_entity", 0)
-        if limit:
-            n = logits.shape[-1]
-            too_long = torch.ones(n, n, dtype=torch.bool, device=logits.device).triu(limit)
-            logits = logits.masked_fill_(too_long, float("-inf"))  # in place: the model's fresh output
-        found = decode_spans(logits, _logit(self.config.inference.threshold))
+        found = decode_spans(logits, _logit(self.config.inference.threshold), limit)
         return [
             [(offsets[i][0], offsets[j][1] - 1, self.types[t], _sigmoid(v)) for t, i, j, v in spans]
             for offsets, spans in zip(batch["_offsets"], found)
