@@ -1,5 +1,6 @@
-"""Serving benchmark: `nlpcli serve` with and without micro-batching at 1, 8 and 32 concurrent clients, against
-one `nlpcli predict` process per request and against the Python API called in the benchmark's own process.
+"""Serving benchmark: `nlpcli serve` with and without micro-batching, and with two worker processes, at 1, 8 and 32
+concurrent clients, against one `nlpcli predict` process per request and against the Python API called in the
+benchmark's own process.
 
     python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
     python benchmarks/serve_benchmark.py --skip-train     # reuse the models under --work
@@ -38,6 +39,9 @@ MODES = {  # server options of each mode
     "micro_batching": ["--micro-batching"],  # the default wait (--max-wait-ms 0 now; 5 ms when first measured)
     "micro_batching_no_wait": ["--micro-batching", "--max-wait-ms", "0"],  # batch what queued while the model ran
     "no_micro_batching": ["--no-micro-batching"],  # one request per model call
+    # One worker process per core (two here), each with one torch thread: the HTTP work of one process no longer
+    # waits for the GIL behind the other's model (the single-worker server is GIL-bound, not model-bound).
+    "micro_batching_2_workers": ["--micro-batching", "--workers", "2"],
 }
 
 
@@ -69,7 +73,8 @@ def main() -> None:
             "passages (qa)",
             "clients": "one asyncio loop in the benchmark process, HTTP/1.1 keep-alive, a connection per client",
             "seconds_per_level": args.seconds,
-            "server": "nlpcli serve --threads 1 (--max-wait-ms 5 --max-batch 64 by default)",
+            "server": "nlpcli serve --threads 1 (--max-wait-ms 0 --max-batch 64 by default); "
+            "micro_batching_2_workers: --workers 2 (two processes, one torch thread each)",
             "torch_threads_everywhere": 1,
         },
         "tasks": {},
@@ -82,7 +87,9 @@ def main() -> None:
         result["predict_process_per_request"] = predict_processes(task, model, records[: args.cli_runs])
         for mode, flags in MODES.items():
             with server(model, flags) as url:
-                result[mode] = {str(c): http_level(url, records, c, args.seconds) for c in LEVELS}
+                # /info answers for the worker that takes the request: batch sizes only from a lone worker
+                one = "--workers" not in flags
+                result[mode] = {str(c): http_level(url, records, c, args.seconds, one) for c in LEVELS}
                 result[mode]["answers_equal_in_process"] = same_answers(url, model, records[:50])
         figures["tasks"][task] = result
         print(json.dumps({task: result}, indent=1), flush=True)
@@ -181,16 +188,20 @@ def server(model: Path, flags: list[str]) -> Iterator[str]:
             sys.exit(f"server exited with {proc.returncode}")
 
 
-def http_level(url: str, records: list[dict[str, Any]], clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` concurrent keep-alive clients for `seconds`: requests/s, latency, mean records per model call."""
-    before = _batches(url)
+def http_level(
+    url: str, records: list[dict[str, Any]], clients: int, seconds: float, batches: bool = True
+) -> dict[str, Any]:
+    """`clients` concurrent keep-alive clients for `seconds`: requests/s, latency, mean records per model call
+    (`batches`: read from /info, which only a single-worker server answers for all its requests)."""
+    before = _batches(url) if batches else None
     load = os.getloadavg()[0]
     latencies, errors, elapsed = asyncio.run(_drive(url, records, clients, seconds))
-    after = _batches(url)
-    calls = after["batches"] - before["batches"]
     out = summary(latencies, elapsed)
     out["errors"] = errors
-    out["records_per_model_call"] = round((after["records"] - before["records"]) / max(1, calls), 2)
+    if before is not None:
+        after = _batches(url)
+        calls = after["batches"] - before["batches"]
+        out["records_per_model_call"] = round((after["records"] - before["records"]) / max(1, calls), 2)
     out["load_average_1min"] = round(load, 2)
     return out
 
