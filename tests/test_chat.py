@@ -352,6 +352,27 @@ def tiny_gpt2(tmp_path) -> Path:
     return gpt
 
 
+def test_hf_model_steps_with_its_cache_under_the_current_argument_name(tmp_path):
+    """Decoding one token on the cache equals the full forward, and passes the cache by the name this
+    transformers version takes (the deprecated one warns, and goes away in a later version)."""
+    import warnings
+
+    from nlpcli.tasks.gen.chat.model import HFCausalLM
+
+    transformers = pytest.importorskip("transformers")
+    model = HFCausalLM(transformers.GPT2LMHeadModel.from_pretrained(tiny_gpt2(tmp_path)), [5, 6], 64).eval()
+    ids = torch.tensor([[7, 8, 9, 10]])
+    speakers = torch.tensor([[0, 0, 1, 1]])
+    positions = torch.arange(4)[None]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        full, _ = model(ids, speakers, torch.ones(1, 4), positions)
+        _, cache = model(ids[:, :3], speakers[:, :3], torch.ones(1, 3), positions[:, :3])
+        assert cache is not None
+        step, _ = model(ids[:, 3:], speakers[:, 3:], torch.ones(1, 4), positions[:, 3:], cache)
+    assert torch.allclose(step[0, -1], full[0, -1], atol=1e-5)
+
+
 def test_cli_init_from_tiny_local_gpt2(tmp_path):
     gpt = tiny_gpt2(tmp_path)
     out = tmp_path / "run"

@@ -6,6 +6,7 @@ tied output); `HFCausalLM` wraps any Hugging Face causal LM (GPT-2 family) the s
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ class HFCausalLM(nn.Module):
         self.context_len = context_len
         self.register_buffer("speaker_ids", torch.tensor(speaker_token_ids, dtype=torch.long), persistent=False)
         self.uses_types = model.config.model_type == "gpt2"  # GPT-2 embeds token_type_ids with its wte
+        # transformers 5 renamed past_key_values to cache (the old name warns, and goes in 5.40); 4.x knows only it
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(
         self,
@@ -42,8 +45,9 @@ class HFCausalLM(nn.Module):
             "use_cache": not self.training,
         }
         if past is not None:
-            kwargs["past_key_values"] = past
+            kwargs[self.cache_arg] = past
         if self.uses_types:
             kwargs["token_type_ids"] = self.speaker_ids[speakers]
         out = self.model(**kwargs)
-        return (out.logits if select is None else out.logits[select]), out.past_key_values
+        cache = out["cache"] if "cache" in out else out.get("past_key_values")
+        return (out.logits if select is None else out.logits[select]), cache
