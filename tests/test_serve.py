@@ -154,6 +154,14 @@ def post_json(url: str, obj: Any) -> tuple[int, Any]:
     return request(url, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
 
 
+def wait_in_flight(url: str, route: str = "/predict", timeout: float = 120) -> None:
+    """Until the server's /metrics counts one request of `route` received and not answered (no fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while f'nlpcli_requests_in_flight{{route="{route}"}} 1' not in (text := _metrics(url)):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("task", ["ner", "qa"])
 def test_answers_equal_nlpcli_predict_one_record_and_a_list(server, records, expected, task):
     url = f"{server.url}/predict/{task}"
@@ -273,7 +281,7 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(models, records, expe
     answer: list[Any] = []
     client = threading.Thread(target=lambda: answer.append(post_json(f"{srv.url}/predict", records["ner"][1])))
     client.start()
-    time.sleep(1.0)
+    wait_in_flight(srv.url)
     srv.proc.send_signal(signal.SIGTERM)
     client.join(60)
     assert answer == [(200, expected["ner"][1])]
@@ -631,10 +639,7 @@ def test_sigterm_exits_0_within_the_drain_bound_with_a_request_still_in_flight(m
     answer: list[Any] = []
     client = threading.Thread(target=lambda: answer.append(_post_or_error(f"{srv.url}/predict", records["ner"][1])))
     client.start()
-    deadline = time.monotonic() + 60
-    while 'nlpcli_requests_in_flight{route="/predict"} 1' not in (text := _metrics(srv.url)):
-        assert time.monotonic() < deadline, text  # wait until the request is in flight
-        time.sleep(0.05)
+    wait_in_flight(srv.url)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(60) == 0, srv.log.read_text()  # not the ten minutes
     client.join(60)
