@@ -236,7 +236,7 @@ RECIPES: dict[str, Recipe] = {
                 "schedule": "cosine",
                 "eval_every": 200,
                 "save_every": 100,
-                # All the cores (torch's default): on a 2-core CPU two threads made 1.75x the steps of one in the
+                # All the cores (torch's default): on a 2-core CPU two threads made 1.8x the steps of one in the
                 # hour, and the build is the only thing running (docs/results.md, "Models built by name").
                 "threads": 0,
                 "model.arch": "transformer",
