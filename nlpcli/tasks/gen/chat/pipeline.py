@@ -44,7 +44,7 @@ from .model import HFCausalLM
 from .tokenizers import CHAR_SPECIALS, CLS, SEP, CharTokenizer, HFTokenizer, add_chat_tokens
 
 # The fine-tuning rate when --init-lr is 0 (the default), by what the model starts from. A small char GPT of our
-# own (gpt-zh: an hour of one CPU thread) is young, and fine-tunes best near its own pretraining rate
+# own (gpt-zh: an hour of a 2-core CPU) is young, and fine-tunes best near its own pretraining rate
 # (docs/results.md, "Models built by name": 1e-3 beat 3e-4); a large Hugging Face model wants the usual small one.
 LM_INIT_LR = 1e-3
 HF_INIT_LR = 5e-5
