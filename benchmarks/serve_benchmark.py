@@ -1,6 +1,6 @@
-"""Serving benchmark: `nlpcli serve` with and without micro-batching, and with two worker processes, at 1, 8 and 32
-concurrent clients, against one `nlpcli predict` process per request and against the Python API called in the
-benchmark's own process.
+"""Serving benchmark: `nlpcli serve` with and without micro-batching, with the model in its own process (the
+default) or beside the event loop, and with two worker processes, at 1, 8 and 32 concurrent clients, against one
+`nlpcli predict` process per request and against the Python API called in the benchmark's own process.
 
     python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
     python benchmarks/serve_benchmark.py --skip-train     # reuse the models under --work
@@ -36,12 +36,13 @@ from _common import DATA, ROOT, Run, nlpcli, write_jsonl
 
 LEVELS = (1, 8, 32)
 MODES = {  # server options of each mode
-    "micro_batching": ["--micro-batching"],  # the default wait (--max-wait-ms 0 now; 5 ms when first measured)
-    "micro_batching_no_wait": ["--micro-batching", "--max-wait-ms", "0"],  # batch what queued while the model ran
+    "micro_batching": ["--micro-batching"],  # the defaults: the model in its own process, --max-wait-ms 0
     "no_micro_batching": ["--no-micro-batching"],  # one request per model call
-    # One worker process per core (two here), each with one torch thread: the HTTP work of one process no longer
-    # waits for the GIL behind the other's model (the single-worker server is GIL-bound, not model-bound).
-    "micro_batching_2_workers": ["--micro-batching", "--workers", "2"],
+    # The model in the server's own process (a thread beside the event loop, as before --model-process): the
+    # event loop's Python and the model's take turns on one GIL.
+    "micro_batching_in_process": ["--micro-batching", "--in-process"],
+    # One worker process per core (two here), each with one torch thread and its models in a thread of its own.
+    "micro_batching_2_workers": ["--micro-batching", "--workers", "2", "--in-process"],
 }
 
 
@@ -73,8 +74,9 @@ def main() -> None:
             "passages (qa)",
             "clients": "one asyncio loop in the benchmark process, HTTP/1.1 keep-alive, a connection per client",
             "seconds_per_level": args.seconds,
-            "server": "nlpcli serve --threads 1 (--max-wait-ms 0 --max-batch 64 by default); "
-            "micro_batching_2_workers: --workers 2 (two processes, one torch thread each)",
+            "server": "nlpcli serve --threads 1 (--max-wait-ms 0 --max-batch 64, the model in its own process by "
+            "default); micro_batching_in_process: --in-process; micro_batching_2_workers: --workers 2 --in-process "
+            "(two processes, one torch thread each)",
             "torch_threads_everywhere": 1,
         },
         "tasks": {},

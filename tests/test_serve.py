@@ -34,8 +34,9 @@ from util import ROOT, SAMPLES, cli_env, run_cli
 
 import nlpcli
 from nlpcli.serve import ServeSettings, create_app, load_models
-from nlpcli.serve.batcher import MicroBatcher
+from nlpcli.serve.batcher import Abandoned, MicroBatcher
 from nlpcli.serve.guard import HostCheck, default_hosts
+from nlpcli.serve.model_process import ModelProcess, ModelProcessError
 
 ONE = '{"text": "好"}'.encode()
 LONG_TEXT = "记者从西安获悉，徐明将加盟百度公司。" * 20  # longer than a window: predicted in overlapping windows
@@ -193,6 +194,7 @@ def test_one_model_answers_on_predict_and_info_describes_it(models, records, exp
         status, info = get(f"{srv.url}/info/ner")  # named by its task
         assert status == 200 and info["task"] == "ner" and info["sampled"] is False
         assert info["metrics"]["f1"] >= 0 and info["config"]["inference"]["threshold"] == 0.5
+        assert info["runs_in"] == "own process"
         status, docs = get(f"{srv.url}/openapi.json")
         assert status == 200 and {"/predict", "/predict/ner", "/ready", "/metrics"} <= set(docs["paths"])
     finally:
@@ -383,7 +385,8 @@ def test_ready_only_after_the_warm_up_and_health_before(models, monkeypatch):
         return forward(pieces, **params)
 
     monkeypatch.setattr(pipe, "forward", slow_forward)
-    with TestClient(create_app(pipes, ServeSettings(allowed_hosts=None))) as c:
+    # in this process: the patched forward is what runs
+    with TestClient(create_app(pipes, ServeSettings(allowed_hosts=None, model_process=False))) as c:
         assert entered.wait(60)  # the warm-up's first forward is running
         assert c.get("/health").status_code == 200  # alive
         r = c.get("/ready")
@@ -545,6 +548,77 @@ def test_a_large_request_takes_turns_with_the_requests_after_it():
 
 def slow_deadline(b: MicroBatcher) -> float:
     return max((j.deadline for j in b._running), default=0.0)
+
+
+# --- the model in its own process ------------------------------------------------------------------
+def test_the_model_process_answers_as_the_model_and_a_dead_one_is_replaced(models, records):
+    pipe = nlpcli.load(models["ner"]).pipeline
+    want = list(pipe.predict_records(records["ner"], None))
+    proc = ModelProcess(str(models["ner"]), threads=1, name="ner")
+    proc.start()
+    try:
+        assert proc.predict_records(records["ner"], None, float("inf")) == want
+        with pytest.raises(Abandoned):  # every request of the batch already late: it stops before a forward
+            proc.predict_records(records["ner"], None, time.monotonic() - 1)
+        with pytest.raises(KeyError) as bad:  # the task's own exception, with where it came from
+            proc.predict_records([{"txt": "no text field"}], None, float("inf"))
+        assert "in the model's process" in "".join(bad.value.__notes__)
+        # killed (out of memory, say): the batch it held fails, the next one starts a new process
+        pid = proc.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        proc._proc.wait(60)  # dead before the next batch is sent
+        with pytest.raises(ModelProcessError, match="exited"):
+            proc.predict_records(records["ner"][:2], None, float("inf"))
+        assert proc.predict_records(records["ner"], None, float("inf")) == want
+        assert proc.starts == 2 and proc.pid != pid
+    finally:
+        proc.close()
+    assert proc.pid is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_the_model_process_leaves_with_a_killed_server(models, records, expected, tmp_path):
+    srv = Server(tmp_path, "--model", models["ner"])
+    children = _children(srv.proc.pid)
+    assert len(children) == 1  # the model's process
+    assert post_json(f"{srv.url}/predict", records["ner"][0]) == (200, expected["ner"][0])
+    srv.proc.kill()  # no drain, no clean-up: the model process sees its socket close
+    srv.proc.wait(60)
+    deadline = time.monotonic() + 60
+    while _alive(children[0]):
+        assert time.monotonic() < deadline, "the model process outlived the server"
+        time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_server_answers_as_predict_with_the_model_in_process_too(models, records, expected, tmp_path):
+    srv = Server(tmp_path, "--model", models["ner"], "--in-process")
+    try:
+        status, got = post_json(f"{srv.url}/predict", records["ner"][:5])
+        assert status == 200 and got == expected["ner"][:5]
+        assert get(f"{srv.url}/info/ner")[1]["runs_in"] == "server process"
+    finally:
+        assert srv.stop() == 0, srv.log.read_text()
 
 
 # --- a real server: slow clients, workers, the drain bound --------------------------------------------

@@ -148,9 +148,10 @@ def serving(models: dict[str, Any]) -> Iterator[str]:
         sock.close()
 
 
-def test_serve_answers_and_shows_the_tasks_example(checkpoint: Path) -> None:
+def test_serve_answers_and_shows_the_tasks_example(checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     from nlpcli.serve import load_models
 
+    caplog.set_level("WARNING", logger="nlpcli.serve")
     with serving(load_models([f"toy={checkpoint}"], device="cpu")) as url:
         body = json.dumps(DigitsPipeline.example, ensure_ascii=False).encode()
         request = urllib.request.Request(f"{url}/predict/toy", body, {"Content-Type": "application/json"})
@@ -165,6 +166,9 @@ def test_serve_answers_and_shows_the_tasks_example(checkpoint: Path) -> None:
     schema = docs["components"]["schemas"]["ToyRecord"]
     assert schema["properties"]["text"]["description"] == "the text to find digits in"
     assert info["task"] == "digits" and "# nlpcli digits model" in info["model_card"]
+    assert info["runs_in"] == "server process"
+    # a task registered by this process alone is unknown to a new one: the model ran in the server, and it says so
+    assert "toy runs in the server's process: its own process did not load it (unknown task 'digits'" in caplog.text
 
 
 def test_an_installed_package_plugs_in_through_an_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:

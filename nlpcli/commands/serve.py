@@ -31,6 +31,12 @@ def serve(
     micro_batching: bool = typer.Option(
         True, "--micro-batching/--no-micro-batching", help="Batch the records of concurrent requests together."
     ),
+    model_process: bool = typer.Option(
+        True,
+        "--model-process/--in-process",
+        help="Run each model in a process of its own, so that answering HTTP and running the model do not take "
+        "turns on one Python lock (faster with many clients; the model's memory twice).",
+    ),
     max_wait_ms: float = typer.Option(
         0.0, "--max-wait-ms", help="How long a batch waits for more requests (0: it takes what queued while busy)."
     ),
@@ -119,6 +125,7 @@ def serve(
     set_threads(threads)
     settings = ServeSettings(
         micro_batching=micro_batching,
+        model_process=model_process,
         max_wait_ms=max_wait_ms,
         max_batch=max_batch,
         batch_size=batch_size,

@@ -33,6 +33,7 @@ from .batcher import MicroBatcher, record_chars
 from .bodies import Problem, check_content_type, check_declared_size, parse_records, too_large
 from .guard import Guard
 from .metrics import Metrics
+from .model_process import ModelProcess
 from .models import ServedModel
 from .schemas import body_schema, component_schemas, record_models
 
@@ -47,6 +48,9 @@ class ServeSettings:
     """Micro-batching and the limits on a request (the `nlpcli serve` options of the same names)."""
 
     micro_batching: bool = True
+    # Each model in a process of its own (model_process.py): the event loop and the model no longer take
+    # turns on one GIL. Measured faster at many clients (docs/results.md, serving); costs the model's memory twice.
+    model_process: bool = True
     # How long the first record of a batch waits for company. 0: a batch is what queued while the model was
     # busy; measured (docs/results.md) as fast as waiting a few ms under load, and much faster for a lone client.
     max_wait_ms: float = 0.0
@@ -114,6 +118,7 @@ def check_chars(records: list[dict[str, Any]], settings: ServeSettings) -> None:
 def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
     """The application for loaded models; their batcher threads start and stop with its lifespan."""
     settings = settings or ServeSettings()
+    runners = model_processes(models) if settings.model_process else {}
     batchers = {
         name: MicroBatcher(
             m.pipe,
@@ -123,6 +128,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             enabled=settings.micro_batching,
             batch_size=settings.batch_size,
             name=name,
+            runner=runners.get(name),
         )
         for name, m in models.items()
     }
@@ -296,7 +302,9 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
     def model_info(name: str) -> dict[str, Any]:
         stats = asdict(batchers[name].stats)
         stats.pop("sizes")
-        return models[name].info() | {"batches": stats}
+        # where the model runs: its own process, or the server's (asked for, or its process could not load it)
+        runs_in = "own process" if batchers[name].runner is not None else "server process"
+        return models[name].info() | {"runs_in": runs_in, "batches": stats}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -317,6 +325,16 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
     metrics = Metrics(routes)
     app.add_middleware(Guard, metrics=metrics, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)
     return app
+
+
+def model_processes(models: dict[str, ServedModel]) -> dict[str, ModelProcess]:
+    """A process (not started yet) for each model, loading it as the server did, with as many torch threads."""
+    import torch
+
+    return {
+        name: ModelProcess(m.path, device=m.device, precision=m.precision, threads=torch.get_num_threads(), name=name)
+        for name, m in models.items()
+    }
 
 
 def app_from_env() -> FastAPI:

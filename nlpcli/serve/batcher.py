@@ -15,21 +15,26 @@ batch's.) Nobody waits behind work nobody waits for: a job whose request timed o
 deadline stops at the next forward batch.
 
 The model runs in this one thread, so requests never run it concurrently (torch's own threads still work
-inside a call), and the event loop that answers HTTP is never blocked by it.
+inside a call), and the event loop that answers HTTP is never blocked by it. With a `runner` (a
+ModelProcess), this thread hands each batch to the model's own process instead and waits for it, holding
+no lock the event loop needs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..tasks.base import Pipeline
+
+log = logging.getLogger("nlpcli.serve")
 
 
 def record_chars(record: Any) -> int:
@@ -83,6 +88,16 @@ class Abandoned(Exception):
     """Raised inside a forward batch: every request of the running batch has timed out."""
 
 
+class Runner(Protocol):
+    """Runs a batch elsewhere (model_process.ModelProcess): started by the worker thread, closed at stop."""
+
+    def start(self) -> None: ...
+
+    def predict_records(self, records: list[dict[str, Any]], batch_size: int | None, deadline: float) -> list[Any]: ...
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
 class MicroBatcher:
     """One worker thread running one pipeline; `submit` is safe from any thread (the event loop's)."""
 
@@ -97,6 +112,7 @@ class MicroBatcher:
         enabled: bool = True,
         batch_size: int | None = None,
         name: str = "model",
+        runner: Runner | None = None,
     ):
         self.pipe = pipe
         self.max_wait_s = max_wait_s
@@ -105,6 +121,8 @@ class MicroBatcher:
         self.measure = measure
         self.enabled = enabled
         self.batch_size = batch_size  # the forward batch inside predict_records (None: the model's setting)
+        self.name = name
+        self.runner = runner  # None: the model runs in the worker thread, on `pipe`
         self.stats = BatchStats()
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -124,7 +142,10 @@ class MicroBatcher:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        stopped = not self._thread.is_alive()
+        if self.runner is not None:  # a batch still running past the timeout fails with its process
+            self.runner.close(timeout if stopped and timeout is not None else 1.0)
+        return stopped
 
     def submit(
         self, records: list[dict[str, Any]], *, deadline: float = float("inf"), wait: bool = True
@@ -147,6 +168,13 @@ class MicroBatcher:
 
     # --- the worker thread ----------------------------------------------------------------
     def _work(self) -> None:
+        if self.runner is not None:
+            try:
+                self.runner.start()
+            except Exception as e:  # e.g. a task registered by the serving script alone, unknown to a new process
+                log.warning("%s runs in the server's process: its own process did not load it (%s)", self.name, e)
+                self.runner.close()
+                self.runner = None
         while True:
             slices, stopping = self._collect()
             if slices:
@@ -222,7 +250,11 @@ class MicroBatcher:
         records = [r for s in slices for r in s.job.records[s.start : s.end]]
         self._running = [s.job for s in slices]
         try:
-            outputs = list(self.pipe.predict_records(records, self.batch_size))
+            if self.runner is not None:
+                deadline = max(s.job.deadline for s in slices)
+                outputs = self.runner.predict_records(records, self.batch_size, deadline)
+            else:
+                outputs = list(self.pipe.predict_records(records, self.batch_size))
         except Abandoned:
             self.stats.abandoned_batches += 1
             for s in slices:

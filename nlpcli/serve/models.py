@@ -19,6 +19,8 @@ class ServedModel:
     name: str
     path: str  # as given on the command line
     pipe: Pipeline
+    device: str = "auto"  # as loaded (a model process loads it again so)
+    precision: str = "auto"
 
     @property
     def task(self) -> str:
@@ -117,7 +119,7 @@ def load_models(specs: list[str], device: str = "auto", precision: str = "auto")
                 f"two models would be served as {name!r} ({models[name].path} and {path}); "
                 "name them with --model NAME=DIR"
             )
-        models[name] = ServedModel(name, path, pipe)
+        models[name] = ServedModel(name, path, pipe, device, precision)
     return models
 
 
