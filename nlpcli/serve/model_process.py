@@ -6,7 +6,7 @@ ran well below the model's own batched rate (docs/results.md, serving). Here the
 server process (queue, slices, deadlines, stats) and only `predict_records` crosses a pipe to a child that
 holds the model: records out, predictions back, one batch at a time. The child runs on a core of its own.
 
-The child is a fresh interpreter (`python -m nlpcli.serve.model_process FD`), not a fork of a process that already
+The child is a fresh interpreter (`python -c CHILD FD SETTINGS`), not a fork of a process that already
 runs torch's thread pools and an event loop, nor a `multiprocessing` spawn (which would import the user's
 main script again). It loads the model from its directory, as the server did: twice the model's memory, once
 per process. It runs in a session of its own, so a Ctrl-C meant for the server does not cut a batch in flight
@@ -34,6 +34,8 @@ from typing import Any
 from .batcher import Abandoned
 
 START_TIMEOUT_S = 600.0  # importing torch and loading a large model on a busy machine
+# The child's program: this module imported (not run as __main__, which the serve package has imported already)
+CHILD = "import sys; from nlpcli.serve.model_process import child_main; child_main(sys.argv[1:])"
 
 
 class ModelProcessError(RuntimeError):
@@ -73,7 +75,7 @@ class ModelProcess:
         env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), settings],
+                [sys.executable, "-c", CHILD, str(theirs.fileno()), settings],
                 pass_fds=[theirs.fileno()],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -209,6 +211,7 @@ def _child_main(conn: Connection, path: str, device: str, precision: str, thread
             return
 
 
-if __name__ == "__main__":
-    fd, given = sys.argv[1:3]
+def child_main(argv: list[str]) -> None:
+    """The child's entry point: the socket's descriptor, then the model's settings as JSON."""
+    fd, given = argv[:2]
     _child_main(Connection(int(fd)), *json.loads(given))
