@@ -81,7 +81,7 @@ def expected(models: dict[str, Path], records: dict[str, list[dict[str, Any]]]) 
 class Server:
     """`nlpcli serve ...` in a subprocess, on a port it picks (--port 0) and prints."""
 
-    def __init__(self, tmp: Path, *args: Any):
+    def __init__(self, tmp: Path, *args: Any, group: bool = False):
         self.log = tmp / f"serve-{time.monotonic_ns()}.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
@@ -90,6 +90,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=cli_env(),
                 cwd=ROOT,
+                start_new_session=group,  # a process group of its own, to be signalled as a terminal does
             )
         self.url = self._wait_ready()
 
@@ -609,6 +610,21 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_ctrl_c_to_the_whole_group_still_answers_the_request_in_flight(models, records, expected, tmp_path):
+    # Ctrl-C in a terminal signals every process of the group, the model's too; its batch is sent to it
+    # during the drain (the batch waits 3 s for company), so a model process that died of it would fail it.
+    srv = Server(tmp_path, "--model", models["ner"], "--max-wait-ms", 3000, group=True)
+    answer: list[Any] = []
+    client = threading.Thread(target=lambda: answer.append(post_json(f"{srv.url}/predict", records["ner"][1])))
+    client.start()
+    wait_in_flight(srv.url)
+    os.killpg(srv.proc.pid, signal.SIGINT)
+    client.join(60)
+    assert answer == [(200, expected["ner"][1])]
+    assert srv.proc.wait(60) == 0, srv.log.read_text()
 
 
 def test_the_server_answers_as_predict_with_the_model_in_process_too(models, records, expected, tmp_path):

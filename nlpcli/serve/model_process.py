@@ -9,10 +9,10 @@ holds the model: records out, predictions back, one batch at a time. The child r
 The child is a fresh interpreter (`python -c CHILD FD SETTINGS`), not a fork of a process that already
 runs torch's thread pools and an event loop, nor a `multiprocessing` spawn (which would import the user's
 main script again). It loads the model from its directory, as the server did: twice the model's memory, once
-per process. It runs in a session of its own, so a Ctrl-C meant for the server does not cut a batch in flight
-(the server drains, and still needs its answers); it leaves when the server closes the socket, and so with the
-server whatever way it ends. A child that dies (killed, out of memory) fails the batch it held, and the next
-batch starts a new one.
+per process. It ignores Ctrl-C and SIGTERM, which a terminal or a service manager sends to the server's whole
+group while the server drains and still needs its answers; it leaves when the server closes the socket, and so
+with the server whatever way it ends. A child that dies (killed, out of memory) fails the batch it held, and
+the next batch starts a new one.
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ class ModelProcess:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # tasks do not print; warnings and logs go to the server's stderr
-                start_new_session=True,
             )
         except OSError:
             ours.close()
@@ -168,8 +167,11 @@ def _portable(e: BaseException) -> BaseException:
 
 
 def _child_main(conn: Connection, path: str, device: str, precision: str, threads: int) -> None:
-    # Not the server's to stop: it leaves when the server closes the socket (after the batches of its drain).
+    # Not a signal's to stop: a Ctrl-C reaches the whole process group and a service manager may signal every
+    # process of the service, while the server still drains and needs its answers. It leaves when the server
+    # closes the socket, and so with the server, whatever way that ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import torch
 
