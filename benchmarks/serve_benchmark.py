@@ -1,5 +1,5 @@
-"""Serving benchmark: `nlpcli serve` with and without micro-batching, with the model in its own process (the
-default) or beside the event loop, and with two worker processes, at 1, 8 and 32 concurrent clients, against one
+"""Serving benchmark: `nlpcli serve` with and without micro-batching, with the model beside the event loop (the
+default) or in a process of its own, and with two worker processes, at 1, 8 and 32 concurrent clients, against one
 `nlpcli predict` process per request and against the Python API called in the benchmark's own process.
 
     python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
@@ -36,13 +36,12 @@ from _common import DATA, ROOT, Run, nlpcli, write_jsonl
 
 LEVELS = (1, 8, 32)
 MODES = {  # server options of each mode
-    "micro_batching": ["--micro-batching"],  # the defaults: the model in its own process, --max-wait-ms 0
+    "micro_batching": ["--micro-batching"],  # the defaults: --max-wait-ms 0, the model in a thread of the server
     "no_micro_batching": ["--no-micro-batching"],  # one request per model call
-    # The model in the server's own process (a thread beside the event loop, as before --model-process): the
-    # event loop's Python and the model's take turns on one GIL.
-    "micro_batching_in_process": ["--micro-batching", "--in-process"],
+    # The model in a process of its own: the event loop's Python and the model's no longer take turns on one GIL.
+    "micro_batching_model_process": ["--micro-batching", "--model-process"],
     # One worker process per core (two here), each with one torch thread and its models in a thread of its own.
-    "micro_batching_2_workers": ["--micro-batching", "--workers", "2", "--in-process"],
+    "micro_batching_2_workers": ["--micro-batching", "--workers", "2"],
 }
 
 
@@ -74,9 +73,9 @@ def main() -> None:
             "passages (qa)",
             "clients": "one asyncio loop in the benchmark process, HTTP/1.1 keep-alive, a connection per client",
             "seconds_per_level": args.seconds,
-            "server": "nlpcli serve --threads 1 (--max-wait-ms 0 --max-batch 64, the model in its own process by "
-            "default); micro_batching_in_process: --in-process; micro_batching_2_workers: --workers 2 --in-process "
-            "(two processes, one torch thread each)",
+            "server": "nlpcli serve --threads 1 (--max-wait-ms 0 --max-batch 64, the model in a thread of the "
+            "server by default); micro_batching_model_process: --model-process; micro_batching_2_workers: "
+            "--workers 2 (two processes, one torch thread each)",
             "torch_threads_everywhere": 1,
         },
         "tasks": {},

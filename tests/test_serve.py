@@ -195,7 +195,7 @@ def test_one_model_answers_on_predict_and_info_describes_it(models, records, exp
         status, info = get(f"{srv.url}/info/ner")  # named by its task
         assert status == 200 and info["task"] == "ner" and info["sampled"] is False
         assert info["metrics"]["f1"] >= 0 and info["config"]["inference"]["threshold"] == 0.5
-        assert info["runs_in"] == "own process"
+        assert info["runs_in"] == "server process"  # the default
         status, docs = get(f"{srv.url}/openapi.json")
         assert status == 200 and {"/predict", "/predict/ner", "/ready", "/metrics"} <= set(docs["paths"])
     finally:
@@ -580,7 +580,7 @@ def test_the_model_process_answers_as_the_model_and_a_dead_one_is_replaced(model
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_the_model_process_leaves_with_a_killed_server(models, records, expected, tmp_path):
-    srv = Server(tmp_path, "--model", models["ner"])
+    srv = Server(tmp_path, "--model", models["ner"], "--model-process")
     children = _children(srv.proc.pid)
     assert len(children) == 1  # the model's process
     assert post_json(f"{srv.url}/predict", records["ner"][0]) == (200, expected["ner"][0])
@@ -616,7 +616,7 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_to_the_whole_group_still_answers_the_request_in_flight(models, records, expected, tmp_path):
     # Ctrl-C in a terminal signals every process of the group, the model's too; its batch is sent to it
     # during the drain (the batch waits 3 s for company), so a model process that died of it would fail it.
-    srv = Server(tmp_path, "--model", models["ner"], "--max-wait-ms", 3000, group=True)
+    srv = Server(tmp_path, "--model", models["ner"], "--model-process", "--max-wait-ms", 3000, group=True)
     answer: list[Any] = []
     client = threading.Thread(target=lambda: answer.append(post_json(f"{srv.url}/predict", records["ner"][1])))
     client.start()
@@ -627,12 +627,12 @@ def test_ctrl_c_to_the_whole_group_still_answers_the_request_in_flight(models, r
     assert srv.proc.wait(60) == 0, srv.log.read_text()
 
 
-def test_the_server_answers_as_predict_with_the_model_in_process_too(models, records, expected, tmp_path):
-    srv = Server(tmp_path, "--model", models["ner"], "--in-process")
+def test_the_server_answers_as_predict_with_the_model_in_its_own_process(models, records, expected, tmp_path):
+    srv = Server(tmp_path, "--model", models["ner"], "--model-process")
     try:
         status, got = post_json(f"{srv.url}/predict", records["ner"][:5])
         assert status == 200 and got == expected["ner"][:5]
-        assert get(f"{srv.url}/info/ner")[1]["runs_in"] == "server process"
+        assert get(f"{srv.url}/info/ner")[1]["runs_in"] == "own process"
     finally:
         assert srv.stop() == 0, srv.log.read_text()
 

@@ -128,16 +128,17 @@ def test_info_shows_the_task_its_records_and_its_model_card(checkpoint: Path) ->
 
 
 @contextmanager
-def serving(models: dict[str, Any]) -> Iterator[str]:
+def serving(models: dict[str, Any], **settings: Any) -> Iterator[str]:
     """The app of `nlpcli serve` under uvicorn in a thread, on a free port (requests made before it starts
     wait in the listening socket's queue)."""
     import uvicorn
 
-    from nlpcli.serve import create_app
+    from nlpcli.serve import ServeSettings, create_app
     from nlpcli.serve.runner import bind
 
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(models), log_level="warning", lifespan="on"))
+    asgi = create_app(models, ServeSettings(**settings))
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -152,7 +153,8 @@ def test_serve_answers_and_shows_the_tasks_example(checkpoint: Path, caplog: pyt
     from nlpcli.serve import load_models
 
     caplog.set_level("WARNING", logger="nlpcli.serve")
-    with serving(load_models([f"toy={checkpoint}"], device="cpu")) as url:
+    # asked to run the model in a process of its own, which cannot know a task registered here alone
+    with serving(load_models([f"toy={checkpoint}"], device="cpu"), model_process=True) as url:
         body = json.dumps(DigitsPipeline.example, ensure_ascii=False).encode()
         request = urllib.request.Request(f"{url}/predict/toy", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as answer:

@@ -32,10 +32,11 @@ def serve(
         True, "--micro-batching/--no-micro-batching", help="Batch the records of concurrent requests together."
     ),
     model_process: bool = typer.Option(
-        True,
+        False,
         "--model-process/--in-process",
         help="Run each model in a process of its own, so that answering HTTP and running the model do not take "
-        "turns on one Python lock (faster with many clients; the model's memory twice).",
+        "turns on one Python lock: faster with many clients when a core is free for it, slower for a lone "
+        "client; the model's memory twice.",
     ),
     max_wait_ms: float = typer.Option(
         0.0, "--max-wait-ms", help="How long a batch waits for more requests (0: it takes what queued while busy)."

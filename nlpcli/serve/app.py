@@ -48,9 +48,10 @@ class ServeSettings:
     """Micro-batching and the limits on a request (the `nlpcli serve` options of the same names)."""
 
     micro_batching: bool = True
-    # Each model in a process of its own (model_process.py): the event loop and the model no longer take
-    # turns on one GIL. Measured faster at many clients (docs/results.md, serving); costs the model's memory twice.
-    model_process: bool = True
+    # Each model in a process of its own (model_process.py): the event loop and the model no longer take turns
+    # on one GIL. Measured (docs/results.md, serving): faster at many clients on an idle machine, slower for a
+    # lone client and on a machine whose other cores are busy; and the model's memory twice. So not the default.
+    model_process: bool = False
     # How long the first record of a batch waits for company. 0: a batch is what queued while the model was
     # busy; measured (docs/results.md) as fast as waiting a few ms under load, and much faster for a lone client.
     max_wait_ms: float = 0.0
