@@ -55,9 +55,18 @@ class ChatInference(Section):
 
 @dataclass
 class ChatConfig(TaskConfig):
+    # ema_decay 0.999: the dev perplexity of a 30-minute run flattens while the model still overfits; the
+    # average of the last ~1,000 steps scored lower on held-out responses from scratch and from gpt-zh alike.
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(
-            epochs=50, batch_size=32, lr=2e-3, warmup_steps=50, schedule="cosine", eval_every=300, dev_max=300
+            epochs=50,
+            batch_size=32,
+            lr=2e-3,
+            warmup_steps=50,
+            schedule="cosine",
+            eval_every=300,
+            dev_max=300,
+            ema_decay=0.999,
         )
     )
     model: ChatModelConfig = field(default_factory=ChatModelConfig)
