@@ -3,8 +3,9 @@
 In one process, the event loop's Python (parsing, checking and answering each request) and the Python of the
 model thread (tokens, windows, decoding) share the interpreter lock, so at many concurrent clients the server
 ran well below the model's own batched rate (docs/results.md, serving). Here the batcher thread stays in the
-server process (queue, slices, deadlines, stats) and only `predict_records` crosses a pipe to a child that
-holds the model: records out, predictions back, one batch at a time. The child runs on a core of its own.
+server process (queue, slices, deadlines, stats) and only `predict_records` crosses a socket to a child that
+holds the model: records out, predictions back, one batch at a time. This is `nlpcli serve --model-process`;
+it needs a free core for the child, so it is not the default (the measurements are in docs/results.md).
 
 The child is a fresh interpreter (`python -c CHILD FD SETTINGS`), not a fork of a process that already
 runs torch's thread pools and an event loop, nor a `multiprocessing` spawn (which would import the user's
