@@ -129,7 +129,8 @@ class MicroBatcher:
         self._stopping = False
         self._running: list[Job] = []
         self._thread = threading.Thread(target=self._work, name=f"nlpcli-serve-{name}", daemon=True)
-        self._guard_forward()
+        # a long batch whose requests all timed out stops within one forward batch, not at its end for nobody
+        guard_forward(pipe, lambda: max((j.deadline for j in self._running), default=float("inf")))
 
     def start(self) -> None:
         self._thread.start()
@@ -284,18 +285,18 @@ class MicroBatcher:
                 self.stats.sliced_requests += s.start > 0
                 job.future.set_result(job.outputs)
 
-    def _guard_forward(self) -> None:
-        """Check before each forward batch that someone still waits for the running batch.
 
-        The pipeline's prediction loop has no hook between forward batches, so this worker (the only caller
-        of its pipeline while serving) wraps the instance's `forward`: a long batch whose requests all timed
-        out stops within one forward batch instead of running to the end for nobody."""
-        forward = self.pipe.forward
+def guard_forward(pipe: Pipeline, deadline: Callable[[], float]) -> None:
+    """Raise Abandoned before a forward batch of `pipe` once `deadline()` (time.monotonic()) has passed: every
+    request of the running batch has timed out.
 
-        def guarded(pieces: list[Any], **params: Any) -> list[Any]:
-            running = self._running
-            if running and time.monotonic() > max(j.deadline for j in running):
-                raise Abandoned
-            return forward(pieces, **params)
+    The pipeline's prediction loop has no hook between forward batches, so the one caller of a pipeline while
+    serving (a batcher's thread, or a model's own process) wraps the instance's `forward`."""
+    forward = pipe.forward
 
-        setattr(self.pipe, "forward", guarded)  # noqa: B010 (an instance attribute over the method)
+    def guarded(pieces: list[Any], **params: Any) -> list[Any]:
+        if time.monotonic() > deadline():
+            raise Abandoned
+        return forward(pieces, **params)
+
+    setattr(pipe, "forward", guarded)  # noqa: B010 (an instance attribute over the method)

@@ -27,12 +27,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .batcher import Abandoned
+from .batcher import Abandoned, guard_forward
 
 START_TIMEOUT_S = 600.0  # importing torch and loading a large model on a busy machine
 # The child's program: this module imported (not run as __main__, which the serve package has imported already)
@@ -183,16 +182,8 @@ def _child_main(conn: Connection, path: str, device: str, precision: str, thread
     except BaseException as e:  # a model that loaded in the server should load here; if not, say why
         conn.send(("error", _portable(e)))
         return
-    deadline = float("inf")
-    forward = pipe.forward
-
-    def guarded(pieces: list[Any], **params: Any) -> list[Any]:
-        # the check the in-process batcher makes: a batch whose every request timed out stops here
-        if time.monotonic() > deadline:
-            raise Abandoned
-        return forward(pieces, **params)
-
-    setattr(pipe, "forward", guarded)  # noqa: B010 (an instance attribute over the method)
+    deadline = float("inf")  # of the batch in hand: the batcher's check, here where the model runs
+    guard_forward(pipe, lambda: deadline)
     conn.send(("ready", None))
     while True:
         try:
