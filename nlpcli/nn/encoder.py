@@ -1,5 +1,5 @@
-"""The shared encoder block of the extractive tasks (ner, ie, qa): a from-scratch char+word DGCNN, or a
-Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer path, one module each."""
+"""The shared encoder block of the extractive tasks (ner, ie, qa): a from-scratch char+word DGCNN or BiLSTM, or
+a Hugging Face encoder. One config section (`[encoder]`), one vocabulary/tokenizer path, one module each."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from ..config import DROPOUT, POSITIVE, Section, opt
 from ..data import vocab as V
 from ..errors import ConfigError
 from . import hf
+from .bilstm import BiLSTM
 from .dgcnn import DGCNN, CharWordEmbedding
 
 SCRATCH = "dgcnn"
+BILSTM = "bilstm"  # the other from-scratch encoder: the same char+word embeddings, a BiLSTM for the convolutions
 AUTO = "auto"
 
 
@@ -35,19 +37,25 @@ class AutoChoice:
 @dataclass
 class EncoderConfig(Section):
     """`name` "dgcnn": char (+ jieba word) embeddings and gated dilated convolutions, trained from scratch;
-    otherwise a Hugging Face encoder (hub name or local directory), fine-tuned at `lr`."""
+    "bilstm": the same embeddings and a bidirectional LSTM, from scratch; otherwise a Hugging Face encoder (hub
+    name or local directory), fine-tuned at `lr`."""
 
     name: str = opt(
         SCRATCH,
-        "dgcnn (char+word convolutions from scratch), or a pretrained encoder: m3e-small, e5-small "
-        "(`nlpcli models pull`), a local Hugging Face directory or a hub name.",
+        "dgcnn (char+word convolutions from scratch), bilstm (char+word BiLSTM from scratch), or a pretrained "
+        "encoder: m3e-small, e5-small (`nlpcli models pull`), a local Hugging Face directory or a hub name.",
     )
-    hidden_size: int = opt(256, "DGCNN width (char embeddings and convolutions).", **POSITIVE)
+    hidden_size: int = opt(
+        256,
+        "Width of the from-scratch encoder: the DGCNN's char embeddings and convolutions; the BiLSTM's output "
+        "(two directions of half of it, over embeddings of half of it).",
+        **POSITIVE,
+    )
     dilations: list[int] = opt(
         [1, 2, 4, 8, 1, 1], "Dilation of each gated convolution block (one block each).", **POSITIVE
     )
     kernel_size: int = opt(3, "Width of each convolution.", **POSITIVE)
-    dropout: float = opt(0.1, "Dropout inside the DGCNN blocks.", **DROPOUT)
+    dropout: float = opt(0.1, "Dropout inside the DGCNN blocks (on the BiLSTM's output).", **DROPOUT)
     embed_dropout: float = opt(0.2, "Dropout on the char+word embeddings.", **DROPOUT)
     use_words: bool = opt(True, "Add the embedding of the jieba word each char belongs to.")
     word_dim: int = opt(128, "Width of the jieba word embeddings (projected to hidden_size).", **POSITIVE)
@@ -68,7 +76,7 @@ class EncoderConfig(Section):
 
     @property
     def scratch(self) -> bool:
-        return self.name == SCRATCH
+        return self.name in (SCRATCH, BILSTM)
 
     def vocab_assets(self, texts: list[str]) -> dict[str, Any]:
         """Char (and word) vocabularies of a from-scratch encoder, built from training texts."""
@@ -77,8 +85,8 @@ class EncoderConfig(Section):
         )
 
 
-class CharWordDGCNN(nn.Module):
-    """Char+word embeddings then a DGCNN. Tasks may add their own inputs between the two stages
+class ScratchEncoder(nn.Module):
+    """Char+word embeddings then a DGCNN or a BiLSTM. Tasks may add their own inputs between the two stages
     (ie: positions; qa: question features), so both are exposed: `embed(...)` and `encode(x, mask)`."""
 
     out_dim: int
@@ -86,20 +94,26 @@ class CharWordDGCNN(nn.Module):
     def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int):
         super().__init__()
         word_dim = cfg.word_dim if cfg.use_words and num_words else 0
-        self.embed = CharWordEmbedding(
-            num_chars, cfg.hidden_size, num_words, word_dim, cfg.embed_dropout, char_dim=cfg.char_dim
-        )
+        # The BiLSTM reads embeddings half its width wide, as each of its directions is (a wider input buys
+        # little for its cost: the LSTM's input product is as large as its recurrent one).
+        embed_dim = cfg.hidden_size // 2 if cfg.name == BILSTM else cfg.hidden_size
+        self.embed = CharWordEmbedding(num_chars, embed_dim, num_words, word_dim, cfg.embed_dropout, cfg.char_dim)
         if cfg.freeze_word_vectors and self.embed.words is not None:
             self.embed.words.weight.requires_grad_(False)
-        self.dgcnn = DGCNN(cfg.hidden_size, list(cfg.dilations), cfg.kernel_size, cfg.dropout)
+        # Two attribute names, so that a DGCNN checkpoint's weights keep their names.
+        self.dgcnn = (
+            DGCNN(cfg.hidden_size, list(cfg.dilations), cfg.kernel_size, cfg.dropout) if cfg.name != BILSTM else None
+        )
+        self.bilstm = BiLSTM(embed_dim, cfg.hidden_size, cfg.dropout) if cfg.name == BILSTM else None
         self.out_dim = cfg.hidden_size
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.dgcnn(x, mask)
+        layers = self.dgcnn if self.dgcnn is not None else self.bilstm
+        assert layers is not None
+        return layers(x, mask)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.embed(batch["char_ids"], batch.get("word_ids"))
-        return self.dgcnn(x, batch["attention_mask"])
+        return self.encode(self.embed(batch["char_ids"], batch.get("word_ids")), batch["attention_mask"])
 
 
 class HFEncoder(nn.Module):
@@ -129,7 +143,7 @@ class HFEncoder(nn.Module):
         return min(n, int(getattr(tokenizer, "model_max_length", None) or n))
 
 
-Encoder = CharWordDGCNN | HFEncoder
+Encoder = ScratchEncoder | HFEncoder
 
 
 @dataclass
@@ -335,5 +349,5 @@ def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path 
     return HFEncoder(model), tokenizer
 
 
-def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> CharWordDGCNN:
-    return CharWordDGCNN(cfg, len(assets["chars"]), len(assets.get("words") or []))
+def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
+    return ScratchEncoder(cfg, len(assets["chars"]), len(assets.get("words") or []))

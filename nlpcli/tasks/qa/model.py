@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...nn.dgcnn import DGCNN
-from ...nn.encoder import CharWordDGCNN, HFEncoder
+from ...nn.encoder import ScratchEncoder, HFEncoder
 
 
 class AttentionPool(nn.Module):
@@ -46,7 +46,7 @@ class QaModel(nn.Module):
 
     def __init__(
         self,
-        encoder: CharWordDGCNN,
+        encoder: ScratchEncoder,
         question_dilations: list[int],
         kernel_size: int = 3,
         dropout: float = 0.1,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ....nn.dgcnn import GatedDilatedBlock
-from ....nn.encoder import CharWordDGCNN, Encoder
+from ....nn.encoder import ScratchEncoder, Encoder
 
 
 class IeModel(nn.Module):
@@ -27,7 +27,7 @@ class IeModel(nn.Module):
     ):
         super().__init__()
         d = encoder.out_dim
-        scratch = isinstance(encoder, CharWordDGCNN)
+        scratch = isinstance(encoder, ScratchEncoder)
         self.encoder = encoder
         self.position = nn.Embedding(max_positions, d) if scratch else None
         self.attention = (
@@ -52,7 +52,7 @@ class IeModel(nn.Module):
         """Shared features [B, L, d], zero at padding."""
         mask = batch["attention_mask"]
         keep = mask.unsqueeze(-1)
-        if not isinstance(self.encoder, CharWordDGCNN):  # a pretrained encoder: its own positions and attention
+        if not isinstance(self.encoder, ScratchEncoder):  # a pretrained encoder: its own positions and attention
             h = self.encoder(batch)
             return h * keep.to(h.dtype)
         assert self.position is not None and self.attention_norm is not None
