@@ -163,3 +163,58 @@ def test_standard_head_trains_too(tmp_path):
     cfg = json.loads((out / "best" / "config.json").read_text())["config"]
     assert cfg["model"]["head"] == "standard"
     assert json.loads((out / "best" / "metrics.json").read_text())["f1"] > 0.5
+
+
+def test_bilstm_reads_each_sequence_as_a_packed_bidirectional_lstm():
+    """The gather-reversed backward direction equals what pack_padded_sequence gives, on every real position,
+    whatever the padding beside it; padding positions come out zero."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from nlpcli.nn.bilstm import BiLSTM
+
+    torch.manual_seed(0)
+    ours = BiLSTM(8, 12, dropout=0.0).eval()
+    packed = torch.nn.LSTM(8, 6, batch_first=True, bidirectional=True)
+    state = {k: v for k, v in ours.forward_lstm.state_dict().items()}
+    state |= {f"{k}_reverse": v for k, v in ours.backward_lstm.state_dict().items()}
+    packed.load_state_dict(state)
+    lengths = torch.tensor([7, 3, 5, 1])
+    x = torch.randn(4, 7, 8)
+    mask = (torch.arange(7)[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        out = ours(x, mask)
+        ref, _ = pad_packed_sequence(
+            packed(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))[0],
+            batch_first=True,
+            total_length=7,
+        )
+        noisy = ours(torch.where(mask[..., None].bool(), x, torch.randn_like(x) * 100), mask)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.allclose(noisy, out, atol=1e-6)  # what stands in the padding never reaches a real position
+    assert out[mask == 0].abs().max() == 0
+
+
+def test_bilstm_encoder_learns(tmp_path):
+    out = tmp_path / "bilstm"
+    run_cli(
+        "train",
+        "ner",
+        "--train",
+        NER / "train.jsonl",
+        "--dev",
+        NER / "dev.jsonl",
+        "--output",
+        out,
+        "--max-steps",
+        "120",
+        "--eval-every",
+        "40",
+        "--encoder",
+        "bilstm",
+        *TINY,
+        check=True,
+    )
+    cfg = json.loads((out / "best" / "config.json").read_text())["config"]
+    assert cfg["encoder"]["name"] == "bilstm"
+    evals = [json.loads(line)["f1"] for line in (out / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals[-1] > evals[0] and max(evals) > 0.8
