@@ -1,9 +1,10 @@
 """ONNX export: prediction speed of torch, onnxruntime and onnxruntime int8, and int8's F1 change.
 
-    python benchmarks/onnx_speed.py                 # the DGCNN trained 1 minute (speed; F1 at 1 minute is low)
+    python benchmarks/onnx_speed.py                 # the preset's model trained 1 minute (speed; F1 is low then)
     python benchmarks/onnx_speed.py --minutes 20    # the preset's own budget
 
-The DGCNN (configs/ner-msra.toml, word features) trains for --minutes on MSRA news (split as
+The model of configs/ner-msra.toml (ner-msra's recipe; it was the DGCNN with word features before the BiLSTM
+replaced it) trains for --minutes on MSRA news (split as
 ner_benchmark.py msra does) and is scored on those People's Daily sentences (PER/LOC/ORG); a small DGCNN
 (tests/test_ner_pipeline.py's, 150 steps on samples/ner) is scored on samples/ner/dev.jsonl. Each is exported
 with `nlpcli export`, and that graph quantised with onnxruntime's quantize_dynamic (int8 weights: matrix
