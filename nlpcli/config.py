@@ -242,6 +242,8 @@ class TaskConfig:
 
     # What `--encoder auto` may take, best first (nn.encoder.AutoChoice; tasks with the encoder block).
     AUTO_ENCODER: ClassVar[tuple[Any, ...]] = ()
+    # The from-scratch encoders the task's model is built for (nn.encoder: the DGCNN; ner also the BiLSTM).
+    SCRATCH_ENCODERS: ClassVar[tuple[str, ...]] = ("dgcnn",)
     # Lookup order of a bare `--field`: the first section that has it.
     ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "windows", "inference")
     # Flat names of format-1 checkpoints and older option spellings -> "section.field".

@@ -218,3 +218,15 @@ def test_bilstm_encoder_learns(tmp_path):
     assert cfg["encoder"]["name"] == "bilstm"
     evals = [json.loads(line)["f1"] for line in (out / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
     assert evals[-1] > evals[0] and max(evals) > 0.8
+
+
+@pytest.mark.parametrize("task", ["ie", "qa"])
+def test_bilstm_is_refused_by_the_tasks_not_built_for_it(tmp_path, task):
+    """ie and qa add their own inputs at the DGCNN's width: one line naming what they take, and no output."""
+    out = tmp_path / task
+    proc = run_cli("train", task, "--train", SAMPLES / task / "train.jsonl", "--output", out, "--encoder", "bilstm")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: encoder bilstm is for ner only; this task takes dgcnn, auto, or a pretrained encoder"
+    ]
+    assert not out.exists()

@@ -17,8 +17,9 @@ from torch import nn
 
 from ..config import POSITIVE, Section, TaskConfig, opt, smaller
 from ..data.batching import Window, windows
+from ..errors import ConfigError
 from . import hf
-from .encoder import Encoder, EncoderConfig, HFEncoder, NewEncoder, create_encoder, rebuild_encoder
+from .encoder import BILSTM, Encoder, EncoderConfig, HFEncoder, NewEncoder, create_encoder, rebuild_encoder
 
 
 @dataclass
@@ -55,6 +56,13 @@ class EncoderTask:
     def new_encoder(config: TaskConfig, texts: list[str]) -> tuple[Any, NewEncoder]:
         """A new encoder for training (the task's `--encoder auto` choices apply) and the config it fixes."""
         assert isinstance(config.encoder, EncoderConfig)
+        name = config.encoder.name
+        if name == BILSTM and name not in config.SCRATCH_ENCODERS:
+            # ie and qa feed their own inputs (positions, question features) in at the DGCNN's width.
+            raise ConfigError(
+                f"encoder {name} is for ner only; this task takes {', '.join(config.SCRATCH_ENCODERS)}, auto, "
+                "or a pretrained encoder"
+            )
         new = create_encoder(config.encoder, texts, config.AUTO_ENCODER)
         return dataclasses.replace(config, encoder=new.config), new
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...nn.dgcnn import DGCNN
-from ...nn.encoder import ScratchEncoder, HFEncoder
+from ...nn.encoder import HFEncoder, ScratchEncoder
 
 
 class AttentionPool(nn.Module):

@@ -79,6 +79,7 @@ class NerConfig(TaskConfig):
     # Ranked by micro F1 on CLUENER (our 90/10 split, 20 CPU minutes, one thread): m3e-small, then the DGCNN
     # with word2vec vectors, then the DGCNN alone; e5-small came last (figures: docs/results.md).
     # Above nn.encoder.LARGE_TRAINING_SET training texts auto takes the DGCNN instead (docs/encoder-auto.md).
+    SCRATCH_ENCODERS = ("dgcnn", "bilstm")
     AUTO_ENCODER = (
         AutoChoice((("name", "m3e-small"),), "m3e-small", "the best micro F1 on CLUENER in docs/results.md"),
         AutoChoice(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ....nn.dgcnn import GatedDilatedBlock
-from ....nn.encoder import ScratchEncoder, Encoder
+from ....nn.encoder import Encoder, ScratchEncoder
 
 
 class IeModel(nn.Module):
