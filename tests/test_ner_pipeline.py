@@ -31,26 +31,16 @@ TINY = [
 TINY_CFG = dict(hidden_size=64, dilations="1,2,4,1", head_size=16, word_dim=32)
 
 
+def train_tiny(out, steps, *options):
+    """`nlpcli train ner` on the samples with the tiny settings; returns the output directory."""
+    train = ["--train", NER / "train.jsonl", "--dev", NER / "dev.jsonl", "--output", out, "--max-steps", str(steps)]
+    run_cli("train", "ner", *train, *options, *TINY, check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ner") / "run"
-    run_cli(
-        "train",
-        "ner",
-        "--train",
-        NER / "train.jsonl",
-        "--dev",
-        NER / "dev.jsonl",
-        "--output",
-        out,
-        "--max-steps",
-        "120",
-        "--eval-every",
-        "40",
-        *TINY,
-        check=True,
-    )
-    return out
+    return train_tiny(tmp_path_factory.mktemp("ner") / "run", 120, "--eval-every", "40")
 
 
 def test_overfits_one_batch():
@@ -143,23 +133,7 @@ def test_nested_entities_come_out_nested(tmp_path):
 
 
 def test_standard_head_trains_too(tmp_path):
-    out = tmp_path / "std"
-    run_cli(
-        "train",
-        "ner",
-        "--train",
-        NER / "train.jsonl",
-        "--dev",
-        NER / "dev.jsonl",
-        "--output",
-        out,
-        "--max-steps",
-        "80",
-        "--head",
-        "standard",
-        *TINY,
-        check=True,
-    )
+    out = train_tiny(tmp_path / "std", 80, "--head", "standard")
     cfg = json.loads((out / "best" / "config.json").read_text())["config"]
     assert cfg["model"]["head"] == "standard"
     assert json.loads((out / "best" / "metrics.json").read_text())["f1"] > 0.5
@@ -195,25 +169,7 @@ def test_bilstm_reads_each_sequence_as_a_packed_bidirectional_lstm():
 
 
 def test_bilstm_encoder_learns(tmp_path):
-    out = tmp_path / "bilstm"
-    run_cli(
-        "train",
-        "ner",
-        "--train",
-        NER / "train.jsonl",
-        "--dev",
-        NER / "dev.jsonl",
-        "--output",
-        out,
-        "--max-steps",
-        "120",
-        "--eval-every",
-        "40",
-        "--encoder",
-        "bilstm",
-        *TINY,
-        check=True,
-    )
+    out = train_tiny(tmp_path / "bilstm", 120, "--eval-every", "40", "--encoder", "bilstm")
     cfg = json.loads((out / "best" / "config.json").read_text())["config"]
     assert cfg["encoder"]["name"] == "bilstm"
     evals = [json.loads(line)["f1"] for line in (out / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
