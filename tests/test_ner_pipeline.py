@@ -176,6 +176,19 @@ def test_bilstm_encoder_learns(tmp_path):
     assert evals[-1] > evals[0] and max(evals) > 0.8
 
 
+def test_an_odd_bilstm_width_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "odd"
+    proc = run_cli(
+        "train", "ner", "--train", NER / "train.jsonl", "--output", out, "--encoder", "bilstm", "--hidden-size", "63"
+    )
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "error: encoder bilstm needs an even hidden_size (two directions of half), got 63"
+    )
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("task", ["ie", "qa"])
 def test_bilstm_is_refused_by_the_tasks_not_built_for_it(tmp_path, task):
     """ie and qa add their own inputs at the DGCNN's width: one line naming what they take, and no output."""
