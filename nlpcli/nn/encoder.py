@@ -96,10 +96,6 @@ class ScratchEncoder(nn.Module):
         word_dim = cfg.word_dim if cfg.use_words and num_words else 0
         # The BiLSTM reads embeddings half its width wide, as each of its directions is (a wider input buys
         # little for its cost: the LSTM's input product is as large as its recurrent one).
-        if cfg.name == BILSTM and cfg.hidden_size % 2:
-            raise ConfigError(
-                f"encoder bilstm needs an even hidden_size (two directions of half), got {cfg.hidden_size}"
-            )
         embed_dim = cfg.hidden_size // 2 if cfg.name == BILSTM else cfg.hidden_size
         self.embed = CharWordEmbedding(num_chars, embed_dim, num_words, word_dim, cfg.embed_dropout, cfg.char_dim)
         if cfg.freeze_word_vectors and self.embed.words is not None:
