@@ -244,6 +244,8 @@ class TaskConfig:
     AUTO_ENCODER: ClassVar[tuple[Any, ...]] = ()
     # The from-scratch encoders the task's model is built for (nn.encoder: the DGCNN; ner also the BiLSTM).
     SCRATCH_ENCODERS: ClassVar[tuple[str, ...]] = ("dgcnn",)
+    # Whether its model feeds char bigrams to the from-scratch encoder (ner; ie and qa embed chars themselves).
+    BIGRAMS: ClassVar[bool] = False
     # Lookup order of a bare `--field`: the first section that has it.
     ORDER: ClassVar[tuple[str, ...]] = ("trainer", "model", "encoder", "windows", "inference")
     # Flat names of format-1 checkpoints and older option spellings -> "section.field".

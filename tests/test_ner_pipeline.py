@@ -1,5 +1,6 @@
 """NER end to end: learning, train -> save -> load -> predict round trips, windows, nested spans."""
 
+import itertools
 import json
 
 import pytest
@@ -174,6 +175,64 @@ def test_bilstm_encoder_learns(tmp_path):
     assert cfg["encoder"]["name"] == "bilstm"
     evals = [json.loads(line)["f1"] for line in (out / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
     assert evals[-1] > evals[0] and max(evals) > 0.8
+
+
+def test_char_bigrams_are_the_pair_each_char_starts_and_the_one_it_ends():
+    from nlpcli.data.vocab import END, CharWordVocab, bigram_tokens
+    from nlpcli.nn.dgcnn import CharWordEmbedding
+
+    assert bigram_tokens(list("王平伍")) == ["王平", "平伍", "伍" + END]
+    assets = CharWordVocab.build_assets(["王平伍", "王平"], 1, False, 1, 100, bigrams=(2, 100))
+    assert assets["bigrams"][2:] == ["王平"]  # the only pair seen twice; the others are unknown
+    ids = CharWordVocab(assets).encode("王平伍")["bigram_ids"]
+    assert ids == [2, 1, 1]
+    embed = CharWordEmbedding(5, 4, dropout=0.0, num_bigrams=3, bigram_dim=2)
+    seen = []
+    embed.bigram_proj.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    table = embed.bigrams.weight
+    embed(torch.tensor([[2, 3, 4]]), bigram_ids=torch.tensor([[2, 1, 1]]))
+    pairs = seen[0][0]  # [L, 2 * dim]: the pair a char ends, then the one it starts
+    assert torch.equal(pairs[0], torch.cat([torch.zeros(2), table[2]]))  # nothing before the first char
+    assert torch.equal(pairs[1], torch.cat([table[2], table[1]]))
+    assert torch.equal(pairs[2], torch.cat([table[1], table[1]]))
+
+
+def test_bilstm_with_bigrams_learns_and_predicts_flat_entities(tmp_path):
+    out = train_tiny(tmp_path / "bigrams", 120, "--eval-every", "40", "--encoder", "bilstm", "--use-bigrams")
+    assets = json.loads((out / "best" / "vocab.json").read_text())
+    assert len(assets["bigrams"]) > 100 and assets["flat"] is True  # no two training entities overlap
+    evals = [json.loads(line)["f1"] for line in (out / "train_log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals[-1] > evals[0] and max(evals) > 0.8
+    texts = ["记者从西安获悉，徐明将加盟百度公司。", "张伟在北京的华为公司担任工程师。"]
+    ner = api.load(out / "best", threshold=0.01)  # many candidates: they overlap unless decoding keeps them flat
+
+    def overlaps() -> int:
+        spans = [sorted((e["start"], e["end"]) for e in found) for found in ner(texts)]
+        return sum(b[0] < a[1] for s in spans for a, b in itertools.pairwise(s))
+
+    assert sum(map(len, ner(texts))) >= 2 and overlaps() == 0
+    ner._pipeline.assets["flat"] = False  # as a model trained on nested entities decodes
+    assert overlaps() > 0
+
+
+def test_flat_decoding_keeps_the_higher_scoring_of_overlapping_spans():
+    from nlpcli.tasks.ie.ner.pipeline import _flat, _overlapping
+
+    found = {(0, 2, "PER"): 0.9, (2, 4, "PER"): 0.6, (3, 5, "LOC"): 0.8, (6, 6, "LOC"): 0.55, (0, 2, "ORG"): 0.7}
+    assert _flat(found) == {(0, 2, "PER"): 0.9, (3, 5, "LOC"): 0.8, (6, 6, "LOC"): 0.55}
+    assert _overlapping([(0, 2, "PER"), (2, 4, "LOC")]) and _overlapping([(0, 1, "A"), (0, 1, "B")])
+    assert _overlapping([(0, 9, "ORG"), (3, 4, "LOC"), (6, 7, "PER")])  # nested
+    assert not _overlapping([(0, 1, "A"), (2, 3, "B"), (5, 5, "A")])
+
+
+def test_bigrams_are_refused_by_the_tasks_that_embed_chars_themselves(tmp_path):
+    out = tmp_path / "ie"
+    proc = run_cli("train", "ie", "--train", SAMPLES / "ie" / "train.jsonl", "--output", out, "--use-bigrams")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: use_bigrams is for ner only: this task's model embeds its characters itself"
+    ]
+    assert not out.exists()
 
 
 def test_an_odd_bilstm_width_is_one_line_and_writes_nothing(tmp_path):

@@ -24,7 +24,8 @@ LONG_TEXT = "记者从西安获悉，徐明将加盟百度公司。" * 20  # lon
 TRAINED = {
     "ner": ("ner", {}),
     "ner-chars": ("ner", {"use_words": False}),  # the DGCNN without jieba word features
-    "ner-bilstm": ("ner", {"encoder.name": "bilstm", "use_words": False}),  # the other from-scratch encoder
+    # The other from-scratch encoder, with char bigrams: ner-msra's model.
+    "ner-bilstm": ("ner", {"encoder.name": "bilstm", "use_words": False, "use_bigrams": True}),
     "ie": ("ie", {}),
     "qa": ("qa", {}),
 }

@@ -123,6 +123,22 @@ def char_word_tokens(text: str) -> list[str]:
     return out
 
 
+# What follows a text's last character in its last bigram (not a character: it never meets one in a text).
+END = "[END]"
+
+
+def bigram_tokens(chars: list[str]) -> list[str]:
+    """For every character token, the pair it starts with the next one (the last one's pairs with END)."""
+    return [a + b for a, b in zip(chars, [*chars[1:], END])]
+
+
+def build_bigram_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 100000) -> Vocab:
+    counts: Counter = Counter()
+    for t in texts:
+        counts.update(bigram_tokens(char_tokens(t)))
+    return Vocab.build(counts, min_count=min_count, max_size=max_size)
+
+
 def build_char_vocab(texts: Iterable[str], min_count: int = 1) -> Vocab:
     counts: Counter = Counter()
     for t in texts:
@@ -138,27 +154,41 @@ def build_word_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 5
 
 
 class CharWordVocab:
-    """The char vocabulary plus, optionally, the jieba-word vocabulary of char+word models (ner, ie, qa).
+    """The char vocabulary plus, optionally, the jieba-word vocabulary of char+word models (ner, ie, qa) and the
+    char-bigram vocabulary (ner).
 
-    Assets: {"chars": [...], "words": [...]} ("words" absent or empty when words are off).
+    Assets: {"chars": [...], "words": [...], "bigrams": [...]} ("words", "bigrams" absent or empty when off).
     """
 
     def __init__(self, assets: dict):
         self.chars = Vocab(assets["chars"])
         self.words = Vocab(assets["words"]) if assets.get("words") else None
+        self.bigrams = Vocab(assets["bigrams"]) if assets.get("bigrams") else None
 
     @staticmethod
     def build_assets(
-        texts: list[str], char_min_count: int, use_words: bool, word_min_count: int, word_vocab_size: int
+        texts: list[str],
+        char_min_count: int,
+        use_words: bool,
+        word_min_count: int,
+        word_vocab_size: int,
+        bigrams: tuple[int, int] | None = None,
     ) -> dict:
+        """`bigrams`: (min_count, vocab_size) of a char-bigram vocabulary, None for none."""
         assets = {"chars": build_char_vocab(texts, char_min_count).to_list()}
         if use_words:
             assets["words"] = build_word_vocab(texts, word_min_count, word_vocab_size).to_list()
+        if bigrams is not None:
+            assets["bigrams"] = build_bigram_vocab(texts, *bigrams).to_list()
         return assets
 
     def encode(self, text: str) -> dict[str, list[int]]:
-        """char_ids, and word_ids (the id of each char's jieba word) when words are on."""
-        ids = {"char_ids": self.chars.ids(char_tokens(text))}
+        """char_ids; word_ids (the id of each char's jieba word) when words are on; bigram_ids (the id of the
+        pair each char starts) when bigrams are on."""
+        chars = char_tokens(text)
+        ids = {"char_ids": self.chars.ids(chars)}
         if self.words is not None:
             ids["word_ids"] = self.words.ids(char_word_tokens(text))
+        if self.bigrams is not None:
+            ids["bigram_ids"] = self.bigrams.ids(bigram_tokens(chars))
         return ids

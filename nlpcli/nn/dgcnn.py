@@ -55,12 +55,21 @@ class DGCNN(nn.Module):
 
 
 class CharWordEmbedding(nn.Module):
-    """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to.
+    """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to, and of
+    the two char bigrams it is in (the one it ends and the one it starts).
 
     A char width other than `dim` (pretrained char vectors are narrower) is projected to `dim` too."""
 
     def __init__(
-        self, num_chars: int, dim: int, num_words: int = 0, word_dim: int = 0, dropout: float = 0.1, char_dim: int = 0
+        self,
+        num_chars: int,
+        dim: int,
+        num_words: int = 0,
+        word_dim: int = 0,
+        dropout: float = 0.1,
+        char_dim: int = 0,
+        num_bigrams: int = 0,
+        bigram_dim: int = 0,
     ):
         super().__init__()
         char_dim = char_dim or dim
@@ -68,12 +77,23 @@ class CharWordEmbedding(nn.Module):
         self.char_proj = nn.Linear(char_dim, dim, bias=False) if char_dim != dim else None
         self.words = nn.Embedding(num_words, word_dim, padding_idx=0) if num_words and word_dim else None
         self.word_proj = nn.Linear(word_dim, dim, bias=False) if self.words is not None else None
+        self.bigrams = nn.Embedding(num_bigrams, bigram_dim, padding_idx=0) if num_bigrams and bigram_dim else None
+        self.bigram_proj = nn.Linear(2 * bigram_dim, dim, bias=False) if self.bigrams is not None else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None, bigram_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self.chars(char_ids)
         if self.char_proj is not None:
             x = self.char_proj(x)
         if self.words is not None and self.word_proj is not None and word_ids is not None:
             x = x + self.word_proj(self.words(word_ids))
+        if self.bigrams is not None and self.bigram_proj is not None and bigram_ids is not None:
+            # The input holds the pair each char starts; the pair it ends is its left neighbour's (none for the
+            # first char: zeros). The slice's end comes from the shape: a negative end was fixed at the traced
+            # length in the ONNX graph.
+            starts = self.bigrams(bigram_ids)
+            ends = torch.cat([torch.zeros_like(starts[:, :1]), starts[:, : starts.shape[1] - 1]], 1)
+            x = x + self.bigram_proj(torch.cat([ends, starts], -1))
         return self.dropout(x)

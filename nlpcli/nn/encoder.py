@@ -61,6 +61,12 @@ class EncoderConfig(Section):
     word_dim: int = opt(128, "Width of the jieba word embeddings (projected to hidden_size).", **POSITIVE)
     word_min_count: int = opt(2, "Training occurrences a word needs to enter the word vocabulary.")
     word_vocab_size: int = opt(50000, "Most words kept in the word vocabulary (pretrained vectors' words included).")
+    # Char pairs mark word boundaries without a segmenter: in a run of names written without separators
+    # (王学萍王荣生), the pair across a boundary (萍王) is a rare one.
+    use_bigrams: bool = opt(False, "Add embeddings of the two char bigrams each char is in (ner only).")
+    bigram_dim: int = opt(50, "Width of the char-bigram embeddings (projected to the char width).", **POSITIVE)
+    bigram_min_count: int = opt(2, "Training occurrences a char bigram needs to enter the bigram vocabulary.")
+    bigram_vocab_size: int = opt(100000, "Most char bigrams kept in the bigram vocabulary.")
     char_min_count: int = opt(1, "Training occurrences a char needs to enter the char vocabulary.")
     char_dim: int = opt(0, "Char embedding width; 0: hidden_size (pretrained vectors set their own width).")
     # Pretrained vectors initialise the jieba-word embeddings and the char embeddings of the chars they have,
@@ -80,8 +86,9 @@ class EncoderConfig(Section):
 
     def vocab_assets(self, texts: list[str]) -> dict[str, Any]:
         """Char (and word) vocabularies of a from-scratch encoder, built from training texts."""
+        bigrams = (self.bigram_min_count, self.bigram_vocab_size) if self.use_bigrams else None
         return V.CharWordVocab.build_assets(
-            texts, self.char_min_count, self.use_words, self.word_min_count, self.word_vocab_size
+            texts, self.char_min_count, self.use_words, self.word_min_count, self.word_vocab_size, bigrams
         )
 
 
@@ -91,13 +98,16 @@ class ScratchEncoder(nn.Module):
 
     out_dim: int
 
-    def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int):
+    def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int, num_bigrams: int = 0):
         super().__init__()
         word_dim = cfg.word_dim if cfg.use_words and num_words else 0
+        bigram_dim = cfg.bigram_dim if cfg.use_bigrams and num_bigrams else 0
         # The BiLSTM reads embeddings half its width wide, as each of its directions is (a wider input buys
         # little for its cost: the LSTM's input product is as large as its recurrent one).
         embed_dim = cfg.hidden_size // 2 if cfg.name == BILSTM else cfg.hidden_size
-        self.embed = CharWordEmbedding(num_chars, embed_dim, num_words, word_dim, cfg.embed_dropout, cfg.char_dim)
+        self.embed = CharWordEmbedding(
+            num_chars, embed_dim, num_words, word_dim, cfg.embed_dropout, cfg.char_dim, num_bigrams, bigram_dim
+        )
         if cfg.freeze_word_vectors and self.embed.words is not None:
             self.embed.words.weight.requires_grad_(False)
         # Two attribute names, so that a DGCNN checkpoint's weights keep their names.
@@ -113,7 +123,8 @@ class ScratchEncoder(nn.Module):
         return layers(x, mask)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encode(self.embed(batch["char_ids"], batch.get("word_ids")), batch["attention_mask"])
+        x = self.embed(batch["char_ids"], batch.get("word_ids"), batch.get("bigram_ids"))
+        return self.encode(x, batch["attention_mask"])
 
 
 class HFEncoder(nn.Module):
@@ -350,4 +361,4 @@ def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path 
 
 
 def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
-    return ScratchEncoder(cfg, len(assets["chars"]), len(assets.get("words") or []))
+    return ScratchEncoder(cfg, len(assets["chars"]), len(assets.get("words") or []), len(assets.get("bigrams") or []))

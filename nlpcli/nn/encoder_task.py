@@ -63,6 +63,8 @@ class EncoderTask:
                 f"encoder {name} is for ner only; this task takes {', '.join(config.SCRATCH_ENCODERS)}, auto, "
                 "or a pretrained encoder"
             )
+        if config.encoder.use_bigrams and not config.BIGRAMS:
+            raise ConfigError("use_bigrams is for ner only: this task's model embeds its characters itself")
         new = create_encoder(config.encoder, texts, config.AUTO_ENCODER)
         return dataclasses.replace(config, encoder=new.config), new
 

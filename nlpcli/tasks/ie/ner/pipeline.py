@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class NerConfig(TaskConfig):
     # with word2vec vectors, then the DGCNN alone; e5-small came last (figures: docs/results.md).
     # Above nn.encoder.LARGE_TRAINING_SET training texts auto takes the DGCNN instead (docs/encoder-auto.md).
     SCRATCH_ENCODERS = ("dgcnn", "bilstm")
+    BIGRAMS = True
     AUTO_ENCODER = (
         AutoChoice((("name", "m3e-small"),), "m3e-small", "the best micro F1 on CLUENER in docs/results.md"),
         AutoChoice(
@@ -129,7 +131,8 @@ class NerPipeline(EncoderTask, Pipeline):
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
         config, new = cls.new_encoder(config, [ex.text for ex in train_examples])
-        assets: dict[str, Any] = {"types": types, "longest_entity": longest} | new.assets
+        flat = not any(_overlapping(ex.spans) for ex in train_examples)
+        assets: dict[str, Any] = {"types": types, "longest_entity": longest, "flat": flat} | new.assets
         return cls(config, assets, cls._model(config, new.module, len(types)), new.tokenizer)
 
     @classmethod
@@ -214,7 +217,10 @@ class NerPipeline(EncoderTask, Pipeline):
     def postprocess(self, record: dict[str, Any], parts: list[tuple[TextPiece, list[Span]]]) -> dict[str, Any]:
         """Adds `entities`: [{type, start, end (exclusive), text, score}]; a window gives the entities starting
         in the part of the text it owns. `score` is the sigmoid of the span's GlobalPointer logit, in (0, 1):
-        every entity scores above the inference threshold (0.5 by default)."""
+        every entity scores above the inference threshold (0.5 by default). A model trained on flat entities
+        (no two overlap in its training data: MSRA, CLUENER) predicts flat ones: of overlapping candidates the
+        higher-scoring one is kept (a span head scores every span alone, so in a run of names without
+        separators it may find a name and a wrong span across it, both above the threshold)."""
         text = record["text"]
         best: dict[tuple[int, int, str], float] = {}
         for p, found in parts:
@@ -223,6 +229,8 @@ class NerPipeline(EncoderTask, Pipeline):
                 if p.window.owns(w + s):
                     key = (w + s, w + e, t)
                     best[key] = max(score, best.get(key, 0.0))
+        if self.assets.get("flat"):
+            best = _flat(best)
         entities = [
             {"type": t, "start": s, "end": e + 1, "text": text[s : e + 1], "score": round(v, 4)}
             for (s, e, t), v in sorted(best.items())
@@ -285,6 +293,24 @@ class NerPipeline(EncoderTask, Pipeline):
     @classmethod
     def report(cls, metrics: dict[str, Any], title: str) -> Report:
         return prf_report(metrics, title, "type")
+
+
+def _overlapping(spans: Sequence[tuple[int, int, str]]) -> bool:
+    """Whether two of the (start, end inclusive, type) spans share a character (the same extent included)."""
+    ordered = sorted(spans)
+    return any(b[0] <= a[1] for a, b in itertools.pairwise(ordered))
+
+
+def _flat(found: dict[tuple[int, int, str], float]) -> dict[tuple[int, int, str], float]:
+    """The spans (start, end inclusive, type) -> score kept greedily by score, dropping any that overlaps one kept."""
+    taken: set[int] = set()
+    kept: dict[tuple[int, int, str], float] = {}
+    for key, score in sorted(found.items(), key=lambda kv: -kv[1]):
+        chars = range(key[0], key[1] + 1)
+        if not taken.intersection(chars):
+            taken.update(chars)
+            kept[key] = score
+    return kept
 
 
 def _nested_counts(gold: list[list[tuple]], preds: list[list[tuple]]) -> dict[str, int]:
