@@ -85,7 +85,7 @@ class EncoderConfig(Section):
         return self.name in (SCRATCH, BILSTM)
 
     def vocab_assets(self, texts: list[str]) -> dict[str, Any]:
-        """Char (and word) vocabularies of a from-scratch encoder, built from training texts."""
+        """Char (and word, char-bigram) vocabularies of a from-scratch encoder, built from training texts."""
         bigrams = (self.bigram_min_count, self.bigram_vocab_size) if self.use_bigrams else None
         return V.CharWordVocab.build_assets(
             texts, self.char_min_count, self.use_words, self.word_min_count, self.word_vocab_size, bigrams
