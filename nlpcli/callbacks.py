@@ -28,7 +28,8 @@ class TrainCallbacks:
     """Hooks for showing progress; the default does nothing.
 
     `on_start` gets the planned steps, the step a resumed run starts from, and `info`: train_examples,
-    dev_examples, log_every, main_metric, precision_note (what precision auto chose and why, or empty)."""
+    dev_examples, log_every, main_metric, encoder_note and precision_note (what `--encoder auto` and precision
+    auto chose and why, or empty)."""
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None: ...
 
@@ -67,8 +68,9 @@ class LogLines(TrainCallbacks):
             f"train: {total_steps} steps planned, {info.get('train_examples', '?')} train / "
             f"{info.get('dev_examples', '?')} dev examples{resumed}"
         )
-        if info.get("precision_note"):
-            self._print(info["precision_note"])
+        for note in (info.get("encoder_note"), info.get("precision_note")):
+            if note:
+                self._print(note)
 
     def on_step(self, step: int, stats: dict[str, float]) -> None:
         if not self.every or step % self.every:

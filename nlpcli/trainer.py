@@ -153,6 +153,8 @@ class Trainer:
             "main_metric": self.pipe.main_metric,
             "speed_unit": self.pipe.speed_unit,
             "precision_note": self.precision.note,
+            # what `--encoder auto` took and why, said once, when the run starts (a resumed run chose before)
+            "encoder_note": "" if st.step else self.pipe.assets.get("encoder_note", ""),
         }
         if self.dist.is_main:
             self._prepare_log()

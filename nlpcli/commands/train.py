@@ -20,7 +20,6 @@ from .common import (
     err_console,
     out_console,
     parse_extra,
-    print_note,
     stderr_is_tty,
     task_argument,
 )
@@ -47,8 +46,9 @@ class RichCallbacks(TrainCallbacks):
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
-        if info.get("precision_note"):
-            self.progress.console.print(info["precision_note"], highlight=False)
+        for note in (info.get("encoder_note"), info.get("precision_note")):
+            if note:
+                self.progress.console.print(note, highlight=False)
         # Progress is the larger of steps done and time budget used, so the ETA holds for both.
         self.total_steps = total_steps
         self.unit = str(info.get("speed_unit", "tokens"))
@@ -199,7 +199,6 @@ def train(
     if skipped:
         err_console.print(f"skipped {skipped} bad record(s); first: {report['skip_reasons'][:1]}", highlight=False)
     out_console.print(f"dev: {report['dev']}", highlight=False)
-    print_note(report["encoder_note"])
     best = f"{report['best_metric']:.4f}" if report["best_metric"] is not None else "n/a"
     out_console.print(
         f"done: {report['steps']} steps ({report['stopped_by']}), {report['elapsed_s']:.0f}s, "
