@@ -70,6 +70,8 @@ class Run:
     def envelope(self) -> dict[str, Any]:
         import torch
 
+        from nlpcli.device import native_bf16_feature
+
         try:
             import transformers
 
@@ -86,6 +88,9 @@ class Run:
             "date": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             "wall_s": round(time.time() - self.started, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "cpu": cpu_model(),
+            # what `precision = "auto"` reads: bf16 autocast only where the CPU multiplies bf16 natively
+            "cpu_native_bf16": native_bf16_feature(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__,
             "transformers": tf_version,

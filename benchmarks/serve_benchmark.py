@@ -35,6 +35,7 @@ from typing import Any
 from _common import DATA, ROOT, Run, nlpcli, write_jsonl
 
 LEVELS = (1, 8, 32)
+GROUP = 16  # records per model call that micro-batching formed at 32 clients (records_per_model_call)
 MODES = {  # server options of each mode
     "micro_batching": ["--micro-batching"],  # the defaults: --max-wait-ms 0, the model in a thread of the server
     "no_micro_batching": ["--no-micro-batching"],  # one request per model call
@@ -83,7 +84,10 @@ def main() -> None:
     for task in ("ner", "qa"):
         records = data[task]["requests"]
         model = args.work / task
-        result: dict[str, Any] = {"request_chars": round(statistics.mean(len(json.dumps(r)) for r in records))}
+        result: dict[str, Any] = {
+            "request_chars": round(statistics.mean(len(json.dumps(r)) for r in records)),
+            "encoder": json.loads((model / "best" / "config.json").read_text())["config"]["encoder"]["name"],
+        }
         result["in_process"] = in_process(model, records, args.seconds)
         result["predict_process_per_request"] = predict_processes(task, model, records[: args.cli_runs])
         for mode, flags in MODES.items():
@@ -126,7 +130,7 @@ def prepare(work: Path) -> dict[str, dict[str, Any]]:
 # --- the three ways to get predictions ----------------------------------------------------------
 def in_process(model: Path, records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     """`nlpcli.load(model).pipeline.predict_checked([record])` (what `pipe(record)` does with a record), one record per
-    call in a loop; and all records in one call."""
+    call in a loop; all records in one call; and the records in calls of GROUP, in the order they come."""
     import nlpcli
 
     pipe = nlpcli.load(model, device="cpu").pipeline
@@ -141,9 +145,18 @@ def in_process(model: Path, records: list[dict[str, Any]], seconds: float) -> di
     t0 = time.perf_counter()
     pipe.predict_checked(records)
     batched = len(records) / (time.perf_counter() - t0)
+    # What a server's model thread can reach at 32 clients: micro-batching forms calls of about 16 records
+    # that arrived together, of any lengths, where one big call sorts all of them by length (less padding).
+    groups = [records[i : i + GROUP] for i in range(0, len(records), GROUP)]
+    pipe.predict_checked(groups[0])
+    t0 = time.perf_counter()
+    for group in groups:
+        pipe.predict_checked(group)
+    grouped = len(records) / (time.perf_counter() - t0)
     return {
         "one_record_per_call": summary(latencies, sum(latencies)),
         "all_in_one_call_records_per_s": round(batched, 1),
+        f"calls_of_{GROUP}_records_per_s": round(grouped, 1),
     }
 
 
