@@ -4,6 +4,7 @@ default) or in a process of its own, and with two worker processes, at 1, 8 and 
 
     python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
     python benchmarks/serve_benchmark.py --skip-train     # reuse the models under --work
+    python benchmarks/serve_benchmark.py --result NAME    # -> benchmarks/results/NAME.json
 
 Models: the default ner and qa models (the architecture a user serves), trained for --train-minutes each on a
 slice of real data (CLUENER train, WebQA), so the speed is that of the real model; its scores are beside the
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=1.0)
     parser.add_argument("--cli-runs", type=int, default=3, help="`nlpcli predict` processes timed per task")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--result", default="serve", help="result name: benchmarks/results/RESULT.json")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # for the server and predict processes started from here
     import torch
@@ -98,7 +100,7 @@ def main() -> None:
                 result[mode]["answers_equal_in_process"] = same_answers(url, model, records[:50])
         figures["tasks"][task] = result
         print(json.dumps({task: result}, indent=1), flush=True)
-    run.finish("serve", figures)
+    run.finish(args.result, figures)
 
 
 # --- data and models --------------------------------------------------------------------------
