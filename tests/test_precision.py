@@ -92,6 +92,20 @@ def test_load_returns_the_choice_and_its_reason(cpu_feature, tmp_path):
     assert api.load(out, device="cpu", precision="fp32").pipeline.precision_note == ""
 
 
+def test_quantized_models_compute_in_fp32_on_a_bf16_cpu(cpu_feature, tmp_path):
+    # int8 dynamic Linear layers take fp32 inputs: under bf16 autocast the first call failed
+    out = tmp_path / "run"
+    api.train("ner", SAMPLES / "ner" / "train.jsonl", out, config=TINY, encoder="dgcnn", max_steps=1)
+    cpu_feature("avx512_bf16")
+    pipe = api.load(out, device="cpu", quantize=True).pipeline
+    assert pipe.precision is None
+    assert pipe.precision_note == "precision auto: fp32 (int8 quantised Linear layers compute in fp32)"
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in pipe.model.modules())
+    assert "entities" in pipe.predict_checked([{"text": "张伟在北京工作。"}])[0]
+    with pytest.raises(ConfigError, match="--quantize computes in fp32"):
+        api.load(out, device="cpu", quantize=True, precision="bf16")
+
+
 def test_training_from_scratch_stays_fp32_and_the_card_says_why(cpu_feature, tmp_path):
     cpu_feature("amx_bf16")
     report = api.train("ner", SAMPLES / "ner" / "train.jsonl", tmp_path / "run", config=TINY, max_steps=1)

@@ -243,9 +243,14 @@ def test_encoder_reader_learns_exact_answers(encoder, request, tmp_path):
     # Saved and loaded as a pair: the same predictions, batched or one window at a time.
     records = [{"question": ex.question, "passages": [p.text for p in ex.passages]} for ex in examples]
     predicted = list(pipe.predict_records(records))
-    loaded = QaPipeline.load(pipe.save(tmp_path / "ckpt"))
+    # fp32, as `pipe` computes (auto is bf16 on a CPU with native bf16, whose rounding moves with the padding)
+    loaded = QaPipeline.load(pipe.save(tmp_path / "ckpt"), precision="fp32")
     assert isinstance(loaded.model, EncoderReader) and loaded.config == pipe.config
-    assert list(loaded.predict_records(records)) == predicted == list(loaded.predict_records(records, batch_size=1))
+    one_by_one = list(loaded.predict_records(records, batch_size=1))
+    assert list(loaded.predict_records(records)) == predicted
+    # another batch shape may round a score differently in its last place (fp32 kernels differ by shape)
+    assert [{**r, "score": None} for r in one_by_one] == [{**r, "score": None} for r in predicted]
+    assert [r["score"] for r in one_by_one] == pytest.approx([r["score"] for r in predicted], abs=1e-5)
 
 
 # --- CLI end to end ------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _run(
 
 # The plain progress lines a training prints when stderr is no terminal (test_cli_everyday.py), and the line
 # saying what precision auto chose (test_precision.py): log, not error.
-PROGRESS = re.compile(r"^(train: \d+ steps planned|step \d+[/:] |precision auto: )")
+PROGRESS = re.compile(r"^(train: \d+ steps planned|step \d+[/:] |precision auto: |encoder auto: )")
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

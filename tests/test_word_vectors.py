@@ -71,7 +71,7 @@ def test_frozen_vectors_do_not_move_and_a_checkpoint_round_trips(vectors_file, t
     assert not table.requires_grad and torch.equal(table, before)
     assert not torch.equal(pipe.model.encoder.embed.chars.weight, chars_before)  # the char table still trains
     saved = pipe.save(tmp_path / "ckpt")
-    loaded = NerPipeline.load(saved)
+    loaded = NerPipeline.load(saved, precision="fp32")  # as `pipe` computes, on any CPU
     records = [{"text": "北京的华为公司"}]
     assert list(loaded.predict_records(records)) == list(pipe.predict_records(records))
 
