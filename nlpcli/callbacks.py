@@ -24,6 +24,11 @@ class TrainResult:
     output: str = ""
 
 
+def start_notes(info: dict[str, Any]) -> list[str]:
+    """The lines `on_start` shows once: what `--encoder auto` and precision auto chose, and why."""
+    return [note for note in (info.get("encoder_note"), info.get("precision_note")) if note]
+
+
 class TrainCallbacks:
     """Hooks for showing progress; the default does nothing.
 
@@ -68,9 +73,8 @@ class LogLines(TrainCallbacks):
             f"train: {total_steps} steps planned, {info.get('train_examples', '?')} train / "
             f"{info.get('dev_examples', '?')} dev examples{resumed}"
         )
-        for note in (info.get("encoder_note"), info.get("precision_note")):
-            if note:
-                self._print(note)
+        for note in start_notes(info):
+            self._print(note)
 
     def on_step(self, step: int, stats: dict[str, float]) -> None:
         if not self.every or step % self.every:

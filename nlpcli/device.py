@@ -86,7 +86,12 @@ class Precision:
 
 
 def choose_precision(
-    device: torch.device, precision: str = "auto", *, training: bool = False, pretrained: bool = False
+    device: torch.device,
+    precision: str = "auto",
+    *,
+    training: bool = False,
+    pretrained: bool = False,
+    quantized: bool = False,
 ) -> Precision:
     """The precision of a command: as asked, or for `auto` what pays on this device.
 
@@ -94,7 +99,18 @@ def choose_precision(
     multiplies it natively (`native_bf16_feature`), and there for prediction and generation (a DGCNN, a
     pretrained encoder and the CGMH sampler all ran faster at the same quality) and for training a
     pretrained (Hugging Face) network (faster at the same or better dev score); a model trained from scratch
-    trained no faster in bf16, so it trains in fp32. Emulated bf16 is slower than fp32: fp32 elsewhere."""
+    trained no faster in bf16, so it trains in fp32. Emulated bf16 is slower than fp32: fp32 elsewhere.
+    A `quantized` model (int8 dynamic Linear layers, which take fp32 inputs only: autocast around them fails
+    at the first call) computes in fp32: auto says so, and a half precision asked by name is refused."""
+    chosen = _chosen_precision(device, precision, training, pretrained)
+    if quantized and chosen.dtype is not None:
+        if not chosen.reason:
+            raise ConfigError(f"--quantize computes in fp32: drop --precision {chosen.name}, or --quantize")
+        chosen = Precision(None, "int8 quantised Linear layers compute in fp32")
+    return chosen
+
+
+def _chosen_precision(device: torch.device, precision: str, training: bool, pretrained: bool) -> Precision:
     precision = (precision or "auto").lower()
     if precision != "auto":
         return Precision(_asked_dtype(precision))

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..callbacks import LogLines, TrainCallbacks, TrainResult
+from ..callbacks import LogLines, TrainCallbacks, TrainResult, start_notes
 from .common import (
     DEVICE_HELP,
     EXTRA_HELP,
@@ -46,9 +46,8 @@ class RichCallbacks(TrainCallbacks):
 
     def on_start(self, total_steps: int, start_step: int, info: dict[str, Any]) -> None:
         self.progress.start()
-        for note in (info.get("encoder_note"), info.get("precision_note")):
-            if note:
-                self.progress.console.print(note, highlight=False)
+        for note in start_notes(info):
+            self.progress.console.print(note, highlight=False)
         # Progress is the larger of steps done and time budget used, so the ETA holds for both.
         self.total_steps = total_steps
         self.unit = str(info.get("speed_unit", "tokens"))

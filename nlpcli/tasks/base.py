@@ -250,15 +250,9 @@ class Pipeline:
         pipe.model.eval()
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         pipe = pipe.to(dev)
-        from ..device import Precision, choose_precision
+        from ..device import choose_precision
 
-        chosen = choose_precision(dev, precision)
-        if quantize and chosen.dtype is not None:
-            # int8 dynamic Linear layers take fp32 inputs only: bf16 autocast around them fails at the first call
-            if chosen.reason:  # auto chose bf16 (a CPU that multiplies it natively)
-                chosen = Precision(None, "int8 quantised Linear layers compute in fp32")
-            else:
-                raise ConfigError("--quantize computes in fp32: drop --precision bf16, or --quantize")
+        chosen = choose_precision(dev, precision, quantized=quantize)
         pipe.precision, pipe.precision_note = chosen.dtype, chosen.note
         if quantize:
             pipe.quantize()
