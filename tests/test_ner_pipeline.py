@@ -258,3 +258,92 @@ def test_bilstm_is_refused_by_the_tasks_not_built_for_it(tmp_path, task):
         "error: encoder bilstm is for ner only; this task takes dgcnn, auto, or a pretrained encoder"
     ]
     assert not out.exists()
+
+
+def _partial_copy(path, out, annotated: bool):
+    """The samples' training records, the last three quarters annotated for `name` only (their other entities
+    dropped), saying so with `annotated_types` or not."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    with open(out, "w", encoding="utf-8") as f:
+        for i, line in enumerate(lines):
+            record = json.loads(line)
+            if i >= len(lines) // 4:
+                record["label"] = {k: v for k, v in record["label"].items() if k == "name"}
+                if annotated:
+                    record["annotated_types"] = ["name"]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return out
+
+
+def test_partially_annotated_texts_teach_only_their_types(tmp_path):
+    """Texts annotated for people only must not teach that their companies are no entities: with
+    `annotated_types` the model still finds companies (learnt from the quarter annotated for all types);
+    the same records without it teach the model to leave companies out."""
+    found = {}
+    for annotated in (True, False):
+        train = _partial_copy(NER / "train.jsonl", tmp_path / f"train_{annotated}.jsonl", annotated)
+        out = tmp_path / f"run_{annotated}"
+        run_cli(
+            "train",
+            "ner",
+            "--train",
+            train,
+            "--dev",
+            NER / "dev.jsonl",
+            "--output",
+            out,
+            "--max-steps",
+            "120",
+            "--eval-every",
+            "40",
+            *TINY,
+            check=True,
+        )
+        metrics = json.loads(
+            run_cli("evaluate", "ner", "--model", out, "--data", NER / "dev.jsonl", "--json", check=True).stdout
+        )
+        found[annotated] = metrics["per_type"]["company"]["recall"]
+        assert metrics["per_type"]["name"]["f1"] > 0.8
+    assert found[True] > 0.8 and found[True] > found[False] + 0.15, found
+
+
+def test_a_partially_annotated_text_is_scored_on_its_types_only(trained):
+    from nlpcli.tasks.ie.ner.data import read_ner
+
+    pipe = api.load(trained / "best")._pipeline
+    examples, _ = read_ner(NER / "dev.jsonl")
+    full = pipe.evaluate(examples)
+    for ex in examples:
+        ex.spans = [s for s in ex.spans if s[2] == "name"]
+        ex.types = ("name",)
+    names = pipe.evaluate(examples)
+    assert set(names["per_type"]) == {"name"} and names["per_type"]["name"] == full["per_type"]["name"]
+    assert names["precision"] == full["per_type"]["name"]["precision"]  # other types' finds are not errors here
+
+
+def test_annotated_types_must_cover_the_records_entities(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps(
+            {"text": "王芳在西安。", "label": {"address": {"西安": [[3, 4]]}}, "annotated_types": ["name"]},
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    proc = run_cli("train", "ner", "--train", bad, "--output", tmp_path / "out", *TINY)
+    assert proc.returncode == 1 and "not in 'annotated_types'" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_loss_ignores_the_scores_of_unannotated_types():
+    from nlpcli.nn.globalpointer import globalpointer_loss
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 3, 5, 5), torch.rand(2, 3, 5, 5) > 0.9
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    changed = logits.clone()
+    changed[1, 1:] += 10.0  # the second text's unannotated types
+    assert globalpointer_loss(logits, labels, mask) == pytest.approx(globalpointer_loss(changed, labels, mask).item())
+    assert globalpointer_loss(logits, labels) != pytest.approx(globalpointer_loss(changed, labels).item())
+    kept = globalpointer_loss(logits[:1], labels[:1]) * 3 + globalpointer_loss(logits[1:, :1], labels[1:, :1])
+    assert globalpointer_loss(logits, labels, mask).item() == pytest.approx(kept.item() / 4)

@@ -67,8 +67,11 @@ class EfficientGlobalPointer(nn.Module):
         return logits.float()
 
 
-def multilabel_categorical_crossentropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log(1 + sum_neg e^s) + log(1 + sum_pos e^-s) per row of [..., N]; returns the mean over rows.
+def multilabel_categorical_crossentropy(
+    logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log(1 + sum_neg e^s) + log(1 + sum_pos e^-s) per row of [..., N]; returns the mean over rows (over the
+    rows where the boolean `rows` is true, when given).
 
     Masked scores (-1e12) vanish from the negative sum and are never positive.
     """
@@ -79,13 +82,19 @@ def multilabel_categorical_crossentropy(logits: torch.Tensor, labels: torch.Tens
     zeros = torch.zeros_like(s[..., :1])
     neg = torch.logsumexp(torch.cat([s_neg, zeros], dim=-1), dim=-1)
     pos = torch.logsumexp(torch.cat([s_pos, zeros], dim=-1), dim=-1)
-    return (neg + pos).mean()
+    if rows is None:
+        return (neg + pos).mean()
+    return ((neg + pos) * rows).sum() / rows.sum().clamp(min=1)
 
 
-def globalpointer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Loss over [B, T, L, L] scores, one row per (batch, type)."""
+def globalpointer_loss(
+    logits: torch.Tensor, labels: torch.Tensor, type_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Loss over [B, T, L, L] scores, one row per (batch, type); `type_mask` [B, T] (bool) keeps the rows of
+    the types each text was annotated for (a partially annotated text says nothing of the others)."""
     b, t = logits.shape[:2]
-    return multilabel_categorical_crossentropy(logits.reshape(b * t, -1), labels.reshape(b * t, -1))
+    rows = None if type_mask is None else type_mask.reshape(b * t).to(logits.dtype)
+    return multilabel_categorical_crossentropy(logits.reshape(b * t, -1), labels.reshape(b * t, -1), rows)
 
 
 def decode_spans(

@@ -15,7 +15,11 @@ FORMATS = ("cluener", "cmeee", "bio")
 
 @dataclass
 class NerExample:
-    """A text and its entity spans (start, end inclusive, type); `record` keeps the input's fields."""
+    """A text and its entity spans (start, end inclusive, type); `record` keeps the input's fields.
+
+    `types` names the entity types this text was annotated for, when that is not every type (a corpus that
+    marks people and places but not organisations): the model learns nothing about the others from it, and
+    an evaluation scores it on these types only. None: annotated for every type."""
 
     text: str
     spans: list[tuple[int, int, str]] = field(default_factory=list)
@@ -23,6 +27,7 @@ class NerExample:
     line: int | None = None
     offset: int = 0  # where this text starts in its source text (windows)
     path: str = ""  # the file it was read from
+    types: tuple[str, ...] | None = None
 
 
 def detect_format(path: str | Path) -> str:
@@ -68,7 +73,8 @@ def _check_span(
 
 def parse_record(obj: Any, path: str, line: int) -> NerExample:
     """One JSON record: `text` plus CLUENER `label` (inclusive ends), or an `entities` list: CMeEE's
-    `start_idx`/`end_idx` (inclusive) or nlpcli's output `start`/`end` (exclusive)."""
+    `start_idx`/`end_idx` (inclusive) or nlpcli's output `start`/`end` (exclusive). An optional
+    `annotated_types` list says which types the record was annotated for (partial annotation)."""
     if not isinstance(obj, dict):
         raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line)
     text = obj.get("text")
@@ -98,7 +104,19 @@ def parse_record(obj: Any, path: str, line: int) -> NerExample:
             end = ent["end_idx"] if "end_idx" in ent else _inclusive(ent.get("end"))
             mention = ent.get("entity", ent.get("text"))
             spans.append(_check_span(text, start, end, ent.get("type"), mention, path, line))
-    return NerExample(text=text, spans=sorted(set(spans)), record=obj, line=line, path=path)
+    types = _annotated_types(obj.get("annotated_types"), spans, path, line)
+    return NerExample(text=text, spans=sorted(set(spans)), record=obj, line=line, path=path, types=types)
+
+
+def _annotated_types(value: Any, spans: list[tuple[int, int, str]], path: str, line: int) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) and t for t in value):
+        raise DataError(path, "'annotated_types' must be a non-empty list of entity type names", line)
+    outside = sorted({t for _, _, t in spans} - set(value))
+    if outside:
+        raise DataError(path, f"entities of types {outside} are not in 'annotated_types' {value}", line)
+    return tuple(sorted(set(value)))
 
 
 def _inclusive(end: Any) -> Any:

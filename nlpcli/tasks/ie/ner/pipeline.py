@@ -126,7 +126,7 @@ class NerPipeline(EncoderTask, Pipeline):
 
     @classmethod
     def create(cls, config: NerConfig, train_examples: list[NerExample]) -> NerPipeline:
-        types = sorted({t for ex in train_examples for _, _, t in ex.spans})
+        types = sorted({t for ex in train_examples for t in (*(s[2] for s in ex.spans), *(ex.types or ()))})
         if not types:
             raise DataError(", ".join(sorted({ex.path for ex in train_examples})), "no entities in the training data")
         longest = max(e - s + 1 for ex in train_examples for s, e, _ in ex.spans)
@@ -159,7 +159,8 @@ class NerPipeline(EncoderTask, Pipeline):
         for ex in examples:
             for w in self.text_windows(ex.text, training=True):
                 spans = [(s - w.start, e - w.start, t) for s, e, t in ex.spans if s >= w.start and e < w.end]
-                out.append(NerExample(ex.text[w.start : w.end], spans, line=ex.line, offset=w.start, path=ex.path))
+                text = ex.text[w.start : w.end]
+                out.append(NerExample(text, spans, line=ex.line, offset=w.start, path=ex.path, types=ex.types))
         return out
 
     def example_length(self, example: NerExample) -> int:
@@ -184,6 +185,10 @@ class NerPipeline(EncoderTask, Pipeline):
                     index.append((b, self.type_ids[t], *pos))
         if index:
             labels[tuple(torch.tensor(index).T)] = True
+        if any(ex.types is not None for ex in examples):
+            batch["type_mask"] = torch.tensor(
+                [[ex.types is None or t in ex.types for t in self.types] for ex in examples], dtype=torch.bool
+            )
         batch.update(
             attention_mask=attention,
             span_mask=spannable,
@@ -194,7 +199,7 @@ class NerPipeline(EncoderTask, Pipeline):
         return batch
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return globalpointer_loss(model(batch), batch["labels"])
+        return globalpointer_loss(model(batch), batch["labels"], batch.get("type_mask"))
 
     # --- prediction -------------------------------------------------------------------------
     def preprocess(self, record: dict[str, Any]) -> list[TextPiece]:
@@ -268,6 +273,8 @@ class NerPipeline(EncoderTask, Pipeline):
                 if t not in self.type_ids:
                     raise DataError(ex.path, f"unknown entity type {t!r}; the model knows {self.types}", ex.line)
         preds = self.predict_spans([ex.text for ex in examples], batch_size)
+        # A partially annotated text is scored on the types it was annotated for.
+        preds = [p if ex.types is None else [s for s in p if s[2] in ex.types] for ex, p in zip(examples, preds)]
         gold = [ex.spans for ex in examples]
         metrics = set_prf(gold, preds, type_of=lambda span: span[2])
         metrics["nested"] = _nested_counts(gold, preds)
