@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from . import startup
 from .version import __version__
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -95,6 +96,7 @@ def _tidy(command: Any) -> None:
 
 
 def main() -> None:
+    startup.pause()  # until a model is loaded or a training begins (nlpcli/startup.py)
     build_command(sys.argv[1:])(prog_name="nlpcli")
 
 

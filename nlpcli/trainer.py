@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import safefiles
+from . import safefiles, startup
 from .callbacks import TrainCallbacks, TrainResult
 from .card import commands_from_json
 from .checkpoint import BEST, LAST
@@ -134,6 +134,7 @@ class Trainer:
 
     # --- loop ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        startup.resume()  # a command's start-up ends where its training begins
         cfg, st = self.cfg, self.state
         total = self.planned_steps()
         budget_s = cfg.time_budget * 60 if cfg.time_budget else 0.0

@@ -28,17 +28,23 @@ except SystemExit as e:
     code = e.code
 watched = ("transformers", "jieba", "pandas", "nlpcli.trainer", "nlpcli.commands.train", "nlpcli.commands.serve")
 print("IMPORTED", json.dumps(sorted(m for m in watched if m in sys.modules)), file=sys.stderr)
+import gc
+print("COLLECTOR", json.dumps([gc.isenabled(), gc.get_freeze_count()]), file=sys.stderr)
 """
 
 
-def _imported_by_predict(model) -> list[str]:
-    args = ["predict", "ner", "--model", str(model), "--text", "张三在北京"]
+def _probe(args: list[str], what: str) -> list:
+    """Run `nlpcli ARGS` in a fresh interpreter; what it printed after `what` (IMPORTED or COLLECTOR)."""
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, env=cli_env(), cwd=ROOT
     )
-    assert '"entities"' in proc.stdout, proc.stderr
-    line = next(line for line in proc.stderr.splitlines() if line.startswith("IMPORTED "))
-    return json.loads(line.removeprefix("IMPORTED "))
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if line.startswith(what + " "))
+    return json.loads(line.removeprefix(what + " "))
+
+
+def _imported_by_predict(model) -> list[str]:
+    return _probe(["predict", "ner", "--model", str(model), "--text", "张三在北京"], "IMPORTED")
 
 
 @pytest.mark.parametrize(("use_words", "expected"), [(False, []), (True, ["jieba"])])
@@ -48,6 +54,25 @@ def test_predict_imports_only_what_the_model_uses(tmp_path, use_words, expected)
         "ner", SAMPLES / "ner" / "train.jsonl", out, config=TINY, encoder="dgcnn", use_words=use_words, max_steps=1
     )
     assert _imported_by_predict(out) == expected
+
+
+def test_the_collector_is_paused_for_a_commands_start_up_only(tmp_path):
+    """The CLI starts without the garbage collector (nlpcli/startup.py); loading a model or beginning a training
+    turns it back on, with what start-up made frozen out of later collections. The Python API leaves it alone."""
+    out = tmp_path / "run"
+    train = ["train", "ner", "--train", str(SAMPLES / "ner" / "train.jsonl"), "--output", str(out)]
+    enabled, frozen = _probe([*train, "--config", str(TINY), "--encoder", "dgcnn", "--max-steps", "1"], "COLLECTOR")
+    assert enabled and frozen > 10_000  # torch alone makes far more objects than that
+    enabled, frozen = _probe(["predict", "ner", "--model", str(out), "--text", "张三在北京"], "COLLECTOR")
+    assert enabled and frozen > 10_000
+    enabled, frozen = _probe(["models", "list"], "COLLECTOR")  # loads nothing: off until the process ends
+    assert not enabled and frozen == 0
+
+    import gc
+
+    before = gc.get_freeze_count()
+    api.load(out)("张三在北京")
+    assert gc.isenabled() and gc.get_freeze_count() == before
 
 
 def _full_dictionary() -> tuple[dict[str, int], float]:

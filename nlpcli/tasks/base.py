@@ -22,6 +22,7 @@ import torch
 from rich.console import RenderableType
 from torch import nn
 
+from .. import startup
 from ..card import render_card
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import TaskConfig, TrainerConfig
@@ -238,7 +239,9 @@ class Pipeline:
         from ..onnx_runtime import attach, is_exported
 
         if is_exported(ckpt.path):  # an `nlpcli export` directory: the network runs in onnxruntime
-            return attach(pipe, ckpt.path, device, resume, quantize)
+            pipe = attach(pipe, ckpt.path, device, resume, quantize)
+            startup.resume()
+            return pipe
         state = ckpt.state_dict()
         if ckpt.format_version == 1:
             state = _renamed(state, cls.V1_WEIGHTS)
@@ -256,6 +259,7 @@ class Pipeline:
         pipe.precision, pipe.precision_note = chosen.dtype, chosen.note
         if quantize:
             pipe.quantize()
+        startup.resume()  # a command's start-up ends with its model loaded
         return pipe
 
     def onnx_examples(self, texts: list[str]) -> list[dict[str, Any]]:
