@@ -5,6 +5,7 @@ default) or in a process of its own, and with two worker processes, at 1, 8 and 
     python benchmarks/serve_benchmark.py                  # -> benchmarks/results/serve.json (about 5 minutes)
     python benchmarks/serve_benchmark.py --skip-train     # reuse the models under --work
     python benchmarks/serve_benchmark.py --result NAME    # -> benchmarks/results/NAME.json
+    python benchmarks/serve_benchmark.py --tasks ner --ner-model ner-msra   # a trained ner model or a built name
 
 Models: the default ner and qa models (the architecture a user serves), trained for --train-minutes each on a
 slice of real data (CLUENER train, WebQA), so the speed is that of the real model; its scores are beside the
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--cli-runs", type=int, default=3, help="`nlpcli predict` processes timed per task")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--result", default="serve", help="result name: benchmarks/results/RESULT.json")
+    parser.add_argument("--tasks", default="ner,qa", help="comma-separated: ner, qa")
+    parser.add_argument("--ner-model", default="", help="serve this ner model (a directory or a built name)")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # for the server and predict processes started from here
     import torch
@@ -63,15 +66,24 @@ def main() -> None:
     run = Run()
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work)
+    tasks = [t for t in args.tasks.split(",") if t]
+    models = {t: args.work / t for t in tasks}
+    if args.ner_model:
+        from nlpcli.models import resolve_model_dir
+
+        models["ner"] = resolve_model_dir(args.ner_model)
     if not args.skip_train:
-        for task in ("ner", "qa"):
+        for task in tasks:
+            if task == "ner" and args.ner_model:
+                continue
             train = data[task]["train"]
             nlpcli("train", task, "--train", train, "--output", args.work / task, "--overwrite",
                    "--time-budget", args.train_minutes, "--threads", 1)  # fmt: skip
     figures: dict[str, Any] = {
         "setup": {
             "models": "the default ner and qa models, trained "
-            f"{args.train_minutes:g} min on {data['ner']['what']} / {data['qa']['what']}",
+            f"{args.train_minutes:g} min on {data['ner']['what']} / {data['qa']['what']}"
+            + (f"; ner: {args.ner_model}" if args.ner_model else ""),
             "requests": "one record each: a CLUENER test sentence (ner); a WebQA question with its evidence "
             "passages (qa)",
             "clients": "one asyncio loop in the benchmark process, HTTP/1.1 keep-alive, a connection per client",
@@ -83,12 +95,14 @@ def main() -> None:
         },
         "tasks": {},
     }
-    for task in ("ner", "qa"):
+    for task in tasks:
         records = data[task]["requests"]
-        model = args.work / task
+        model = models[task]
         result: dict[str, Any] = {
             "request_chars": round(statistics.mean(len(json.dumps(r)) for r in records)),
-            "encoder": json.loads((model / "best" / "config.json").read_text())["config"]["encoder"]["name"],
+            "encoder": json.loads(
+                next(p for p in (model / "best" / "config.json", model / "config.json") if p.is_file()).read_text()
+            )["config"]["encoder"]["name"],
         }
         result["in_process"] = in_process(model, records, args.seconds)
         result["predict_process_per_request"] = predict_processes(task, model, records[: args.cli_runs])
