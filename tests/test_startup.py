@@ -116,3 +116,27 @@ def test_a_broken_shard_file_is_rebuilt(tmp_path):
     jieba_dict.install(fresh, where)
     assert isinstance(fresh.FREQ, jieba_dict.LazyFreq)
     assert fresh.lcut("南京市长江大桥", HMM=False) == ["南京市", "长江大桥"]
+
+
+def test_a_server_turns_the_collector_back_on_though_it_loaded_no_model(monkeypatch):
+    """`serve --model-process` loads its models in processes of their own: the server itself resumes."""
+    import gc
+
+    from fastapi import FastAPI
+
+    from nlpcli import startup
+    from nlpcli.serve import runner
+    from nlpcli.serve.app import ServeSettings
+
+    ran = []
+    monkeypatch.setattr(runner._Server, "run", lambda self, sockets=None: ran.append(gc.isenabled()))
+    sock = runner.bind("127.0.0.1", 0)
+    startup.pause()
+    try:
+        assert not gc.isenabled()
+        runner.run_server(FastAPI(), sock, ServeSettings(), log_level="error")
+    finally:
+        sock.close()
+        gc.enable()
+        gc.unfreeze()
+    assert ran == [True]

@@ -31,6 +31,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .. import startup
 from ..errors import ConfigError
 from .app import STOP_JOIN_S, ServeSettings
 
@@ -157,6 +158,7 @@ def uvicorn_config(app: FastAPI | str, settings: ServeSettings, *, log_level: st
 def run_server(app: FastAPI | str, sock: socket.socket, settings: ServeSettings, **kw: Any) -> None:
     """Serve on a bound socket until SIGTERM / Ctrl-C. With `workers` > 1, `app` is the import string of an
     application factory, run in that many processes sharing the socket."""
+    startup.resume()  # a server whose models run in processes of their own loaded none here
     config = uvicorn_config(app, settings, **kw)
     if config.workers > 1:
         from uvicorn.supervisors import Multiprocess
