@@ -84,7 +84,8 @@ def person_records(data: bytes, min_people: int = 1) -> Iterator[dict[str, Any]]
 
 def drop_shared(records: Iterable[dict[str, Any]], held_out: Iterable[str], stretch: int = 20) -> list[dict[str, Any]]:
     """The records whose text shares no `stretch`-character run with a held-out text (nor equals a shorter one):
-    People's Daily 1998 is where MSRA's news comes from, and its test sentences must not be trained on."""
+    MSRA's news shares text with People's Daily 1998 (120 of its 5,000 test sentences with January alone), and
+    its test sentences must not be trained on."""
 
     def stretches(text: str) -> Iterator[str]:
         return (text[i : i + stretch] for i in range(max(1, len(text) - stretch + 1)))
