@@ -157,13 +157,17 @@ class CharWordVocab:
     """The char vocabulary plus, optionally, the jieba-word vocabulary of char+word models (ner, ie, qa) and the
     char-bigram vocabulary (ner).
 
-    Assets: {"chars": [...], "words": [...], "bigrams": [...]} ("words", "bigrams" absent or empty when off).
+    Assets: {"chars": [...], "words": [...], "bigrams": [...]} ("words", "bigrams" absent or empty when off), and
+    a lexicon: {"lexicon": {"words": [...], ...}} (`lexicon.Lexicon`; absent when off).
     """
 
     def __init__(self, assets: dict):
+        from .lexicon import Lexicon
+
         self.chars = Vocab(assets["chars"])
         self.words = Vocab(assets["words"]) if assets.get("words") else None
         self.bigrams = Vocab(assets["bigrams"]) if assets.get("bigrams") else None
+        self.lexicon = Lexicon(assets["lexicon"]["words"]) if assets.get("lexicon") else None
 
     @staticmethod
     def build_assets(
@@ -184,11 +188,13 @@ class CharWordVocab:
 
     def encode(self, text: str) -> dict[str, list[int]]:
         """char_ids; word_ids (the id of each char's jieba word) when words are on; bigram_ids (the id of the
-        pair each char starts) when bigrams are on."""
+        pair each char starts) when bigrams are on; lexicon_ids (lexicon.SLOTS per char) with a lexicon."""
         chars = char_tokens(text)
         ids = {"char_ids": self.chars.ids(chars)}
         if self.words is not None:
             ids["word_ids"] = self.words.ids(char_word_tokens(text))
         if self.bigrams is not None:
             ids["bigram_ids"] = self.bigrams.ids(bigram_tokens(chars))
+        if self.lexicon is not None:
+            ids["lexicon_ids"] = self.lexicon.match(chars)
         return ids

@@ -7,6 +7,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from ..data.lexicon import PER_ROLE, ROLES
+
 
 class GatedDilatedBlock(nn.Module):
     """[h, g] = Conv1D(2d, k, dilation r)(x*mask); g = sigmoid(dropout(g)); y = (x(1-g) + h g) * mask."""
@@ -56,7 +58,8 @@ class DGCNN(nn.Module):
 
 class CharWordEmbedding(nn.Module):
     """Char embedding plus the (projected, bias-free) embedding of the jieba word each char belongs to, and of
-    the two char bigrams it is in (the one it ends and the one it starts).
+    the two char bigrams it is in (the one it ends and the one it starts), and of the lexicon words it begins, is
+    inside, ends and is (`data.lexicon`).
 
     A char width other than `dim` (pretrained char vectors are narrower) is projected to `dim` too."""
 
@@ -70,6 +73,8 @@ class CharWordEmbedding(nn.Module):
         char_dim: int = 0,
         num_bigrams: int = 0,
         bigram_dim: int = 0,
+        num_lexicon: int = 0,
+        lexicon_dim: int = 0,
     ):
         super().__init__()
         char_dim = char_dim or dim
@@ -79,10 +84,20 @@ class CharWordEmbedding(nn.Module):
         self.word_proj = nn.Linear(word_dim, dim, bias=False) if self.words is not None else None
         self.bigrams = nn.Embedding(num_bigrams, bigram_dim, padding_idx=0) if num_bigrams and bigram_dim else None
         self.bigram_proj = nn.Linear(2 * bigram_dim, dim, bias=False) if self.bigrams is not None else None
+        # Pretrained word vectors, kept fixed: a word the training text never holds keeps its place among the
+        # words it was trained beside (data/lexicon.py).
+        self.lexicon = nn.Embedding(num_lexicon, lexicon_dim, padding_idx=0) if num_lexicon and lexicon_dim else None
+        if self.lexicon is not None:
+            self.lexicon.weight.requires_grad_(False)
+        self.lexicon_proj = nn.Linear(ROLES * lexicon_dim, dim, bias=False) if self.lexicon is not None else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None, bigram_ids: torch.Tensor | None = None
+        self,
+        char_ids: torch.Tensor,
+        word_ids: torch.Tensor | None = None,
+        bigram_ids: torch.Tensor | None = None,
+        lexicon_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = self.chars(char_ids)
         if self.char_proj is not None:
@@ -96,4 +111,10 @@ class CharWordEmbedding(nn.Module):
             starts = self.bigrams(bigram_ids)
             ends = torch.cat([torch.zeros_like(starts[:, :1]), starts[:, : starts.shape[1] - 1]], 1)
             x = x + self.bigram_proj(torch.cat([ends, starts], -1))
+        if self.lexicon is not None and self.lexicon_proj is not None and lexicon_ids is not None:
+            # [batch, chars * SLOTS] -> per char and role, the mean vector of the words matched (zeros: none).
+            ids = lexicon_ids.reshape(char_ids.shape[0], char_ids.shape[1], ROLES, PER_ROLE)
+            found = (ids > 0).to(x.dtype).sum(-1, keepdim=True).clamp(min=1.0)
+            roles = self.lexicon(ids).sum(-2) / found
+            x = x + self.lexicon_proj(roles.flatten(-2))
         return self.dropout(x)

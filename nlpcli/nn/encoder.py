@@ -67,6 +67,14 @@ class EncoderConfig(Section):
     bigram_dim: int = opt(50, "Width of the char-bigram embeddings (projected to the char width).", **POSITIVE)
     bigram_min_count: int = opt(2, "Training occurrences a char bigram needs to enter the bigram vocabulary.")
     bigram_vocab_size: int = opt(100000, "Most char bigrams kept in the bigram vocabulary.")
+    # All the words of a large word list found in the text, not one segmentation of it: each char reads the
+    # mean pretrained vector of the words it begins, is inside, ends and is (SoftLexicon, data/lexicon.py).
+    # The vectors and their words go into the model, so it needs nothing at prediction time.
+    lexicon: str = opt(
+        "",
+        "Pretrained word vectors whose words each char is matched against (ner only): word2vec-zhwiki, or a "
+        "word2vec text/binary file; empty for none.",
+    )
     char_min_count: int = opt(1, "Training occurrences a char needs to enter the char vocabulary.")
     char_dim: int = opt(0, "Char embedding width; 0: hidden_size (pretrained vectors set their own width).")
     # Pretrained vectors initialise the jieba-word embeddings and the char embeddings of the chars they have,
@@ -99,7 +107,15 @@ class ScratchEncoder(nn.Module):
 
     out_dim: int
 
-    def __init__(self, cfg: EncoderConfig, num_chars: int, num_words: int, num_bigrams: int = 0):
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        num_chars: int,
+        num_words: int,
+        num_bigrams: int = 0,
+        num_lexicon: int = 0,
+        lexicon_dim: int = 0,
+    ):
         super().__init__()
         word_dim = cfg.word_dim if cfg.use_words and num_words else 0
         bigram_dim = cfg.bigram_dim if cfg.use_bigrams and num_bigrams else 0
@@ -107,7 +123,16 @@ class ScratchEncoder(nn.Module):
         # little for its cost: the LSTM's input product is as large as its recurrent one).
         embed_dim = cfg.hidden_size // 2 if cfg.name == BILSTM else cfg.hidden_size
         self.embed = CharWordEmbedding(
-            num_chars, embed_dim, num_words, word_dim, cfg.embed_dropout, cfg.char_dim, num_bigrams, bigram_dim
+            num_chars,
+            embed_dim,
+            num_words,
+            word_dim,
+            cfg.embed_dropout,
+            cfg.char_dim,
+            num_bigrams,
+            bigram_dim,
+            num_lexicon,
+            lexicon_dim,
         )
         if cfg.freeze_word_vectors and self.embed.words is not None:
             self.embed.words.weight.requires_grad_(False)
@@ -124,7 +149,7 @@ class ScratchEncoder(nn.Module):
         return layers(x, mask)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.embed(batch["char_ids"], batch.get("word_ids"), batch.get("bigram_ids"))
+        x = self.embed(batch["char_ids"], batch.get("word_ids"), batch.get("bigram_ids"), batch.get("lexicon_ids"))
         return self.encode(x, batch["attention_mask"])
 
 
@@ -269,6 +294,10 @@ def resolve_auto(
         return cfg.updated({"name": SCRATCH}), (
             f"encoder auto: dgcnn with the word vectors {cfg.word_vectors} (--word-vectors asks for the DGCNN)"
         )
+    if cfg.lexicon:  # as do lexicon matches
+        return cfg.updated({"name": SCRATCH}), (
+            f"encoder auto: dgcnn with the lexicon {cfg.lexicon} (--lexicon asks for a from-scratch encoder)"
+        )
     skipped: list[str] = []
     candidates = list(choices)
     if examples > large and any(dict(c.settings).get("name", SCRATCH) != SCRATCH for c in choices):
@@ -304,9 +333,15 @@ def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoi
         return new
     if cfg.scratch:
         if cfg.word_vectors:
-            return _scratch_from_vectors(cfg, texts)
-        assets = cfg.vocab_assets(texts)
-        return NewEncoder(cfg, build_scratch(cfg, assets), assets)
+            new = _scratch_from_vectors(cfg, texts)
+        else:
+            assets = cfg.vocab_assets(texts)
+            new = NewEncoder(cfg, build_scratch(cfg, assets), assets)
+        if cfg.lexicon:
+            _add_lexicon(new, cfg.lexicon)
+        return new
+    if cfg.lexicon:
+        raise ConfigError(f"--lexicon is for the from-scratch encoders (dgcnn, bilstm), not {cfg.name}")
     from ..models import resolve_encoder
 
     model, tokenizer = hf.load_pretrained(resolve_encoder(cfg.name), "encoder")
@@ -362,4 +397,31 @@ def rebuild_encoder(cfg: EncoderConfig, assets: dict[str, Any], directory: Path 
 
 
 def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
-    return ScratchEncoder(cfg, len(assets["chars"]), len(assets.get("words") or []), len(assets.get("bigrams") or []))
+    lexicon = assets.get("lexicon") or {}
+    return ScratchEncoder(
+        cfg,
+        len(assets["chars"]),
+        len(assets.get("words") or []),
+        len(assets.get("bigrams") or []),
+        len(lexicon.get("words") or []) + 1 if lexicon else 0,
+        int(lexicon.get("dim", 0)),
+    )
+
+
+def _add_lexicon(new: NewEncoder, source: str) -> None:
+    """Give a new from-scratch encoder the lexicon of the word vectors `source` (a catalogue name or a file):
+    its words, normalised as text is, into the assets, and their vectors into a fixed table of the model."""
+    from ..data.lexicon import normalized
+    from ..models import load_word_vectors
+
+    words, vectors = load_word_vectors(source)
+    kept, rows = normalized(words)
+    new.assets["lexicon"] = {"source": source, "dim": int(vectors.shape[1]), "words": kept}
+    module = build_scratch(new.config, new.assets)
+    # The new module keeps the weights made so far (pretrained char and word rows) and a lexicon table.
+    module.load_state_dict(new.module.state_dict(), strict=False)
+    assert module.embed.lexicon is not None
+    with torch.no_grad():
+        module.embed.lexicon.weight[1:] = vectors[rows]
+        module.embed.lexicon.weight[0] = 0.0
+    new.module = module

@@ -65,6 +65,8 @@ class EncoderTask:
             )
         if config.encoder.use_bigrams and not config.BIGRAMS:
             raise ConfigError("use_bigrams is for ner only: this task's model embeds its characters itself")
+        if config.encoder.lexicon and not config.BIGRAMS:
+            raise ConfigError("lexicon is for ner only: this task's model embeds its characters itself")
         new = create_encoder(config.encoder, texts, config.AUTO_ENCODER)
         return dataclasses.replace(config, encoder=new.config), new
 
