@@ -132,6 +132,8 @@ def build(
         canonical = get_task(recipe.task).Config().canonical
         resuming = current_version(root / "run" / LAST) is not None
         overrides = {} if resuming else canonical(dict(recipe.config))
+        if not resuming:
+            overrides |= canonical({k: str(root / "data" / f) for k, f in recipe.data_config.items()})
         overrides |= canonical({"time_budget": recipe.minutes if minutes is None else minutes})
         if device is not None:
             overrides |= canonical({"device": device})

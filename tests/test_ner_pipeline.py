@@ -347,3 +347,130 @@ def test_the_loss_ignores_the_scores_of_unannotated_types():
     assert globalpointer_loss(logits, labels) != pytest.approx(globalpointer_loss(changed, labels).item())
     kept = globalpointer_loss(logits[:1], labels[:1]) * 3 + globalpointer_loss(logits[1:, :1], labels[1:, :1])
     assert globalpointer_loss(logits, labels, mask).item() == pytest.approx(kept.item() / 4)
+
+
+def test_lexicon_matches_give_each_char_the_words_it_begins_is_inside_ends_and_is():
+    from nlpcli.data.lexicon import PER_ROLE, SLOTS, Lexicon, normalized
+
+    words, rows = normalized(["北京", "北京大学", "大学", "京", "Ｘ光", "北京", "a b"])
+    assert words == ["北京", "北京大学", "大学", "京", "x光"] and rows == [0, 1, 2, 3, 4]  # folded, once, no spaces
+    lex = Lexicon(words)
+    ids = lex.match(list("在北京大学"))
+    assert len(ids) == 5 * SLOTS and len(lex) == 6
+
+    def roles(i: int) -> list[list[str]]:
+        row = ids[i * SLOTS : (i + 1) * SLOTS]
+        return [[words[k - 1] for k in row[r * PER_ROLE : (r + 1) * PER_ROLE] if k] for r in range(4)]
+
+    assert roles(0) == [[], [], [], []]  # 在: no word
+    assert roles(1) == [["北京大学", "北京"], [], [], []]  # 北 begins both, longest first
+    assert roles(2) == [[], ["北京大学"], ["北京"], ["京"]]  # 京 is a word alone too
+    assert roles(3) == [["大学"], ["北京大学"], [], []]
+    assert roles(4) == [[], [], ["北京大学", "大学"], []]
+
+
+def _lexicon_data(tmp_path):
+    """Names of three random characters inside random characters: nothing in the text tells a name's edges,
+    but a word list that holds the names (and as many other words, which do occur) does. The test names never
+    occur in training."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pool = [chr(0x4E00 + i) for i in rng.choice(2000, 300, replace=False)]
+
+    def word() -> str:
+        return "".join(rng.choice(pool, 3))
+
+    names = [word() for _ in range(300)]
+    others = [word() for _ in range(300)]
+
+    def filler() -> str:
+        n = int(rng.integers(2, 6))
+        return "".join(rng.choice(pool, n)) + (others[int(rng.integers(300))] if rng.random() < 0.5 else "")
+
+    def records(chosen, n):
+        out = []
+        for _ in range(n):
+            name = chosen[int(rng.integers(len(chosen)))]
+            left = filler()
+            text = left + name + filler() + "。"
+            out.append({"text": text, "label": {"name": {name: [[len(left), len(left) + 2]]}}})
+        return out
+
+    files = {}
+    for split, chosen, n in (("train", names[:200], 600), ("dev", names[200:], 100)):
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(chosen, n)), "utf-8")
+    # Names near one point of the vector space, the other words near another (as word2vec places them).
+    centres = rng.normal(size=(2, 16))
+    vectors = np.concatenate(
+        [centres[0] + 0.3 * rng.normal(size=(300, 16)), centres[1] + 0.3 * rng.normal(size=(300, 16))]
+    )
+    lines = ["600 16"] + [w + " " + " ".join(f"{x:.5f}" for x in v) for w, v in zip(names + others, vectors)]
+    files["lexicon"] = tmp_path / "lexicon.txt"
+    files["lexicon"].write_text("\n".join(lines) + "\n", "utf-8")
+    return files
+
+
+def test_a_lexicon_finds_names_never_seen_in_training(tmp_path):
+    files = _lexicon_data(tmp_path)
+    f1 = {}
+    for lexicon in (True, False):
+        out = tmp_path / f"run_{lexicon}"
+        options = ["--lexicon", files["lexicon"]] if lexicon else []
+        run_cli(
+            "train",
+            "ner",
+            "--train",
+            files["train"],
+            "--dev",
+            files["dev"],
+            "--output",
+            out,
+            "--encoder",
+            "bilstm",
+            "--use-words",
+            "false",
+            "--max-steps",
+            "150",
+            "--eval-every",
+            "50",
+            *options,
+            *TINY,
+            check=True,
+        )
+        f1[lexicon] = json.loads(
+            run_cli("evaluate", "ner", "--model", out, "--data", files["dev"], "--json", check=True).stdout
+        )["f1"]
+    assert f1[True] > 0.8 and f1[True] > f1[False] + 0.3, f1
+    # The words and their vectors are in the model: it predicts with the word list gone.
+    files["lexicon"].unlink()
+    found = api.load(tmp_path / "run_True")(json.loads(files["dev"].read_text("utf-8").splitlines()[0])["text"])
+    assert [e["type"] for e in found] == ["name"]
+
+
+def test_a_lexicon_is_refused_by_the_tasks_that_embed_chars_themselves(tmp_path):
+    out = tmp_path / "ie"
+    proc = run_cli("train", "ie", "--train", SAMPLES / "ie" / "train.jsonl", "--output", out, "--lexicon", "x.vec")
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: lexicon is for ner only: this task's model embeds its characters itself"
+    ]
+
+
+def test_lexicon_init_starts_chars_and_bigrams_from_the_lexicons_vectors(tmp_path):
+    from nlpcli.nn.encoder import EncoderConfig, create_encoder
+
+    vectors = tmp_path / "w.txt"
+    vectors.write_text("4 4\n北京 1 2 3 4\n北 1 1 1 1\n京 2 2 2 2\n西安 0 0 0 1\n", "utf-8")
+    fields = dict(name="bilstm", hidden_size=8, use_words=False, use_bigrams=True, bigram_min_count=1)
+    for init, width in ((True, 4), (True, 5), (False, 4)):
+        cfg = EncoderConfig(**fields, bigram_dim=width, lexicon=str(vectors), lexicon_init=init)
+        new = create_encoder(cfg, ["北京西安", "北京"])
+        chars, bigrams = new.assets["chars"], new.assets["bigrams"]
+        embed = new.module.embed
+        assert embed.lexicon is not None and embed.bigrams is not None
+        assert embed.lexicon.weight[1].tolist() == [1, 2, 3, 4] and not embed.lexicon.weight.requires_grad
+        assert (embed.chars.weight[chars.index("京")].tolist() == [2, 2, 2, 2]) is init  # chars are 4 wide
+        # bigrams only where their table is as wide as the vectors
+        assert (embed.bigrams.weight[bigrams.index("北京")].tolist() == [1, 2, 3, 4]) is (init and width == 4)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from util import ROOT, SAMPLES, run_cli
 
@@ -26,6 +27,8 @@ TRAINED = {
     "ner-chars": ("ner", {"use_words": False}),  # the DGCNN without jieba word features
     # The other from-scratch encoder, with char bigrams: ner-msra's model.
     "ner-bilstm": ("ner", {"encoder.name": "bilstm", "use_words": False, "use_bigrams": True}),
+    # and with a lexicon (the fixture writes its word vectors): what ner-msra trains now.
+    "ner-lexicon": ("ner", {"encoder.name": "bilstm", "use_words": False, "use_bigrams": True, "lexicon": ""}),
     "ie": ("ie", {}),
     "qa": ("qa", {}),
 }
@@ -42,8 +45,16 @@ def models(tmp_path_factory: pytest.TempPathFactory, ort: Any) -> dict[str, tupl
     from nlpcli.export import export
 
     root = tmp_path_factory.mktemp("onnx")
+    words = ["西安", "徐明", "百度公司", "百度", "公司", "北京", "华为", "记者", "西", "安"]
+    vectors = np.random.default_rng(0).normal(size=(len(words), 8))
+    lexicon = root / "lexicon.txt"
+    lexicon.write_text(
+        f"{len(words)} 8\n" + "".join(w + " " + " ".join(map(str, v)) + "\n" for w, v in zip(words, vectors))
+    )
     out = {}
     for name, (task, overrides) in TRAINED.items():
+        if "lexicon" in overrides:
+            overrides = overrides | {"lexicon": str(lexicon)}
         nlpcli.train(
             task,
             train=SAMPLES / task / "train.jsonl",
