@@ -2,7 +2,7 @@
 
     python benchmarks/ner_benchmark.py cluener     # preset configs/ner-cluener.toml (20 minutes, one thread)
     python benchmarks/ner_benchmark.py cmeee       # preset configs/ner-cmeee.toml
-    python benchmarks/ner_benchmark.py msra        # preset configs/ner-msra.toml
+    python benchmarks/ner_benchmark.py msra        # preset configs/ner-msra.toml (nlpcli models pull word2vec-zhwiki)
     python benchmarks/ner_benchmark.py cluener --encoder m3e-small        # -> results/ner_cluener_m3e-small.json
     python benchmarks/ner_benchmark.py cluener --word-vectors word2vec-zhwiki   # -> ..._word2vec-zhwiki.json
 

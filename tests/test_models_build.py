@@ -27,8 +27,8 @@ import nlpcli
 from nlpcli import build as build_module
 from nlpcli.errors import ConfigError
 from nlpcli.models import cache, recipes, resolve_model_dir
-from nlpcli.models.catalogue import CATALOGUE
 from nlpcli.models.archive import sha256_file
+from nlpcli.models.catalogue import CATALOGUE
 
 NAME = "ner-msra"
 LICENCE = "MIT, MIT (code); the text is People's Daily's / PKU's"
@@ -492,5 +492,8 @@ def test_recipes_train_with_their_benchmark_presets(name: str, preset: str) -> N
     }
     recipe = recipes.RECIPES[name]
     budget = fields.pop("time_budget")
+    # A file the recipe prepares from a package stands for the catalogue entry made from the same package file.
+    for key in recipe.data_config:
+        assert CATALOGUE[fields.pop(key)].filename in {d.filename for d in recipe.data}
     assert {k: recipe.config.get(k) for k in fields} == fields
     assert recipe.minutes == (budget if name == GPT else 25)  # ner-msra: 25 of issue 23's 30-minute build target

@@ -456,21 +456,3 @@ def test_a_lexicon_is_refused_by_the_tasks_that_embed_chars_themselves(tmp_path)
     assert proc.stderr.strip().splitlines() == [
         "error: lexicon is for ner only: this task's model embeds its characters itself"
     ]
-
-
-def test_lexicon_init_starts_chars_and_bigrams_from_the_lexicons_vectors(tmp_path):
-    from nlpcli.nn.encoder import EncoderConfig, create_encoder
-
-    vectors = tmp_path / "w.txt"
-    vectors.write_text("4 4\n北京 1 2 3 4\n北 1 1 1 1\n京 2 2 2 2\n西安 0 0 0 1\n", "utf-8")
-    fields = dict(name="bilstm", hidden_size=8, use_words=False, use_bigrams=True, bigram_min_count=1)
-    for init, width in ((True, 4), (True, 5), (False, 4)):
-        cfg = EncoderConfig(**fields, bigram_dim=width, lexicon=str(vectors), lexicon_init=init)
-        new = create_encoder(cfg, ["北京西安", "北京"])
-        chars, bigrams = new.assets["chars"], new.assets["bigrams"]
-        embed = new.module.embed
-        assert embed.lexicon is not None and embed.bigrams is not None
-        assert embed.lexicon.weight[1].tolist() == [1, 2, 3, 4] and not embed.lexicon.weight.requires_grad
-        assert (embed.chars.weight[chars.index("京")].tolist() == [2, 2, 2, 2]) is init  # chars are 4 wide
-        # bigrams only where their table is as wide as the vectors
-        assert (embed.bigrams.weight[bigrams.index("北京")].tolist() == [1, 2, 3, 4]) is (init and width == 4)

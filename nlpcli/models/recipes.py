@@ -258,6 +258,8 @@ RECIPES: dict[str, Recipe] = {
             # bigrams give it word boundaries (runs of names) for little time. People's Daily's person names
             # (PER only: its organisations lost their brackets) lifted MSRA test PER F1 from 0.83 to 0.90, most
             # of it in rosters of names written without separators, which MSRA's training text has few of.
+            # The lexicon (every word of word2vec-zhwiki in the text, SoftLexicon) lifted MSRA test F1 by 0.025
+            # in the same budget, recall most: most of MSRA's names are among Wikipedia's words.
             config={
                 "encoder.name": "bilstm",
                 "encoder.hidden_size": 200,

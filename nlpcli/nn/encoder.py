@@ -75,13 +75,6 @@ class EncoderConfig(Section):
         "Pretrained word vectors whose words each char is matched against (ner only): word2vec-zhwiki, or a "
         "word2vec text/binary file; empty for none.",
     )
-    # A model from scratch in a CPU budget sees each char pair a few times: vectors trained on Wikipedia give
-    # the rare ones a start (SoftLexicon's pretrained char and bigram embeddings).
-    lexicon_init: bool = opt(
-        False,
-        "Start the char embeddings, and the char-bigram embeddings, from the lexicon's vectors of those chars "
-        "and two-char words, where the widths match (ner).",
-    )
     char_min_count: int = opt(1, "Training occurrences a char needs to enter the char vocabulary.")
     char_dim: int = opt(0, "Char embedding width; 0: hidden_size (pretrained vectors set their own width).")
     # Pretrained vectors initialise the jieba-word embeddings and the char embeddings of the chars they have,
@@ -345,7 +338,7 @@ def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoi
             assets = cfg.vocab_assets(texts)
             new = NewEncoder(cfg, build_scratch(cfg, assets), assets)
         if cfg.lexicon:
-            _add_lexicon(new, cfg.lexicon, cfg.lexicon_init)
+            _add_lexicon(new, cfg.lexicon)
         return new
     if cfg.lexicon:
         raise ConfigError(f"--lexicon is for the from-scratch encoders (dgcnn, bilstm), not {cfg.name}")
@@ -415,10 +408,9 @@ def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
     )
 
 
-def _add_lexicon(new: NewEncoder, source: str, init: bool = False) -> None:
+def _add_lexicon(new: NewEncoder, source: str) -> None:
     """Give a new from-scratch encoder the lexicon of the word vectors `source` (a catalogue name or a file):
-    its words, normalised as text is, into the assets, and their vectors into a fixed table of the model; with
-    `init`, the char and char-bigram rows that have a vector start from it (tables of the vectors' width)."""
+    its words, normalised as text is, into the assets, and their vectors into a fixed table of the model."""
     from ..data.lexicon import normalized
     from ..models import load_word_vectors
 
@@ -432,18 +424,4 @@ def _add_lexicon(new: NewEncoder, source: str, init: bool = False) -> None:
     with torch.no_grad():
         module.embed.lexicon.weight[1:] = vectors[rows]
         module.embed.lexicon.weight[0] = 0.0
-        if init:
-            row = {w: vectors[r] for w, r in zip(kept, rows)}
-            scale = float(vectors.std())
-            tables = {"chars": module.embed.chars, "bigrams": module.embed.bigrams}
-            for name, table in tables.items():
-                vocab = new.assets.get(name)
-                if table is None or not vocab or table.weight.shape[1] != vectors.shape[1]:
-                    continue
-                table.weight.normal_(0.0, scale)
-                found = [(i, row[t]) for i, t in enumerate(vocab) if i >= len(V.SPECIALS) and t in row]
-                if found:
-                    table.weight[[i for i, _ in found]] = torch.stack([v for _, v in found])
-                table.weight[0] = 0.0  # padding
-                new.assets["lexicon"][f"{name}_with_vector"] = len(found)
     new.module = module
