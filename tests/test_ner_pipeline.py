@@ -350,9 +350,10 @@ def test_the_loss_ignores_the_scores_of_unannotated_types():
 
 
 def test_lexicon_matches_give_each_char_the_words_it_begins_is_inside_ends_and_is():
-    from nlpcli.data.lexicon import PER_ROLE, SLOTS, Lexicon, normalized
+    from nlpcli.data.lexicon import PER_ROLE, SLOTS, Lexicon
+    from nlpcli.data.vocab import normalized_words
 
-    words, rows = normalized(["北京", "北京大学", "大学", "京", "Ｘ光", "北京", "a b"])
+    words, rows = normalized_words(["北京", "北京大学", "大学", "京", "Ｘ光", "北京", "a b"])
     assert words == ["北京", "北京大学", "大学", "京", "x光"] and rows == [0, 1, 2, 3, 4]  # folded, once, no spaces
     lex = Lexicon(words)
     ids = lex.match(list("在北京大学"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -130,6 +130,25 @@ END = "[END]"
 def bigram_tokens(chars: list[str]) -> list[str]:
     """For every character token, the pair it starts with the next one (the last one's pairs with END)."""
     return [a + b for a, b in zip(chars, [*chars[1:], END])]
+
+
+def normalized_words(words: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct words of a word list as char_tokens reads text (simplified, full-width folded, lower-cased),
+    and the row of the list each came from (the first, where several normalise alike). Words holding whitespace,
+    or normalised to another length, are left out."""
+    out: list[str] = []
+    rows: list[int] = []
+    seen: set[str] = set()
+    for row, w in enumerate(words):
+        if not w or any(c.isspace() for c in w):
+            continue
+        n = "".join(char_tokens(w))
+        if len(n) != len(w) or n in seen:
+            continue
+        seen.add(n)
+        out.append(n)
+        rows.append(row)
+    return out, rows
 
 
 def build_bigram_vocab(texts: Iterable[str], min_count: int = 2, max_size: int = 100000) -> Vocab:

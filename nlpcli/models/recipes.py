@@ -265,14 +265,15 @@ RECIPES: dict[str, Recipe] = {
                 "encoder.hidden_size": 200,
                 "encoder.use_words": False,
                 "encoder.use_bigrams": True,
-                "threads": 1,
+                # All the cores, as gpt-zh: a build runs alone. On a 2-core EPYC two threads made 1.7x the steps
+                # of one in the 25 minutes and 0.012 more MSRA test F1 (docs/results.md, "ner: faster than LAC").
+                "threads": 0,
             },
-            # Every word of word2vec-zhwiki found in the text (SoftLexicon): most of MSRA's names are in it.
             data_config={"encoder.lexicon": LEXICON_FILE},
             minutes=25.0,
             dev="2,000 sentences carved from the training files (seed 42)",
             # docs/results.md ("models build"): the command, the load beside it and the scores
-            measured={"cpu": "25 min (2-core EPYC, one thread)"},
+            measured={"cpu": "26 min (2-core EPYC, both cores)"},
         ),
         Recipe(
             name="gpt-zh",

@@ -411,11 +411,10 @@ def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
 def _add_lexicon(new: NewEncoder, source: str) -> None:
     """Give a new from-scratch encoder the lexicon of the word vectors `source` (a catalogue name or a file):
     its words, normalised as text is, into the assets, and their vectors into a fixed table of the model."""
-    from ..data.lexicon import normalized
     from ..models import load_word_vectors
 
     words, vectors = load_word_vectors(source)
-    kept, rows = normalized(words)
+    kept, rows = V.normalized_words(words)
     new.assets["lexicon"] = {"source": source, "dim": int(vectors.shape[1]), "words": kept}
     module = build_scratch(new.config, new.assets)
     # The new module keeps the weights made so far (pretrained char and word rows) and a lexicon table.
