@@ -113,8 +113,9 @@ class CharWordEmbedding(nn.Module):
             x = x + self.bigram_proj(torch.cat([ends, starts], -1))
         if self.lexicon is not None and self.lexicon_proj is not None and lexicon_ids is not None:
             # [batch, chars * SLOTS] -> per char and role, the mean vector of the words matched (zeros: none).
-            ids = lexicon_ids.reshape(char_ids.shape[0], char_ids.shape[1], ROLES, PER_ROLE)
-            found = (ids > 0).to(x.dtype).sum(-1, keepdim=True).clamp(min=1.0)
-            roles = self.lexicon(ids).sum(-2) / found
-            x = x + self.lexicon_proj(roles.flatten(-2))
+            # A bag per char and role (row 0 is zeros: empty slots add nothing).
+            bags = lexicon_ids.reshape(-1, PER_ROLE)
+            found = (bags > 0).to(x.dtype).sum(-1, keepdim=True).clamp(min=1.0)
+            roles = nn.functional.embedding_bag(bags, self.lexicon.weight, mode="sum") / found
+            x = x + self.lexicon_proj(roles.reshape(char_ids.shape[0], char_ids.shape[1], ROLES * roles.shape[-1]))
         return self.dropout(x)
