@@ -4,9 +4,10 @@ import json
 import zipfile
 
 import pytest
+import torch
 from util import SAMPLES
 
-from nlpcli.data.batching import bucket_batches, windows
+from nlpcli.data.batching import bucket_batches, pad_ids, windows
 from nlpcli.errors import DataError
 from nlpcli.metrics import set_prf
 from nlpcli.tasks.ie.ner.data import detect_format, read_ner
@@ -30,6 +31,28 @@ def test_bucket_batches_partition_and_group_lengths():
     assert sorted(i for b in batches for i in b) == list(range(8))
     assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 3 for b in batches)
     assert batches == bucket_batches(lengths, 2, shuffle=True, seed=1)
+
+
+def test_pad_ids_pads_tensors_as_lists():
+    # The encoders cache ids as int32 tensors, which take a faster path than lists: the same LongTensor.
+    for seqs, min_len in [([[3, 1, 4], [1], []], 1), ([[5, 9], [2, 6]], 1), ([[7], [8, 8]], 5), ([[], []], 1)]:
+        want = pad_ids(seqs, pad=-1, min_len=min_len)
+        got = pad_ids([torch.tensor(s, dtype=torch.int32) for s in seqs], pad=-1, min_len=min_len)
+        assert got.dtype == want.dtype == torch.long
+        assert torch.equal(got, want), (seqs, got, want)
+    assert pad_ids([[7], [8, 8]], pad=0, min_len=5).tolist() == [[7, 0, 0, 0, 0], [8, 8, 0, 0, 0]]
+
+
+def test_text_encoder_caches_a_large_training_set_compactly():
+    from nlpcli.nn.encoder import TextEncoder
+
+    encode = TextEncoder({"chars": ["<pad>", "<unk>", "北", "京"], "bigrams": ["<pad>", "<unk>", "北京"]})
+    first = encode("北京北")
+    assert encode("北京北") is first  # cached: not encoded again
+    assert first.ids["char_ids"].dtype == torch.int32
+    assert first.ids["char_ids"].tolist() == [2, 3, 2]
+    # An epoch of an MSRA-sized set (60,000 windows) must not clear the cache halfway through.
+    assert TextEncoder.CACHE_SIZE >= 60_000
 
 
 def test_set_prf_hand_computed():

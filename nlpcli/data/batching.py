@@ -31,6 +31,9 @@ def bucket_batches(
 def pad_ids(seqs: Sequence[Sequence[int] | torch.Tensor], pad: int = 0, min_len: int = 1) -> torch.Tensor:
     """Right-pad integer sequences into a LongTensor [batch, max_len]."""
     width = max([min_len] + [len(s) for s in seqs])
+    if seqs and all(isinstance(s, torch.Tensor) for s in seqs) and max(len(s) for s in seqs) == width:
+        # One call instead of a copy per row: tensors (the encoders' cached ids) pad several times faster.
+        return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=pad).long()  # type: ignore[arg-type]
     out = torch.full((len(seqs), width), pad, dtype=torch.long)
     for i, s in enumerate(seqs):
         if len(s):
