@@ -56,6 +56,32 @@ def test_loss_equals_direct_formula():
     assert abs(got.item() - sum(expected) / len(expected)) < 1e-5
 
 
+def test_loss_and_its_gradient_equal_the_dense_form_at_any_scale():
+    # The loss sums over gathered positives; the dense form (every score of a row, twice) is the reference.
+    def dense(logits, labels, rows):
+        y = labels.to(logits.dtype)
+        s = (1 - 2 * y) * logits
+        zeros = torch.zeros_like(s[..., :1])
+        neg = torch.logsumexp(torch.cat([s - y * 1e12, zeros], -1), -1)
+        pos = torch.logsumexp(torch.cat([s - (1 - y) * 1e12, zeros], -1), -1)
+        return ((neg + pos) * rows).sum() / rows.sum()
+
+    torch.manual_seed(3)
+    for scale in (1.0, 30.0, 1e4):  # large scores: a confident model, whose exponents must not overflow
+        logits = torch.randn(10, 300) * scale
+        logits[:, ::5] = NEG
+        labels = (torch.rand(10, 300) < 0.03) & (logits > NEG)
+        labels[4] = False  # a row with no positive
+        rows = torch.tensor([1.0, 1, 0, 1, 1, 1, 0, 1, 1, 1])
+        a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        want, got = dense(a, labels, rows), multilabel_categorical_crossentropy(b, labels, rows)
+        want.backward()
+        got.backward()
+        assert torch.isfinite(got)
+        assert torch.allclose(got, want, rtol=1e-5), (scale, got, want)
+        assert torch.allclose(b.grad, a.grad, rtol=1e-4, atol=1e-7), scale
+
+
 def test_masked_scores_do_not_count_in_loss():
     logits = torch.tensor([[[[1.0, NEG], [NEG, -2.0]]]])
     labels = torch.tensor([[[[True, False], [False, False]]]])
