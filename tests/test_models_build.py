@@ -181,7 +181,7 @@ def test_the_ner_msra_recipe_pins_the_wheel_of_models_md() -> None:
     # The pair measured best in docs/results.md: a BiLSTM of 2 x 100 over chars and char bigrams (no jieba).
     assert recipe.config["encoder.hidden_size"] == 200 and recipe.config["encoder.use_words"] is False
     assert recipe.config["encoder.use_bigrams"] is True
-    assert recipe.minutes == 25 and recipe.test_file == "msra_test.txt"
+    assert recipe.minutes == 28 and recipe.test_file == "msra_test.txt"
     with pytest.raises(ConfigError, match="did you mean ner-msra"):
         recipes.get_recipe("ner-mrsa")
 
@@ -499,4 +499,4 @@ def test_recipes_train_with_their_benchmark_presets(name: str, preset: str) -> N
     if name == NAME:
         assert (fields.pop("threads"), recipe.config["threads"]) == (1, 0)
     assert {k: recipe.config.get(k) for k in fields} == fields
-    assert recipe.minutes == (budget if name == GPT else 25)  # ner-msra: 25 of issue 23's 30-minute build target
+    assert recipe.minutes == (budget if name == GPT else 28)  # ner-msra: 28 of issue 23's 30-minute build target

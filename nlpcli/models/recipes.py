@@ -270,7 +270,9 @@ RECIPES: dict[str, Recipe] = {
                 "threads": 0,
             },
             data_config={"encoder.lexicon": LEXICON_FILE},
-            minutes=25.0,
+            # Steps are what this model lacks most (MSRA test F1 rose with every speed-up and every core), so the
+            # budget is issue 23's 30 minutes less the data and the scoring (under 15 seconds each) and a margin.
+            minutes=28.0,
             dev="2,000 sentences carved from the training files (seed 42)",
             # docs/results.md ("models build"): the command, the load beside it and the scores
             measured={"cpu": "26 min (2-core EPYC, both cores)"},
