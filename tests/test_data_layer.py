@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from array import array
 
 import pytest
 import torch
@@ -33,14 +34,16 @@ def test_bucket_batches_partition_and_group_lengths():
     assert batches == bucket_batches(lengths, 2, shuffle=True, seed=1)
 
 
-def test_pad_ids_pads_tensors_as_lists():
-    # The encoders cache ids as int32 tensors, which take a faster path than lists: the same LongTensor.
+def test_pad_ids_pads_lists_arrays_and_tensors_alike():
+    # The encoders cache ids as int arrays; tensors and lists pad the same way.
     for seqs, min_len in [([[3, 1, 4], [1], []], 1), ([[5, 9], [2, 6]], 1), ([[7], [8, 8]], 5), ([[], []], 1)]:
-        want = pad_ids(seqs, pad=-1, min_len=min_len)
-        got = pad_ids([torch.tensor(s, dtype=torch.int32) for s in seqs], pad=-1, min_len=min_len)
-        assert got.dtype == want.dtype == torch.long
-        assert torch.equal(got, want), (seqs, got, want)
-    assert pad_ids([[7], [8, 8]], pad=0, min_len=5).tolist() == [[7, 0, 0, 0, 0], [8, 8, 0, 0, 0]]
+        want = torch.full((len(seqs), max([min_len] + [len(s) for s in seqs])), -1, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            want[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        for form in (list, lambda s: array("i", s), lambda s: torch.tensor(s, dtype=torch.int32)):
+            got = pad_ids([form(s) for s in seqs], pad=-1, min_len=min_len)
+            assert got.dtype == torch.long
+            assert torch.equal(got, want), (seqs, got, want)
 
 
 def test_text_encoder_caches_a_large_training_set_compactly():
@@ -49,8 +52,9 @@ def test_text_encoder_caches_a_large_training_set_compactly():
     encode = TextEncoder({"chars": ["<pad>", "<unk>", "北", "京"], "bigrams": ["<pad>", "<unk>", "北京"]})
     first = encode("北京北")
     assert encode("北京北") is first  # cached: not encoded again
-    assert first.ids["char_ids"].dtype == torch.int32
-    assert first.ids["char_ids"].tolist() == [2, 3, 2]
+    # One int array per field, not a list of Python ints (a tenth of the memory with a lexicon's 16 ids a char)
+    assert isinstance(first.ids["char_ids"], array) and first.ids["char_ids"].itemsize == 4
+    assert list(first.ids["char_ids"]) == [2, 3, 2]
     # An epoch of an MSRA-sized set (60,000 windows) must not clear the cache halfway through.
     assert TextEncoder.CACHE_SIZE >= 60_000
 

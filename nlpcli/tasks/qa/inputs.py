@@ -73,8 +73,8 @@ class ScratchInputs(ReaderInputs):
 
     def encode(self, text: str) -> Text:
         ids = self.text_encoder(text).ids
-        words = torch.as_tensor(ids["word_ids"], dtype=torch.long) if "word_ids" in ids else None
-        return Text(torch.as_tensor(ids["char_ids"], dtype=torch.long), words)
+        words = torch.tensor(ids["word_ids"], dtype=torch.long) if "word_ids" in ids else None
+        return Text(torch.tensor(ids["char_ids"], dtype=torch.long), words)
 
     def question(self, text: str) -> Text:
         return self.encode(text)
