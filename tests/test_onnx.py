@@ -119,6 +119,17 @@ def test_exported_model_predicts_as_torch(models: dict[str, tuple[Path, Path]], 
     assert compared > 0
 
 
+def test_exported_graphs_hold_no_loop(models: dict[str, tuple[Path, Path]]) -> None:
+    # A loop runs its body once per item in onnxruntime: the lexicon's pooling exported as embedding_bag became
+    # one over every char and role, and halved the exported model's speed. Every graph must be plain operators.
+    import onnx
+
+    for name, (_, exported) in models.items():
+        for graph in exported.glob("*.onnx"):
+            ops = {node.op_type for node in onnx.load(str(graph)).graph.node}
+            assert not ops & {"Loop", "Scan", "If"}, (name, graph.name, sorted(ops & {"Loop", "Scan", "If"}))
+
+
 def test_predict_and_serve_run_the_exported_directory(models: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
