@@ -48,26 +48,41 @@ class Lexicon:
         n = len(text)
         out = [0] * (n * SLOTS)
         filled = [0] * (n * 3)  # per character: words kept as B, M, E
-        ids, prefixes = self.ids, self.prefixes
+        word_id, prefix = self.ids.get, self.prefixes.get
+        # Written out role by role, with no tuples or generators per word: it runs for every text predicted.
         for i, ch in enumerate(text):
-            single = ids.get(ch)
+            single = word_id(ch)
             if single is not None:
                 out[i * SLOTS + 3 * PER_ROLE] = single
+            found = prefix(text[i : i + 2])
+            if found is None:  # most characters begin no word of two or more
+                continue
             words: list[tuple[int, int]] = []
             j = i + 2
-            while j <= n:
-                found = prefixes.get(text[i:j])
-                if found is None:
-                    break
+            while True:
                 if found:
                     words.append((j, found))
                 j += 1
+                if j > n:
+                    break
+                found = prefix(text[i:j])
+                if found is None:
+                    break
             # Longest first; and words ending at a character are found from the earliest start: each role keeps
             # its longest words.
             for j, found in reversed(words):
-                for k, role in ((i, 0), (j - 1, 2), *((m, 1) for m in range(i + 1, j - 1))):
-                    f = filled[k * 3 + role]
+                f = filled[i * 3]
+                if f < PER_ROLE:
+                    out[i * SLOTS + f] = found
+                    filled[i * 3] = f + 1
+                end = j - 1
+                f = filled[end * 3 + 2]
+                if f < PER_ROLE:
+                    out[end * SLOTS + 2 * PER_ROLE + f] = found
+                    filled[end * 3 + 2] = f + 1
+                for m in range(i + 1, end):
+                    f = filled[m * 3 + 1]
                     if f < PER_ROLE:
-                        out[k * SLOTS + role * PER_ROLE + f] = found
-                        filled[k * 3 + role] = f + 1
+                        out[m * SLOTS + PER_ROLE + f] = found
+                        filled[m * 3 + 1] = f + 1
         return out
