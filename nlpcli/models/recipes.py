@@ -265,17 +265,18 @@ RECIPES: dict[str, Recipe] = {
                 "encoder.hidden_size": 200,
                 "encoder.use_words": False,
                 "encoder.use_bigrams": True,
-                # All the cores, as gpt-zh: a build runs alone. On a 2-core EPYC two threads made 1.7x the steps
-                # of one in the 25 minutes and 0.012 more MSRA test F1 (docs/results.md, "ner: faster than LAC").
+                # All the cores, as gpt-zh: a build runs alone. On a 2-core EPYC two threads made 1.5-1.7x the
+                # steps of one (docs/results.md, "ner: faster than LAC").
                 "threads": 0,
             },
             data_config={"encoder.lexicon": LEXICON_FILE},
-            # Steps are what this model lacks most (MSRA test F1 rose with every speed-up and every core), so the
-            # budget is issue 23's 30 minutes less the data and the scoring (under 15 seconds each) and a margin.
+            # Issue 23's 30 minutes less the data and the scoring (seconds each) and a margin. On a slow CPU steps
+            # still lift MSRA test F1 (a first-generation EPYC: 6,494 -> 11,066 steps, 0.8903 -> 0.9024); on a
+            # faster one it has levelled off (a Zen 3 EPYC: 0.9088 at 12,080 steps, 0.9050 at 28,472).
             minutes=28.0,
             dev="2,000 sentences carved from the training files (seed 42)",
             # docs/results.md ("models build"): the command, the load beside it and the scores
-            measured={"cpu": "26 min (2-core EPYC, both cores)"},
+            measured={"cpu": "28.4 min (2-core EPYC, both cores)"},
         ),
         Recipe(
             name="gpt-zh",
