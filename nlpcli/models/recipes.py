@@ -270,9 +270,9 @@ RECIPES: dict[str, Recipe] = {
                 "threads": 0,
             },
             data_config={"encoder.lexicon": LEXICON_FILE},
-            # Issue 23's 30 minutes less the data and the scoring (seconds each) and a margin. On a slow CPU steps
-            # still lift MSRA test F1 (a first-generation EPYC: 6,494 -> 11,066 steps, 0.8903 -> 0.9024); on a
-            # faster one it has levelled off (a Zen 3 EPYC: 0.9088 at 12,080 steps, 0.9050 at 28,472).
+            # Issue 23's 30 minutes less the data and the scoring (seconds each) and a margin: on a slow CPU more
+            # steps still lift MSRA test F1, on a faster one it has levelled off (docs/results.md, "ner: faster
+            # than LAC").
             minutes=28.0,
             dev="2,000 sentences carved from the training files (seed 42)",
             # docs/results.md ("models build"): the command, the load beside it and the scores

@@ -113,9 +113,10 @@ class CharWordEmbedding(nn.Module):
             x = x + self.bigram_proj(torch.cat([ends, starts], -1))
         if self.lexicon is not None and self.lexicon_proj is not None and lexicon_ids is not None:
             # [batch, chars * SLOTS] -> per char and role, the mean vector of the words matched (zeros: none).
-            # A bag per char and role (row 0 is zeros: empty slots add nothing). ONNX has no bag: the exporter
-            # writes embedding_bag as a loop over the bags, which left the exported model at half torch's speed,
-            # so an export gathers the vectors and sums them (two plain operators; the same numbers).
+            # A bag per char and role (row 0 is zeros: empty slots add nothing), faster in torch than gathering
+            # the vectors and summing them. ONNX has no bag: the exporter writes embedding_bag as a loop over the
+            # bags, which left the exported model at half torch's speed, so an export gathers and sums (two plain
+            # operators; the same numbers).
             bags = lexicon_ids.reshape(-1, PER_ROLE)
             found = (bags > 0).to(x.dtype).sum(-1, keepdim=True).clamp(min=1.0)
             if torch.onnx.is_in_onnx_export():
