@@ -37,10 +37,6 @@ class Lexicon:
             if len(w) > 1:
                 self.prefixes[w] = i
 
-    def __len__(self) -> int:
-        """Rows of the table the ids index (the empty id 0 included)."""
-        return len(self.ids) + 1
-
     def match(self, chars: Sequence[str]) -> list[int]:
         """The ids of the words each character begins, is inside, ends and is: len(chars) * SLOTS of them."""
         # A token of two characters (a rare lower-casing) stands as one that begins no word: offsets stay.

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -339,13 +339,19 @@ def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoi
         new.assets["encoder_note"] = note  # kept in the checkpoint: what auto chose and why
         return new
     if cfg.scratch:
+        lexicon = _read_lexicon(cfg.lexicon) if cfg.lexicon else None
+        extra = {"lexicon": lexicon[0]} if lexicon else {}
         if cfg.word_vectors:
-            new = _scratch_from_vectors(cfg, texts)
+            new = _scratch_from_vectors(cfg, texts, extra)
         else:
-            assets = cfg.vocab_assets(texts)
+            assets: dict[str, Any] = {**cfg.vocab_assets(texts), **extra}
             new = NewEncoder(cfg, build_scratch(cfg, assets), assets)
-        if cfg.lexicon:
-            _add_lexicon(new, cfg.lexicon)
+        if lexicon:
+            table = cast(ScratchEncoder, new.module).embed.lexicon
+            assert table is not None
+            with torch.no_grad():
+                table.weight[1:] = lexicon[1]
+                table.weight[0] = 0.0
         return new
     if cfg.lexicon:
         raise ConfigError(f"--lexicon is for the from-scratch encoders (dgcnn, bilstm), not {cfg.name}")
@@ -355,18 +361,19 @@ def create_encoder(cfg: EncoderConfig, texts: list[str], auto: Sequence[AutoChoi
     return NewEncoder(cfg, HFEncoder(model), {}, tokenizer)
 
 
-def _scratch_from_vectors(cfg: EncoderConfig, texts: list[str]) -> NewEncoder:
+def _scratch_from_vectors(cfg: EncoderConfig, texts: list[str], more_assets: dict[str, Any]) -> NewEncoder:
     """A from-scratch encoder whose char and word tables start from pretrained word vectors (docs/tasks/qa.md).
 
     The vectors' words join the word vocabulary after the training words (most frequent first, up to
     word_vocab_size) and their single characters the char vocabulary; rows without a vector start random at
-    the vectors' scale. Char and word tables take the vectors' width and are projected to hidden_size."""
+    the vectors' scale. Char and word tables take the vectors' width and are projected to hidden_size.
+    `more_assets` join the assets before the model is built (the lexicon's words, which size its table)."""
     from ..models import load_word_vectors
 
     words, vectors = load_word_vectors(cfg.word_vectors)
     dim = int(vectors.shape[1])
     cfg = cfg.updated({"use_words": True, "word_dim": dim, "char_dim": dim})
-    assets = cfg.vocab_assets(texts)
+    assets: dict[str, Any] = {**cfg.vocab_assets(texts), **more_assets}
     known = set(assets["words"])
     extra = [w for w in words if w not in known][: max(0, cfg.word_vocab_size - len(assets["words"]))]
     assets["words"] = assets["words"] + extra
@@ -415,19 +422,11 @@ def build_scratch(cfg: EncoderConfig, assets: dict[str, Any]) -> ScratchEncoder:
     )
 
 
-def _add_lexicon(new: NewEncoder, source: str) -> None:
-    """Give a new from-scratch encoder the lexicon of the word vectors `source` (a catalogue name or a file):
-    its words, normalised as text is, into the assets, and their vectors into a fixed table of the model."""
+def _read_lexicon(source: str) -> tuple[dict[str, Any], torch.Tensor]:
+    """The lexicon of the word vectors `source` (a catalogue name or a file): its asset (the words, normalised
+    as text is) and the vectors of those words, the rows of the model's fixed lexicon table after row 0."""
     from ..models import load_word_vectors
 
     words, vectors = load_word_vectors(source)
     kept, rows = V.normalized_words(words)
-    new.assets["lexicon"] = {"source": source, "dim": int(vectors.shape[1]), "words": kept}
-    module = build_scratch(new.config, new.assets)
-    # The new module keeps the weights made so far (pretrained char and word rows) and a lexicon table.
-    module.load_state_dict(new.module.state_dict(), strict=False)
-    assert module.embed.lexicon is not None
-    with torch.no_grad():
-        module.embed.lexicon.weight[1:] = vectors[rows]
-        module.embed.lexicon.weight[0] = 0.0
-    new.module = module
+    return {"source": source, "dim": int(vectors.shape[1]), "words": kept}, vectors[rows]
