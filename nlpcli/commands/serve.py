@@ -100,7 +100,7 @@ def serve(
     from ..errors import ConfigError
     from ..extras import require
 
-    for module in ("fastapi", "uvicorn"):
+    for module in ("fastapi", "uvicorn", "httptools"):
         require(module, "serve", "nlpcli serve")
     from ..serve import ServedModel, ServeSettings
     from ..serve import serve as run

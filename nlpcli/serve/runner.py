@@ -6,9 +6,13 @@ still unanswered then are dropped, and a batch still running is left to its daem
 itself re-raises the signal once it has shut down, which would end the process with the signal's status
 (and, under the CLI's handler, 143); a server that drained as asked has done nothing wrong.
 
+HTTP is parsed by httptools (llhttp, in C) on uvloop's event loop where uvloop exists (not on Windows): with a
+fast model, the server's own Python per request is what bounds requests/s, and the pure-Python h11 parser and
+asyncio loop cost more of it (measured in docs/results.md, "serve").
+
 Uvicorn reads a request's headers and body with no time limit of its own (only idle keep-alive connections
 time out), so a client sending a header line every few seconds holds a connection for ever (slowloris).
-`_TimedH11` gives each request `read_timeout_s` from its first byte (or the connection's start) until its
+`_TimedHttpTools` gives each request `read_timeout_s` from its first byte (or the connection's start) until its
 body is complete: past it, the server answers 408 if it has not answered yet, and closes. And it keeps the
 open connections under `--max-connections` and under the process' file-descriptor limit (less a margin):
 a new connection past that closes the oldest connection still sending its request. Without this, slow
@@ -26,10 +30,9 @@ import socket
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .. import startup
 from ..errors import ConfigError
@@ -65,12 +68,12 @@ class _Config(uvicorn.Config):
     read_timeout_s: float | None = None
 
 
-class _TimedH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline on reading each request (headers and body)."""
+class _TimedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol with a deadline on reading each request (headers and body)."""
 
     _read_timer: asyncio.TimerHandle | None = None
     # Connections of this process still sending their request, oldest first (a dict keeps insertion order).
-    reading: ClassVar[dict[_TimedH11, None]] = {}
+    reading: ClassVar[dict[_TimedHttpTools, None]] = {}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,11 +85,13 @@ class _TimedH11(H11Protocol):
                 oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._read_timer is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the next request on a kept-alive connection
+        if self._read_timer is None:
+            self._arm()  # the next request on a kept-alive connection (disarmed again if it all came now)
         super().data_received(data)
-        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-            self._disarm()  # the whole request is in: the application's time is --timeout's business
+
+    def on_message_complete(self) -> None:
+        self._disarm()  # the whole request is in: the application's time is --timeout's business
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -106,15 +111,15 @@ class _TimedH11(H11Protocol):
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
-        if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+        self.reading.pop(self, None)
+        if self.transport.is_closing():
             return
-        if self.conn.our_state is h11.IDLE or (self.conn.our_state is h11.SEND_RESPONSE and not self._started()):
+        # 408 unless an answer to an earlier request on this connection is being written (it would be cut in two).
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(TIMEOUT_ANSWER)
         # The application waiting for the rest of the body sees the client gone (and answers nobody).
         self.transport.close()
-
-    def _started(self) -> bool:
-        return self.cycle is not None and self.cycle.response_started
 
 
 @functools.cache
@@ -140,8 +145,8 @@ def uvicorn_config(app: FastAPI | str, settings: ServeSettings, *, log_level: st
         factory=isinstance(app, str),
         workers=workers,
         log_level=log_level,
-        http=_TimedH11,
-        loop="asyncio",
+        http=_TimedHttpTools,
+        loop="auto",  # uvloop where it is installed (the serve extra brings it, except on Windows), else asyncio
         lifespan="on",
         limit_concurrency=settings.max_connections,
         # Requests in flight get the drain bound, less the time left to stop a running batch and exit.
