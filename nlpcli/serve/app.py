@@ -13,6 +13,7 @@ model has run its example record (jieba's dictionary and the first forward loade
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from ..errors import NlpcliError
 from ..records.jsonl import dumps
 from .batcher import MicroBatcher, record_chars
 from .bodies import Problem, check_content_type, check_declared_size, parse_records, too_large
-from .guard import Guard
+from .guard import ASGIApp, Guard, Receive, Scope, Send
 from .metrics import Metrics
 from .model_process import ModelProcess
 from .models import ServedModel
@@ -116,7 +117,7 @@ def check_chars(records: list[dict[str, Any]], settings: ServeSettings) -> None:
         )
 
 
-def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = None) -> FastAPI:
+def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = None) -> ServingApp:
     """The application for loaded models; their batcher threads start and stop with its lifespan."""
     settings = settings or ServeSettings()
     # a socket handed to a new process by number is POSIX's; on Windows the model runs in the server
@@ -164,7 +165,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
     tasks = ", ".join(sorted({m.task for m in models.values()}))
     sampled = sorted({m.task for m in models.values() if m.pipe.sampled})
-    app = FastAPI(
+    app = ServingApp(
         title="nlpcli",
         summary=f"Predictions of {', '.join(f'{n} ({m.task})' for n, m in models.items())}",
         description=(
@@ -182,16 +183,18 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         lifespan=lifespan,
     )
 
-    async def predict(name: str, request: Request) -> Response:
+    async def predict(name: str, scope: Scope, receive: Receive) -> tuple[int, Any]:
+        """POST /predict[/NAME]: the status and the JSON content of the answer (every error answered here)."""
         try:
             model = models.get(name)
             if model is None:
                 raise Problem(404, f"no model named {name!r}; serving: {', '.join(models)}")
-            check_content_type(request.headers.get("content-type"))
-            body = await read_body(request, settings.max_body_bytes)
+            headers = dict(scope["headers"])  # ASGI names are lower case
+            check_content_type(_latin1(headers.get(b"content-type")))
+            body = await read_body(receive, _latin1(headers.get(b"content-length")), settings.max_body_bytes)
             records, single = parse_records(body, model.pipe, settings.max_records)
             if not records:
-                return json_response([])
+                return 200, []
             check_chars(records, settings)
             deadline = time.monotonic() + settings.timeout_s
             future = batchers[name].submit(records, deadline=deadline)
@@ -200,17 +203,22 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             except TimeoutError:  # cancelled with it: out of the queue, or its batch stops if nobody else waits
                 raise Problem(504, f"no answer within {settings.timeout_s:g} s (--timeout)") from None
             except asyncio.CancelledError:  # past the drain bound of a SIGTERM: say so rather than a bare 500
-                return problem_response(503, "the server is shutting down (--drain-timeout)")
+                return 503, {"detail": "the server is shutting down (--drain-timeout)"}
         except Problem as p:
-            return problem_response(p.status, p.message)
+            return p.status, {"detail": p.message}
         except ClientDisconnect:  # the client went (or its body was not sent in time): nobody reads an answer
-            return problem_response(408, "the request's body did not arrive")
+            return 408, {"detail": "the request's body did not arrive"}
         except NlpcliError as e:  # a record the task refused past its validate_record
-            return problem_response(422, str(e))
+            return 422, {"detail": str(e)}
         except Exception as e:  # a fault in the model or the task's code: this request fails, the server goes on
             log.exception("prediction failed")
-            return problem_response(500, internal_message(e))
-        return json_response(outputs[0] if single else outputs)
+            return 500, {"detail": internal_message(e)}
+        return 200, outputs[0] if single else outputs
+
+    async def predict_route(name: str, request: Request) -> Response:
+        """What the declared routes answer (FastPredict answers the same requests before they get there)."""
+        status, content = await predict(name, request.scope, request.receive)
+        return json_response(content, status)
 
     errors_doc: dict[int | str, dict[str, Any]] = {
         400: {"description": "malformed JSON, or several models served and none named"},
@@ -249,7 +257,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
         @app.post("/predict", summary=f"Predict with the one model ({models[only].task})", **route_doc(only))
         async def predict_default(request: Request) -> Response:
-            return await predict(only, request)
+            return await predict_route(only, request)
 
     else:
 
@@ -261,7 +269,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
         def named(name: str) -> Any:
             async def predict_model(request: Request) -> Response:
-                return await predict(name, request)
+                return await predict_route(name, request)
 
             return predict_model
 
@@ -274,7 +282,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
     @app.post("/predict/{name}", include_in_schema=False)
     async def predict_unknown(name: str, request: Request) -> Response:
-        return await predict(name, request)
+        return await predict_route(name, request)
 
     @app.get("/health", summary="Liveness: the process answers (and the models it serves)")
     async def health() -> Response:
@@ -321,21 +329,24 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             app.openapi_schema = doc
         return app.openapi_schema
 
-    async def fast_answer(path: str, request: Request) -> Response | None:
+    async def fast_answer(scope: Scope, receive: Receive) -> tuple[int, Any] | None:
         """POST /predict and /predict/NAME as their routes answer them; None for any other path."""
+        path = scope["path"]
         if path == "/predict":
-            return await predict_default(request)
+            if len(models) > 1:
+                return 400, {"detail": f"several models are served; POST to /predict/NAME ({', '.join(models)})"}
+            return await predict(next(iter(models)), scope, receive)
         name = path.removeprefix("/predict/")
         if name != path and name and "/" not in name:
-            return await predict(name, request)
+            return await predict(name, scope, receive)
         return None
 
     app.openapi = openapi  # type: ignore[method-assign]
     routes = ["/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json", "/docs"]
     routes += [f"/{kind}/{n}" for n in models for kind in ("predict", "info")]
     metrics = Metrics(routes)
-    app.add_middleware(FastPredict, answer=fast_answer)  # inside the Guard: its checks and metrics come first
-    app.add_middleware(Guard, metrics=metrics, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)
+    fast = FastPredict(functools.partial(FastAPI.__call__, app), answer=fast_answer)
+    app.front = Guard(fast, metrics=metrics, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)
     return app
 
 
@@ -349,22 +360,41 @@ def model_processes(models: dict[str, ServedModel]) -> dict[str, ModelProcess]:
     }
 
 
+class ServingApp(FastAPI):
+    """FastAPI, entered through `front`: every HTTP request passes the Guard (Host, API key, metrics) first,
+    then POST /predict[/NAME] is answered by FastPredict, and only the other requests reach FastAPI."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.front is not None:
+            await self.front(scope, receive, send)
+        else:  # lifespan (the batchers start and stop there)
+            await super().__call__(scope, receive, send)
+
+
 class FastPredict:
-    """POST /predict[/NAME] straight to its handler, past FastAPI's routing, exception and exit-stack layers.
+    """POST /predict[/NAME] straight to its handler, on the ASGI messages themselves, past every layer of
+    FastAPI and Starlette (error pages, telemetry, body limit, routing, exit stacks, Request and Response).
 
-    Those layers cost the event loop about as much Python per request as the handler itself (a profile of a
-    server at 32 clients), and that Python takes turns with the model's. The routes stay declared, for the
-    OpenAPI docs; every other request goes through FastAPI. The handler answers every error itself."""
+    With a fast model the event loop's Python per request is what bounds requests/s at many clients, and
+    those layers took about as much of it as the handler itself (a profile of a server at 32 clients). The
+    routes stay declared, for the OpenAPI docs; every other request goes through FastAPI. The handler answers
+    every error itself."""
 
-    def __init__(self, app: Any, answer: Callable[[str, Request], Awaitable[Response | None]]):
+    def __init__(self, app: ASGIApp, answer: Callable[[Scope, Receive], Awaitable[tuple[int, Any] | None]]):
         self.app = app
         self.answer = answer
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/predict"):
-            response = await self.answer(scope["path"], Request(scope, receive))
-            if response is not None:
-                await response(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST" and scope["path"].startswith("/predict"):
+            answer = await self.answer(scope, receive)
+            if answer is not None:
+                status, content = answer
+                body = dumps(content).encode("utf-8")
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
 
@@ -386,13 +416,23 @@ def internal_message(e: BaseException) -> str:
     return "internal error: " + f"{type(e).__name__}: {e}".strip().splitlines()[0]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, read no further than `limit` bytes (a Content-Length over it is refused before reading)."""
-    check_declared_size(request.headers.get("content-length"), limit)
+def _latin1(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """The body, read no further than `limit` bytes (a Content-Length over it is refused before reading);
+    ClientDisconnect if the client goes first."""
+    check_declared_size(content_length, limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise Problem(413, too_large(size, limit) + " (or more)")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
