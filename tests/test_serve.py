@@ -694,6 +694,29 @@ def test_slow_headers_and_short_bodies_are_timed_out_while_health_answers(models
         assert srv.stop() == 0, srv.log.read_text()
 
 
+def test_a_kept_alive_connection_gets_a_read_deadline_per_request_not_between_them(models, tmp_path):
+    # Each request's deadline ends with its body: an answered connection idle past --read-timeout is still
+    # open (uvicorn's keep-alive timeout, 5 s, closes idle ones), and the next request there gets a deadline.
+    srv = Server(tmp_path, "--model", models["ner"], "--read-timeout", 1)
+    try:
+        host, port = _host_port(srv.url)
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        conn.request("POST", "/predict", json.dumps({"text": "好"}), headers)
+        assert conn.getresponse().read() and conn.sock is not None
+        first = conn.sock
+        time.sleep(1.5)  # past the read deadline, within the keep-alive timeout
+        conn.request("POST", "/predict", json.dumps({"text": "好"}), headers)
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read()
+        assert conn.sock is first  # the same connection answered both
+        first.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\n".encode())  # a third, never finished
+        assert _read_until_closed(first).startswith(b"HTTP/1.1 408")
+        conn.close()
+    finally:
+        assert srv.stop() == 0, srv.log.read_text()
+
+
 def test_past_max_connections_the_oldest_slow_connection_makes_room(models, tmp_path):
     # Read timeout far away: only the connection cap can free a place (uvicorn answers 503 at 20 connections).
     srv = Server(tmp_path, "--model", models["ner"], "--read-timeout", 600, "--max-connections", 20)
