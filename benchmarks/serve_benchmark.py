@@ -110,10 +110,10 @@ def main() -> None:
         result["in_process"] = in_process(model, records, args.seconds)
         result["predict_process_per_request"] = predict_processes(task, model, records[: args.cli_runs])
         for mode, flags in MODES.items():
-            with server(model, flags) as url:
+            with server(model, flags) as (url, pid):
                 # /info answers for the worker that takes the request: batch sizes only from a lone worker
                 one = "--workers" not in flags
-                result[mode] = {str(c): http_level(url, records, c, args.seconds, one) for c in LEVELS}
+                result[mode] = {str(c): http_level(url, pid, records, c, args.seconds, one) for c in LEVELS}
                 result[mode]["answers_equal_in_process"] = same_answers(url, model, records[:50])
         figures["tasks"][task] = result
         print(json.dumps({task: result}, indent=1), flush=True)
@@ -201,7 +201,8 @@ def predict_processes(task: str, model: Path, records: list[dict[str, Any]]) -> 
 
 
 @contextmanager
-def server(model: Path, flags: list[str]) -> Iterator[str]:
+def server(model: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
+    """The server's URL and process id, once it answers /health."""
     cmd = [sys.executable, "-m", "nlpcli.cli", "serve", "--model", str(model), "--port", "0", "--threads", "1"]
     log_path = model.parent / "serve.log"  # a file, not a pipe: a server that logs much never blocks on it
     with open(log_path, "w") as log:
@@ -218,7 +219,7 @@ def server(model: Path, flags: list[str]) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         if proc.wait(60) != 0:
@@ -226,21 +227,59 @@ def server(model: Path, flags: list[str]) -> Iterator[str]:
 
 
 def http_level(
-    url: str, records: list[dict[str, Any]], clients: int, seconds: float, batches: bool = True
+    url: str, pid: int, records: list[dict[str, Any]], clients: int, seconds: float, batches: bool = True
 ) -> dict[str, Any]:
     """`clients` concurrent keep-alive clients for `seconds`: requests/s, latency, mean records per model call
-    (`batches`: read from /info, which only a single-worker server answers for all its requests)."""
+    (`batches`: read from /info, which only a single-worker server answers for all its requests), and the CPU
+    time each part took per request."""
     before = _batches(url) if batches else None
     load = os.getloadavg()[0]
+    cpu_before, clients_before = cpu_seconds(pid), _own_cpu_seconds()
     latencies, errors, elapsed = run_clients(_drive(url, records, clients, seconds))
+    cpu_after, clients_after = cpu_seconds(pid), _own_cpu_seconds()
     out = summary(latencies, elapsed)
     out["errors"] = errors
+    if latencies and cpu_after:
+        used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+        used["clients"] = clients_after - clients_before
+        out["cpu_us_per_request"] = {k: round(v / len(latencies) * 1e6) for k, v in used.items()}
     if before is not None:
         after = _batches(url)
         calls = after["batches"] - before["batches"]
         out["records_per_model_call"] = round((after["records"] - before["records"]) / max(1, calls), 2)
     out["load_average_1min"] = round(load, 2)
     return out
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's main thread (its event loop; with --workers, the supervisor), of its
+    other threads (the model's, with the batcher in it), and of its child processes (a model's own process, or
+    the workers); read from /proc, so {} off Linux. A process that ended in between counts no more."""
+    tasks = Path(f"/proc/{pid}/task")
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"server_main_thread": 0.0, "server_other_threads": 0.0, "child_processes": 0.0}
+    try:
+        children = [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+        for task in tasks.iterdir():
+            out["server_main_thread" if task.name == str(pid) else "server_other_threads"] += _task_cpu(task) / tick
+        for child in children:
+            out["child_processes"] += sum(_task_cpu(t) for t in Path(f"/proc/{child}/task").iterdir()) / tick
+    except OSError:  # not Linux, or a process gone
+        return {}
+    return out
+
+
+def _task_cpu(task: Path) -> int:
+    """utime + stime of a thread, in clock ticks (/proc/PID/task/TID/stat: after the name in parentheses)."""
+    fields = task.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _own_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_clients(main: Coroutine[Any, Any, T]) -> T:
