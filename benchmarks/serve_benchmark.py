@@ -202,7 +202,8 @@ def predict_processes(task: str, model: Path, records: list[dict[str, Any]]) -> 
 
 @contextmanager
 def server(model: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
-    """The server's URL and process id, once it answers /health."""
+    """The server's URL and process id, once /ready says every model has warmed up (a model in a process of its
+    own loads there after the server listens: timed before that, a level would time its loading)."""
     cmd = [sys.executable, "-m", "nlpcli.cli", "serve", "--model", str(model), "--port", "0", "--threads", "1"]
     log_path = model.parent / "serve.log"  # a file, not a pipe: a server that logs much never blocks on it
     with open(log_path, "w") as log:
@@ -215,7 +216,7 @@ def server(model: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
         url = found.group(1)
         while True:
             try:
-                urllib.request.urlopen(url + "/health", timeout=5).read()
+                urllib.request.urlopen(url + "/ready", timeout=5).read()  # 200 once every model has warmed up
                 break
             except OSError:
                 time.sleep(0.1)
