@@ -52,10 +52,11 @@ def test_require_returns_the_module_or_names_the_extra(monkeypatch: pytest.Monke
     assert str(e.value) == "reading JSON needs the 'tables' extra: pip install 'nlpcli[tables]' (no module 'json')"
 
 
-def test_serve_without_fastapi() -> None:
-    proc = run_without(["fastapi"], "serve", "--model", str(NER_V1), "--port", "0")
+@pytest.mark.parametrize("package", ["fastapi", "httptools"])
+def test_serve_without_a_package_of_its_extra(package: str) -> None:
+    proc = run_without([package], "serve", "--model", str(NER_V1), "--port", "0")
     assert_names_the_extra(proc, "serve")
-    assert "nlpcli serve" in proc.stderr
+    assert "nlpcli serve" in proc.stderr and f"no module {package!r}" in proc.stderr
 
 
 def test_report_without_matplotlib(tmp_path) -> None:  # type: ignore[no-untyped-def]

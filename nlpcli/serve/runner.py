@@ -8,7 +8,7 @@ itself re-raises the signal once it has shut down, which would end the process w
 
 HTTP is parsed by httptools (llhttp, in C) on uvloop's event loop where uvloop exists (not on Windows): with a
 fast model, the server's own Python per request is what bounds requests/s, and the pure-Python h11 parser and
-asyncio loop cost more of it (measured in docs/results.md, "serve").
+asyncio loop cost more of it (measured in docs/results.md, "Serving speed").
 
 Uvicorn reads a request's headers and body with no time limit of its own (only idle keep-alive connections
 time out), so a client sending a header line every few seconds holds a connection for ever (slowloris).
