@@ -32,7 +32,7 @@ from ..errors import NlpcliError
 from ..records.jsonl import dumps
 from .batcher import MicroBatcher, record_chars
 from .bodies import Problem, check_content_type, check_declared_size, parse_records, too_large
-from .guard import ASGIApp, Guard, Receive, Scope, Send
+from .guard import ASGIApp, Guard, Receive, Scope, Send, send_json
 from .metrics import Metrics
 from .model_process import ModelProcess
 from .models import ServedModel
@@ -87,10 +87,13 @@ def example_record(model: ServedModel) -> dict[str, Any]:
     return dict(type(model.pipe).example)
 
 
-def json_response(content: Any, status: int = 200) -> Response:
+def json_bytes(content: Any) -> bytes:
     # the bytes `nlpcli predict` writes: strict JSON, Chinese as UTF-8 rather than \u escapes
-    body = dumps(content).encode("utf-8")
-    return Response(body, status_code=status, media_type="application/json")
+    return dumps(content).encode("utf-8")
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(json_bytes(content), status_code=status, media_type="application/json")
 
 
 def problem_response(status: int, message: str) -> Response:
@@ -183,9 +186,14 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         lifespan=lifespan,
     )
 
-    async def predict(name: str, scope: Scope, receive: Receive) -> tuple[int, Any]:
+    # the model of POST /predict, where one is served (with several, a request names one)
+    default = next(iter(models)) if len(models) == 1 else None
+
+    async def predict(name: str | None, scope: Scope, receive: Receive) -> tuple[int, Any]:
         """POST /predict[/NAME]: the status and the JSON content of the answer (every error answered here)."""
         try:
+            if name is None:
+                raise Problem(400, f"several models are served; POST to /predict/NAME ({', '.join(models)})")
             model = models.get(name)
             if model is None:
                 raise Problem(404, f"no model named {name!r}; serving: {', '.join(models)}")
@@ -215,7 +223,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             return 500, {"detail": internal_message(e)}
         return 200, outputs[0] if single else outputs
 
-    async def predict_route(name: str, request: Request) -> Response:
+    async def predict_route(name: str | None, request: Request) -> Response:
         """What the declared routes answer (FastPredict answers the same requests before they get there)."""
         status, content = await predict(name, request.scope, request.receive)
         return json_response(content, status)
@@ -252,18 +260,15 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             "responses": {200: ok, **errors_doc},
         }
 
-    if len(models) == 1:
-        only = next(iter(models))
+    async def predict_default(request: Request) -> Response:
+        return await predict_route(default, request)
 
-        @app.post("/predict", summary=f"Predict with the one model ({models[only].task})", **route_doc(only))
-        async def predict_default(request: Request) -> Response:
-            return await predict_route(only, request)
-
+    if default is not None:
+        app.post("/predict", summary=f"Predict with the one model ({models[default].task})", **route_doc(default))(
+            predict_default
+        )
     else:
-
-        @app.post("/predict", include_in_schema=False)
-        async def predict_default(request: Request) -> Response:
-            return problem_response(400, f"several models are served; POST to /predict/NAME ({', '.join(models)})")
+        app.post("/predict", include_in_schema=False)(predict_default)
 
     for model_name in models:
 
@@ -333,9 +338,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         """POST /predict and /predict/NAME as their routes answer them; None for any other path."""
         path = scope["path"]
         if path == "/predict":
-            if len(models) > 1:
-                return 400, {"detail": f"several models are served; POST to /predict/NAME ({', '.join(models)})"}
-            return await predict(next(iter(models)), scope, receive)
+            return await predict(default, scope, receive)
         name = path.removeprefix("/predict/")
         if name != path and name and "/" not in name:
             return await predict(name, scope, receive)
@@ -391,10 +394,7 @@ class FastPredict:
             answer = await self.answer(scope, receive)
             if answer is not None:
                 status, content = answer
-                body = dumps(content).encode("utf-8")
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, status, json_bytes(content))
                 return
         await self.app(scope, receive, send)
 

@@ -137,7 +137,11 @@ def _given_key(headers: dict[str, str]) -> str | None:
 
 
 async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps({"detail": detail}, ensure_ascii=False).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send_json(send, status, json.dumps({"detail": detail}, ensure_ascii=False).encode("utf-8"), extra)
+
+
+async def send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON answer as its two ASGI messages (no Starlette Response in between)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
